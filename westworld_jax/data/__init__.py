@@ -1,0 +1,1 @@
+"""Data: physics corpus generation, on-disk shards, grain window pipeline, imports."""

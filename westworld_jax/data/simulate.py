@@ -1,0 +1,161 @@
+"""Batched physics rollouts with MuJoCo's multi-threaded C `mujoco.rollout`, and episode checks.
+
+Control is applied with a zero-order hold for `robot.frame_skip` physics steps; observations are
+read after each control step. Episodes end early when a legged robot falls (its root drops below
+a fraction of its starting height) and are rejected when the physics goes unstable (non-finite
+state, exploding velocities, or a MuJoCo auto-reset, which shows as time jumping backwards).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import mujoco
+import numpy as np
+from mujoco import rollout as mj_rollout
+
+from westworld_jax.robots.robot import Robot
+
+_STATE = mujoco.mjtState.mjSTATE_FULLPHYSICS
+_CTRL = mujoco.mjtState.mjSTATE_CTRL
+
+
+@dataclasses.dataclass(frozen=True)
+class StateLayout:
+  """Offsets of time/qpos/qvel inside a full-physics state vector."""
+  nstate: int
+  qpos: slice
+  qvel: slice
+
+  @classmethod
+  def of(cls, model: mujoco.MjModel) -> "StateLayout":
+    # Full physics = time, qpos, qvel, act, warmstart?, plugin, mocap... (documented order).
+    n = mujoco.mj_stateSize(model, _STATE)
+    return cls(n, slice(1, 1 + model.nq), slice(1 + model.nq, 1 + model.nq + model.nv))
+
+
+class Simulator:
+  """Rolls a robot forward for many environments at once; one thread pool per simulator.
+
+  Not thread-safe: use one per thread. `nthread=0` runs on the calling thread.
+  """
+
+  def __init__(self, robot: Robot, nthread: int = 0):
+    self.robot = robot
+    self.model = robot.model
+    self.layout = StateLayout.of(self.model)
+    self.nthread = nthread
+    self._datas = [mujoco.MjData(self.model) for _ in range(max(1, nthread))]
+    self._pool = mj_rollout.Rollout(nthread=nthread)
+
+  def close(self):
+    self._pool.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  # --- states -------------------------------------------------------------------------------
+  def initial_states(self, rng: np.random.Generator, n: int, noise: float = 0.02) -> np.ndarray:
+    """[n, nstate] start states: the 'home' keyframe (or qpos0) with small joint noise."""
+    m = self.model
+    d = mujoco.MjData(m)
+    key = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_KEY, "home")
+    out = np.empty((n, self.layout.nstate))
+    for i in range(n):
+      if key >= 0:
+        mujoco.mj_resetDataKeyframe(m, d, key)
+      else:
+        mujoco.mj_resetData(m, d)
+      d.qpos[:] += noise * rng.standard_normal(m.nq) * self._hinge_mask
+      d.qvel[:] = noise * rng.standard_normal(m.nv)
+      mujoco.mj_normalizeQuat(m, d.qpos)
+      mujoco.mj_forward(m, d)
+      mujoco.mj_getState(m, d, out[i], _STATE)
+    return out
+
+  @property
+  def _hinge_mask(self) -> np.ndarray:
+    """1 on qpos entries of hinge/slide joints (noise must not break quaternions or heights)."""
+    m = self.model
+    mask = np.zeros(m.nq)
+    for j in range(m.njnt):
+      if int(m.jnt_type[j]) in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE):
+        mask[m.jnt_qposadr[j]] = 1.0
+    return mask
+
+  # --- stepping -----------------------------------------------------------------------------
+  def run(self, states: np.ndarray, ctrl_ntu: np.ndarray, substeps: bool = False
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Holds each control for frame_skip physics steps.
+
+    Args:
+      states: [n, nstate] initial full-physics states.
+      ctrl_ntu: [n, T, nu] controls in actuator units.
+    Returns:
+      states [n, T, nstate] after each control step, sensordata [n, T, nsensordata].
+    """
+    fs = self.robot.frame_skip
+    n, T, _ = ctrl_ntu.shape
+    ctrl = np.repeat(ctrl_ntu, fs, axis=1) if fs > 1 else ctrl_ntu
+    state, sens = self._pool.rollout([self.model] * n if n > 1 else self.model, self._datas, states,
+                                     np.ascontiguousarray(ctrl, np.float64), control_spec=_CTRL,
+                                     skip_checks=False)
+    if not substeps and fs > 1:
+      state, sens = state[:, fs - 1::fs], sens[:, fs - 1::fs]
+    return state, sens
+
+  def sensors_at(self, states: np.ndarray) -> np.ndarray:
+    """[n, nstate] -> [n, nsensordata] sensor readings at those states (mj_forward)."""
+    m, d = self.model, mujoco.MjData(self.model)
+    out = np.empty((len(states), m.nsensordata))
+    for i, s in enumerate(states):
+      mujoco.mj_setState(m, d, s, _STATE)
+      mujoco.mj_forward(m, d)
+      out[i] = d.sensordata
+    return out
+
+  def qpos_qvel(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return states[..., self.layout.qpos], states[..., self.layout.qvel]
+
+  def observe(self, states: np.ndarray) -> np.ndarray:
+    qpos, qvel = self.qpos_qvel(states)
+    return self.robot.obs_from_qpos_qvel(qpos, qvel).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeChecks:
+  max_abs_qvel: float = 1e3
+  fall_fraction: float = 0.4  # legged robots: the episode ends once root height < this x start height
+  min_length: int = 60
+
+
+def episode_end(sim: Simulator, start: np.ndarray, states_ts: np.ndarray, sens_ts: np.ndarray,
+                checks: EpisodeChecks, terminate_on_fall: bool) -> tuple[int, str]:
+  """How many steps of one episode to keep, and why it ended ('ok', 'fell', 'unstable').
+
+  Args:
+    start: [nstate] the episode's start state; states_ts: [T, nstate]; sens_ts: [T, nsensordata].
+  """
+  qvel = states_ts[:, sim.layout.qvel]
+  time = states_ts[:, 0]
+  finite = np.isfinite(states_ts).all(axis=1)
+  sane = finite & (np.abs(qvel).max(axis=1, initial=0.0) < checks.max_abs_qvel)
+  sane &= np.concatenate([[time[0] > start[0]], np.diff(time) > 0])  # auto-reset => time goes back
+  if not sane.all():
+    return int(np.argmin(sane)), "unstable"
+  if terminate_on_fall and sim.robot.floating:
+    h0 = _root_height(sim, start[None])[0]
+    h = _root_height(sim, states_ts, sens_ts)
+    fallen = h < checks.fall_fraction * h0
+    if fallen.any():
+      return int(np.argmax(fallen)), "fell"
+  return len(states_ts), "ok"
+
+
+def _root_height(sim: Simulator, states: np.ndarray, sens: np.ndarray | None = None) -> np.ndarray:
+  """World height of the robot's root body, read from its task sensor."""
+  if sens is None:
+    sens = sim.sensors_at(states)
+  return sens[..., sim.robot.sensor_adr["root_pos"] + 2]
