@@ -81,9 +81,6 @@ def collect(cfg) -> list[dict]:
   with tqdm.tqdm(total=total, desc="collect", unit="shard") as bar:
     for env in envs:
       metas.append(collect_environment(cfg, env, bar))
-  empty = [m["env"] for m in metas if m["counts"].get("kept", 0) == 0]
-  if empty:
-    raise shards.CorpusError(f"no episode survived the checks for {empty}; see their metadata.json counts")
   return metas
 
 

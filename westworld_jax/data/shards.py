@@ -106,6 +106,9 @@ def finalize(env_dir: str, env_name: str, robot: Robot, behaviour: str, split: s
       if not val:
         lo, hi = np.minimum(lo, ep["obs"].min(0)), np.maximum(hi, ep["obs"].max(0))
         alo, ahi = np.minimum(alo, ep["act"].min(0)), np.maximum(ahi, ep["act"].max(0))
+  if not episodes:
+    raise CorpusError(f"{env_dir}: no episode survived the checks ({counts}); see EpisodeChecks in the "
+                      "data config (max_abs_qvel, fall_fraction, min_length) or the robot's stability")
   if not np.isfinite(lo).all():
     raise CorpusError(f"{env_dir}: no training episodes were kept (all dropped or validation); collect "
                       "more episodes or lower val_fraction")

@@ -1,0 +1,54 @@
+"""The catalogue: size, diversity, held-out splits, and no leak of held-out robots into pretraining."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from westworld_jax.robots import catalogue
+
+HELD_OUT = {"walker2d": "zero_shot", "hopper": "zero_shot", "franka_panda": "zero_shot",
+            "cassie": "few_shot", "unitree_a1": "few_shot", "ur5e": "few_shot"}
+
+
+@pytest.fixture(scope="module")
+def listing():
+  out = subprocess.run([sys.executable, "-m", "westworld_jax.robots", "list", "--json"], capture_output=True,
+                       text=True, timeout=280)
+  assert out.returncode == 0, out.stderr[-2000:]
+  return json.loads(out.stdout)
+
+
+def test_list_has_enough_pretraining_environments_and_trees(listing):
+  pre = [r for r in listing if r["split"] == "pretrain"]
+  assert len(pre) >= 89
+  assert len({r["tree"] for r in pre}) >= 40
+  assert {r["split"] for r in listing} == {"pretrain", "zero_shot", "few_shot"}
+  for row in listing:
+    assert row["obs"] > 0 and row["act"] > 0 and row["dt"] > 0
+
+
+def test_held_out_robots_are_in_their_splits(listing):
+  robots = {r["robot"]: r["split"] for r in listing}
+  for name, split in HELD_OUT.items():
+    assert robots.get(name) == split, name
+  assert not [r for r in listing if r["split"] != "pretrain" and r["robot"] not in HELD_OUT]
+
+
+def test_held_out_robots_never_leak_into_pretraining():
+  held = {catalogue.load(n).fingerprint(): n for n in HELD_OUT}
+  files = {catalogue.resolve_source(catalogue.robot_specs()[n].source) for n in HELD_OUT}
+  for spec in catalogue.iter_robots(catalogue.PRETRAIN):
+    assert catalogue.load(spec.name).fingerprint() not in held, f"{spec.name} duplicates a held-out robot"
+    if not spec.source.startswith("procedural:"):
+      assert catalogue.resolve_source(spec.source) not in files, spec.name
+  # brax ships gym's hopper and walker2d again: they must not be in the catalogue at all.
+  assert not any("brax" in s.source for s in catalogue.robot_specs().values())
+
+
+def test_environment_names_are_unique_and_resolvable():
+  names = [e.name for e in catalogue.environments()]
+  assert len(names) == len(set(names))
+  assert catalogue.env_spec(names[0]).name == names[0]
+  with pytest.raises(KeyError, match="robots list"):
+    catalogue.env_spec("no_such_env")
