@@ -14,6 +14,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.environments = ()  # explicit environment names; empty = every environment of `splits`
   c.max_environments = 0  # 0 = no limit
   c.episodes_per_env = 64
+  # MPC costs samples x horizon simulated steps per recorded step (~200x the open-loop cost).
+  c.mpc_episodes_per_env = 16
   c.episodes_per_shard = 16
   c.episode_len = 500  # control steps; windows are 150
   c.seed = 0
@@ -28,6 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.environments = ("dmc_cheetah-ou", "dmc_cheetah-gait", "dmc_reacher-pd_targets", "dmc_walker-gait",
                       "gym_swimmer-ou", "dmc_cartpole-mpc", "hopper-gait", "franka_panda-pd_targets")
     c.episodes_per_env = 8
+    c.mpc_episodes_per_env = 4
     c.episodes_per_shard = 4
     c.episode_len = 200
     c.val_fraction = 0.25

@@ -33,6 +33,11 @@ def selected_environments(cfg) -> list[catalogue.EnvSpec]:
   return envs
 
 
+def episodes_for(cfg, env: catalogue.EnvSpec) -> int:
+  """MPC simulates samples x horizon steps per step, so its environments get their own budget."""
+  return cfg.mpc_episodes_per_env if env.behaviour == "mpc" else cfg.episodes_per_env
+
+
 def _simulator_factory(cfg):
   if cfg.backend == "rollout":
     nthread = cfg.nthread or os.cpu_count() or 1
@@ -46,7 +51,8 @@ def _simulator_factory(cfg):
 def collect_environment(cfg, env: catalogue.EnvSpec, bar: tqdm.tqdm | None = None) -> dict:
   """Collects (or resumes) one environment and returns its metadata."""
   env_dir = os.path.join(cfg.corpus_dir, env.name)
-  num_shards = -(-cfg.episodes_per_env // cfg.episodes_per_shard)
+  num_eps = episodes_for(cfg, env)
+  num_shards = -(-num_eps // cfg.episodes_per_shard)
   robot = catalogue.load(env.robot)
   task = catalogue.robot_specs()[env.robot].task
   checks = simulate.EpisodeChecks(**cfg.checks)
@@ -57,7 +63,7 @@ def collect_environment(cfg, env: catalogue.EnvSpec, bar: tqdm.tqdm | None = Non
   if todo:
     with _simulator_factory(cfg)(robot) as sim:
       for shard in todo:
-        n = min(cfg.episodes_per_shard, cfg.episodes_per_env - shard * cfg.episodes_per_shard)
+        n = min(cfg.episodes_per_shard, num_eps - shard * cfg.episodes_per_shard)
         rng = episodes_lib.episode_rng(cfg.seed, env.name, shard)
         t0 = time.perf_counter()
         eps, counts = episodes_lib.generate(sim, env.behaviour, task, rng, n, cfg.episode_len, checks, mpc_cfg)
@@ -76,7 +82,7 @@ def collect_environment(cfg, env: catalogue.EnvSpec, bar: tqdm.tqdm | None = Non
 
 def collect(cfg) -> list[dict]:
   envs = selected_environments(cfg)
-  total = sum(-(-cfg.episodes_per_env // cfg.episodes_per_shard) for _ in envs)
+  total = sum(-(-episodes_for(cfg, e) // cfg.episodes_per_shard) for e in envs)
   metas = []
   with tqdm.tqdm(total=total, desc="collect", unit="shard") as bar:
     for env in envs:
