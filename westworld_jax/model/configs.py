@@ -1,0 +1,128 @@
+"""Model configuration: one frozen dataclass and the named sizes (tiny, control, base, large).
+
+`ModelConfig` is plain data (hashable, so it can be a flax Module field and a jit static
+argument). Experiment configs (ml_collections) hold a `model` ConfigDict and build it with
+`ModelConfig.from_dict(cfg.model)`, or name a size: `get_model_config("base", history=50)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the WestWorld model (see DESIGN.md, section "Model")."""
+
+    # Trunk.
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    d_ff: int = 512  # FFN after the channel attentions
+    num_bins: int = 256  # K, HL-Gauss histogram bins (input and output)
+    dropout_rate: float = 0.0
+
+    # Selective SSM over time (westworld_jax.model.mamba.SelectiveSSM).
+    ssm_d_state: int = 64
+    ssm_expand: int = 2
+    ssm_d_conv: int = 4
+    ssm_scan_impl: str = "chunked"
+    ssm_chunk_size: int = 16
+
+    # Sys-MoE.
+    num_experts: int = 4
+    d_expert: int = 512  # hidden width of each expert MLP
+    moe_mode: str = "dense"  # "dense" (upstream soft mixture) | "topk" (sparse, capacity-limited)
+    top_k: int = 1
+    capacity_factor: float = 1.25
+    lb_loss_coef: float = 1e-2  # load-balancing loss weight (topk only)
+    z_loss_coef: float = 0.0  # router z-loss weight (either mode)
+    # What the router sees, and so what shares one gate:
+    #   "cls"   (faithful) a learned CLS token per block passes through each channel's SSM;
+    #           its output gates that channel's whole sequence;
+    #   "robot" (ablation) the CLS outputs mean-pooled over a sample's real channels;
+    #           one gate per sample;
+    #   "token" (strictly causal) each token's own SSM output gates that token.
+    system_embedding: str = "cls"
+    # Where the CLS token sits in each channel's SSM sequence:
+    #   "history" after the last history step: the gate sees history observations and
+    #             history actions only, so predictions stay causal in future actions;
+    #   "end"     after the last step (exactly upstream): the gate also sees every
+    #             future action and the query tokens.
+    cls_position: str = "history"
+    # Mesh axis the expert weights are sharded over; None = no expert parallelism.
+    expert_axis: str | None = None
+    # Mesh axes that shard routing units (batch-major) outside the MoE.
+    token_axes: tuple[str, ...] = ("data", "expert")
+
+    # Windows and embedding-table sizes.
+    history: int = 50  # H: obs[:, :H] are seen; later obs are replaced by the query token
+    max_steps: int = 150  # time-step table (window length T <= max_steps)
+    max_obs_channels: int = 128
+    max_act_channels: int = 64
+    num_kinds: int = 16  # channel-kind ids are < num_kinds (obs and actions have own tables)
+    max_objects: int = 8  # structural object ids < max_objects
+    max_bodies: int = 64  # pre/in/post-order ranks < max_bodies
+
+    # Numerics: params in param_dtype; matmuls in dtype; softmax, LayerNorm, scan in float32.
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: bool = False  # rematerialise each block in the backward pass
+
+    def __post_init__(self):
+        if self.d_model % 4:
+            raise ValueError(f"d_model={self.d_model} must be divisible by 4 "
+                             "(the structural embedding concatenates four d/4 tables).")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}.")
+        if self.moe_mode not in ("dense", "topk"):
+            raise ValueError(f"moe_mode={self.moe_mode!r}: use 'dense' or 'topk'.")
+        if self.system_embedding not in ("cls", "robot", "token"):
+            raise ValueError(f"system_embedding={self.system_embedding!r}: use 'cls', 'robot' "
+                             "or 'token'.")
+        if self.cls_position not in ("history", "end"):
+            raise ValueError(f"cls_position={self.cls_position!r}: use 'history' or 'end'.")
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ValueError(f"top_k={self.top_k} must be in [1, num_experts={self.num_experts}].")
+        if self.history > self.max_steps:
+            raise ValueError(f"history={self.history} exceeds max_steps={self.max_steps}.")
+
+    def replace(self, **overrides: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}; "
+                             f"known: {sorted(f.name for f in dataclasses.fields(cls))}")
+        if "token_axes" in d:
+            d["token_axes"] = tuple(d["token_axes"])
+        return cls(**d)
+
+
+SIZES: dict[str, dict[str, Any]] = {
+    # CPU tests: a few seconds to compile and run.
+    "tiny": dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, num_bins=32, ssm_d_state=8,
+                 ssm_chunk_size=8, num_experts=2, d_expert=64, history=8, max_steps=32,
+                 max_obs_channels=16, max_act_channels=8, max_bodies=16),
+    # The authors' size (14.6M parameters).
+    "base": dict(),
+    # Small model for fast model-based control.
+    "control": dict(n_layers=2, ssm_d_state=16),
+    # Scale-out: sparse top-k routing over many experts (>= 100M parameters).
+    "large": dict(d_model=512, n_layers=8, n_heads=8, d_ff=2048, ssm_d_state=64,
+                  num_experts=16, d_expert=1024, moe_mode="topk", top_k=2,
+                  capacity_factor=1.25, z_loss_coef=1e-3, dtype="bfloat16", remat=True),
+}
+
+
+def get_model_config(name: str = "base", **overrides: Any) -> ModelConfig:
+    """The named size with `overrides` applied (e.g. get_model_config("tiny", moe_mode="topk"))."""
+    if name not in SIZES:
+        raise ValueError(f"unknown model size {name!r}; choose one of {sorted(SIZES)}.")
+    return ModelConfig(**{**SIZES[name], **overrides})
