@@ -6,12 +6,13 @@ Collection = our full path for one shard (initial states, open-loop OU policy, r
 extraction, episode checks, ArrayRecord write). Raw = mujoco.rollout alone on the same robot, same
 number of environments, steps and threads, with precomputed controls. The ratio is what the
 collector keeps of the simulator's speed (goal >= 0.8). Prints a table and writes
-benchmarks/results/data_<host>.json.
+benchmarks/results/data_cpu.json.
 """
 from __future__ import annotations
 
+import common  # noqa: F401  (sets sys.path; before project imports)
+
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -88,9 +89,7 @@ def main():
   print(f"loader: {loader:.0f} windows/s (150 steps, batch 16, 4 environments)")
   out = {"host": platform.node(), "cpu_count": os.cpu_count(), "nthread": args.nthread, "envs": args.envs,
          "steps": args.steps, "mujoco": mujoco.__version__, "rows": rows, "loader_windows_per_s": loader}
-  os.makedirs("benchmarks/results", exist_ok=True)
-  with open("benchmarks/results/data_cpu.json", "w") as f:
-    json.dump(out, f, indent=1)
+  common.write_result(out, "data_cpu")
 
 
 if __name__ == "__main__":

@@ -14,19 +14,17 @@ sequences). Tokens/s counts every (step, channel) token, observation and action.
 """
 from __future__ import annotations
 
+import common  # noqa: F401  (sets sys.path; before project imports)
+
 import argparse
-import json
-import os
 import platform
 import resource
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from westworld_jax.model import (WestWorld, dummy_batch, get_model_config,  # noqa: E402
                                  next_step_loss, param_count)
 
@@ -130,12 +128,7 @@ def main(argv=None):
         "max_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
         "rows": rows,
     }
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"model_{backend}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {out}")
+    common.write_result(result, f"model_{backend}", args.out)
 
 
 if __name__ == "__main__":

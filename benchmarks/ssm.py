@@ -14,18 +14,16 @@ On CPU the "kernel" impl runs in the Pallas interpreter: its time says nothing a
 
 from __future__ import annotations
 
+import common  # noqa: F401  (sets sys.path; before project imports)
+
 import argparse
-import json
-import os
 import statistics
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import jaxlib
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from westworld_jax.model.ssm import IMPLS, selective_scan  # noqa: E402
 
 SIZES = {
@@ -168,12 +166,7 @@ def main():
               + (" kernel ran in the Pallas interpreter." if backend == "cpu" else "")),
         results=rows,
     )
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"ssm_{backend}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {out}")
+    common.write_result(result, f"ssm_{backend}", args.out)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,8 @@ import dataclasses
 import os
 import time
 
-from absl import app, flags, logging
+from absl import app, logging
 from ml_collections import config_flags
-import numpy as np
 import tqdm
 
 from westworld_jax.data import episodes as episodes_lib

@@ -1,0 +1,18 @@
+"""Shared by the benchmark scripts: the repository root on sys.path and where results go."""
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # scripts run as `python benchmarks/x.py` also import experiments/
+  sys.path.insert(0, ROOT)
+
+
+def write_result(result: dict, name: str, out: str | None = None) -> str:
+  """Writes benchmarks/results/<name>.json (or `out`) and returns the path."""
+  out = out or os.path.join(ROOT, "benchmarks", "results", f"{name}.json")
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"wrote {out}")
+  return out
