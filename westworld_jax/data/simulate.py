@@ -46,6 +46,7 @@ class Simulator:
     self.nthread = nthread
     self._datas = [mujoco.MjData(self.model) for _ in range(max(1, nthread))]
     self._pool = mj_rollout.Rollout(nthread=nthread)
+    self._hinge_mask = self._joint_qpos_mask()
 
   def close(self):
     self._pool.close()
@@ -75,8 +76,7 @@ class Simulator:
       mujoco.mj_getState(m, d, out[i], _STATE)
     return out
 
-  @property
-  def _hinge_mask(self) -> np.ndarray:
+  def _joint_qpos_mask(self) -> np.ndarray:
     """1 on qpos entries of hinge/slide joints (noise must not break quaternions or heights)."""
     m = self.model
     mask = np.zeros(m.nq)

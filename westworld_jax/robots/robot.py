@@ -12,6 +12,7 @@ never written by hand per robot:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from typing import Any
@@ -131,7 +132,7 @@ class Robot:
     both = np.concatenate([qpos, qvel], axis=-1)
     return both[..., self._obs_gather]
 
-  @property
+  @functools.cached_property
   def _obs_gather(self) -> np.ndarray:
     nq = self.model.nq
     return np.array([c.address if c.source == "qpos" else nq + c.address for c in self.obs_channels],
