@@ -11,9 +11,9 @@ key, so the split does not depend on how many shards exist).
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
-import zlib
 
 import numpy as np
 from array_record.python import array_record_module
@@ -79,8 +79,10 @@ def read_shard(env_dir: str, shard: int) -> list[dict]:
 
 
 def is_validation(env_name: str, shard: int, index: int, val_fraction: float) -> bool:
-  key = zlib.crc32(f"{env_name}/{shard}/{index}".encode()) / 2**32
-  return key < val_fraction
+  # A cryptographic hash: crc32 of such similar keys is so correlated that whole environments
+  # ended up all-validation or all-training.
+  digest = hashlib.blake2b(f"{env_name}/{shard}/{index}".encode(), digest_size=8).digest()
+  return int.from_bytes(digest, "little") / 2**64 < val_fraction
 
 
 def finalize(env_dir: str, env_name: str, robot: Robot, behaviour: str, split: str, num_shards: int,

@@ -1,0 +1,93 @@
+"""Pretraining: `python -m westworld_jax.train --config experiments/pretrain.py[:variant] --workdir DIR`.
+
+Variants:
+  tiny   the whole pipeline on a 2-core CPU in a few minutes: generates the tiny corpus
+         (experiments/data.py:tiny) when missing and trains the tiny model; loss falls visibly.
+  base   the authors' model and recipe: WestWorld base (~14.4M params), windows of 150 (history 50),
+         AdamW lr 2e-4, 10k warmup steps, cosine decay, clip 0.25, batch 14 (as their H100 runs),
+         bf16 matmuls; data: the full generated corpus (experiments/data.py).
+  large  scale-out: the >=100M-parameter sparse top-k Sys-MoE (16 experts) with experts sharded over
+         the 'expert' mesh axis (expert-parallel) and the batch over data x expert.
+Any field can be overridden on the command line, e.g. --config.optim.lr=1e-4 --config.mesh.expert=2.
+"""
+import dataclasses
+import importlib.util
+import os
+
+import ml_collections
+
+from westworld_jax.model import registry
+
+
+def _data_config(variant: str) -> ml_collections.ConfigDict:
+  """experiments/data.py (next to this file) at `variant`: what the run generates when data is missing."""
+  spec = importlib.util.spec_from_file_location("_ww_data_config", os.path.join(os.path.dirname(__file__), "data.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(variant)
+
+
+def model_config(name: str, size: str, **overrides) -> ml_collections.ConfigDict:
+  """Every field of the model's config (so each is overridable), plus its registry name and size."""
+  fields = dataclasses.asdict(registry.build(name, size, **overrides).config)
+  fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+  return ml_collections.ConfigDict({"name": name, "size": size, **fields})
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "tiny"
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 300
+  c.max_steps_per_run = 0  # > 0: stop (with a checkpoint) after this many steps; rerun to continue
+  c.init_from = ""  # a workdir whose latest params start this run (fine-tuning)
+  c.distributed = False  # force jax.distributed.initialize() (auto-detected on TPU pods and SLURM)
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, expert=1))  # -1: all remaining devices
+
+  c.data = ml_collections.ConfigDict()
+  c.data.corpus_dir = "corpus/tiny"
+  c.data.collect = _data_config("tiny")  # generated when missing; None: the corpus must exist
+  c.data.environments = ()  # empty: every environment of data.collect in train_split
+  c.data.train_split = "pretrain"
+  c.data.shared_filesystem = False  # multi-host: True = process 0 generates the corpus, others wait
+  c.data.batch_size = 16  # global
+  c.data.eval_batch_size = 16
+  c.data.history = 8
+  c.data.horizon = 24
+  c.data.weighting = "uniform"
+  c.data.weights = ()
+  c.data.obs_buckets = (8, 16, 32, 64, 128)
+  c.data.act_buckets = (4, 8, 16, 32, 64)
+  c.data.num_threads = 2
+  c.data.prefetch = 4
+
+  c.optim = ml_collections.ConfigDict(dict(lr=2e-3, warmup_steps=30, final_lr_fraction=0.1, clip_norm=0.25,
+                                           b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01))
+  c.checkpoint = ml_collections.ConfigDict(dict(every=100, keep=3, async_save=True))
+  c.eval = ml_collections.ConfigDict(dict(every=100, max_batches=8))
+  c.log = ml_collections.ConfigDict(dict(every=10, tensorboard=True, progress=True))
+
+  if variant == "tiny":
+    c.model = model_config("westworld", "tiny", max_obs_channels=32, max_act_channels=16)
+    c.data.obs_buckets = (32,)  # one bucket: one compilation on a small CPU
+    c.data.act_buckets = (8,)
+  elif variant in ("base", "large"):
+    c.data.corpus_dir = "corpus/full"
+    c.data.collect = _data_config("full")
+    c.data.history, c.data.horizon = 50, 100
+    c.data.batch_size = c.data.eval_batch_size = 14 if variant == "base" else 128
+    c.data.num_threads = 8
+    c.total_steps = 200_000
+    c.optim.update(lr=2e-4, warmup_steps=10_000, final_lr_fraction=0.0)
+    c.checkpoint.every = 2_000
+    c.eval.update(every=2_000, max_batches=64)
+    c.log.every = 50
+    if variant == "base":
+      c.model = model_config("westworld", "base", dtype="bfloat16", ssm_scan_impl="chunked")
+    else:
+      c.model = model_config("westworld", "large", expert_axis="expert")
+      c.mesh.expert = 4  # 16 experts, 4 per expert shard; the rest of the devices do data parallelism
+  else:
+    raise ValueError(f"unknown pretrain variant {variant!r}: use tiny, base or large")
+  return c
