@@ -19,7 +19,7 @@ from westworld_jax.data import mpc as mpc_lib
 from westworld_jax.data import shards, simulate
 from westworld_jax.robots import catalogue
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/data.py", "Data config file.")
+_CONFIG = None  # the --config flag, defined only when run as a program (train.py imports this module)
 
 
 def selected_environments(cfg) -> list[catalogue.EnvSpec]:
@@ -101,4 +101,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", "experiments/data.py", "Data config file.")
   app.run(main)
