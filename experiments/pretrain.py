@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "tiny"
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.total_steps = 300
+  c.total_steps = 200
   c.max_steps_per_run = 0  # > 0: stop (with a checkpoint) after this many steps; rerun to continue
   c.init_from = ""  # a workdir whose latest params start this run (fine-tuning)
   c.distributed = False  # force jax.distributed.initialize() (auto-detected on TPU pods and SLURM)
@@ -69,7 +69,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log = ml_collections.ConfigDict(dict(every=10, tensorboard=True, progress=True))
 
   if variant == "tiny":
-    c.model = model_config("westworld", "tiny", max_obs_channels=32, max_act_channels=16)
+    # lax.scan over 33 steps beats the chunked associative scan on CPU (2.4 vs 3.8 s/step measured).
+    c.model = model_config("westworld", "tiny", max_obs_channels=32, max_act_channels=16,
+                           ssm_scan_impl="sequential")
     c.data.obs_buckets = (32,)  # one bucket: one compilation on a small CPU
     c.data.act_buckets = (8,)
   elif variant in ("base", "large"):

@@ -52,3 +52,12 @@ def test_environment_names_are_unique_and_resolvable():
   assert catalogue.env_spec(names[0]).name == names[0]
   with pytest.raises(KeyError, match="robots list"):
     catalogue.env_spec("no_such_env")
+
+
+def test_legged_robots_get_pd_hold_in_their_own_split():
+  envs = {e.name: e for e in catalogue.environments()}
+  specs = catalogue.robot_specs()
+  for robot in ("quad_go1", "dmc_humanoid", "proc_quadruped_j3", "cassie", "unitree_a1", "walker2d"):
+    env = envs[f"{robot}-pd_hold"]
+    assert env.split == specs[robot].split, env
+  assert not any(e.behaviour == "pd_hold" and specs[e.robot].task != catalogue.LOCOMOTION for e in envs.values())

@@ -83,3 +83,17 @@ def test_non_finite_episode_is_never_written(tmp_path):
 def test_missing_corpus_says_how_to_make_it(tmp_path):
   with pytest.raises(shards.CorpusError, match="westworld_jax.data.collect"):
     shards.load_metadata(str(tmp_path / "nothing"))
+
+
+def test_root_height_of_a_state_matches_the_task_sensor():
+  import mujoco
+  from westworld_jax.data import simulate
+  from westworld_jax.robots import catalogue
+  robot = catalogue.load("quad_go1")
+  with simulate.Simulator(robot) as sim:
+    states = sim.initial_states(np.random.default_rng(0), 3, noise=0.2)
+    d = mujoco.MjData(robot.model)
+    for s in states:
+      mujoco.mj_setState(robot.model, d, s, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+      mujoco.mj_forward(robot.model, d)
+      assert sim.root_height(s) == pytest.approx(d.sensordata[robot.sensor_adr["root_pos"] + 2], abs=1e-12)

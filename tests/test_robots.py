@@ -104,3 +104,18 @@ def test_floating_robot_without_floor_gets_one_and_others_do_not():
   assert mujoco.mj_name2id(go1.model, mujoco.mjtObj.mjOBJ_GEOM, "ww_floor") >= 0
   hopper = catalogue.load("hopper")
   assert mujoco.mj_name2id(hopper.model, mujoco.mjtObj.mjOBJ_GEOM, "ww_floor") < 0
+
+
+def test_actuator_without_ctrlrange_gets_an_explicit_assumed_range(caplog):
+  text = ("<mujoco><worldbody><body><joint name='a'/><geom size='.1'/></body>"
+          "<body pos='1 0 0'><joint name='b'/><geom size='.1'/></body></worldbody>"
+          "<actuator><motor name='free' joint='a'/><motor name='ranged' joint='b' ctrlrange='-2 2'/>"
+          "</actuator></mujoco>")
+  with caplog.at_level("WARNING"):
+    r = load_robot(text, name="unranged")
+  assert r.ctrl_range_assumed == ("free",)
+  np.testing.assert_array_equal(r.act_low, [-1, -2])
+  np.testing.assert_array_equal(r.act_high, [1, 2])
+  assert r.describe()["ctrl_range_assumed"] == ["free"]
+  warnings = [m for m in caplog.messages if "no ctrlrange" in m]
+  assert len(warnings) == 1 and "unranged" in warnings[0] and "free" in warnings[0]  # once, not per probe

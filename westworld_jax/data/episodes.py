@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
+import weakref
 import zlib
 
 import numpy as np
@@ -32,37 +34,94 @@ def episode_rng(seed: int, env_name: str, shard: int) -> np.random.Generator:
   return np.random.default_rng([seed, zlib.crc32(env_name.encode()), shard])
 
 
+def run_closed_loop(sim: simulate.Simulator, act: Callable[[int, np.ndarray], np.ndarray], start: np.ndarray,
+                    T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Steps n environments T control steps with u_t = act(t, states_t) (normalised [n, nu]).
+
+  Returns actions [n, T, nu], states [n, T, nstate] after each step, sensordata [n, T, nsensordata]."""
+  cur = start
+  us, sts, sss = [], [], []
+  for t in range(T):
+    u_t = act(t, cur)
+    st, ss = sim.run(cur, policies.to_ctrl(sim.robot, u_t[:, None]))
+    us.append(u_t)
+    sts.append(st[:, 0])
+    sss.append(ss[:, 0])
+    cur = np.nan_to_num(st[:, 0])  # a diverged env is rejected later; keep the batch stepping
+  return np.stack(us, 1), np.stack(sts, 1), np.stack(sss, 1)
+
+
+# pd_hold is calibrated per robot: how much random posture robots tolerate before toppling differs
+# widely (an ant shrugs off what topples a spot), and so does which feedback keeps them up.
+HOLD_LEVELS = (2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25)
+_hold_settings: "weakref.WeakKeyDictionary[Robot, tuple[float, bool]]" = weakref.WeakKeyDictionary()
+
+
+def hold_start(sim: simulate.Simulator, rng: np.random.Generator, n: int) -> np.ndarray:
+  """pd_hold's start states: standing still (robots may start in the air or off balance)."""
+  return sim.initial_states(rng, n, qpos=policies.stand_qpos(sim.robot))
+
+
+def hold_settings(sim: simulate.Simulator, per_level: int = 6, seconds: float = 5.0) -> tuple[float, bool]:
+  """pd_hold's offset amplitude and feedback (balance LQR or not) for this robot: the largest of
+  HOLD_LEVELS at which a feedback keeps all per_level calibration episodes up (PDHold.down never
+  true) for `seconds` (ties: more steps up; with and without LQR tried where it exists); the
+  smallest level if none does; (1, no LQR) without a floating base (it cannot fall).
+  Deterministic (own seed), cached per robot."""
+  robot = sim.robot
+  if robot not in _hold_settings:
+    setting = (1.0, False)
+    if robot.floating:
+      levels = np.asarray(HOLD_LEVELS)
+      modes = (False, True) if policies._hold(robot).lqr is not None else (False,)
+      rng = np.random.default_rng(0)
+      n = len(levels) * per_level
+      start = hold_start(sim, rng, n * len(modes))
+      qpos0 = sim.qpos_qvel(start)[0]
+      pols = [policies.PDHold(robot, rng, qpos0[i * n:(i + 1) * n], np.repeat(levels, per_level), lqr)
+              for i, lqr in enumerate(modes)]
+      act = lambda t, cur: np.concatenate(  # noqa: E731
+          [p(t, *sim.qpos_qvel(cur[i * n:(i + 1) * n])) for i, p in enumerate(pols)])
+      _, states, _ = run_closed_loop(sim, act, start, max(10, int(seconds / robot.dt)))
+      qpos = sim.qpos_qvel(states)[0]
+      best = (-1, -1.0, 0)
+      for i, (p, lqr) in enumerate(zip(pols, modes)):
+        down = p.down(qpos[i * n:(i + 1) * n])
+        steps_up = np.where(down.any(1), down.argmax(1), down.shape[1]).reshape(len(levels), per_level)
+        ok = (steps_up == down.shape[1]).all(1)
+        k = int(np.argmax(ok)) if ok.any() else len(levels) - 1
+        score = (int(ok.any()) * (len(levels) - k), float(steps_up[k].mean()), i)
+        if score > best:
+          best, setting = score, (float(levels[k]), lqr)
+    _hold_settings[robot] = setting
+  return _hold_settings[robot]
+
+
 def generate(sim: simulate.Simulator, behaviour: str, task: str, rng: np.random.Generator, n: int, T: int,
              checks: simulate.EpisodeChecks = simulate.EpisodeChecks(),
              mpc_config: mpc_lib.MPCConfig = mpc_lib.MPCConfig()) -> tuple[list[dict], Counts]:
   """Simulate n episodes of T control steps; returns kept episodes {'obs' [t,Co], 'act' [t,Ca]}."""
   robot: Robot = sim.robot
-  start = sim.initial_states(rng, n)
+  start = hold_start(sim, rng, n) if behaviour == "pd_hold" else sim.initial_states(rng, n)
   counts = Counts()
   if behaviour in policies.OPEN_LOOP:
     u = policies.open_loop(behaviour, robot, rng, n, T)
     states, sens = sim.run(start, policies.to_ctrl(robot, u))
     counts.sim_steps += n * T * robot.frame_skip
   elif behaviour in policies.CLOSED_LOOP:
-    if behaviour == "pd_targets":
-      policy = policies.PDTargets(robot, rng, n)
+    if behaviour == "mpc":
+      mpc = mpc_lib.SamplingMPC(sim, task, start, rng, mpc_config)
+      act = lambda t, cur: mpc(cur)  # noqa: E731
+      counts.sim_steps += T * n * mpc_config.samples * mpc_config.horizon * robot.frame_skip
     else:
-      policy = mpc_lib.SamplingMPC(sim, task, start, rng, mpc_config)
-    cur = start
-    us, sts, sss = [], [], []
-    for t in range(T):
       if behaviour == "pd_targets":
-        qpos, qvel = sim.qpos_qvel(cur)
-        u_t = policy(t, qpos, qvel)
+        policy = policies.PDTargets(robot, rng, n)
       else:
-        u_t = policy(cur)
-        counts.sim_steps += n * mpc_config.samples * mpc_config.horizon * robot.frame_skip
-      st, ss = sim.run(cur, policies.to_ctrl(robot, u_t[:, None]))
-      us.append(u_t)
-      sts.append(st[:, 0])
-      sss.append(ss[:, 0])
-      cur = np.nan_to_num(st[:, 0])  # a diverged env is rejected below; keep the batch stepping
-    u, states, sens = np.stack(us, 1), np.stack(sts, 1), np.stack(sss, 1)
+        level, lqr = hold_settings(sim)
+        # Around the calibrated level: some episodes calmer, some bolder (and likelier to fall).
+        policy = policies.PDHold(robot, rng, sim.qpos_qvel(start)[0], level * rng.uniform(0.5, 1.25, n), lqr)
+      act = lambda t, cur: policy(t, *sim.qpos_qvel(cur))  # noqa: E731
+    u, states, sens = run_closed_loop(sim, act, start, T)
     counts.sim_steps += n * T * robot.frame_skip
   else:
     raise ValueError(f"unknown behaviour '{behaviour}': choose one of {policies.ALL}")

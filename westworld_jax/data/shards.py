@@ -78,11 +78,15 @@ def read_shard(env_dir: str, shard: int) -> list[dict]:
     reader.close()
 
 
-def is_validation(env_name: str, shard: int, index: int, val_fraction: float) -> bool:
-  # A cryptographic hash: crc32 of such similar keys is so correlated that whole environments
-  # ended up all-validation or all-training.
+def episode_key(env_name: str, shard: int, index: int) -> float:
+  """Uniform in [0, 1) per episode. A cryptographic hash: crc32 of such similar keys is so
+  correlated that whole environments ended up all-validation or all-training."""
   digest = hashlib.blake2b(f"{env_name}/{shard}/{index}".encode(), digest_size=8).digest()
-  return int.from_bytes(digest, "little") / 2**64 < val_fraction
+  return int.from_bytes(digest, "little") / 2**64
+
+
+def is_validation(env_name: str, shard: int, index: int, val_fraction: float) -> bool:
+  return episode_key(env_name, shard, index) < val_fraction
 
 
 def finalize(env_dir: str, env_name: str, robot: Robot, behaviour: str, split: str, num_shards: int,
@@ -91,23 +95,27 @@ def finalize(env_dir: str, env_name: str, robot: Robot, behaviour: str, split: s
   markers = sorted(glob.glob(os.path.join(env_dir, "shard-*.json")))
   if len(markers) != num_shards:
     raise CorpusError(f"{env_dir}: {len(markers)} of {num_shards} shards are complete; rerun the collector")
-  lo = np.full(robot.num_obs, np.inf)
-  hi = np.full(robot.num_obs, -np.inf)
-  alo = np.full(robot.num_act, np.inf)
-  ahi = np.full(robot.num_act, -np.inf)
-  episodes, counts = [], {}
+  episodes, ranges, counts = [], [], {}  # ranges: per-episode (obs min, obs max, act min, act max)
   for shard in range(num_shards):
     with open(os.path.join(env_dir, f"shard-{shard:05d}.json")) as f:
       info = json.load(f)
     for k, v in info.get("counts", {}).items():
       counts[k] = counts.get(k, 0) + v
-    eps = read_shard(env_dir, shard)
-    for i, ep in enumerate(eps):
+    for i, ep in enumerate(read_shard(env_dir, shard)):
       val = is_validation(env_name, shard, i, val_fraction)
       episodes.append({"shard": shard, "index": i, "length": int(len(ep["obs"])), "val": bool(val)})
-      if not val:
-        lo, hi = np.minimum(lo, ep["obs"].min(0)), np.maximum(hi, ep["obs"].max(0))
-        alo, ahi = np.minimum(alo, ep["act"].min(0)), np.maximum(ahi, ep["act"].max(0))
+      ranges.append((ep["obs"].min(0), ep["obs"].max(0), ep["act"].min(0), ep["act"].max(0)))
+  if val_fraction > 0 and len(episodes) >= 2 and not any(e["val"] for e in episodes):
+    # Few episodes and none hashed below val_fraction: hold out the smallest key, not nothing.
+    min(episodes, key=lambda e: episode_key(env_name, e["shard"], e["index"]))["val"] = True
+  lo = np.full(robot.num_obs, np.inf)
+  hi = np.full(robot.num_obs, -np.inf)
+  alo = np.full(robot.num_act, np.inf)
+  ahi = np.full(robot.num_act, -np.inf)
+  for e, (omin, omax, amin, amax) in zip(episodes, ranges):
+    if not e["val"]:  # statistics from training episodes only
+      lo, hi = np.minimum(lo, omin), np.maximum(hi, omax)
+      alo, ahi = np.minimum(alo, amin), np.maximum(ahi, amax)
   if not episodes:
     raise CorpusError(f"{env_dir}: no episode survived the checks ({counts}); see EpisodeChecks in the "
                       "data config (max_abs_qvel, fall_fraction, min_length) or the robot's stability")

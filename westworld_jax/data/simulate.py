@@ -13,6 +13,7 @@ import mujoco
 import numpy as np
 from mujoco import rollout as mj_rollout
 
+from westworld_jax.robots import robot as robot_lib
 from westworld_jax.robots.robot import Robot
 
 _STATE = mujoco.mjtState.mjSTATE_FULLPHYSICS
@@ -45,6 +46,7 @@ class Simulator:
     self.layout = StateLayout.of(self.model)
     self.nthread = nthread
     self._datas = [mujoco.MjData(self.model) for _ in range(max(1, nthread))]
+    self._kin_data = mujoco.MjData(self.model)  # for kinematics of single states (root_height)
     self._pool = mj_rollout.Rollout(nthread=nthread)
     self._hinge_mask = self._joint_qpos_mask()
 
@@ -58,17 +60,17 @@ class Simulator:
     self.close()
 
   # --- states -------------------------------------------------------------------------------
-  def initial_states(self, rng: np.random.Generator, n: int, noise: float = 0.02) -> np.ndarray:
-    """[n, nstate] start states: the 'home' keyframe (or qpos0) with small joint noise."""
+  def initial_states(self, rng: np.random.Generator, n: int, noise: float = 0.02,
+                     qpos: np.ndarray | None = None) -> np.ndarray:
+    """[n, nstate] start states: the standing keyframe (robot_lib.start_keyframe; else qpos0), or
+    `qpos` [nq] if given, at rest, with small joint position and velocity noise."""
     m = self.model
     d = mujoco.MjData(m)
-    key = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_KEY, "home")
     out = np.empty((n, self.layout.nstate))
     for i in range(n):
-      if key >= 0:
-        mujoco.mj_resetDataKeyframe(m, d, key)
-      else:
-        mujoco.mj_resetData(m, d)
+      robot_lib.reset_to_start(m, d)
+      if qpos is not None:
+        d.qpos[:] = qpos
       d.qpos[:] += noise * rng.standard_normal(m.nq) * self._hinge_mask
       d.qvel[:] = noise * rng.standard_normal(m.nv)
       mujoco.mj_normalizeQuat(m, d.qpos)
@@ -116,6 +118,14 @@ class Simulator:
       out[i] = d.sensordata
     return out
 
+  def root_height(self, state: np.ndarray) -> float:
+    """World height of the root body's centre of mass (what the 'root_pos' task sensor reads) at one
+    [nstate] state: kinematics only, on a reused MjData."""
+    m, d = self.model, self._kin_data
+    mujoco.mj_setState(m, d, state, _STATE)
+    mujoco.mj_kinematics(m, d)
+    return float(d.xipos[self.robot.root_body_id, 2])
+
   def qpos_qvel(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return states[..., self.layout.qpos], states[..., self.layout.qvel]
 
@@ -146,16 +156,9 @@ def episode_end(sim: Simulator, start: np.ndarray, states_ts: np.ndarray, sens_t
   if not sane.all():
     return int(np.argmin(sane)), "unstable"
   if terminate_on_fall and sim.robot.floating:
-    h0 = _root_height(sim, start[None])[0]
-    h = _root_height(sim, states_ts, sens_ts)
+    h0 = sim.root_height(start)
+    h = sens_ts[:, sim.robot.sensor_adr["root_pos"] + 2]
     fallen = h < checks.fall_fraction * h0
     if fallen.any():
       return int(np.argmax(fallen)), "fell"
   return len(states_ts), "ok"
-
-
-def _root_height(sim: Simulator, states: np.ndarray, sens: np.ndarray | None = None) -> np.ndarray:
-  """World height of the robot's root body, read from its task sensor."""
-  if sens is None:
-    sens = sim.sensors_at(states)
-  return sens[..., sim.robot.sensor_adr["root_pos"] + 2]

@@ -101,9 +101,11 @@ _SHIPPED: tuple[RobotSpec, ...] = (
 
 # Behaviour policies per task family (see westworld_jax/data/policies.py). Every pretraining robot
 # gets its family's exploration behaviours; 'mpc' (expert-like, sampling MPC on the true simulator)
-# is listed separately because it costs ~100x more simulation per step.
+# is listed separately because it costs ~100x more simulation per step. Open-loop 'ou'/'gait' topple
+# legged robots within a second or two; 'pd_hold' keeps them standing while it moves them, so their
+# episodes run long.
 BEHAVIOURS = {
-    LOCOMOTION: ("ou", "gait", "mpc"),
+    LOCOMOTION: ("ou", "gait", "pd_hold", "mpc"),
     ARM: ("ou", "pd_targets", "mpc"),
     BALANCE: ("ou", "gait", "mpc"),
     SWIM: ("ou", "gait", "mpc"),

@@ -58,6 +58,8 @@ TASK_SENSORS = (
 )
 
 DEFAULT_CONTROL_DT = 0.02  # seconds per model step when the catalogue gives no frame skip
+# Keyframes that episodes start from (a standing pose), in order of preference; else qpos0.
+START_KEYFRAMES = ("home", "standing", "stand")
 
 
 class RobotLoadError(ValueError):
@@ -97,6 +99,9 @@ class Robot:
   tip_body_id: int = 1  # deepest body of object 0 (an arm's end effector, a pendulum's tip)
   # Offsets into sensordata of the task sensors load_robot appends (see TASK_SENSORS).
   sensor_adr: dict = dataclasses.field(default_factory=dict, repr=False)
+  # Actuators without a ctrlrange (MuJoCo leaves their ctrl unbounded): their action range is
+  # assumed to be [-1, 1] (act_low/act_high), which may not match their real scale.
+  ctrl_range_assumed: tuple[str, ...] = ()
 
   # --- derived views -----------------------------------------------------------------
   @property
@@ -165,8 +170,27 @@ class Robot:
         "act_channels": [{"name": c.name, "kind": c.kind, "body": c.body} for c in self.act_channels],
         "act_low": self.act_low.tolist(),
         "act_high": self.act_high.tolist(),
+        "ctrl_range_assumed": list(self.ctrl_range_assumed),
         "source": self.source,
     }
+
+
+def start_keyframe(model: mujoco.MjModel) -> int:
+  """Id of the keyframe episodes start from (see START_KEYFRAMES), or -1: start from qpos0."""
+  for name in START_KEYFRAMES:
+    key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, name)
+    if key >= 0:
+      return key
+  return -1
+
+
+def reset_to_start(model: mujoco.MjModel, data: mujoco.MjData) -> None:
+  """Reset `data` to the start keyframe (or qpos0); no forward pass."""
+  key = start_keyframe(model)
+  if key >= 0:
+    mujoco.mj_resetDataKeyframe(model, data, key)
+  else:
+    mujoco.mj_resetData(model, data)
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -316,8 +340,11 @@ def _observation_channels(model: mujoco.MjModel) -> tuple[list[Channel], bool, i
 
 
 def robot_from_model(model: mujoco.MjModel, name: str, source: str, frame_skip: int | None = None,
-                     control_dt: float | None = None) -> Robot:
-  """Build a Robot from a compiled model (frame_skip, else control_dt, else DEFAULT_CONTROL_DT)."""
+                     control_dt: float | None = None, warn: bool = True) -> Robot:
+  """Build a Robot from a compiled model (frame_skip, else control_dt, else DEFAULT_CONTROL_DT).
+
+  Actuators without a ctrlrange get [-1, 1], with a warning (unless warn=False) and a record in
+  Robot.ctrl_range_assumed."""
   if model.nu == 0:
     raise RobotLoadError(f"robot '{name}' has no actuators: add <actuator> elements (URDFs get motors "
                          "automatically)")
@@ -332,6 +359,11 @@ def robot_from_model(model: mujoco.MjModel, name: str, source: str, frame_skip: 
   limited = model.actuator_ctrllimited.astype(bool)
   lo = np.where(limited, model.actuator_ctrlrange[:, 0], -1.0).astype(np.float32)
   hi = np.where(limited, model.actuator_ctrlrange[:, 1], 1.0).astype(np.float32)
+  assumed = tuple(act[a].name for a in np.where(~limited)[0])
+  if assumed and warn:
+    logging.warning("%s: %d actuator(s) have no ctrlrange (%s%s); assuming [-1, 1]. Give them a ctrlrange "
+                    "(and ctrllimited) if their controls live on another scale.", name, len(assumed),
+                    ", ".join(assumed[:5]), ", ..." if len(assumed) > 5 else "")
 
   data = mujoco.MjData(model)
   mujoco.mj_forward(model, data)
@@ -355,7 +387,8 @@ def robot_from_model(model: mujoco.MjModel, name: str, source: str, frame_skip: 
     raise RobotLoadError(f"frame_skip must be >= 1, got {frame_skip}")
   return Robot(name=name, source=source, model=model, frame_skip=int(frame_skip), bodies=tuple(bodies),
                obs_channels=tuple(obs), act_channels=tuple(act), act_low=lo, act_high=hi,
-               floating=floating, root_body_id=root, tip_body_id=tip, sensor_adr=sensor_adr)
+               floating=floating, root_body_id=root, tip_body_id=tip, sensor_adr=sensor_adr,
+               ctrl_range_assumed=assumed)
 
 
 def _tip_body(model: mujoco.MjModel, bodies: list[structure.BodyIndex]) -> int:
@@ -369,7 +402,7 @@ def _tip_body(model: mujoco.MjModel, bodies: list[structure.BodyIndex]) -> int:
 
 def _add_task_sensors(spec: mujoco.MjSpec, model: mujoco.MjModel) -> mujoco.MjModel:
   """Append TASK_SENSORS for the root and tip bodies and recompile."""
-  probe = robot_from_model(model, "probe", "probe", frame_skip=1)
+  probe = robot_from_model(model, "probe", "probe", frame_skip=1, warn=False)
   names = {"root": _name(model, mujoco.mjtObj.mjOBJ_BODY, probe.root_body_id, "body"),
            "tip": _name(model, mujoco.mjtObj.mjOBJ_BODY, probe.tip_body_id, "body")}
   for key, stype, which in TASK_SENSORS:
