@@ -38,6 +38,7 @@ class PipelineConfig:
   history: int = 50
   horizon: int = 100
   split: str = "train"  # 'train' or 'val' episodes
+  max_episodes: int = 0  # > 0: only the split's first N episodes (shard, index order), e.g. few-shot
   weighting: str = "uniform"  # 'uniform' per environment, or 'windows' (proportional to data)
   weights: Sequence[float] | None = None  # explicit per-environment weights (override weighting)
   obs_buckets: Sequence[int] = DEFAULT_OBS_BUCKETS
@@ -88,10 +89,14 @@ def load_env(cfg: PipelineConfig, env_id: int, name: str) -> EnvData:
   want_val = cfg.split == "val"
   if cfg.split not in ("train", "val"):
     raise ValueError(f"split must be 'train' or 'val', got '{cfg.split}'")
+  eps = [ep for ep in meta["episodes"] if ep["val"] == want_val]
+  if cfg.max_episodes:
+    if len(eps) < cfg.max_episodes:  # few-shot promises exactly N episodes: never silently fewer
+      raise shards.CorpusError(f"{name}: max_episodes={cfg.max_episodes} but only {len(eps)} {cfg.split} "
+                               "episodes exist: collect more episodes for this environment")
+    eps = sorted(eps, key=lambda ep: (ep["shard"], ep["index"]))[: cfg.max_episodes]
   wins = []
-  for ep in meta["episodes"]:
-    if ep["val"] != want_val:
-      continue
+  for ep in eps:
     for start in range(0, ep["length"], cfg.window):
       length = min(cfg.window, ep["length"] - start)
       if length > cfg.history:  # at least one step to predict

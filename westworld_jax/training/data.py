@@ -80,6 +80,8 @@ def pipeline_config(data_cfg, environments: list[str], seed: int, split: str = "
       corpus_dir=data_cfg.corpus_dir, environments=tuple(environments),
       batch_size=data_cfg.batch_size if train else data_cfg.eval_batch_size,
       history=data_cfg.history, horizon=data_cfg.horizon, split=split,
+      # Few-shot runs train on the first N episodes only; validation keeps every held-out episode.
+      max_episodes=int(data_cfg.get("max_episodes", 0) or 0) if train else 0,
       weighting=data_cfg.weighting, weights=tuple(data_cfg.weights) if data_cfg.weights else None,
       obs_buckets=tuple(data_cfg.obs_buckets), act_buckets=tuple(data_cfg.act_buckets),
       seed=seed, shuffle=train, repeat=train,
