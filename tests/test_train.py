@@ -235,3 +235,47 @@ def test_sharded_step_and_restore_on_8_devices(runs, tmp_path):
   proc = subprocess.run([sys.executable, "-c", _EIGHT_DEVICES, REPO_ROOT, str(runs["corpus"]), wd, ref],
                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=280)
   assert proc.returncode == 0 and "EIGHT_OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+_WORKER = textwrap.dedent("""
+    import os, sys, zlib
+    pid, port, corpus, wd = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid)
+    import numpy as np
+    from tests.test_train import _cfg, _params
+    from westworld_jax.training import loop
+    res = loop.train(_cfg(corpus, max_steps_per_run=3, **{"log.progress": False}), wd)
+    crc = 0
+    for a in _params({"params": jax.tree.map(lambda x: x.addressable_data(0), res.state["params"])}):
+        crc = zlib.crc32(a.tobytes(), crc)
+    print(f"PROC {pid} step {res.step} devices {jax.device_count()} params_crc {crc}")
+""")
+
+
+@pytest.mark.timeout(400)
+def test_two_processes_train_and_checkpoint_together(runs, tmp_path):
+  # Two JAX processes (2 CPU devices each) as on a 2-host slice: each reads its own slice of
+  # the windows, the step runs on the 4-device global mesh, orbax saves one checkpoint with
+  # one iterator state per process, and both processes end with the same parameters.
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  wd = str(tmp_path / "two")
+  env = {**os.environ, "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+  procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(i), str(port), str(runs["corpus"]), wd],
+                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=380)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-4000:]
+  lines = [next(line for line in out.splitlines() if line.startswith("PROC")) for out in outs]
+  assert all("step 3 devices 4" in line for line in lines), lines
+  assert lines[0].split("params_crc")[1] == lines[1].split("params_crc")[1], lines
+  data_dir = os.path.join(wd, "checkpoints", "3", "data")
+  assert sorted(f for f in os.listdir(data_dir) if f.endswith(".json")) == [
+      "process_0-of-2.json", "process_1-of-2.json"]
+  assert sorted(_rows(wd)) == [1, 2, 3]  # one writer
