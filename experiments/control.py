@@ -1,0 +1,71 @@
+"""Control config: `python -m westworld_jax.control --config experiments/control.py:VARIANT [--checkpoint DIR]`.
+
+Variants (default: hopper):
+  hopper, walker2d  the paper's setting: MPPI with 256 samples x horizon 100, oracle vs world model vs
+                    random, gym-length episodes (1000 steps). Meant for an accelerator: on a 2-core
+                    CPU one oracle replan takes seconds.
+  hopper_cpu        hopper on a CPU: 64 samples x horizon 30, 2 episodes of 100 steps.
+  go1, franka       Go1 walking forward upright; Franka Panda end-effector reach (oracle vs random).
+  pendulum, reacher cheap dm_control tasks (swing-up from hanging; reach a random target).
+  tiny              pendulum on a CPU in about a minute: oracle, tiny untrained world model, random.
+Override anything on the command line, e.g. --config.mppi.samples=512 --config.policies="('oracle',)".
+"""
+import ml_collections
+
+VARIANTS = ("hopper", "walker2d", "hopper_cpu", "go1", "franka", "pendulum", "reacher", "tiny")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "hopper"
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown control config variant '{variant}': choose one of {VARIANTS}")
+  c = ml_collections.ConfigDict()
+  c.task = variant.split("_")[0] if variant != "tiny" else "pendulum"
+  c.policies = ("oracle", "world_model", "random")
+  c.episodes = 2  # batches of n_envs episodes, each from new start states (the same for every policy)
+  c.n_envs = 1
+  c.episode_len = 0  # control steps; 0 = the task's default
+  c.seed = 0
+  c.workdir = ""  # default runs/control/<task>; --workdir overrides
+  c.mppi = ml_collections.ConfigDict(dict(
+      samples=256, horizon=100, iterations=1, noise=0.3, noise_kind="ou", correlation=0.9, knots=8,
+      temperature=0.1, normalize_costs=True, discount=1.0, noise_decay=0.5, keep_mean=True))
+  # The world model when no --checkpoint is given (untrained: latency only) and its batching.
+  c.model = ml_collections.ConfigDict(dict(name="westworld", size="control", overrides={}))
+  c.wm_sample_chunk = 0  # predict at most this many samples at once (0 = all): bounds memory
+  c.shard_samples = True  # with several devices, shard MPPI samples over all of them (mesh axis 'samples')
+  # Normalisation stats for the world model when the checkpoint has none for this robot:
+  # a corpus environment directory (its metadata.json), else OU rollouts of the robot.
+  c.stats = ml_collections.ConfigDict(dict(env="", corpus_env="", rollout_episodes=16, rollout_steps=200))
+  c.render = ml_collections.ConfigDict(dict(enabled=True, width=320, height=240))
+  # Control data for fine-tuning: keep the best fraction of the oracle episodes as a corpus environment.
+  c.collect = ml_collections.ConfigDict(dict(corpus_dir="", keep_fraction=0.1, val_fraction=0.1, overwrite=False))
+
+  if variant in ("hopper", "walker2d"):
+    c.episodes = 3
+  elif variant == "hopper_cpu":
+    c.mppi.samples, c.mppi.horizon = 64, 30  # one replan ~0.5 s on a CPU core
+    c.episode_len = 100
+    c.policies = ("oracle", "random")
+  elif variant == "go1":
+    c.policies = ("oracle", "random")
+    c.mppi.horizon = 50
+    c.episode_len = 250
+  elif variant == "franka":
+    c.policies = ("oracle", "random")
+    c.mppi.samples, c.mppi.horizon, c.mppi.noise = 128, 40, 0.3
+  elif variant == "pendulum":
+    c.policies = ("oracle", "random")
+    c.mppi.samples, c.mppi.horizon, c.mppi.noise = 128, 100, 1.0
+    c.episode_len = 500
+  elif variant == "reacher":
+    c.policies = ("oracle", "random")
+    c.mppi.samples, c.mppi.horizon, c.mppi.noise = 64, 30, 0.5
+  elif variant == "tiny":
+    c.episodes = 1
+    c.episode_len = 60
+    c.mppi.samples, c.mppi.horizon, c.mppi.noise = 32, 16, 1.0  # tiny model: history 8 + 16 <= 32 steps
+    c.model.size = "tiny"
+    c.stats.rollout_episodes, c.stats.rollout_steps = 8, 100
+    c.render.width, c.render.height = 160, 120
+  return c

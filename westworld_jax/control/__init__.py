@@ -1,0 +1,12 @@
+"""Downstream control: MPPI with a simulator-oracle or world-model rollout on MJX tasks.
+
+  tasks.py   Task: MJX robot, costs on observations/states, action bounds (pendulum, reacher,
+             hopper, walker2d, go1, franka)
+  mppi.py    MPPI (one jitted replan for all environments), OracleBackend, WorldModelBackend
+  env.py     batched MJX environments with observation history
+  loop.py    closed-loop episodes, random baseline, summaries
+  policies.py  policies from a config (oracle / world model from a checkpoint or untrained / random)
+  data.py    MPPI rollouts -> corpus environment for world-model fine-tuning
+  render.py  videos (MuJoCo offscreen renderer) and trajectory plots
+CLI: python -m westworld_jax.control --config experiments/control.py:hopper [--checkpoint DIR]
+"""

@@ -1,0 +1,116 @@
+"""Build a control policy from a config: oracle MPPI, world-model MPPI (trained or not), or random.
+
+World-model MPPI needs the model, its parameters and the normalisation the model was trained with
+for this robot. With a checkpoint they come from `westworld_jax.train.load_for_inference(workdir)`
+(imported only then); without one, the model is built untrained from the registry (useful for
+latency, useless for control: summaries say so) and the statistics come from a corpus
+environment's metadata.json or, failing that, from short OU-noise rollouts of the robot in C MuJoCo.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import logging
+import jax
+import numpy as np
+
+from westworld_jax.control import loop as loop_lib
+from westworld_jax.control import mppi as mppi_lib
+from westworld_jax.control import tasks as tasks_lib
+from westworld_jax.data import policies as behaviour
+from westworld_jax.data import shards, simulate
+
+POLICIES = ("oracle", "world_model", "random")
+
+
+def stats_from_rollouts(task: tasks_lib.Task, episodes: int = 16, steps: int = 200, seed: int = 0) -> dict:
+  """Per-channel min/max of OU-noise rollouts (the corpus's 'ou' behaviour) of the task's robot."""
+  rng = np.random.default_rng(seed)
+  with simulate.Simulator(task.robot) as sim:
+    start = sim.initial_states(rng, episodes)
+    ctrl = behaviour.to_ctrl(task.robot, behaviour.open_loop("ou", task.robot, rng, episodes, steps))
+    states, _ = sim.run(start, ctrl)
+    obs = np.concatenate([sim.observe(start)[:, None], sim.observe(states)], axis=1)
+  obs = obs[np.isfinite(obs).all(axis=(1, 2))]
+  if not len(obs):
+    raise ValueError(f"every OU rollout of '{task.robot.name}' diverged; give stats from a corpus instead")
+  return {"obs_min": obs.min((0, 1)).tolist(), "obs_max": obs.max((0, 1)).tolist(),
+          "act_min": ctrl.min((0, 1)).tolist(), "act_max": ctrl.max((0, 1)).tolist()}
+
+
+def stats_from_corpus(env_dir: str) -> dict:
+  return shards.load_metadata(env_dir)["stats"]
+
+
+def pick_stats(data_stats: dict, robot: str, env: str = "") -> tuple[str, dict]:
+  """(env name, stats) for `robot` from a checkpoint's {env name: stats}: `env` if given, else the
+  robot's '-mpc' environment, else its first one."""
+  if env:
+    if env not in data_stats:
+      raise KeyError(f"the checkpoint has no normalisation stats for environment '{env}'; it has "
+                     f"{sorted(data_stats)}")
+    return env, data_stats[env]
+  mine = sorted(k for k in data_stats if k.startswith(robot + "-"))
+  for k in mine:
+    if k.endswith("-mpc"):
+      return k, data_stats[k]
+  if mine:
+    return mine[0], data_stats[mine[0]]
+  return "", {}
+
+
+def spec_batch(num_obs: int, num_act: int, steps: int, batch: int = 1) -> dict:
+  """An all-real BATCH_SPEC batch of zeros (to initialise any registry model)."""
+  z = lambda *s, dt=np.float32: np.zeros(s, dt)
+  return {"obs": z(batch, steps, num_obs), "act": z(batch, steps, num_act),
+          "obs_mask": np.ones((batch, num_obs), bool), "act_mask": np.ones((batch, num_act), bool),
+          "time_mask": np.ones((batch, steps), bool), "obs_struct": z(batch, num_obs, 4, dt=np.int32),
+          "act_struct": z(batch, num_act, 4, dt=np.int32), "obs_kind": z(batch, num_obs, dt=np.int32),
+          "act_kind": z(batch, num_act, dt=np.int32), "env_id": z(batch, dt=np.int32)}
+
+
+def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
+  """(world_model, params, Normaliser, description) for the task, per cfg.model / cfg.stats."""
+  desc = {}
+  if checkpoint:
+    try:
+      from westworld_jax import train  # pylint: disable=import-outside-toplevel
+      load = train.load_for_inference
+    except (ImportError, AttributeError) as e:
+      raise RuntimeError("--checkpoint needs westworld_jax.train.load_for_inference(workdir), which this "
+                         f"installation lacks ({e}); update westworld_jax or run without --checkpoint") from e
+    wm, params, data_stats = load(checkpoint)
+    env, stats = pick_stats(data_stats or {}, task.robot.name, cfg.stats.env)
+    desc.update(trained=True, checkpoint=os.path.abspath(checkpoint))
+  else:
+    from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
+    wm = registry.build(cfg.model.name, cfg.model.size, **dict(cfg.model.overrides))
+    T = wm.history + cfg.mppi.horizon
+    params = jax.jit(wm.init)(jax.random.key(cfg.seed), spec_batch(task.num_obs, task.num_act, T))
+    env, stats = "", {}
+    desc.update(trained=False, note="untrained world model (random init): pass --checkpoint for real control")
+    logging.warning("world-model MPPI with an UNTRAINED %s/%s model: latency is meaningful, returns are not; "
+                    "pass --checkpoint DIR", cfg.model.name, cfg.model.size)
+  if not stats and cfg.stats.corpus_env:
+    env, stats = cfg.stats.corpus_env, stats_from_corpus(cfg.stats.corpus_env)
+  if not stats:
+    env = f"ou rollouts ({cfg.stats.rollout_episodes} x {cfg.stats.rollout_steps} steps)"
+    stats = stats_from_rollouts(task, cfg.stats.rollout_episodes, cfg.stats.rollout_steps, cfg.seed)
+    logging.info("normalisation stats for '%s' from %s", task.robot.name, env)
+  norm = mppi_lib.Normaliser.from_stats(stats, task.num_obs, task.num_act, where=f"stats of {env}")
+  desc.update(model=wm.name, history=wm.history, stats_from=env)
+  return wm, params, norm, desc
+
+
+def make_policy(name: str, task: tasks_lib.Task, cfg, checkpoint: str | None = None, mesh=None):
+  """(policy, history the environments must keep, description) for policy `name`."""
+  if name == "random":
+    return loop_lib.RandomPolicy(task), 1, {}
+  mcfg = mppi_lib.MPPIConfig.from_dict(cfg.mppi)
+  if name == "oracle":
+    return mppi_lib.MPPI(mppi_lib.OracleBackend(task), mcfg, mesh=mesh), 1, {}
+  if name == "world_model":
+    wm, params, norm, desc = world_model_parts(task, cfg, checkpoint)
+    backend = mppi_lib.WorldModelBackend(wm, params, [task], [norm], mcfg.horizon, sample_chunk=cfg.wm_sample_chunk)
+    return mppi_lib.MPPI(backend, mcfg, mesh=mesh), backend.history, desc
+  raise ValueError(f"unknown policy '{name}': choose from {POLICIES}")

@@ -1,0 +1,393 @@
+"""Control tasks: a catalogue robot simulated in MJX, with costs the planner minimises.
+
+A `Task` bundles
+- the robot (catalogue.load) and an MJX copy of its model (adapted by data/mjx_backend.py),
+- `reset(key)` / `step(d, ctrl)` / `observe(d)`, all jittable and vmappable,
+- a running cost `cost(obs, ctrl, goal) -> (cost, healthy)` and `terminal_cost(obs, goal)` on the
+  robot's observation vector (the world model's channels, in physical units), and the same on an
+  MJX state (`state_cost`, `state_terminal_cost`: the state is observed first). Costs are written
+  once, on observations, so the simulator-oracle and world-model planners optimise the very same
+  objective and differ only in where the predicted observations come from;
+- action bounds (actuator units) and the control step dt.
+
+`healthy` False marks a terminal (fallen) state: an episode ends after the step that produced it
+(gym's `terminate_when_unhealthy`), and a planner stops accumulating cost from there on.
+Rewards are -cost. `goal` is a float32 [GOAL_DIM] per episode (a reach target; zeros otherwise).
+
+Tasks (see TASKS): 'pendulum' (dm_control pendulum swing-up from hanging down), 'reacher'
+(dm_control reacher to a random reachable target), 'hopper' and 'walker2d' (gym-style forward
+locomotion: x velocity + healthy bonus - 1e-3 |u|^2, gym's unhealthy conditions), 'go1' (walk
+forward while upright), 'franka' (Franka Panda end-effector reach).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import mujoco
+from mujoco import mjx
+import numpy as np
+
+from westworld_jax.data import mjx_backend
+from westworld_jax.robots import catalogue
+from westworld_jax.robots.robot import Robot
+
+GOAL_DIM = 3
+
+
+class Task:
+  """Base class; subclasses define `cost`, and may override `terminal_cost`, `_reset_qpos_qvel`."""
+
+  name = "task"
+  robot_name = ""
+  self_collisions = True
+  terminates = False  # episodes end at the first unhealthy state
+  episode_len = 1000  # default control steps per episode
+  # MjOption overrides for speed in MJX (environment and oracle alike), e.g. brax's MJX Hopper:
+  # Euler instead of RK4 and 4 solver iterations. Task(exact_physics=True) keeps the robot's own.
+  physics: dict = {}
+
+  def __init__(self, robot: Robot | None = None, exact_physics: bool = False):
+    self.robot = robot if robot is not None else catalogue.load(self.robot_name)
+    r = self.robot
+    self.model, adaptations = mjx_backend.mjx_compatible_model(r.model, r.name, self.self_collisions)
+    self.adaptations = list(adaptations)
+    if not exact_physics:
+      for field, value in self.physics.items():
+        old = getattr(self.model.opt, field)
+        if int(old) != int(value):
+          setattr(self.model.opt, field, value)
+          self.adaptations.append(f"opt.{field} {int(old)} -> {int(value)} (speed)")
+    if self.adaptations:
+      logging.info("task '%s': MJX model adaptations: %s", self.name, "; ".join(self.adaptations))
+    try:
+      self.mx = mjx.put_model(self.model, impl=mjx_backend._IMPL)  # pylint: disable=protected-access
+      self._d0 = mjx.make_data(self.mx, impl=mjx_backend._IMPL)  # pylint: disable=protected-access
+    except (NotImplementedError, ValueError, TypeError, KeyError) as e:
+      raise ValueError(f"task '{self.name}': robot '{r.name}' does not run in MJX ({e}); choose another "
+                       "robot or adapt its MJCF (see westworld_jax/data/mjx_backend.py)") from e
+    self.act_low = np.asarray(r.act_low, np.float32)
+    self.act_high = np.asarray(r.act_high, np.float32)
+    self._gather = jnp.asarray(r._obs_gather)  # pylint: disable=protected-access
+    self._qpos0 = np.array(self.model.qpos0, np.float32)
+
+  # --- sizes and channels -----------------------------------------------------------------
+  @property
+  def num_obs(self) -> int:
+    return self.robot.num_obs
+
+  @property
+  def num_act(self) -> int:
+    return self.robot.num_act
+
+  @property
+  def dt(self) -> float:
+    return self.robot.dt
+
+  @property
+  def frame_skip(self) -> int:
+    return self.robot.frame_skip
+
+  def obs_index(self, kind: str) -> list[int]:
+    """Indices of the observation channels of one kind (e.g. 'root_height'), in channel order."""
+    idx = [i for i, c in enumerate(self.robot.obs_channels) if c.kind == kind]
+    if not idx:
+      raise ValueError(f"task '{self.name}' needs a '{kind}' observation channel but robot "
+                       f"'{self.robot.name}' has none (channels: {[c.kind for c in self.robot.obs_channels]})")
+    return idx
+
+  def neutral_ctrl(self) -> np.ndarray:
+    """The control assumed before an episode starts (zero torque, inside the bounds)."""
+    return np.clip(0.0, self.act_low, self.act_high).astype(np.float32)
+
+  # --- simulation (jittable, vmappable) --------------------------------------------------------
+  def _reset_qpos_qvel(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """gym-style start: qpos0 and zero velocity, each entry + U(-0.005, 0.005)."""
+    kq, kv = jax.random.split(key)
+    qpos = self._qpos0 + jax.random.uniform(kq, (self.model.nq,), minval=-5e-3, maxval=5e-3)
+    qvel = jax.random.uniform(kv, (self.model.nv,), minval=-5e-3, maxval=5e-3)
+    return qpos, qvel
+
+  def sample_goal(self, key: jax.Array) -> jax.Array:
+    del key
+    return jnp.zeros(GOAL_DIM, jnp.float32)
+
+  def reset(self, key: jax.Array) -> tuple[mjx.Data, jax.Array]:
+    """(MJX state, goal [GOAL_DIM]) of a new episode.
+
+    Only qpos/qvel are set: mjx.step runs forward first, and costs read observations, so an extra
+    mjx.forward here would only add compile time (~15 s on a CPU core even for a pendulum).
+    """
+    kstate, kgoal = jax.random.split(key)
+    qpos, qvel = self._reset_qpos_qvel(kstate)
+    d = self._d0.replace(qpos=qpos.astype(self._d0.qpos.dtype), qvel=qvel.astype(self._d0.qvel.dtype))
+    return d, self.sample_goal(kgoal)
+
+  def step(self, d: mjx.Data, ctrl: jax.Array) -> mjx.Data:
+    """Holds ctrl (actuator units, clipped to the bounds) for frame_skip physics steps."""
+    ctrl = jnp.clip(ctrl, self.act_low, self.act_high).astype(d.ctrl.dtype)
+    d = d.replace(ctrl=ctrl)
+    return jax.lax.fori_loop(0, self.frame_skip, lambda _, dd: mjx.step(self.mx, dd), d)
+
+  def observe(self, d: mjx.Data) -> jax.Array:
+    """float32 [num_obs]: the robot's observation channels (catalogue order) of an MJX state."""
+    return jnp.concatenate([d.qpos, d.qvel])[self._gather].astype(jnp.float32)
+
+  # --- costs -----------------------------------------------------------------------------------
+  def cost(self, obs: jax.Array, ctrl: jax.Array, goal: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(running cost, healthy) of reaching observation obs [num_obs] by applying ctrl [num_act]."""
+    raise NotImplementedError
+
+  def terminal_cost(self, obs: jax.Array, goal: jax.Array) -> jax.Array:
+    del obs, goal
+    return jnp.zeros((), jnp.float32)
+
+  def state_cost(self, d: mjx.Data, ctrl: jax.Array, goal: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Running cost from an MJX state (the state after applying ctrl)."""
+    return self.cost(self.observe(d), ctrl, goal)
+
+  def state_terminal_cost(self, d: mjx.Data, goal: jax.Array) -> jax.Array:
+    return self.terminal_cost(self.observe(d), goal)
+
+  def describe(self) -> dict:
+    return {"task": self.name, "robot": self.robot.name, "dt": self.dt, "num_obs": self.num_obs,
+            "num_act": self.num_act, "act_low": self.act_low.tolist(), "act_high": self.act_high.tolist(),
+            "terminates": self.terminates, "episode_len": self.episode_len,
+            "mjx_adaptations": list(self.adaptations)}
+
+
+def trajectory_cost(costs_t: jax.Array, healthy_t: jax.Array, terminal: jax.Array,
+                    discount: float = 1.0) -> jax.Array:
+  """Total cost of one rollout: sum_t g^t alive_t c_t + g^T alive_T terminal.
+
+  alive_t = every state before step t was healthy: a step that falls still counts (as gym's reward
+  on the terminating step), later ones do not, and neither does the terminal cost.
+  """
+  horizon = costs_t.shape[0]
+  healthy = healthy_t.astype(jnp.float32)
+  alive_after = jnp.cumprod(healthy)
+  alive_before = jnp.concatenate([jnp.ones((1,), jnp.float32), alive_after[:-1]])
+  g = jnp.asarray(discount, jnp.float32) ** jnp.arange(horizon + 1, dtype=jnp.float32)
+  return jnp.sum(g[:-1] * alive_before * costs_t) + g[-1] * alive_after[-1] * terminal
+
+
+# --- tasks ---------------------------------------------------------------------------------------
+
+class PendulumSwingUp(Task):
+  """dm_control pendulum: swing up from hanging down (1 Nm torque vs 4.9 Nm of gravity: it must pump).
+
+  reward = (1 + cos(angle)) / 2 (1 upright, 0 hanging) - 1e-3 u^2; dm_control's reward is a sparse
+  tolerance on the same uprightness, smoothed here so sampling planners get a gradient.
+  """
+  name, robot_name, episode_len = "pendulum", "dmc_pendulum", 250
+
+  def __init__(self, robot=None, start: str = "bottom", exact_physics: bool = False):
+    super().__init__(robot, exact_physics)
+    if start not in ("bottom", "random"):
+      raise ValueError(f"pendulum start must be 'bottom' or 'random', got '{start}'")
+    self.start = start
+    self._angle = self.obs_index("joint_pos")[0]
+
+  def _reset_qpos_qvel(self, key):
+    ka, kv = jax.random.split(key)
+    if self.start == "bottom":
+      angle = jnp.pi + jax.random.uniform(ka, (1,), minval=-0.1, maxval=0.1)
+    else:
+      angle = jax.random.uniform(ka, (1,), minval=-jnp.pi, maxval=jnp.pi)
+    return angle, 0.01 * jax.random.normal(kv, (1,))
+
+  def _upright(self, obs):
+    return 0.5 * (1.0 + jnp.cos(obs[self._angle]))
+
+  def cost(self, obs, ctrl, goal):
+    c = 1.0 - self._upright(obs) + 1e-3 * jnp.sum(ctrl**2)
+    return c, jnp.asarray(True)
+
+  def terminal_cost(self, obs, goal):
+    return 1.0 - self._upright(obs)
+
+
+class Reach(Task):
+  """Move the end effector to a random reachable target (goal = FK of random joint angles).
+
+  reward = -|ee - goal| - vel_cost * |qvel|^2 - 1e-3 |u/u_max|^2; terminal: -|ee - goal|.
+  The end effector is computed from the observed joint positions with MJX forward kinematics, so
+  the world-model backend evaluates it on predicted joint angles exactly as the oracle does.
+  """
+  ee_body = ""
+  ee_offset = (0.0, 0.0, 0.0)  # in the end-effector body's frame
+  goal_spread = 0.6  # target joint angles: home +- this (rad), within joint ranges
+  vel_cost = 0.0
+  episode_len = 200
+
+  def __init__(self, robot=None, exact_physics: bool = False):
+    super().__init__(robot, exact_physics)
+    m = self.model
+    self._ee = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.ee_body)
+    if self._ee < 0:
+      raise ValueError(f"task '{self.name}': robot '{self.robot.name}' has no body '{self.ee_body}'")
+    pos_kinds = ("joint_pos", "slide_pos")
+    chans = self.robot.obs_channels
+    self._pos_obs = np.array([i for i, c in enumerate(chans) if c.kind in pos_kinds])
+    self._pos_adr = np.array([chans[i].address for i in self._pos_obs])
+    self._vel_obs = np.array([i for i, c in enumerate(chans) if c.kind in ("joint_vel", "slide_vel")])
+    if len(self._pos_adr) != m.nq:
+      raise ValueError(f"task '{self.name}' needs every qpos observed (a fixed-base robot); robot "
+                       f"'{self.robot.name}' observes {len(self._pos_adr)} of {m.nq}")
+    lo, hi = m.jnt_range[:, 0], m.jnt_range[:, 1]
+    limited = m.jnt_limited.astype(bool)
+    q0 = m.qpos0[m.jnt_qposadr]
+    self._goal_lo = np.where(limited, np.maximum(lo, q0 - self.goal_spread), q0 - self.goal_spread)
+    self._goal_hi = np.where(limited, np.minimum(hi, q0 + self.goal_spread), q0 + self.goal_spread)
+    self._goal_adr = np.array(m.jnt_qposadr)
+    self._u_scale = np.maximum(np.abs(self.act_low), np.abs(self.act_high))
+
+  def ee_from_qpos(self, qpos: jax.Array) -> jax.Array:
+    d = mjx.kinematics(self.mx, self._d0.replace(qpos=qpos.astype(self._d0.qpos.dtype)))
+    return (d.xpos[self._ee] + d.xmat[self._ee] @ jnp.asarray(self.ee_offset, d.xpos.dtype)).astype(jnp.float32)
+
+  def ee_from_obs(self, obs: jax.Array) -> jax.Array:
+    qpos = jnp.zeros(self.model.nq, jnp.float32).at[self._pos_adr].set(obs[self._pos_obs])
+    return self.ee_from_qpos(qpos)
+
+  def sample_goal(self, key):
+    q = jnp.asarray(self._qpos0).at[self._goal_adr].set(
+        jax.random.uniform(key, (len(self._goal_adr),), minval=self._goal_lo, maxval=self._goal_hi))
+    return self.ee_from_qpos(q)
+
+  def cost(self, obs, ctrl, goal):
+    dist = jnp.linalg.norm(self.ee_from_obs(obs) - goal)
+    c = dist + self.vel_cost * jnp.sum(obs[self._vel_obs]**2) + 1e-3 * jnp.sum((ctrl / self._u_scale)**2)
+    return c, jnp.asarray(True)
+
+  def terminal_cost(self, obs, goal):
+    return jnp.linalg.norm(self.ee_from_obs(obs) - goal)
+
+
+class Reacher(Reach):
+  """dm_control reacher (2 links, planar): fingertip to a random target."""
+  name, robot_name = "reacher", "dmc_reacher"
+  ee_body = "finger"
+  goal_spread = 2.5
+
+  def _reset_qpos_qvel(self, key):
+    ka, kv = jax.random.split(key)
+    return (jax.random.uniform(ka, (2,), minval=-0.5, maxval=0.5), 0.01 * jax.random.normal(kv, (2,)))
+
+
+class FrankaReach(Reach):
+  """Franka Panda (torque motors, gravity on): tool centre point (10.34 cm past the hand) to a target."""
+  name, robot_name = "franka", "franka_panda"
+  ee_body = "hand"
+  ee_offset = (0.0, 0.0, 0.1034)
+  goal_spread = 0.6
+  vel_cost = 1e-3
+  physics = {"iterations": 4, "ls_iterations": 8}
+
+
+class GymLocomotion(Task):
+  """gym-style planar locomotion (Hopper-v4 / Walker2d-v4 reward and termination).
+
+  reward = x velocity + 1 (healthy bonus) - 1e-3 |u|^2; unhealthy when root height leaves
+  healthy_z, the torso angle leaves healthy_angle, or any observation but height exceeds 100.
+  The forward term is the root x velocity at the end of the control step (gym uses the mean
+  velocity over the step, dx/dt; the world model observes velocities, not global x). MJX physics
+  as brax's MJX Hopper/Walker2d: Euler instead of gym's RK4 and 4 solver iterations (~20x faster
+  on a CPU; exact_physics=True keeps RK4).
+  """
+  terminates = True
+  physics = {"integrator": mujoco.mjtIntegrator.mjINT_EULER, "iterations": 4, "ls_iterations": 8}
+  healthy_z = (0.7, float("inf"))
+  healthy_angle = (-0.2, 0.2)
+  episode_len = 1000
+
+  def __init__(self, robot=None, exact_physics: bool = False):
+    super().__init__(robot, exact_physics)
+    self._z = self.obs_index("root_height")[0]
+    self._angle = self.obs_index("root_angle")[0]
+    self._vx = self.obs_index("root_x_vel")[0]
+
+  def healthy(self, obs):
+    z, a = obs[self._z], obs[self._angle]
+    rest = jnp.delete(obs, self._z, assume_unique_indices=True)
+    return ((z > self.healthy_z[0]) & (z < self.healthy_z[1]) & (a > self.healthy_angle[0])
+            & (a < self.healthy_angle[1]) & jnp.all(jnp.abs(rest) < 100.0))
+
+  def cost(self, obs, ctrl, goal):
+    reward = obs[self._vx] + 1.0 - 1e-3 * jnp.sum(ctrl**2)
+    return -reward, self.healthy(obs)
+
+
+class Hopper(GymLocomotion):
+  name, robot_name = "hopper", "hopper"
+
+
+class Walker2d(GymLocomotion):
+  name, robot_name = "walker2d", "walker2d"
+  healthy_z = (0.8, 2.0)
+  healthy_angle = (-1.0, 1.0)
+
+
+class Go1Walk(Task):
+  """Unitree Go1 (torque motors): walk forward (+x) at up to target_speed while staying upright.
+
+  reward = min(vx, target_speed) + 1 (healthy) - 0.5 (1 - upright) - 1e-3 |u / 45 Nm|^2,
+  upright = z component of the trunk's up axis; unhealthy (episode ends) when the trunk drops below
+  60% of its standing height or tilts past ~45 degrees. Self-collisions are off in MJX (world
+  contacts kept): with them the model does not fit in memory on CPU.
+  """
+  name, robot_name = "go1", "quad_go1"
+  self_collisions = False
+  terminates = True
+  physics = {"iterations": 4, "ls_iterations": 8}
+  target_speed = 0.5
+  episode_len = 500
+
+  def __init__(self, robot=None, exact_physics: bool = False):
+    super().__init__(robot, exact_physics)
+    self._z = self.obs_index("root_height")[0]
+    self._quat = self.obs_index("root_quat")
+    self._v = self.obs_index("root_linvel")
+    key = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_KEY, "home")
+    self._home = np.array(self.model.key_qpos[key] if key >= 0 else self.model.qpos0, np.float32)
+    self._h0 = float(self._home[2])
+    self._hinge = _hinge_qpos_mask(self.model)
+    self._u_scale = np.maximum(np.abs(self.act_low), np.abs(self.act_high))
+
+  def _reset_qpos_qvel(self, key):
+    kq, kv = jax.random.split(key)
+    qpos = self._home + 0.02 * jax.random.normal(kq, (self.model.nq,)) * self._hinge
+    return qpos, 0.02 * jax.random.normal(kv, (self.model.nv,))
+
+  def cost(self, obs, ctrl, goal):
+    _, qx, qy, _ = (obs[i] for i in self._quat)
+    upright = 1.0 - 2.0 * (qx**2 + qy**2)
+    healthy = (obs[self._z] > 0.6 * self._h0) & (upright > 0.7)
+    reward = (jnp.minimum(obs[self._v[0]], self.target_speed) + 1.0 - 0.5 * (1.0 - upright)
+              - 1e-3 * jnp.sum((ctrl / self._u_scale)**2))
+    return -reward, healthy
+
+
+def _hinge_qpos_mask(model: mujoco.MjModel) -> np.ndarray:
+  mask = np.zeros(model.nq, np.float32)
+  for j in range(model.njnt):
+    if int(model.jnt_type[j]) in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE):
+      mask[model.jnt_qposadr[j]] = 1.0
+  return mask
+
+
+TASKS: dict[str, Callable[..., Task]] = {
+    "pendulum": PendulumSwingUp, "reacher": Reacher, "hopper": Hopper, "walker2d": Walker2d,
+    "go1": Go1Walk, "franka": FrankaReach,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def make_task(name: str) -> Task:
+  """The task `name` (cached: the MJX model is built once per process)."""
+  if name not in TASKS:
+    raise ValueError(f"unknown control task '{name}'; choose one of {sorted(TASKS)}")
+  return TASKS[name]()

@@ -1,0 +1,142 @@
+"""Few-shot adaptation: `python -m westworld_jax.finetune --config experiments/few_shot.py[:variant]
+[--config.pretrained=westworld=DIR,trajworld=DIR,...] [--workdir OUT]`.
+
+For every few-shot environment (held-out robots: Cassie, Unitree A1, UR5e) and every pretrained
+checkpoint (WestWorld and each baseline), per seed:
+  - fine-tune: training.loop.train with init_from = the checkpoint (its params, a fresh optimizer) on
+    EXACTLY `episodes` training episodes of the environment (the first N in corpus order,
+    pipeline max_episodes; the run fails if fewer exist), `steps` steps at `lr` (upstream: 300, 1e-5);
+  - scratch: the same model, data and steps from a random init (labels in `scratch`, `scratch_lr`);
+  - zero-shot: the pretrained checkpoint as it is (no adaptation), for reference;
+then evaluates each on the environment's held-out (val) episodes with westworld_jax.evaluate
+(same protocol and normalisation: the environment's own training-episode min-max).
+Runs live in OUT/runs/<env>/<label>-<mode>-s<seed> (a rerun skips finished ones); OUT/results.json,
+results.md and plots/ compare them.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+
+import ml_collections
+from absl import app, flags, logging
+
+from westworld_jax import evaluate as ev
+from westworld_jax.data import pipeline
+from westworld_jax.training import checkpoint as ckpt_lib
+from westworld_jax.training import data as data_lib
+from westworld_jax.training import loop
+
+_CONFIG = _WORKDIR = None  # flags, defined only when run as a program
+
+
+def run_config(pretrained_workdir: str, *, env: str, corpus_dir: str, episodes: int, steps: int, lr: float,
+               warmup_steps: int, final_lr_fraction: float, batch_size: int, seed: int,
+               init_from: bool) -> ml_collections.ConfigDict:
+  """A training config for one adaptation run: the pretrained run's model and recipe, restricted to
+  the first `episodes` training episodes of `env`, with the given schedule."""
+  with open(os.path.join(pretrained_workdir, ckpt_lib.RUN_FILE)) as f:
+    d = copy.deepcopy(json.load(f))
+  model = d["model"]
+  data = d["data"]
+  data.update(corpus_dir=corpus_dir, collect=None, environments=[env], max_episodes=int(episodes), weights=[],
+              batch_size=batch_size, eval_batch_size=batch_size, num_threads=1,
+              # the robot may exceed the pretraining buckets (e.g. cassie's 39 obs channels)
+              obs_buckets=list(ev._buckets(data["obs_buckets"], model.get("max_obs_channels"))),
+              act_buckets=list(ev._buckets(data["act_buckets"], model.get("max_act_channels"))))
+  d.update(seed=int(seed), total_steps=int(steps), max_steps_per_run=0,
+           init_from=os.path.abspath(pretrained_workdir) if init_from else "")
+  d["optim"].update(lr=float(lr), warmup_steps=int(warmup_steps), final_lr_fraction=float(final_lr_fraction))
+  d["checkpoint"] = {"every": int(steps), "keep": 1, "async_save": False}
+  d["eval"] = {"every": 10**9, "max_batches": 0}  # evaluated below with westworld_jax.evaluate
+  d["log"] = {"every": max(1, steps // 10), "tensorboard": False, "progress": False}
+  return ml_collections.ConfigDict(d)
+
+
+def training_episodes(cfg) -> int:
+  """How many distinct episodes the run's training pipeline reads (must be exactly data.max_episodes)."""
+  env = cfg.data.environments[0]
+  wins = pipeline.load_env(data_lib.pipeline_config(cfg.data, [env], cfg.seed), 0, env).windows
+  return len({(int(w[0]), int(w[1])) for w in wins})
+
+
+def adapt(cfg, label: str, pretrained: str, env: str, mode: str, seed: int, outdir: str) -> dict:
+  """One fine-tuning ('finetune') or from-scratch ('scratch') run on env; returns its evaluated record."""
+  steps = cfg.steps if mode == "finetune" else cfg.scratch_steps
+  rc = run_config(pretrained, env=env, corpus_dir=cfg.corpus_dir, episodes=cfg.episodes, steps=steps,
+                  lr=cfg.lr if mode == "finetune" else cfg.scratch_lr,
+                  warmup_steps=cfg.warmup_steps if mode == "finetune" else cfg.scratch_warmup_steps,
+                  final_lr_fraction=cfg.final_lr_fraction, batch_size=cfg.batch_size, seed=seed,
+                  init_from=mode == "finetune")
+  n_eps = training_episodes(rc)
+  if n_eps != cfg.episodes:
+    raise AssertionError(f"{env}: the training pipeline reads {n_eps} episodes, not {cfg.episodes}")
+  workdir = os.path.join(outdir, "runs", ev._safe(env), f"{ev._safe(label)}-{mode}-s{seed}")
+  t0 = time.perf_counter()
+  result = loop.train(rc, workdir)  # resumes / returns at once when the run is already finished
+  seconds = time.perf_counter() - t0
+  ckpt = ev.load_checkpoint(workdir, f"{label} {'fine-tuned' if mode == 'finetune' else 'scratch'}")
+  res = ev.evaluate_checkpoint(ckpt, cfg.corpus_dir, [env], require_unseen=False, batch_size=cfg.eval.batch_size,
+                               max_windows=cfg.eval.max_windows, keep_examples=cfg.eval.plot_windows)
+  for r in res.values():
+    ev.plot_examples(outdir, ckpt.label, r, ckpt.model.history)
+  last = next((r for r in reversed(result.rows) if "loss" in r), {})
+  return {**ev.run_record(ckpt, res), "env": env, "mode": mode, "seed": seed, "pretrained": pretrained,
+          "train_episodes": n_eps, "train_steps": steps, "lr": rc.optim.lr, "train_seconds": seconds,
+          "final_loss": last.get("loss")}
+
+
+def zero_shot(cfg, label: str, pretrained: str, env: str, outdir: str) -> dict:
+  ckpt = ev.load_checkpoint(pretrained, f"{label} zero-shot")
+  res = ev.evaluate_checkpoint(ckpt, cfg.corpus_dir, [env], require_unseen=True, batch_size=cfg.eval.batch_size,
+                               max_windows=cfg.eval.max_windows, keep_examples=0)
+  return {**ev.run_record(ckpt, res), "env": env, "mode": "zero_shot", "seed": None, "pretrained": pretrained}
+
+
+def finetune(cfg, outdir: str) -> dict:
+  pretrained = ev.parse_checkpoints(cfg.pretrained)
+  if not pretrained:
+    raise ValueError("set --config.pretrained=label=DIR[,label=DIR...] (pretraining workdirs, e.g. from "
+                     "`python -m westworld_jax.scaling` or `python -m westworld_jax.train`)")
+  pretrained = [(lab or ev.load_checkpoint(p).label, os.path.abspath(p)) for lab, p in pretrained]
+  for lab in cfg.scratch:
+    if lab not in dict(pretrained):
+      raise ValueError(f"scratch label {lab!r} is not among the pretrained labels {[l for l, _ in pretrained]}")
+  envs = list(cfg.environments)
+  ev.ensure_environments(cfg.corpus_dir, envs, cfg.get("collect"))
+  t0, runs = time.perf_counter(), []
+  for env in envs:
+    for label, path in pretrained:
+      if cfg.include_zero_shot:
+        runs.append(zero_shot(cfg, label, path, env, outdir))
+      for seed in cfg.seeds:
+        runs.append(adapt(cfg, label, path, env, "finetune", seed, outdir))
+        if label in cfg.scratch:
+          runs.append(adapt(cfg, label, path, env, "scratch", seed, outdir))
+      ev.write_json(os.path.join(outdir, "runs.partial.json"), runs)  # progress survives an interruption
+    if cfg.get("reference", True):
+      ref = ev.hold_last_reference(ev.load_checkpoint(pretrained[0][1]))
+      res = ev.evaluate_checkpoint(ref, cfg.corpus_dir, [env], require_unseen=True, batch_size=cfg.eval.batch_size,
+                                   max_windows=cfg.eval.max_windows, keep_examples=0)
+      runs.append({**ev.run_record(ref, res), "env": env, "mode": "reference", "seed": None})
+  title = f"Few-shot adaptation ({cfg.episodes} episodes per robot)"
+  return ev.report(outdir, runs, envs, title, {"config": cfg.to_dict(), "seconds": time.perf_counter() - t0})
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  ev.enable_compilation_cache()
+  out = finetune(_CONFIG.value, _WORKDIR.value)
+  print(open(os.path.join(_WORKDIR.value, "results.md")).read().split("## Runs")[0])
+  print(f"wrote {_WORKDIR.value}/results.json, results.md, plots/ ({out['seconds']:.0f}s)")
+
+
+if __name__ == "__main__":
+  from ml_collections import config_flags
+  _CONFIG = config_flags.DEFINE_config_file("config", "experiments/few_shot.py", "Few-shot config file.")
+  _WORKDIR = flags.DEFINE_string("workdir", "workdirs/few_shot", "Output directory (runs, results, plots).")
+  app.run(main)
