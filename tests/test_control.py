@@ -397,3 +397,20 @@ def test_gym_locomotion_reward_and_termination():
   wobs[0] = 2.1  # and 0.8 < z < 2
   assert not bool(walker.cost(jnp.asarray(wobs), jnp.zeros(6), jnp.zeros(3))[1])
   assert any("integrator" in a for a in hopper.adaptations)  # brax's MJX speed settings
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ["reacher", "franka"])
+def test_reach_forward_kinematics_matches_mujoco(name):
+  import jax.numpy as jnp
+  import mujoco
+  from westworld_jax.control import tasks
+  task = tasks.make_task(name)
+  m, d = task.model, mujoco.MjData(task.model)
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    q = m.qpos0 + rng.uniform(-0.5, 0.5, m.nq)
+    d.qpos[:] = q
+    mujoco.mj_kinematics(m, d)
+    ref = d.xpos[task._ee] + d.xmat[task._ee].reshape(3, 3) @ np.array(task.ee_offset)
+    assert np.abs(np.asarray(task.ee_from_qpos(jnp.asarray(q, jnp.float32))) - ref).max() < 1e-5

@@ -42,20 +42,37 @@ def stats_from_corpus(env_dir: str) -> dict:
   return shards.load_metadata(env_dir)["stats"]
 
 
-def pick_stats(data_stats: dict, robot: str, env: str = "") -> tuple[str, dict]:
-  """(env name, stats) for `robot` from a checkpoint's {env name: stats}: `env` if given, else the
-  robot's '-mpc' environment, else its first one."""
+def pick_stats(data_stats: dict, task: tasks_lib.Task, env: str = "") -> tuple[str, dict]:
+  """(env name, stats) for the task's robot from a checkpoint's data_stats.
+
+  data_stats maps environment -> {"robot", "stats", "obs_channels", "act_channels"} (as
+  training.loop.load_for_inference returns; a bare stats dict is accepted too). Picks `env` if
+  given, else the robot's '-mpc' environment, else its first one; ("", {}) if the model never saw
+  the robot (zero-shot: the caller falls back to other stats).
+  """
+  robot = task.robot.name
+
+  def entry(name):
+    v = data_stats[name]
+    stats = v.get("stats", v)
+    names = v.get("obs_channels")
+    if names is not None and list(names) != [c.name for c in task.robot.obs_channels]:
+      raise ValueError(f"checkpoint environment '{name}' has observation channels {names}, robot '{robot}' has "
+                       f"{[c.name for c in task.robot.obs_channels]}: pick stats of this robot (--config.stats.env)")
+    return name, stats
+
   if env:
     if env not in data_stats:
       raise KeyError(f"the checkpoint has no normalisation stats for environment '{env}'; it has "
                      f"{sorted(data_stats)}")
-    return env, data_stats[env]
-  mine = sorted(k for k in data_stats if k.startswith(robot + "-"))
+    return entry(env)
+  mine = sorted(k for k, v in data_stats.items()
+                if (isinstance(v, dict) and v.get("robot") == robot) or k.startswith(robot + "-"))
   for k in mine:
     if k.endswith("-mpc"):
-      return k, data_stats[k]
+      return entry(k)
   if mine:
-    return mine[0], data_stats[mine[0]]
+    return entry(mine[0])
   return "", {}
 
 
@@ -80,8 +97,11 @@ def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
       raise RuntimeError("--checkpoint needs westworld_jax.train.load_for_inference(workdir), which this "
                          f"installation lacks ({e}); update westworld_jax or run without --checkpoint") from e
     wm, params, data_stats = load(checkpoint)
-    env, stats = pick_stats(data_stats or {}, task.robot.name, cfg.stats.env)
+    env, stats = pick_stats(data_stats or {}, task, cfg.stats.env)
     desc.update(trained=True, checkpoint=os.path.abspath(checkpoint))
+    if not stats:
+      logging.warning("the checkpoint has no data of robot '%s' (zero-shot): normalising with other stats",
+                      task.robot.name)
   else:
     from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
     wm = registry.build(cfg.model.name, cfg.model.size, **dict(cfg.model.overrides))
