@@ -105,9 +105,9 @@ def pretrain_config(variant: str = "cpu", model: str = "westworld") -> ml_collec
     c.data.obs_buckets = (16, 32, 40)  # 3 shapes: few compilations, little padding
     c.data.act_buckets = (8, 16)
     c.data.num_threads = 1
-    c.total_steps = 300
+    c.total_steps = 250  # ~1.4 epochs of the corpus's training windows at batch 8
     c.optim.update(lr=2e-3, warmup_steps=30, final_lr_fraction=0.1)
-    c.checkpoint.update(every=300, keep=1, async_save=False)
+    c.checkpoint.update(every=250, keep=1, async_save=False)
     c.eval.update(every=10**9, max_batches=0)  # the drivers evaluate with westworld_jax.evaluate
     c.log.update(every=25, tensorboard=False, progress=False)
   elif variant == "tiny":

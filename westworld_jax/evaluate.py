@@ -428,7 +428,7 @@ def report(outdir: str, runs: list[dict], environments: Sequence[str], title: st
               f"{m}_{s}": v for m in ("mae_x100", "mse_x100") for s, v in zip(("mean", "std"), mean_std([x[m] for x in vals]))}}
   hist, hor = runs[0].get("history"), runs[0].get("horizon")
   md = [f"# {title}", "", f"Protocol: {PROTOCOL}. History {hist}, horizon {hor}.",
-        f"Values: error x100 (lower is better; bold = best per column); "
+        "Values: error x100 (lower is better; bold = best per column); "
         + ("mean ± sample std over seeds." if seeds > 1 else "one seed."), ""]
   for metric in ("mae_x100", "mse_x100"):
     name = metric.split("_")[0].upper()
@@ -445,8 +445,9 @@ def report(outdir: str, runs: list[dict], environments: Sequence[str], title: st
               f"{sum(v['windows'] for v in r['envs'].values())} |")
   md.append("")
   plots = []
-  for e in environments:  # error vs horizon: one curve per label (first seed)
-    curves = {lab: by[lab][0]["envs"][e]["mae_by_step"] for lab in labels if e in by[lab][0]["envs"]}
+  for e in environments:  # error vs horizon: one curve per label (its first run on e)
+    curves = {lab: next(r for r in by[lab] if e in r["envs"])["envs"][e]["mae_by_step"]
+              for lab in labels if any(e in r["envs"] for r in by[lab])}
     if curves:
       plots.append(plot_error_vs_horizon(os.path.join(outdir, "plots", f"error_vs_horizon_{_safe(e)}.png"),
                                          curves, f"{e}: MAE vs prediction step"))
@@ -531,7 +532,7 @@ if __name__ == "__main__":
   # Flags only when run as a program, so finetune/scaling can import this module. --robot and --data
   # are the importer's flags (same meaning; importing it defines them, a second definition would clash).
   from ml_collections import config_flags
-  from westworld_jax.data import importers  # noqa: F401  (defines --robot, --data)
+  from westworld_jax.data import importers as _importers  # noqa: F401  (defines --robot, --data)
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/zero_shot.py", "Evaluation config file.")
   _CHECKPOINT = flags.DEFINE_string("checkpoint", "", "Training workdir(s): DIR or label=DIR, comma-separated "
                                     "(a label twice = seeds). Default: config.checkpoints.")

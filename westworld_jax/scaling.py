@@ -20,7 +20,6 @@ import os
 import time
 
 from absl import app, flags, logging
-import numpy as np
 
 from westworld_jax import evaluate as ev
 from westworld_jax.training import data as data_lib
@@ -62,7 +61,6 @@ def run_one(cfg, model: str, envs: list[str], seed: int, outdir: str) -> dict:
   result = loop.train(rc, workdir)
   seconds = time.perf_counter() - t0
   ckpt = ev.load_checkpoint(workdir, model)
-  corpus = rc.data.corpus_dir
   anchor = list(envs[: cfg.anchor]) if cfg.anchor else []
   trained = [e for e in data_lib.validation_environments(rc.data, envs)]
   rec = {"model": model, "num_envs": len(envs), "seed": int(seed), "environments": list(envs),
@@ -113,10 +111,19 @@ def report(cfg, outdir: str, records: list[dict]) -> dict:
     f.write("\n".join(md))
   summary = {m: {s: {str(n): ev.mean_std([get(r, s) for r in cell.get((m, n), []) if get(r, s) is not None])
                      for n in ns if (m, n) in cell} for s in SETS} for m in models}
-  out = {"title": "scaling", "protocol": ev.PROTOCOL, "summary_mae_x100_mean_std": summary, "records": records,
+  slim = [{**r, "trained": _without_steps(r.get("trained"))} for r in records]  # full detail stays in runs/
+  out = {"title": "scaling", "protocol": ev.PROTOCOL, "summary_mae_x100_mean_std": summary, "records": slim,
          "config": cfg.to_dict()}
   ev.write_json(os.path.join(outdir, "results.json"), out)
   return out
+
+
+def _without_steps(summaries: dict | None) -> dict | None:
+  if not summaries:
+    return summaries
+  drop = lambda d: {k: v for k, v in d.items() if not k.endswith("_by_step")}
+  return {"envs": {e: drop(v) for e, v in summaries["envs"].items()},
+          "robots": {e: drop(v) for e, v in summaries["robots"].items()}, "all": drop(summaries["all"])}
 
 
 def plot_scaling(path, models, ns, cell, get) -> str:
