@@ -157,6 +157,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(runs):
   assert ckpt_lib.Checkpointer(wd, async_save=False).latest_step() == 3
 
 
+@pytest.mark.timeout(120)
+def test_corpus_exceeding_the_model_tables_fails_clearly(runs, tmp_path):
+  with pytest.raises(ValueError, match="raise --config.model.max_bodies"):
+    loop.train(_cfg(runs["corpus"], **{"model.max_bodies": 2}), str(tmp_path / "small_tables"))
+
+
 def test_mesh_sizes():
   assert mesh_lib.resolve_axis_sizes((-1, 2), 8) == (4, 2)
   assert mesh_lib.resolve_axis_sizes((1, -1), 8) == (1, 8)

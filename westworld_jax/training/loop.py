@@ -157,6 +157,24 @@ def _check_config(cfg, model, mesh) -> None:
                        f"{dict(mesh.shape)} and by the {jax.process_count()} processes")
 
 
+def check_corpus_fits_model(data_cfg, envs: list[str], model) -> None:
+  """Out-of-range structural/kind indices would silently read garbage (NaN) from embedding tables."""
+  cfg = model.config
+  bounds = {"max_objects": (0,), "max_bodies": (1, 2, 3)}
+  for name in envs:
+    meta = data_lib.shards.load_metadata(os.path.join(data_cfg.corpus_dir, name))
+    struct = np.array(meta["obs_struct"] + meta["act_struct"]).reshape(-1, 4)
+    for field, cols in bounds.items():
+      limit = getattr(cfg, field, None)
+      if limit is not None and len(struct) and int(struct[:, cols].max()) >= limit:
+        raise ValueError(f"environment '{name}' has structural index {int(struct[:, cols].max())} but "
+                         f"model.{field}={limit}: raise --config.model.{field}")
+    kinds = meta["obs_kind"] + meta["act_kind"]
+    if getattr(cfg, "num_kinds", None) is not None and kinds and max(kinds) >= cfg.num_kinds:
+      raise ValueError(f"environment '{name}' has channel kind {max(kinds)} but model.num_kinds="
+                       f"{cfg.num_kinds}: raise --config.model.num_kinds")
+
+
 def _write_run_files(cfg, workdir: str, envs: list[str], model) -> None:
   if jax.process_index() != 0:
     return
@@ -194,6 +212,7 @@ def train(cfg, workdir: str) -> TrainResult:
   mesh = mesh_lib.make_mesh(cfg.mesh)
   _check_config(cfg, model, mesh)
   envs = data_lib.ensure_corpus(cfg.data)
+  check_corpus_fits_model(cfg.data, envs, model)
   tx, schedule = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
   identity = ckpt_lib.run_identity(cfg.model.name, model.config, cfg.data, envs)
 
