@@ -6,6 +6,8 @@ Variants (default: hopper):
                     CPU one oracle replan takes seconds.
   hopper_cpu        hopper on a CPU: 64 samples x horizon 30, 2 episodes of 100 steps.
   go1, franka       Go1 walking forward upright; Franka Panda end-effector reach (oracle vs random).
+                    Franka is very slow in MJX on a CPU (~1.5 s per physics step of 32 vmapped
+                    samples: MJX's kinematics over its 11-deep chain); use an accelerator.
   pendulum, reacher cheap dm_control tasks (swing-up from hanging; reach a random target).
   tiny              pendulum on a CPU in about a minute: oracle, tiny untrained world model, random.
 Override anything on the command line, e.g. --config.mppi.samples=512 --config.policies="('oracle',)".

@@ -334,6 +334,7 @@ def test_weights_and_trajectory_cost():
   cfg = mppi.MPPIConfig(temperature=0.1)
   w = np.asarray(mppi.mppi_weights(jnp.array([1.0, 2.0, jnp.nan, 3.0]), cfg))
   assert w[2] == 0.0 and abs(w.sum() - 1.0) < 1e-6 and w[0] > w[1] > w[3]
+  assert np.allclose(np.asarray(mppi.mppi_weights(jnp.array([jnp.nan, jnp.inf]), cfg)), 0.5)  # all diverged
   scaled = np.asarray(mppi.mppi_weights(jnp.array([10.0, 20.0, 0.0, 30.0]) * 7, cfg))
   assert np.allclose(np.asarray(mppi.mppi_weights(jnp.array([10.0, 20.0, 0.0, 30.0]), cfg)), scaled, atol=1e-6)
   # Falls at step 1: steps 0 and 1 count, later steps and the terminal cost do not.

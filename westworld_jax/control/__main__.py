@@ -25,7 +25,7 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/control.py", "Control config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: the config's workdir).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Training workdir of a world model "
-                                  "(westworld_jax.train.load_for_inference); without it the world model is untrained.")
+                                  "(its load_for_inference); without it the world model is untrained.")
 _PIN_CPU = flags.DEFINE_enum("pin_cpu", "auto", ["auto", "yes", "no"],
                              "Pin the process to one core before importing jax: jaxlib on <= 2 cores can "
                              "deadlock on the first call of large vmapped MJX programs. auto: pin on <= 2 cores.")

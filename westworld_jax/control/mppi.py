@@ -105,16 +105,18 @@ def sample_noise(key: jax.Array, cfg: MPPIConfig, shape_kha: tuple[int, int, int
 
 
 def mppi_weights(costs_k: jax.Array, cfg: MPPIConfig) -> jax.Array:
-  """softmax(-(cost - min) / lambda); non-finite costs (diverged rollouts) get weight 0."""
+  """softmax(-(cost - min) / lambda); non-finite costs (diverged rollouts) get weight 0 (uniform
+  weights if every rollout diverged, so the plan stays finite)."""
   finite = jnp.isfinite(costs_k)
-  c = jnp.where(finite, costs_k, jnp.inf)
-  c = c - jnp.min(c)
+  n = jnp.maximum(jnp.sum(finite), 1)
+  c = jnp.where(finite, costs_k, 0.0)
+  c = c - jnp.min(jnp.where(finite, c, jnp.inf))
   if cfg.normalize_costs:
-    spread = jnp.sqrt(jnp.sum(jnp.where(finite, c - jnp.mean(jnp.where(finite, c, 0.0)), 0.0)**2)
-                      / jnp.maximum(jnp.sum(finite), 1))
+    mean = jnp.sum(jnp.where(finite, c, 0.0)) / n
+    spread = jnp.sqrt(jnp.sum(jnp.where(finite, c - mean, 0.0)**2) / n)
     c = c / (spread + 1e-6)
   logits = jnp.where(finite, -c / cfg.temperature, -jnp.inf)
-  return jax.nn.softmax(logits)
+  return jax.nn.softmax(jnp.where(jnp.any(finite), logits, 0.0))
 
 
 def total_costs(cost_kh, healthy_kh, terminal_k, discount) -> jax.Array:

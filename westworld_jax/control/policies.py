@@ -1,10 +1,11 @@
 """Build a control policy from a config: oracle MPPI, world-model MPPI (trained or not), or random.
 
 World-model MPPI needs the model, its parameters and the normalisation the model was trained with
-for this robot. With a checkpoint they come from `westworld_jax.train.load_for_inference(workdir)`
-(imported only then); without one, the model is built untrained from the registry (useful for
-latency, useless for control: summaries say so) and the statistics come from a corpus
-environment's metadata.json or, failing that, from short OU-noise rollouts of the robot in C MuJoCo.
+for this robot. With a checkpoint they come from `load_for_inference(workdir)` of
+westworld_jax.training.loop (what westworld_jax.train exports; imported only then); without one, the
+model is built untrained from the registry (useful for latency, useless for control: summaries say
+so). Robots the checkpoint never saw (zero-shot) are normalised with a corpus environment's
+metadata.json (cfg.stats.corpus_env) or, failing that, short OU-noise rollouts in C MuJoCo.
 """
 from __future__ import annotations
 
@@ -90,11 +91,10 @@ def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
   """(world_model, params, Normaliser, description) for the task, per cfg.model / cfg.stats."""
   desc = {}
   if checkpoint:
-    try:
-      from westworld_jax import train  # pylint: disable=import-outside-toplevel
-      load = train.load_for_inference
-    except (ImportError, AttributeError) as e:
-      raise RuntimeError("--checkpoint needs westworld_jax.train.load_for_inference(workdir), which this "
+    try:  # training.loop, not train: train.py defines absl flags (--config) at import
+      from westworld_jax.training.loop import load_for_inference as load  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise RuntimeError("--checkpoint needs westworld_jax.training.loop.load_for_inference(workdir), which this "
                          f"installation lacks ({e}); update westworld_jax or run without --checkpoint") from e
     wm, params, data_stats = load(checkpoint)
     env, stats = pick_stats(data_stats or {}, task, cfg.stats.env)
