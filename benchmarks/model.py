@@ -31,12 +31,21 @@ from westworld_jax.model import (WestWorld, dummy_batch, get_model_config,  # no
 # name -> (size, batch, steps, obs channels, action channels, config overrides)
 VARIANTS = {
     "tiny": ("tiny", 8, 32, 16, 8, {}),
-    "base_b1": ("base", 1, 150, 60, 18, {}),
-    "base_b14": ("base", 14, 150, 60, 18, {}),
-    "base_b14_bf16": ("base", 14, 150, 60, 18, {"dtype": "bfloat16"}),
-    "base_b128": ("base", 128, 150, 60, 18, {"dtype": "bfloat16", "remat": True}),
+    # Variants without "_kernel" use the chunked scan (the CPU default) on every backend.
+    "base_b1": ("base", 1, 150, 60, 18, {"ssm_scan_impl": "chunked"}),
+    "base_b14": ("base", 14, 150, 60, 18, {"ssm_scan_impl": "chunked"}),
+    "base_b14_bf16": ("base", 14, 150, 60, 18, {"dtype": "bfloat16", "ssm_scan_impl": "chunked"}),
+    "base_b128": ("base", 128, 150, 60, 18, {"dtype": "bfloat16", "remat": True,
+                                             "ssm_scan_impl": "chunked"}),
+    "base_b14_kernel": ("base", 14, 150, 60, 18, {"ssm_scan_impl": "kernel"}),
+    "base_b14_bf16_kernel": ("base", 14, 150, 60, 18, {"dtype": "bfloat16",
+                                                       "ssm_scan_impl": "kernel"}),
+    "base_b128_kernel": ("base", 128, 150, 60, 18, {"dtype": "bfloat16", "remat": True,
+                                                    "ssm_scan_impl": "kernel"}),
 }
-DEFAULTS = {"cpu": ["tiny", "base_b1"], "gpu": ["base_b14", "base_b14_bf16", "base_b128"],
+DEFAULTS = {"cpu": ["tiny", "base_b1"],
+            "gpu": ["base_b14", "base_b14_kernel", "base_b14_bf16", "base_b14_bf16_kernel",
+                    "base_b128", "base_b128_kernel"],
             "tpu": ["base_b14", "base_b14_bf16", "base_b128"]}
 
 

@@ -31,12 +31,13 @@ from westworld_jax.training import loop, mesh as mesh_lib, state as state_lib, s
 # name -> (pretrain variant, batch, steps, obs channels, action channels, model overrides)
 VARIANTS = {
     "tiny": ("tiny", 16, 32, 32, 8, {}),
-    "base_b14": ("base", 14, 150, 60, 18, {}),
+    "base_b14": ("base", 14, 150, 60, 18, {}),  # ssm_scan_impl "auto": the kernel on GPU
+    "base_b14_chunked": ("base", 14, 150, 60, 18, {"ssm_scan_impl": "chunked"}),
     "base_b14_kernel": ("base", 14, 150, 60, 18, {"ssm_scan_impl": "kernel"}),
     "base_b128": ("base", 128, 150, 60, 18, {"remat": True}),
     "base_b128_kernel": ("base", 128, 150, 60, 18, {"remat": True, "ssm_scan_impl": "kernel"}),
 }
-DEFAULTS = {"cpu": ["tiny"], "gpu": ["base_b14", "base_b14_kernel", "base_b128", "base_b128_kernel"]}
+DEFAULTS = {"cpu": ["tiny"], "gpu": ["base_b14", "base_b14_chunked", "base_b128"]}
 AUTHORS_MS_B14 = 800.0
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, per device
 
@@ -102,7 +103,15 @@ def run_variant(name: str, timed_steps: int) -> dict:
           "params": state_lib.param_count(state), "compile_s": compile_s, "ms_per_step": ms,
           "steps_per_s": 1e3 / ms, "samples_per_s": b * 1e3 / ms, "tokens_per_s": b * t * (co + ca) * 1e3 / ms,
           "model_tflop_per_step": flops / 1e12, "model_tflops": flops / ms / 1e9,
-          "loss_finite": bool(np.isfinite(float(m["loss"])))}
+          "loss_finite": bool(np.isfinite(float(m["loss"]))),
+          # The allocator's running peak of this process (variants run in order, largest last).
+          "peak_memory_gib_so_far": _peak_gib()}
+
+
+def _peak_gib():
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else round(peak / 2**30, 2)
 
 
 def main(argv=None):
@@ -124,7 +133,8 @@ def main(argv=None):
     if row.get("batch") == 14 and "ms_per_step" in row:
       row["speedup_vs_authors_800ms"] = AUTHORS_MS_B14 / row["ms_per_step"]
     rows.append(row)
-    print(row)
+    print(row, flush=True)
+    _write(rows, peak, peak_src, backend, args.out)  # after every row: a later one may hang
   hdr = f"{'variant':18} {'batch':>5} {'ms/step':>9} {'steps/s':>8} {'samples/s':>9} {'Mtok/s':>7} {'TFLOP/s':>8} {'MFU':>6}"
   print(f"\n{jax.devices()[0].device_kind} x {jax.device_count()}; peak {peak / 1e12:.3g} TFLOP/s ({peak_src})")
   print(hdr)
@@ -134,10 +144,13 @@ def main(argv=None):
       continue
     print(f"{r['variant']:18} {r['batch']:5d} {r['ms_per_step']:9.1f} {r['steps_per_s']:8.2f} "
           f"{r['samples_per_s']:9.1f} {r['tokens_per_s'] / 1e6:7.3f} {r['model_tflops']:8.3f} {r['mfu']:6.1%}")
+
+
+def _write(rows, peak, peak_src, backend, out):
   result = {"device": jax.devices()[0].device_kind, "device_count": jax.device_count(), "backend": backend,
             "jax": jax.__version__, "python": platform.python_version(), "peak_tflops": peak / 1e12,
             "peak_source": peak_src, "authors_ms_per_step_b14_h100": AUTHORS_MS_B14, "rows": rows}
-  common.write_result(result, f"train_{backend}", args.out)
+  common.write_result(result, f"train_{backend}", out)
 
 
 if __name__ == "__main__":

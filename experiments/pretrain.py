@@ -86,7 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.update(every=2_000, max_batches=64)
     c.log.every = 50
     if variant == "base":
-      c.model = model_config("westworld", "base", dtype="bfloat16", ssm_scan_impl="chunked")
+      c.model = model_config("westworld", "base", dtype="bfloat16", ssm_scan_impl="auto")
     else:
       c.model = model_config("westworld", "large", expert_axis="expert")
       c.mesh.expert = 4  # 16 experts, 4 per expert shard; the rest of the devices do data parallelism

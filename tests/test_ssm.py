@@ -70,9 +70,22 @@ def test_impls_agree_in_values_and_gradients(with_h0):
         assert h_last.shape == (3, 6, 5) and h_last.dtype == jnp.float32
         results[impl] = (y, h_last, grads)
 
+    # The kernel's backward again with atomic cross-program sums (the GPU default) instead
+    # of partial sums (the interpreter's default).
+    scan = _scan("kernel", reduce="atomic")
+
+    def loss_atomic(x, dt, A, B, C, D, h0):
+        y, h_last = scan(x, dt, A, B, C, D, h0)
+        return jnp.sum(y * w_y) + jnp.sum(h_last * w_h), (y, h_last)
+
+    argnums = (0, 1, 2, 3, 4, 5, 6) if with_h0 else (0, 1, 2, 3, 4, 5)
+    grads, (y, h_last) = jax.jit(jax.grad(loss_atomic, argnums=argnums, has_aux=True))(
+        x, dt, A, B, C, D, h0)
+    results["kernel_atomic"] = (y, h_last, grads)
+
     ref_y, ref_h, ref_grads = results["sequential"]
     names = ["x", "dt", "A", "B", "C", "D", "h0"]
-    for impl in ("chunked", "kernel"):
+    for impl in ("chunked", "kernel", "kernel_atomic"):
         y, h_last, grads = results[impl]
         assert _rel_err(y, ref_y) < 1e-4, impl
         assert _rel_err(h_last, ref_h) < 1e-4, impl
@@ -294,7 +307,13 @@ def test_kernel_lowers_to_triton_for_gpu():
         return jax.grad(lambda *a: sum(jnp.sum(o) for o in forward(*a)),
                         argnums=tuple(range(7)))(*a)
 
+    def grads_partial(*a):  # the deterministic cross-program sums (reduce="atomic" is default)
+        fwd = lambda *a: selective_scan(*a, impl="kernel", interpret=False, chunk_size=4,  # noqa: E731
+                                        reduce="partial")
+        return jax.grad(lambda *a: sum(jnp.sum(o) for o in fwd(*a)), argnums=tuple(range(7)))(*a)
+
     triton = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
-    for fn, n_kernels in ((forward, 1), (grads, 2)):
+    for fn, n_kernels in ((forward, 1), (grads, 2), (grads_partial, 2)):
         exported = export.export(jax.jit(fn), platforms=("cuda",), disabled_checks=[triton])(*args)
-        assert exported.mlir_module().count("@__gpu$xla.gpu.triton") == n_kernels
+        module = exported.mlir_module()
+        assert module.count("@__gpu$xla.gpu.triton") == n_kernels

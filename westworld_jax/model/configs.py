@@ -26,7 +26,7 @@ class ModelConfig:
     ssm_d_state: int = 64
     ssm_expand: int = 2
     ssm_d_conv: int = 4
-    ssm_scan_impl: str = "chunked"
+    ssm_scan_impl: str = "auto"  # "auto": the Pallas kernel on GPU, "chunked" elsewhere
     ssm_chunk_size: int = 16
 
     # Sys-MoE.
@@ -84,6 +84,9 @@ class ModelConfig:
             raise ValueError(f"cls_position={self.cls_position!r}: use 'history' or 'end'.")
         if not 1 <= self.top_k <= self.num_experts:
             raise ValueError(f"top_k={self.top_k} must be in [1, num_experts={self.num_experts}].")
+        if self.ssm_scan_impl not in ("auto", "sequential", "chunked", "kernel"):
+            raise ValueError(f"ssm_scan_impl={self.ssm_scan_impl!r}: use 'auto', 'sequential', "
+                             "'chunked' or 'kernel'.")
         if self.history > self.max_steps:
             raise ValueError(f"history={self.history} exceeds max_steps={self.max_steps}.")
 

@@ -55,7 +55,8 @@ class SelectiveSSM(nn.Module):
       d_conv: causal depthwise conv kernel size.
       dt_rank: rank of the dt projection; None = ceil(d_model / 16).
       dt_min, dt_max: range of the initial step sizes (log-uniform).
-      scan_impl, chunk_size: passed to `selective_scan` ("sequential", "chunked", "kernel").
+      scan_impl, chunk_size: passed to `selective_scan` ("auto", "sequential", "chunked",
+        "kernel").
       dtype: compute dtype of the projections and the conv (float32 or bfloat16).
       param_dtype: parameter dtype.
     """
@@ -68,7 +69,7 @@ class SelectiveSSM(nn.Module):
     dt_min: float = 1e-3
     dt_max: float = 1e-1
     dt_init_floor: float = 1e-4
-    scan_impl: str = "chunked"
+    scan_impl: str = "auto"
     chunk_size: int = 16
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32

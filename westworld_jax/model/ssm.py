@@ -35,6 +35,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 IMPLS = ("sequential", "chunked", "kernel")
+REDUCTIONS = ("auto", "partial", "atomic")
 _HIGHEST = lax.Precision.HIGHEST  # f32 contractions: no TF32/bf16 passes on GPU/TPU.
 
 
@@ -83,10 +84,18 @@ def _check_step_shapes(x_t, dt_t, A, B_t, C_t, D, h):
 # --------------------------------------------------------------------------- public API
 
 
+def resolve_impl(impl: str) -> str:
+    """'auto' -> 'kernel' on a GPU (7.7x faster training step than 'chunked' at the base size
+    on an H100: benchmarks/results/train_gpu.json), 'chunked' elsewhere."""
+    if impl == "auto":
+        return "kernel" if jax.default_backend() == "gpu" else "chunked"
+    return impl
+
+
 def selective_scan(x, dt, A, B, C, D=None, h0=None, *, impl: str = "chunked",
                    chunk_size: int = 16, block_s: int = 1, block_d: int = 16,
                    interpret: bool | None = None, num_warps: int | None = None,
-                   num_stages: int | None = None):
+                   num_stages: int | None = None, reduce: str = "auto"):
     """Runs the selective scan over time for S independent sequences.
 
     Args:
@@ -96,18 +105,28 @@ def selective_scan(x, dt, A, B, C, D=None, h0=None, *, impl: str = "chunked",
       B, C: [S, L, N] input and output projections.
       D: [Dm] skip weights, or None for no skip.
       h0: [S, Dm, N] initial state, or None for zeros.
-      impl: "sequential", "chunked" or "kernel" (see the module docstring).
+      impl: "sequential", "chunked" or "kernel" (see the module docstring), or "auto":
+        "kernel" on a GPU, "chunked" elsewhere.
       chunk_size: steps per chunk ("chunked"), or between state checkpoints ("kernel").
       block_s, block_d: "kernel" only: sequences and channels per program (powers of 2).
       interpret: "kernel" only: run the Pallas interpreter; None = on CPU only.
       num_warps, num_stages: "kernel" only: Triton compiler settings (None = Triton's default).
+      reduce: "kernel" backward only: how dB, dC (summed over channel blocks) and dA (over
+        sequence blocks) are combined across programs. "partial": each program writes its
+        own partial sum and XLA adds them (deterministic; n_channel_blocks x [S, L, N]
+        floats each for dB and dC: 25 GB per layer at batch 128 of the base model);
+        "atomic": programs add into one zeroed buffer with atomics (no partials; summation
+        order, so the last bits, vary run to run); "auto": atomic on a GPU, else partial.
 
     Returns:
       y: [S, L, Dm] in x's dtype, and h_last: [S, Dm, N] float32.
     """
     _check_scan_shapes(x, dt, A, B, C, D, h0)
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}.")
+    if impl not in IMPLS + ("auto",):
+        raise ValueError(f"impl must be one of {IMPLS + ('auto',)}; got {impl!r}.")
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}; got {reduce!r}.")
+    impl = resolve_impl(impl)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}.")
     S, _, Dm = x.shape
@@ -124,7 +143,7 @@ def selective_scan(x, dt, A, B, C, D=None, h0=None, *, impl: str = "chunked",
     else:
         y, h_last = _scan_kernel(x, dt, A, B, C, h0, chunk_size=chunk_size, block_s=block_s,
                                  block_d=block_d, interpret=interpret, num_warps=num_warps,
-                                 num_stages=num_stages)
+                                 num_stages=num_stages, reduce=reduce)
     if D is not None:  # The skip needs no state: plain JAX, differentiated by autodiff.
         y = y + D.astype(f32) * x.astype(f32)
     return y.astype(x.dtype), h_last
@@ -211,6 +230,7 @@ class _KernelConfig:
     interpret: bool
     num_warps: int | None
     num_stages: int | None
+    atomic: bool      # backward: dB, dC, dA by atomic adds instead of partial sums
 
 
 def _next_pow2(n: int) -> int:
@@ -223,7 +243,7 @@ def _pad_to(v, shape):
 
 
 def _scan_kernel(x, dt, A, B, C, h0, *, chunk_size, block_s, block_d, interpret, num_warps,
-                 num_stages):
+                 num_stages, reduce):
     """Pads to the kernel's aligned shapes, runs the fused kernel, slices back."""
     for name, b in (("block_s", block_s), ("block_d", block_d)):
         if not isinstance(b, int) or b < 1 or b & (b - 1):
@@ -242,7 +262,8 @@ def _scan_kernel(x, dt, A, B, C, h0, *, chunk_size, block_s, block_d, interpret,
     bs, bd = min(block_s, _next_pow2(S)), min(block_d, _next_pow2(Dm))
     Sp, Dp, Np = -(-S // bs) * bs, -(-Dm // bd) * bd, _next_pow2(N)
     Lp = -(-L // chunk_size) * chunk_size
-    cfg = _KernelConfig(chunk_size, bs, bd, bool(interpret), num_warps, num_stages)
+    atomic = reduce == "atomic" or (reduce == "auto" and not interpret)
+    cfg = _KernelConfig(chunk_size, bs, bd, bool(interpret), num_warps, num_stages, atomic)
     y, h_last = _fused_scan(_pad_to(x, (Sp, Lp, Dp)), _pad_to(dt, (Sp, Lp, Dp)),
                             _pad_to(A, (Dp, Np)), _pad_to(B, (Sp, Lp, Np)),
                             _pad_to(C, (Sp, Lp, Np)), _pad_to(h0, (Sp, Dp, Np)), cfg)
@@ -289,8 +310,8 @@ def _fwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, h0_ref, y_ref, hlast_ref, *c
     hlast_ref[...] = h_sdn
 
 
-def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref,
-                dx_ref, ddt_ref, dB_ref, dC_ref, dA_ref, dh0_ref, *, chunk, n_chunks):
+def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref, *refs,
+                chunk, n_chunks, atomic):
     """Reverse recurrence for one [bs, bd] block, chunk by chunk from the last.
 
     With g_t = dLoss/dh_t (from y_t and from h_{t+1}) and a_t = exp(dt_t*A):
@@ -304,10 +325,22 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
     Each chunk's states are rebuilt from its checkpoint in a statically unrolled loop, so
     they stay on chip as chunk + 1 separate register tiles (Triton cannot index a register
     array dynamically; if they do not fit, Triton spills them to L1-backed local memory).
-    Refs: dB, dC [bs, Lp, N]; dA [bd, N]; others as in _fwd_kernel.
+    Refs: dB, dC [bs, Lp, N]; dA [bd, N]; others as in _fwd_kernel. With `atomic`, three
+    zeroed buffers aliased to dB, dC, dA come first (their refs are not read here) and the
+    partial sums are added into the shared dB, dC, dA blocks atomically.
     """
+    if atomic:
+        refs = refs[3:]
+    dx_ref, ddt_ref, dB_ref, dC_ref, dA_ref, dh0_ref = refs
     f32 = jnp.float32
     A_dn = A_ref[...].astype(f32)
+
+    def accumulate(ref, idx, value):
+        if atomic:
+            from jax.experimental.pallas import triton as pltriton
+            pltriton.atomic_add(ref, idx, value)
+        else:
+            ref[idx] = value
 
     def chunk_body(i, carry):
         g_sdn, dA_dn = carry
@@ -333,8 +366,10 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
             gB_sd = jnp.sum(g_sdn * B_sn[:, None, :], axis=2)
             dx_ref[:, t, :] = dt_sd * gB_sd
             ddt_ref[:, t, :] = jnp.sum(ga_h_sdn * A_dn[None], axis=2) + x_sd * gB_sd
-            dB_ref[:, t, :] = jnp.sum(g_sdn * (dt_sd * x_sd)[:, :, None], axis=1)
-            dC_ref[:, t, :] = jnp.sum(states[k + 1] * dy_sd[:, :, None], axis=1)
+            accumulate(dB_ref, (slice(None), t, slice(None)),
+                       jnp.sum(g_sdn * (dt_sd * x_sd)[:, :, None], axis=1))
+            accumulate(dC_ref, (slice(None), t, slice(None)),
+                       jnp.sum(states[k + 1] * dy_sd[:, :, None], axis=1))
             dA_dn = dA_dn + jnp.sum(ga_h_sdn * dt_sd[:, :, None], axis=0)
             g_sdn = a_sdn * g_sdn
         return g_sdn, dA_dn
@@ -343,7 +378,7 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
         0, n_chunks, chunk_body,
         (dhlast_ref[...].astype(f32), jnp.zeros(A_ref.shape, f32)))
     dh0_ref[...] = g_sdn
-    dA_ref[...] = dA_dn
+    accumulate(dA_ref, (slice(None), slice(None)), dA_dn)
 
 
 def _block_specs(bs, bd, L, N, n_chunks):
@@ -358,9 +393,9 @@ def _block_specs(bs, bd, L, N, n_chunks):
         a=pl.BlockSpec((bd, N), lambda j, i: (j, 0)),                     # A
         state=pl.BlockSpec((bs, bd, N), lambda j, i: (i, j, 0)),          # h0, h_last, dh
         ckpt=pl.BlockSpec((bs, n_chunks, bd, N), lambda j, i: (i, 0, j, 0)),
-        # dB, dC sum over channels and dA over sequences, which span programs: each
-        # program writes its partial sum and XLA adds them (no atomics, so it also runs
-        # in the interpreter).
+        # dB, dC sum over channels and dA over sequences, which span programs: with
+        # reduce="partial" each program writes its partial sum and XLA adds them; with
+        # "atomic" the programs add into the shared "bc"/"a" blocks.
         bc_partial=pl.BlockSpec((None, bs, L, N), lambda j, i: (j, i, 0, 0)),
         a_partial=pl.BlockSpec((None, bd, N), lambda j, i: (i, j, 0)),
     )
@@ -396,24 +431,36 @@ def _bwd_call(x, dt, A, B, C, ckpt, dy, dh_last, cfg: _KernelConfig):
     n_sblocks, n_dblocks = S // cfg.block_s, Dm // cfg.block_d
     spec = _block_specs(cfg.block_s, cfg.block_d, L, N, n_chunks)
     f32 = jnp.float32
-    dx, ddt, dB_p, dC_p, dA_p, dh0 = pl.pallas_call(
-        functools.partial(_bwd_kernel, chunk=cfg.chunk, n_chunks=n_chunks),
+    in_specs = [spec["seq"], spec["seq"], spec["a"], spec["bc"], spec["bc"], spec["ckpt"],
+                spec["seq"], spec["state"]]
+    args = [x, dt, A, B, C, ckpt, dy, dh_last]
+    if cfg.atomic:  # every program adds into the one [S, L, N] / [Dm, N] buffer
+        sum_shapes = [(S, L, N), (S, L, N), (Dm, N)]
+        sum_specs = [spec["bc"], spec["bc"], spec["a"]]
+        in_specs += sum_specs
+        args += [jnp.zeros(shape, f32) for shape in sum_shapes]
+        aliases = {len(args) - 3: 2, len(args) - 2: 3, len(args) - 1: 4}
+    else:  # one partial sum per program, added by XLA below
+        sum_shapes = [(n_dblocks, S, L, N), (n_dblocks, S, L, N), (n_sblocks, Dm, N)]
+        sum_specs = [spec["bc_partial"], spec["bc_partial"], spec["a_partial"]]
+        aliases = {}
+    dx, ddt, dB, dC, dA, dh0 = pl.pallas_call(
+        functools.partial(_bwd_kernel, chunk=cfg.chunk, n_chunks=n_chunks, atomic=cfg.atomic),
         out_shape=[jax.ShapeDtypeStruct((S, L, Dm), f32),
                    jax.ShapeDtypeStruct((S, L, Dm), f32),
-                   jax.ShapeDtypeStruct((n_dblocks, S, L, N), f32),
-                   jax.ShapeDtypeStruct((n_dblocks, S, L, N), f32),
-                   jax.ShapeDtypeStruct((n_sblocks, Dm, N), f32),
+                   *(jax.ShapeDtypeStruct(shape, f32) for shape in sum_shapes),
                    jax.ShapeDtypeStruct((S, Dm, N), f32)],
         grid=(n_dblocks, n_sblocks),
-        in_specs=[spec["seq"], spec["seq"], spec["a"], spec["bc"], spec["bc"], spec["ckpt"],
-                  spec["seq"], spec["state"]],
-        out_specs=[spec["seq"], spec["seq"], spec["bc_partial"], spec["bc_partial"],
-                   spec["a_partial"], spec["state"]],
+        in_specs=in_specs,
+        out_specs=[spec["seq"], spec["seq"], *sum_specs, spec["state"]],
+        input_output_aliases=aliases,
         interpret=cfg.interpret,
         compiler_params=_compiler_params(cfg),
         name="selective_scan_bwd",
-    )(x, dt, A, B, C, ckpt, dy, dh_last)
-    return dx, ddt, dA_p.sum(0), dB_p.sum(0), dC_p.sum(0), dh0
+    )(*args)
+    if not cfg.atomic:
+        dB, dC, dA = dB.sum(0), dC.sum(0), dA.sum(0)
+    return dx, ddt, dA, dB, dC, dh0
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
