@@ -3,6 +3,7 @@
 # Python lacks some of our packages: they travel as wheels in .whl/, see README "Benchmarks").
 #
 #   bash benchmarks/gpu_suite.sh ssm model train control     # stages, in order
+#   bash benchmarks/gpu_suite.sh ssm_ncu                     # kernel counters (ncu)
 #
 # Each stage has its own time limit so one slow stage cannot take the others' results with it.
 # Results: JSON per benchmark under $RES (default benchmarks/results), plus a log; with $OUT
@@ -47,6 +48,17 @@ for s in "$@"; do
            --out "$RES/train_gpu.json" ;;
     control) stage control "${CONTROL_LIMIT:-240}" python3 benchmarks/control.py \
            ${CONTROL_ARGS:-} --out "$RES/control_gpu.json" ;;
+    ssm_ncu)  # registers, spills (local loads/stores), occupancy, SM and DRAM throughput of
+              # each kernel launch (one fwd+bwd of the first kernel config); ncu needs
+              # --clock-control none on these machines (leave the clocks alone).
+      stage ssm_ncu "${NCU_LIMIT:-240}" ncu --clock-control none -k regex:selective_scan \
+           --metrics launch__registers_per_thread,launch__occupancy_limit_registers,\
+sm__warps_active.avg.pct_of_peak_sustained_active,\
+smsp__sass_inst_executed_op_local_ld.sum,smsp__sass_inst_executed_op_local_st.sum,\
+sm__throughput.avg.pct_of_peak_sustained_elapsed,\
+dram__throughput.avg.pct_of_peak_sustained_elapsed,gpu__time_duration.sum \
+           python3 benchmarks/ssm.py --device-size base --impls kernel --repeats 1 \
+           --kernel-configs "${NCU_CONFIG:-1x16x4x8}" --out /tmp/ssm_ncu.json ;;
     *) echo "unknown stage $s" | tee -a "$LOG" ;;
   esac
 done

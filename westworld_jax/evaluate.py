@@ -523,16 +523,17 @@ def main(argv):
   enable_compilation_cache()
   cfg = _CONFIG.value
   checkpoints = parse_checkpoints(_CHECKPOINT.value or cfg.checkpoints)
-  out = evaluate(cfg, checkpoints, _WORKDIR.value, flags.FLAGS.robot, flags.FLAGS.data)
+  out = evaluate(cfg, checkpoints, _WORKDIR.value, _ROBOT.value, _DATA.value)
   print(open(os.path.join(_WORKDIR.value, "results.md")).read().split("## Runs")[0])
   print(f"wrote {_WORKDIR.value}/results.json, results.md, plots/ ({out['seconds']:.0f}s)")
 
 
 if __name__ == "__main__":
-  # Flags only when run as a program, so finetune/scaling can import this module. --robot and --data
-  # are the importer's flags (same meaning; importing it defines them, a second definition would clash).
+  # Flags only when run as a program, so finetune/scaling can import this module.
   from ml_collections import config_flags
-  from westworld_jax.data import importers as _importers  # noqa: F401  (defines --robot, --data)
+  _ROBOT = flags.DEFINE_string("robot", None, "Your robot's MJCF/URDF (or a catalogue name): evaluate on "
+                               "its trajectories (--data), imported as a zero-shot environment.")
+  _DATA = flags.DEFINE_string("data", None, "Trajectories of --robot: HDF5 (D4RL/Minari layout) or .npz.")
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/zero_shot.py", "Evaluation config file.")
   _CHECKPOINT = flags.DEFINE_string("checkpoint", "", "Training workdir(s): DIR or label=DIR, comma-separated "
                                     "(a label twice = seeds). Default: config.checkpoints.")

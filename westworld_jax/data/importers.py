@@ -88,13 +88,6 @@ def import_file(robot_source: str, data_path: str, out_dir: str, name: str, spli
   return shards.finalize(env_dir, name, robot, behaviour, split, num_shards, val_fraction)
 
 
-_ROBOT = flags.DEFINE_string("robot", None, "Robot: catalogue name or MJCF/URDF path.")
-_DATA = flags.DEFINE_string("data", None, "HDF5 (D4RL/Minari layout) or .npz file.")
-_OUT = flags.DEFINE_string("out", "corpus/imported", "Corpus directory to write into.")
-_NAME = flags.DEFINE_string("name", None, "Environment name (directory under --out).")
-_SPLIT = flags.DEFINE_enum("split", "pretrain", list(catalogue.SPLITS), "Which split the data belongs to.")
-
-
 def main(argv):
   del argv
   for f in (_ROBOT, _DATA, _NAME):
@@ -105,4 +98,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags only when run as a program: importing this module (evaluate does) defines none.
+  _ROBOT = flags.DEFINE_string("robot", None, "Robot: catalogue name or MJCF/URDF path.")
+  _DATA = flags.DEFINE_string("data", None, "HDF5 (D4RL/Minari layout) or .npz file.")
+  _OUT = flags.DEFINE_string("out", "corpus/imported", "Corpus directory to write into.")
+  _NAME = flags.DEFINE_string("name", None, "Environment name (directory under --out).")
+  _SPLIT = flags.DEFINE_enum("split", "pretrain", list(catalogue.SPLITS), "Which split the data belongs to.")
   app.run(main)

@@ -29,10 +29,14 @@ class CheckpointMismatchError(ValueError):
 
 def run_identity(model_name: str, model_config: Any, data_cfg, environments: list[str]) -> dict:
   import dataclasses
+  data = {"environments": list(environments), "batch_size": int(data_cfg.batch_size),
+          "history": int(data_cfg.history), "horizon": int(data_cfg.horizon)}
+  max_episodes = int(data_cfg.get("max_episodes", 0) or 0)
+  if max_episodes:  # few-shot runs: a different N is a different run (absent when 0: older ids match)
+    data["max_episodes"] = max_episodes
   return {
       "model": {"name": model_name, **json.loads(json.dumps(dataclasses.asdict(model_config)))},
-      "data": {"environments": list(environments), "batch_size": int(data_cfg.batch_size),
-               "history": int(data_cfg.history), "horizon": int(data_cfg.horizon)},
+      "data": data,
   }
 
 
