@@ -22,7 +22,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.backend = "rollout"  # 'rollout' (MuJoCo C, multi-threaded) or 'mjx' (accelerators)
   c.nthread = 0  # 0 = all CPU cores
   c.val_fraction = 0.1
-  c.checks = ml_collections.ConfigDict(dict(max_abs_qvel=1e3, fall_fraction=0.4, min_length=60))
+  # max_tilt_deg > 0 also ends episodes of tipped-over free roots (off: see simulate.EpisodeChecks).
+  c.checks = ml_collections.ConfigDict(dict(max_abs_qvel=1e3, fall_fraction=0.4, max_tilt_deg=0.0,
+                                            min_length=60))
   c.mpc = ml_collections.ConfigDict(dict(samples=32, horizon=16, noise=0.4, temperature=0.1, discount=0.98))
 
   if arg == "tiny":

@@ -97,3 +97,30 @@ def test_root_height_of_a_state_matches_the_task_sensor():
       mujoco.mj_setState(robot.model, d, s, mujoco.mjtState.mjSTATE_FULLPHYSICS)
       mujoco.mj_forward(robot.model, d)
       assert sim.root_height(s) == pytest.approx(d.sensordata[robot.sensor_adr["root_pos"] + 2], abs=1e-12)
+
+
+def test_a_quadruped_tipped_on_its_side_has_fallen_though_its_height_is_fine():
+  """The fall check is not height-only: a free root that rolls 90 degrees ends the episode at
+  that step even while its root stays high; small tilts do not."""
+  from westworld_jax.data import simulate
+  from westworld_jax.robots import catalogue
+  robot = catalogue.load("quad_go1")
+  with simulate.Simulator(robot) as sim:
+    start = sim.initial_states(np.random.default_rng(0), 1, noise=0.0)[0]
+    qa = sim.free_root_qposadr
+    assert qa is not None
+    states = np.repeat(start[None], 10, axis=0)
+    states[:, 0] = start[0] + 0.01 * np.arange(1, 11)  # time moves on
+    qpos = states[:, sim.layout.qpos]
+    roll = np.radians(np.r_[np.zeros(3), np.full(3, 30.0), np.full(4, 90.0)])  # about body x
+    qpos[:, qa + 3:qa + 7] = np.stack([np.cos(roll / 2), np.sin(roll / 2), 0 * roll, 0 * roll], -1)
+    states[:, sim.layout.qpos] = qpos
+    h0 = sim.root_height(start)
+    sens = np.zeros((10, robot.model.nsensordata))
+    sens[:, robot.sensor_adr["root_pos"] + 2] = h0  # the height alone says "standing"
+    checks = simulate.EpisodeChecks(max_abs_qvel=1e9, max_tilt_deg=80.0)
+    assert simulate.episode_end(sim, start, states, sens, checks, True) == (6, "fell")
+    no_tilt = simulate.EpisodeChecks(max_abs_qvel=1e9, max_tilt_deg=0.0)
+    assert simulate.episode_end(sim, start, states, sens, no_tilt, True) == (10, "ok")
+  assert simulate.tilt_deg(np.array([1.0, 0, 0, 0]), np.array([[np.cos(0.5), 0, np.sin(0.5), 0]]))[0] == \
+      pytest.approx(57.2958, abs=1e-3)  # 1 rad of pitch

@@ -2,7 +2,8 @@
 
 Control is applied with a zero-order hold for `robot.frame_skip` physics steps; observations are
 read after each control step. Episodes end early when a legged robot falls (its root drops below
-a fraction of its starting height) and are rejected when the physics goes unstable (non-finite
+a fraction of its starting height, or, with `max_tilt_deg` set, a free-floating root tips over: its
+start "up" direction turns that far from the world's up) and are rejected when the physics goes unstable (non-finite
 state, exploding velocities, or a MuJoCo auto-reset, which shows as time jumping backwards).
 """
 from __future__ import annotations
@@ -49,6 +50,11 @@ class Simulator:
     self._kin_data = mujoco.MjData(self.model)  # for kinematics of single states (root_height)
     self._pool = mj_rollout.Rollout(nthread=nthread)
     self._hinge_mask = self._joint_qpos_mask()
+    # qpos address of the root body's free joint (its orientation quaternion follows the position).
+    root = robot.root_body_id
+    free = [j for j in range(self.model.njnt) if int(self.model.jnt_bodyid[j]) == root
+            and int(self.model.jnt_type[j]) == mujoco.mjtJoint.mjJNT_FREE]
+    self.free_root_qposadr = int(self.model.jnt_qposadr[free[0]]) if free else None
 
   def close(self):
     self._pool.close()
@@ -138,7 +144,27 @@ class Simulator:
 class EpisodeChecks:
   max_abs_qvel: float = 1e3
   fall_fraction: float = 0.4  # legged robots: the episode ends once root height < this x start height
+  # ... or once a free root tips this far from its start attitude. 0 (off) by default: at 80 degrees
+  # the open-loop gait/OU episodes of several quadrupeds end before min_length (go2 gait kept 6 -> 1
+  # of 8, aliengo gait/ou 4/3 -> 0), which would leave those environments empty.
+  max_tilt_deg: float = 0.0
   min_length: int = 60
+
+
+def up_in_body(quat_wxyz: np.ndarray) -> np.ndarray:
+  """[..., 4] body orientation quaternions -> [..., 3] world +z expressed in the body frame
+  (the last row of the rotation matrix)."""
+  w, x, y, z = np.moveaxis(np.asarray(quat_wxyz, np.float64), -1, 0)
+  n2 = w * w + x * x + y * y + z * z
+  n2 = np.where(n2 > 0, n2, 1.0)
+  return np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), w * w - x * x - y * y + z * z], -1) / n2[..., None]
+
+
+def tilt_deg(start_quat: np.ndarray, quats_t4: np.ndarray) -> np.ndarray:
+  """[T] angle between the world's up direction seen from the body at the start and at each step:
+  how far the body tipped, whatever the model's body axes are."""
+  cos = np.clip(np.sum(up_in_body(quats_t4) * up_in_body(start_quat), axis=-1), -1.0, 1.0)
+  return np.degrees(np.arccos(cos))
 
 
 def episode_end(sim: Simulator, start: np.ndarray, states_ts: np.ndarray, sens_ts: np.ndarray,
@@ -159,6 +185,10 @@ def episode_end(sim: Simulator, start: np.ndarray, states_ts: np.ndarray, sens_t
     h0 = sim.root_height(start)
     h = sens_ts[:, sim.robot.sensor_adr["root_pos"] + 2]
     fallen = h < checks.fall_fraction * h0
+    qa = sim.free_root_qposadr
+    if qa is not None and checks.max_tilt_deg > 0:
+      q0 = start[sim.layout.qpos][qa + 3:qa + 7]
+      fallen |= tilt_deg(q0, states_ts[:, sim.layout.qpos][:, qa + 3:qa + 7]) > checks.max_tilt_deg
     if fallen.any():
       return int(np.argmax(fallen)), "fell"
   return len(states_ts), "ok"
