@@ -9,7 +9,12 @@ Variants (default: hopper):
                     Franka is very slow in MJX on a CPU (~1.5 s per physics step of 32 vmapped
                     samples: MJX's kinematics over its 11-deep chain); use an accelerator.
   pendulum, reacher cheap dm_control tasks (swing-up from hanging; reach a random target).
-  tiny              pendulum on a CPU in about a minute: oracle, tiny untrained world model, random.
+  tiny              pendulum on a CPU in about a minute: oracle, tiny world model (untrained unless
+                    --checkpoint), random; 60 steps of horizon 16 (the tiny model's window): a smoke
+                    test, too short for any policy to swing the pendulum up. With
+                    westworld_jax.control.finetune: a fine-tune in 1-2 minutes.
+World-model fine-tuning on control data (oracle MPPI episodes, the best 10% kept):
+  python -m westworld_jax.control.finetune --config experiments/control.py:VARIANT --checkpoint DIR --workdir OUT
 Override anything on the command line, e.g. --config.mppi.samples=512 --config.policies="('oracle',)".
 """
 import ml_collections
@@ -28,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.n_envs = 1
   c.episode_len = 0  # control steps; 0 = the task's default
   c.seed = 0
-  c.workdir = ""  # default runs/control/<task>; --workdir overrides
+  c.workdir = ""  # default workdirs/control/<task>; --workdir overrides
   c.mppi = ml_collections.ConfigDict(dict(
       samples=256, horizon=100, iterations=1, noise=0.3, noise_kind="ou", correlation=0.9, knots=8,
       temperature=0.1, normalize_costs=True, discount=1.0, noise_decay=0.5, keep_mean=True))
@@ -41,7 +46,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.stats = ml_collections.ConfigDict(dict(env="", corpus_env="", rollout_episodes=16, rollout_steps=200))
   c.render = ml_collections.ConfigDict(dict(enabled=True, width=320, height=240))
   # Control data for fine-tuning: keep the best fraction of the oracle episodes as a corpus environment.
-  c.collect = ml_collections.ConfigDict(dict(corpus_dir="", keep_fraction=0.1, val_fraction=0.1, overwrite=False))
+  # The control CLI collects from its evaluation episodes when corpus_dir is set; the fine-tuning
+  # command (python -m westworld_jax.control.finetune) runs `episodes` oracle episodes, n_envs at a time.
+  c.collect = ml_collections.ConfigDict(dict(corpus_dir="", keep_fraction=0.1, val_fraction=0.1, overwrite=False,
+                                             episodes=64, n_envs=8))
+  # World-model fine-tuning on that data (westworld_jax.control.finetune): the pretrained run's model
+  # and recipe (westworld_jax.finetune.run_config) from its weights, then control with both models.
+  c.finetune = ml_collections.ConfigDict(dict(steps=300, lr=1e-5, warmup_steps=0, final_lr_fraction=1.0,
+                                              batch_size=8, compare=True))
 
   if variant in ("hopper", "walker2d"):
     c.episodes = 3
@@ -70,4 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.size = "tiny"
     c.stats.rollout_episodes, c.stats.rollout_steps = 8, 100
     c.render.width, c.render.height = 160, 120
+    # Fine-tuning in about a minute: 16 oracle episodes, keep the best 2, 20 steps at the tiny lr.
+    c.collect.update(episodes=16, n_envs=8, val_fraction=0.0)
+    c.finetune.update(steps=20, lr=1e-4, batch_size=8)
   return c

@@ -3,12 +3,15 @@
 Everything that runs MJX runs in subprocesses pinned to one core before jax is imported (jaxlib on
 two shared cores can deadlock at the first call of large vmapped MJX programs). Two subprocesses
 start together when the module's first test needs them and run on different cores:
-  main     oracle MPPI vs random on pendulum swing-up, control data -> corpus -> data pipeline, a
-           perfect-model world-model backend against the oracle, a tiny world model trained for a
-           few hundred optax steps driving MPPI in closed loop, channel padding, several robots in
-           one world-model batch, and the one-trace guarantee of the replan;
-  sharded  8 forced CPU devices: the replan with samples sharded over a mesh == unsharded.
-Unit tests of pure functions (noise, weights, trajectory cost, normaliser, config errors) run here.
+  main  oracle MPPI vs random on pendulum swing-up, control data -> corpus -> data pipeline, a
+        perfect-model world-model backend against the oracle, and end to end: a tiny world model
+        trained on that control data with the training API (training.loop.train), fine-tuned on it
+        (control.finetune, as `python -m westworld_jax.control.finetune`) and driving world-model
+        MPPI in closed loop through the control CLI's experiment.run (summary.json, video);
+  aux   8 forced CPU devices: the replan with samples sharded over a mesh == unsharded; channel
+        padding and several robots in one world-model batch.
+Unit tests of pure functions (noise, weights, trajectory cost, normaliser, config errors, GL
+backend selection) run here.
 """
 import json
 import os
@@ -24,6 +27,9 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PRELUDE = """
 import os, sys
 os.sched_setaffinity(0, {CORE})  # before jax is imported
+if RENDER:  # a working MUJOCO_GL (or the reason there is none) before mujoco is imported
+  from westworld_jax.control import experiment
+  experiment.prepare_process(pin_cpu="no", render=True)
 import json, math, tempfile, time, warnings
 warnings.filterwarnings("ignore")
 import numpy as np
@@ -35,15 +41,15 @@ def emit():
 """
 
 _MAIN = """
-import optax
-from westworld_jax.data import pipeline, policies, simulate
+from westworld_jax.data import pipeline
 from westworld_jax.model import registry
 t_start = time.time()
 task = tasks.make_task("pendulum")
 
 # --- 1. oracle MPPI vs random, same start states (hanging down), 400 steps = 8 s -----------------
+# Swinging up takes ~300 steps of pumping whatever the sample count: 32 samples x horizon 64 do it.
 envs = env.Envs(task, history=8)  # one set of environments (one compile) for every section
-planner = mppi.MPPI(mppi.OracleBackend(task), mppi.MPPIConfig(samples=128, horizon=100, noise=1.0))
+planner = mppi.MPPI(mppi.OracleBackend(task), mppi.MPPIConfig(samples=32, horizon=64, noise=1.0))
 key = jax.random.key(0)
 log = loop.run_episode(envs, planner, 2, 400, key)
 rnd = loop.run_episode(envs, loop.RandomPolicy(task), 2, 400, key)
@@ -105,118 +111,124 @@ RES["perfect"] = {"u_diff": float(jnp.abs(u_or - u_wm).max()),
                   "cost_diff": max(float(jnp.abs(i_or[k] - i_wm[k]).max()) for k in ("cost_min", "cost_mean", "cost_plan")),
                   "cost_scale": float(jnp.abs(i_or["cost_mean"]).max()),
                   "cost_spread": float((i_or["cost_mean"] - i_or["cost_min"]).min())}
+RES["t_sections_1_3"] = time.time() - t_start
 
-# --- 4. a tiny world model trained on a little pendulum data drives MPPI in closed loop -----------
+# --- 4. end to end: train a tiny world model on the control data (training API), fine-tune it -----
+# (control.finetune, reusing the collected corpus) and run world-model MPPI through the CLI's run.
 t0 = time.time()
-robot = task.robot
-rng = np.random.default_rng(0)
-with simulate.Simulator(robot) as sim:
-  start = sim.initial_states(rng, 48, noise=1.0)
-  act = policies.to_ctrl(robot, policies.open_loop("ou", robot, rng, 48, 120)).astype(np.float32)
-  states, _ = sim.run(start, act)
-  obs = np.concatenate([sim.observe(start)[:, None], sim.observe(states[:, :-1])], 1)
-stats = {"obs_min": obs.min((0, 1)), "obs_max": obs.max((0, 1)), "act_min": act.min((0, 1)), "act_max": act.max((0, 1))}
-norm = mppi.Normaliser.from_stats(stats, task.num_obs, task.num_act)
-wm = registry.build("westworld", "tiny", n_layers=1)
-HW, HP = wm.history, 8
-assert HW == envs.history
-T = HW + HP
-on = np.clip((obs - norm.obs_min) / (norm.obs_max - norm.obs_min), 0, 1).astype(np.float32)
-an = np.clip((act - norm.act_min) / (norm.act_max - norm.act_min), 0, 1).astype(np.float32)
-static = {"obs_mask": np.ones((1, 2), bool), "act_mask": np.ones((1, 1), bool), "obs_struct": robot.obs_struct()[None],
-          "act_struct": robot.act_struct()[None], "obs_kind": robot.obs_kinds()[None], "act_kind": robot.act_kinds()[None]}
-def batch(e, t):
-  B = len(e)
-  return {"obs": np.stack([on[i, j:j + T] for i, j in zip(e, t)]), "act": np.stack([an[i, j:j + T] for i, j in zip(e, t)]),
-          "time_mask": np.ones((B, T), bool), "env_id": np.zeros(B, np.int32),
-          **{k: np.repeat(v, B, axis=0) for k, v in static.items()}}
-params = jax.jit(wm.init)(jax.random.key(0), batch([0], [0]))
-opt = optax.adam(3e-3)
-opt_state = opt.init(params)
-@jax.jit
-def train_step(params, opt_state, b, k):
-  (l, _), g = jax.value_and_grad(wm.loss, has_aux=True)(params, b, k)
-  up, opt_state = opt.update(g, opt_state, params)
-  return optax.apply_updates(params, up), opt_state, l
-losses = []
-for i in range(STEPS):
-  params, opt_state, l = train_step(params, opt_state, batch(rng.integers(0, 48, 16), rng.integers(0, 120 - T, 16)),
-                                    jax.random.key(i))
-  losses.append(float(l))
-vb = batch(rng.integers(0, 48, 64), rng.integers(0, 120 - T, 64))
-pred = jax.jit(wm.predict)(params, vb)
-train_s = time.time() - t0
-backend = mppi.WorldModelBackend(wm, params, [task], [norm], horizon=HP)
-wplanner = mppi.MPPI(backend, mppi.MPPIConfig(samples=32, horizon=HP, noise=1.0))
-wlog = loop.run_episode(envs, wplanner, 2, 30, jax.random.key(5))
-RES["wm"] = {"loss_first": float(np.mean(losses[:10])), "loss_last": float(np.mean(losses[-10:])),
-             "mae": float(jnp.abs(pred[:, HW:] - vb["obs"][:, HW:]).mean()),
-             "mae_hold": float(np.abs(vb["obs"][:, HW - 1:HW] - vb["obs"][:, HW:]).mean()),
-             "returns": wlog.returns.tolist(), "steps": int(wlog.latency_s.shape[0]), "traces": wplanner.trace_count,
-             "replan_ms": float(np.median(wlog.latency_s[1:]) * 1e3), "train_s": train_s,
-             "info_finite": bool(np.isfinite(wlog.info["cost_min"]).all())}
+sys.path.insert(0, os.getcwd())
+from experiments import control as control_config, pretrain as pretrain_config
+from westworld_jax.control import finetune
+from westworld_jax.training import loop as train_loop
+root = tempfile.mkdtemp()
+pc = pretrain_config.get_config("tiny")
+pc.model.n_layers = 1  # half the compile time of the tiny model's two
+pc.data.collect = None  # the corpus exists: the control data of section 2
+pc.data.update(corpus_dir=corpus, environments=(meta["env"],), batch_size=4, eval_batch_size=4, num_threads=1,
+               horizon=8, obs_buckets=(8,), act_buckets=(4,))
+pc.total_steps = PRETRAIN_STEPS
+pc.optim.warmup_steps = 2
+pc.checkpoint.update(every=PRETRAIN_STEPS, keep=1, async_save=False)
+pc.eval.update(every=10**9, max_batches=0)
+pc.log.update(every=1, tensorboard=False, progress=False)
+pretrained = os.path.join(root, "pretrain")
+pre = train_loop.train(pc, pretrained)
+losses = [r["loss"] for r in pre.rows if "loss" in r]
+t_pre = time.time() - t0
+cfg = control_config.get_config("tiny")
+cfg.policies = ("world_model",)
+cfg.episode_len = 20
+cfg.mppi.update(samples=16, horizon=8)
+cfg.collect.corpus_dir = corpus  # reused: no new collection
+cfg.finetune.update(steps=2, batch_size=4, lr=1e-3, compare=False)
+cfg.render.update(width=64, height=48)
+ft = finetune.run(cfg, os.path.join(root, "ft"), pretrained)
+t_ft = time.time() - t0
+out = os.path.join(root, "control")
+cfg.collect.corpus_dir = ""  # the control run collects nothing
+summary = experiment.run(cfg, out, ft["finetune"]["workdir"])
+with open(os.path.join(out, "summary.json")) as f:
+  on_disk = json.load(f)
+w = on_disk["policies"]["world_model"]
+RES["e2e"] = {"pre_step": pre.step, "losses": losses, "ft_files": sorted(os.listdir(os.path.join(root, "ft"))),
+              "ft_collect": ft["collect"], "ft_steps": ft["finetune"]["steps"], "ft_loss": ft["finetune"]["loss_last"],
+              "files": sorted(os.listdir(out)), "return": w["return_mean"], "episodes": w["episodes"],
+              "length": w["length_mean"], "replan_ms": w.get("replan_ms_median"), "trained": w.get("trained"),
+              "checkpoint": w.get("checkpoint"), "ft_workdir": ft["finetune"]["workdir"],
+              "stats_from": w.get("stats_from"), "traces": w.get("trace_count"), "video": w.get("video"),
+              "render_error": on_disk.get("render_error"), "gl_error": experiment._gl_error,
+              "same_as_returned": summary["policies"]["world_model"]["return_mean"] == w["return_mean"],
+              "t_pretrain": t_pre, "t_finetune": t_ft - t_pre, "t_control": time.time() - t0 - t_ft,
+              "seconds": time.time() - t0}
+RES["seconds"] = time.time() - t_start
+emit()
+"""
 
-# --- 5. channel padding does not change world-model costs; several robots share one batch ---------
-sw = jax.tree.map(lambda x: x[0], s)
-u = jax.random.uniform(jax.random.key(7), (8, HP, 1), minval=-1, maxval=1)
+_AUX = """
+from jax.sharding import AxisType
+from westworld_jax.model import registry
+from westworld_jax.control import policies as pol
+t_start = time.time()
+task = tasks.make_task("pendulum")
+mesh = jax.make_mesh((8,), ("samples",), axis_types=(AxisType.Auto,))
+wm = registry.build("westworld", "tiny", n_layers=1)
+cfg = mppi.MPPIConfig(samples=32, horizon=8, iterations=2)
+params = jax.jit(wm.init)(jax.random.key(0), pol.spec_batch(2, 1, wm.history + cfg.horizon))
+norm = mppi.Normaliser.from_stats(pol.stats_from_rollouts(task, 4, 50), 2, 1)
+backend = mppi.WorldModelBackend(wm, params, [task], [norm], cfg.horizon)
+backends = {"oracle": mppi.OracleBackend(task), "world_model": backend}
+RES["devices"] = len(jax.devices())
+
+# --- 1. samples sharded over 8 devices == unsharded --------------------------------------------
+envs = env.Envs(task, history=wm.history)  # serves both backends: one compile
+s = envs.reset(jax.random.key(1), 2)
+for name, b in backends.items():
+  out = []
+  for m in (None, mesh):
+    p = mppi.MPPI(b, cfg, mesh=m)
+    plan = p.init(jax.random.key(2), s)
+    # With the mesh, compile once ahead of time: the same executable runs and shows its collectives.
+    replan = p.replan if m is None else p.replan.lower(plan, s).compile()
+    u1, plan, _ = replan(plan, s)
+    s2, _ = envs.step(s, u1)
+    u2, plan, info = replan(plan, s2)
+    out.append((np.asarray(u2), np.asarray(plan.mean), np.asarray(info["cost_min"])))
+    if m is not None:
+      hlo = replan.as_text()
+      RES[name + "_collectives"] = hlo.count("all-reduce") + hlo.count("all-gather")
+  RES[name] = {"u_diff": float(np.abs(out[0][0] - out[1][0]).max()), "mean_diff": float(np.abs(out[0][1] - out[1][1]).max()),
+               "cost_diff": float(np.abs(out[0][2] - out[1][2]).max() / (np.abs(out[0][2]).max() + 1e-9)),
+               "u_scale": float(np.abs(out[0][1]).max())}
+RES["t_sharded"] = time.time() - t_start
+
+# --- 2. channel padding does not change world-model costs; several robots share one batch ---------
+sw = jax.tree.map(lambda x: x[0], s2)
+u = jax.random.uniform(jax.random.key(7), (8, cfg.horizon, 1), minval=-1, maxval=1)
 c_one = jax.jit(backend.step_costs)(backend.context(sw), u)  # channels padded to the robot's (2, 1)
 reacher = tasks.make_task("reacher")
-from westworld_jax.control import policies as pol
 rnorm = mppi.Normaliser.from_stats(pol.stats_from_rollouts(reacher, 4, 50), reacher.num_obs, reacher.num_act)
 # Two robots, channels padded to (16, 8): the pendulum's costs must not change.
-multi = mppi.WorldModelBackend(wm, params, [task, reacher], [norm, rnorm], horizon=HP, obs_pad=16, act_pad=8)
+multi = mppi.WorldModelBackend(wm, params, [task, reacher], [norm, rnorm], horizon=cfg.horizon, obs_pad=16, act_pad=8)
 c_multi = jax.jit(multi.step_costs)(multi.context(sw), jnp.pad(u, ((0, 0), (0, 0), (0, 7))))
-mplanner = mppi.MPPI(multi, mppi.MPPIConfig(samples=16, horizon=HP))
-mres = loop.run_multi_robot([envs, env.Envs(reacher, history=HW, robot_index=1)],
+mplanner = mppi.MPPI(multi, mppi.MPPIConfig(samples=16, horizon=cfg.horizon))
+mres = loop.run_multi_robot([envs, env.Envs(reacher, history=wm.history, robot_index=1)],
                             mplanner, 2, 3, jax.random.key(8))
 RES["padding"] = {"max_diff": float(jnp.abs(c_one[0] - c_multi[0]).max()),
                   "max_term_diff": float(jnp.abs(c_one[2] - c_multi[2]).max()),
                   "healthy_equal": bool(jnp.all(c_one[1] == c_multi[1])), "scale": float(jnp.abs(c_one[0]).mean()),
+                  "spread": float(jnp.abs(c_one[0] - c_one[0].mean()).max()),
                   "multi_returns_shape": list(mres["returns"].shape),
                   "multi_finite": bool(np.isfinite(mres["returns"]).all()), "multi_traces": mplanner.trace_count}
 RES["seconds"] = time.time() - t_start
 emit()
 """
 
-_SHARDED = """
-from jax.sharding import AxisType
-from westworld_jax.model import registry
-from westworld_jax.control import policies as pol
-task = tasks.make_task("pendulum")
-mesh = jax.make_mesh((8,), ("samples",), axis_types=(AxisType.Auto,))
-wm = registry.build("westworld", "tiny")
-cfg = mppi.MPPIConfig(samples=32, horizon=8, iterations=2)
-params = jax.jit(wm.init)(jax.random.key(0), pol.spec_batch(2, 1, wm.history + cfg.horizon))
-norm = mppi.Normaliser.from_stats(pol.stats_from_rollouts(task, 4, 50), 2, 1)
-backends = {"oracle": (mppi.OracleBackend(task), 1),
-            "world_model": (mppi.WorldModelBackend(wm, params, [task], [norm], cfg.horizon), wm.history)}
-RES["devices"] = len(jax.devices())
-envs = env.Envs(task, history=wm.history)  # serves both backends: one compile
-s = envs.reset(jax.random.key(1), 2)
-for name, (backend, _) in backends.items():
-  out = []
-  for m in (None, mesh):
-    p = mppi.MPPI(backend, cfg, mesh=m)
-    plan = p.init(jax.random.key(2), s)
-    u1, plan, _ = p.replan(plan, s)
-    s2, _ = envs.step(s, u1)
-    u2, plan, info = p.replan(plan, s2)
-    out.append((np.asarray(u2), np.asarray(plan.mean), np.asarray(info["cost_min"])))
-    if m is not None:
-      hlo = p.replan.lower(plan, s2).compile().as_text()
-      RES[name + "_collectives"] = hlo.count("all-reduce") + hlo.count("all-gather")
-  RES[name] = {"u_diff": float(np.abs(out[0][0] - out[1][0]).max()), "mean_diff": float(np.abs(out[0][1] - out[1][1]).max()),
-               "cost_diff": float(np.abs(out[0][2] - out[1][2]).max() / (np.abs(out[0][2]).max() + 1e-9)),
-               "u_scale": float(np.abs(out[0][1]).max())}
-emit()
-"""
-
-_STEPS = 200  # optax steps for the tiny world model
+_PRETRAIN_STEPS = 8  # training-API steps of the tiny world model (then 2 fine-tuning steps)
 
 
-def _start(code: str, core: int, extra_env: dict | None = None) -> subprocess.Popen:
+def _start(code: str, core: int, extra_env: dict | None = None, render: bool = False) -> subprocess.Popen:
   env = dict(os.environ, **(extra_env or {}))
-  src = textwrap.dedent(_PRELUDE.replace("{CORE}", "{%d}" % core) + code)
+  src = textwrap.dedent(_PRELUDE.replace("{CORE}", "{%d}" % core).replace("RENDER", str(render)) + code)
   return subprocess.Popen([sys.executable, "-c", src], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           cwd=_ROOT, env=env)
 
@@ -236,8 +248,8 @@ def _finish(proc: subprocess.Popen, what: str, timeout: float) -> dict:
 @pytest.fixture(scope="module")
 def procs():
   cores = sorted(os.sched_getaffinity(0))
-  started = {"main": _start(_MAIN.replace("STEPS", str(_STEPS)), cores[0]),
-             "sharded": _start(_SHARDED, cores[-1], {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})}
+  started = {"main": _start(_MAIN.replace("PRETRAIN_STEPS", str(_PRETRAIN_STEPS)), cores[0], render=True),
+             "aux": _start(_AUX, cores[-1], {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})}
   yield started
   for p in started.values():
     if p.poll() is None:
@@ -284,25 +296,36 @@ def test_world_model_backend_with_a_perfect_model_matches_the_oracle(procs):
 
 
 @pytest.mark.timeout(480)
-def test_trained_tiny_world_model_runs_mppi_in_closed_loop(procs):
-  r = _result(procs, "main")["wm"]
-  assert r["loss_last"] < 0.6 * r["loss_first"], r
-  assert r["mae"] < r["mae_hold"], r  # better than predicting no motion
-  assert r["steps"] == 30 and r["traces"] == 1 and r["info_finite"]
-  assert all(np.isfinite(r["returns"]))
+def test_trained_and_finetuned_world_model_runs_mppi_end_to_end(procs):
+  """training.loop.train on control data -> control.finetune -> the CLI's experiment.run with that
+  checkpoint: world-model MPPI in closed loop, summary.json / returns.json / latency.csv written."""
+  r = _result(procs, "main")["e2e"]
+  assert r["pre_step"] == _PRETRAIN_STEPS and all(np.isfinite(r["losses"])), r
+  assert r["losses"][-1] < r["losses"][0], r  # it did train
+  assert r["ft_collect"]["reused"] and r["ft_collect"]["train_episodes"] == 1, r["ft_collect"]
+  assert r["ft_steps"] == 2 and np.isfinite(r["ft_loss"]) and "finetune.json" in r["ft_files"], r
+  assert {"summary.json", "summary.md", "returns.json", "latency.csv", "trajectory_world_model.png"} <= set(r["files"])
+  assert np.isfinite(r["return"]) and r["episodes"] == 1 and r["length"] == 20 and r["same_as_returned"], r
+  assert r["trained"] and r["checkpoint"] == r["ft_workdir"] and r["traces"] == 1 and np.isfinite(r["replan_ms"])
+  assert r["stats_from"] == "dmc_pendulum-mppi_oracle"  # the fine-tuned run's own normalisation
+  if r["gl_error"] is None:  # a video when MuJoCo can render here, else the reason in the summary
+    assert r["video"] and r["video"].endswith((".mp4", ".gif")) and os.path.basename(r["video"]) in r["files"], r
+  else:
+    assert r["video"] is None and r["render_error"] == r["gl_error"], r
 
 
 @pytest.mark.timeout(480)
 def test_padding_does_not_change_world_model_costs(procs):
   """Pendulum costs with its own channels (2, 1) == padded to (16, 8) in a backend that also holds reacher."""
-  r = _result(procs, "main")["padding"]
+  r = _result(procs, "aux")["padding"]
+  assert r["spread"] > 0  # the costs do depend on the actions
   assert r["max_diff"] < 1e-4 * max(1.0, r["scale"]) and r["max_term_diff"] < 1e-4 and r["healthy_equal"], r
   assert r["multi_returns_shape"] == [2, 2] and r["multi_finite"] and r["multi_traces"] == 1
 
 
 @pytest.mark.timeout(480)
 def test_sharded_replan_equals_unsharded(procs):
-  r = _result(procs, "sharded")
+  r = _result(procs, "aux")
   assert r["devices"] == 8
   for name in ("oracle", "world_model"):
     assert r[name + "_collectives"] > 0, "the samples axis was not partitioned"
@@ -415,3 +438,15 @@ def test_reach_forward_kinematics_matches_mujoco(name):
     mujoco.mj_kinematics(m, d)
     ref = d.xpos[task._ee] + d.xmat[task._ee].reshape(3, 3) @ np.array(task.ee_offset)
     assert np.abs(np.asarray(task.ee_from_qpos(jnp.asarray(q, jnp.float32))) - ref).max() < 1e-5
+
+
+@pytest.mark.timeout(60)
+def test_a_missing_gl_backend_is_reported_not_fatal(monkeypatch):
+  """The CLI probes MUJOCO_GL before mujoco is imported: a backend that cannot work (here an invalid
+  name; on a machine without libOSMesa also 'osmesa') becomes a message and MUJOCO_GL=disabled."""
+  from westworld_jax.control import experiment
+  monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)  # restored afterwards, as MUJOCO_GL
+  monkeypatch.setenv("MUJOCO_GL", "nonexistent")
+  err = experiment.select_gl()
+  assert err and "MUJOCO_GL=nonexistent" in err and "MUJOCO_GL=egl" in err
+  assert os.environ["MUJOCO_GL"] == "disabled"

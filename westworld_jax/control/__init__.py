@@ -8,5 +8,8 @@
   policies.py  policies from a config (oracle / world model from a checkpoint or untrained / random)
   data.py    MPPI rollouts -> corpus environment for world-model fine-tuning
   render.py  videos (MuJoCo offscreen renderer) and trajectory plots
+  experiment.py  one control run (what the CLI runs): episodes per policy, summaries, videos
+  finetune.py    world-model fine-tuning on oracle-MPPI control data (collect, keep the best, fine-tune)
 CLI: python -m westworld_jax.control --config experiments/control.py:hopper [--checkpoint DIR]
+     python -m westworld_jax.control.finetune --config experiments/control.py:tiny --checkpoint DIR --workdir OUT
 """

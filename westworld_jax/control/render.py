@@ -1,9 +1,11 @@
 """Episode renderings: a video from MuJoCo's offscreen renderer, and a trajectory plot (no GL needed).
 
-MuJoCo picks its OpenGL backend from MUJOCO_GL when `mujoco` is first imported; the control CLI sets
-MUJOCO_GL=egl unless it is set (EGL with Mesa's software driver works on a machine without a GPU;
-osmesa needs libOSMesa). When no backend works, `render_video` raises RenderError saying so, and
-the caller writes the trajectory plot only.
+MuJoCo picks its OpenGL backend from MUJOCO_GL when `mujoco` is first imported (and an unusable
+one, e.g. osmesa without libOSMesa, makes that import fail). The control CLI therefore probes the
+backend first (experiment.select_gl: the MUJOCO_GL set, else egl, else osmesa; EGL with Mesa's
+software driver works on a machine without a GPU) and, when none works, sets MUJOCO_GL=disabled and
+writes the reason into summary.json instead of a video. When rendering fails anyway,
+`render_video` raises RenderError saying so, and the caller writes the trajectory plot only.
 """
 from __future__ import annotations
 
