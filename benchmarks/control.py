@@ -41,7 +41,8 @@ def _args(argv=None):
   p.add_argument("--calls", type=int, default=3, help="timed replans per oracle latency row")
   p.add_argument("--wm_calls", type=int, default=0, help="timed replans per world-model row (0: 1 on CPU, else 3)")
   p.add_argument("--wm_batched_samples", type=int, default=0, help="0: 32 on CPU, else --samples")
-  p.add_argument("--wm_sample_chunk", type=int, default=64, help="world-model samples per predict call")
+  p.add_argument("--wm_sample_chunk", type=int, default=-1,
+                 help="world-model samples per predict call (-1: 64 on CPU to bound memory, else 0 = all)")
   p.add_argument("--tasks", default="hopper,walker2d")
   p.add_argument("--wm_tasks", default="hopper", help="tasks whose returns include world-model MPPI")
   p.add_argument("--episodes", type=int, default=2)
@@ -67,7 +68,8 @@ def _sizes(a, backend: str) -> dict:
   return {"wm_calls": pick(a.wm_calls, 1, 3), "wm_batched_samples": pick(a.wm_batched_samples, 32, a.samples),
           "episode_len": pick(a.episode_len, 100, 0), "return_samples": pick(a.return_samples, 64, a.samples),
           "return_horizon": pick(a.return_horizon, 30, a.horizon), "wm_return_samples": pick(a.wm_return_samples, 16, a.samples),
-          "wm_episode_len": pick(a.wm_episode_len, 25, 0)}
+          "wm_episode_len": pick(a.wm_episode_len, 25, 0),
+          "wm_sample_chunk": a.wm_sample_chunk if a.wm_sample_chunk >= 0 else (64 if cpu else 0)}
 
 
 # --- sections (run in a child process) ------------------------------------------------------------
@@ -103,7 +105,7 @@ def section_latency(a, which: str) -> list[dict]:
     wm = registry.build("westworld", "control")
     params = jax.jit(wm.init)(jax.random.key(0), policies.spec_batch(task.num_obs, task.num_act, wm.history + a.horizon))
     norm = mppi.Normaliser.from_stats(policies.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act)
-    backend = mppi.WorldModelBackend(wm, params, [task], [norm], a.horizon, sample_chunk=a.wm_sample_chunk)
+    backend = mppi.WorldModelBackend(wm, params, [task], [norm], a.horizon, sample_chunk=sizes["wm_sample_chunk"])
     history, calls = wm.history, sizes["wm_calls"]
     variants = [(1, a.samples), (a.envs, sizes["wm_batched_samples"])]
   envs = env.Envs(task, history=history)
@@ -118,7 +120,8 @@ def section_latency(a, which: str) -> list[dict]:
     if which == "oracle":
       r["physics_steps_per_s"] = round(rollouts * task.frame_skip / (r["replan_ms"] / 1e3))
     else:
-      r.update(model="westworld/control (untrained)", history=history, sample_chunk=a.wm_sample_chunk)
+      r.update(model="westworld/control (untrained)", history=history, sample_chunk=sizes["wm_sample_chunk"],
+               scan=wm.config.ssm_scan_impl if hasattr(wm, "config") else None)
     print(f"latency {r}", file=sys.stderr, flush=True)
     rows.append(r)
   return rows
@@ -141,7 +144,7 @@ def section_returns(a) -> list[dict]:
         cfg.mppi.samples, cfg.mppi.horizon = sizes["return_samples"], sizes["return_horizon"]
       elif pol == "world_model":
         cfg.mppi.samples, cfg.mppi.horizon = sizes["wm_return_samples"], sizes["return_horizon"]
-        cfg.wm_sample_chunk = a.wm_sample_chunk
+        cfg.wm_sample_chunk = sizes["wm_sample_chunk"]
         steps = sizes["wm_episode_len"] or steps
       policy, history, desc = policies.make_policy(pol, task, cfg, a.checkpoint or None)
       envs = env.Envs(task, history=history)
