@@ -130,6 +130,22 @@ def test_causal_over_time(params):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("system_embedding", ["cls", "token"])
+def test_last_history_step_reaches_first_prediction(params, system_embedding):
+    """logits[:, H - 1] predict obs[:, H] (the first horizon step) and must read obs[:, H - 1];
+    guards against an off-by-one in the query or CLS placement."""
+    cfg = dataclasses.replace(CFG, system_embedding=system_embedding)
+    batch = make_batch()
+    obs = batch["obs"].copy()
+    obs[:, H - 1] = np.where(batch["obs_mask"], 1.0 - obs[:, H - 1], 0.0)
+    out, ref = apply(params, {**batch, "obs": obs}, cfg), apply(params, batch, cfg)
+    assert max_diff(out, ref, np.s_[:, H - 1]) > 1e-3
+    assert max_diff(out, ref, np.s_[:, H]) > 1e-4
+    if system_embedding == "token":
+        assert max_diff(out, ref, np.s_[:, :H - 1]) == 0.0
+
+
+@pytest.mark.timeout(60)
 def test_cls_gate_sees_history_only(params):
     """Default CLS after the history: horizon predictions are causal in actions; with
     cls_position='end' (upstream) a future action moves earlier predictions via the gate."""
