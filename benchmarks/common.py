@@ -8,6 +8,15 @@ if ROOT not in sys.path:  # scripts run as `python benchmarks/x.py` also import 
   sys.path.insert(0, ROOT)
 
 
+def device_peak_bytes() -> int | None:
+  """The first device's allocator peak (a running peak of this process; None where the backend
+  keeps no such statistic, e.g. CPU)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else int(peak)
+
+
 def write_result(result: dict, name: str, out: str | None = None) -> str:
   """Writes benchmarks/results/<name>.json (or `out`) and returns the path."""
   out = out or os.path.join(ROOT, "benchmarks", "results", f"{name}.json")

@@ -60,9 +60,9 @@ def random_batch(cfg, batch_size, steps, n_obs, n_act, seed=0):
 def peak_memory_bytes(compiled) -> tuple[int | None, str]:
     """Peak device memory of the step: the allocator's peak on GPU/TPU, XLA's static
     estimate (arguments + outputs + temporaries) on CPU, where there is no allocator stat."""
-    stats = jax.devices()[0].memory_stats()
-    if stats and "peak_bytes_in_use" in stats:
-        return int(stats["peak_bytes_in_use"]), "allocator peak"
+    peak = common.device_peak_bytes()
+    if peak is not None:
+        return peak, "allocator peak"
     m = compiled.memory_analysis()
     if m is None:
         return None, "unavailable"

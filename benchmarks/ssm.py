@@ -44,10 +44,9 @@ def parse_kernel_configs(text):
 
 
 def rel_err(a, b):
-    a, b = jnp.asarray(a, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32), b
-    num = jnp.linalg.norm((a - b).ravel())
-    den = jnp.linalg.norm(jnp.asarray(b).ravel())
-    return float(num / jnp.maximum(den, 1e-30))
+    """||a - b|| / ||b|| over all elements, in float32 on the device."""
+    a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+    return float(jnp.linalg.norm((a - b).ravel()) / jnp.maximum(jnp.linalg.norm(b.ravel()), 1e-30))
 
 
 def make_inputs(S, L, Dm, N, dtype=jnp.float32):
@@ -71,11 +70,6 @@ def time_fn(fn, args, repeats):
         jax.block_until_ready(fn(*args))
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
-
-
-def peak_bytes():
-    stats = jax.devices()[0].memory_stats() or {}
-    return stats.get("peak_bytes_in_use")
 
 
 def _loss_weights(args):
@@ -114,7 +108,7 @@ def bench_one(name, scan_kw, args, repeats, reference=None):
             analysis = compiled.memory_analysis()
             row[f"{label}_temp_bytes"] = getattr(analysis, "temp_size_in_bytes", None)
             row[f"{label}_ms"] = time_fn(compiled, args, repeats)
-            row[f"{label}_peak_bytes_so_far"] = peak_bytes()
+            row[f"{label}_peak_bytes_so_far"] = common.device_peak_bytes()
         except Exception as e:  # e.g. out of memory at the base size: record and go on.
             row[f"{label}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     return row
@@ -185,7 +179,7 @@ def main():
             chunk_size=args.chunk_size,
             check_reference=("chunked impl, same inputs, float32" if args.check else None),
             repeats=repeats,
-            peak_bytes_in_use=peak_bytes(),
+            peak_bytes_in_use=common.device_peak_bytes(),
             note=("peak_bytes_so_far is the device's running peak (never reset), so it bounds "
                   "an impl only when it rises; temp_bytes is XLA's compiled estimate per call."
                   + (" kernel ran in the Pallas interpreter." if backend == "cpu" else "")),

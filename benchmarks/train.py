@@ -105,13 +105,8 @@ def run_variant(name: str, timed_steps: int) -> dict:
           "model_tflop_per_step": flops / 1e12, "model_tflops": flops / ms / 1e9,
           "loss_finite": bool(np.isfinite(float(m["loss"]))),
           # The allocator's running peak of this process (variants run in order, largest last).
-          "peak_memory_gib_so_far": _peak_gib()}
-
-
-def _peak_gib():
-  stats = jax.devices()[0].memory_stats() or {}
-  peak = stats.get("peak_bytes_in_use")
-  return None if peak is None else round(peak / 2**30, 2)
+          "peak_memory_gib_so_far": None if (peak := common.device_peak_bytes()) is None
+          else round(peak / 2**30, 2)}
 
 
 def main(argv=None):

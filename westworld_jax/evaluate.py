@@ -377,6 +377,12 @@ def plot_error_vs_horizon(path: str, curves: dict[str, Sequence[float | None]], 
   ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
+  return save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> str:
+  """Writes a matplotlib figure as a PNG (folders made) and closes it; returns the path."""
+  import matplotlib.pyplot as plt
   fig.tight_layout()
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fig.savefig(path, dpi=90)

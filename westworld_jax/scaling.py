@@ -149,11 +149,7 @@ def plot_scaling(path, models, ns, cell, get) -> str:
     ax.set_title(s, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
-  return path
+  return ev.save_figure(fig, path)
 
 
 def scaling(cfg, outdir: str) -> dict:
