@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from westworld_jax.model.mamba import SelectiveSSM
-from westworld_jax.model.ssm import selective_scan, selective_scan_step
+from westworld_jax.model.configs import get_model_config
+from westworld_jax.model.ssm import resolve_impl, selective_scan, selective_scan_step
 
 jax.config.update("jax_enable_x64", False)
 
@@ -251,6 +252,11 @@ def test_bad_shapes_raise_clear_errors():
         selective_scan(x[0], dt[0], A, B[0], C[0], D)
     with pytest.raises(ValueError, match="impl must be one of"):
         selective_scan(x, dt, A, B, C, impl="fft")
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        selective_scan(x, dt, A, B, C, impl="kernel", reduce="tree")
+    with pytest.raises(ValueError, match="ssm_scan_impl='fft'"):
+        get_model_config("tiny", ssm_scan_impl="fft")
+    assert resolve_impl("auto") == ("kernel" if jax.default_backend() == "gpu" else "chunked")
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         selective_scan(x, dt, A, B, C, chunk_size=0)
     with pytest.raises(ValueError, match="block_d must be a power of 2"):
