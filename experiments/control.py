@@ -5,6 +5,10 @@ Variants (default: hopper):
                     random, gym-length episodes (1000 steps). Meant for an accelerator: on a 2-core
                     CPU one oracle replan takes seconds.
   hopper_cpu        hopper on a CPU: 64 samples x horizon 30, 2 episodes of 100 steps.
+  hopper_tiny       hopper on a CPU with a tiny world model (history 8 + horizon 24 <= its 32 steps):
+                    64 samples x horizon 24, 100-step episodes; with westworld_jax.control.finetune
+                    and a tiny pretrained checkpoint (experiments/scaling.py:cpu), the whole
+                    collect -> fine-tune -> compare recipe in ~30-60 minutes on 2 cores.
   go1, franka       Go1 walking forward upright; Franka Panda end-effector reach (oracle vs random).
                     Franka is very slow in MJX on a CPU (~1.5 s per physics step of 32 vmapped
                     samples: MJX's kinematics over its 11-deep chain); use an accelerator.
@@ -19,7 +23,7 @@ Override anything on the command line, e.g. --config.mppi.samples=512 --config.p
 """
 import ml_collections
 
-VARIANTS = ("hopper", "walker2d", "hopper_cpu", "go1", "franka", "pendulum", "reacher", "tiny")
+VARIANTS = ("hopper", "walker2d", "hopper_cpu", "hopper_tiny", "go1", "franka", "pendulum", "reacher", "tiny")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -61,6 +65,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mppi.samples, c.mppi.horizon = 64, 30  # one replan ~0.5 s on a CPU core
     c.episode_len = 100
     c.policies = ("oracle", "random")
+  elif variant == "hopper_tiny":
+    c.mppi.samples, c.mppi.horizon = 64, 24
+    c.episode_len = 100
+    c.model.size = "tiny"
+    c.render.width, c.render.height = 160, 120
+    c.collect.update(episodes=64, n_envs=8)  # keep the best 10%: 7 episodes
+    c.finetune.update(steps=300, lr=1e-3, warmup_steps=10, batch_size=8)  # tiny models adapt at ~1e-3
   elif variant == "go1":
     c.policies = ("oracle", "random")
     c.mppi.horizon = 50

@@ -45,7 +45,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.scratch_lr = 2e-4
   c.scratch_warmup_steps = 30
   c.batch_size = 8
-  c.seeds = (0,)
+  c.seeds = (0,)  # fine-tuning seeds, per pretrained checkpoint (a label given n times = n pretraining seeds)
+  c.scratch_seeds = ()  # seeds of the scratch runs; () = `seeds`
   c.eval = ml_collections.ConfigDict(dict(batch_size=8, max_windows=0, plot_windows=1))
   if variant == "cpu":
     c.steps = c.scratch_steps = 100

@@ -201,16 +201,25 @@ def test_finetune_on_exactly_n_episodes(tiny, tmp_path):
     pipeline.load_env(pipeline.PipelineConfig(tiny["corpus"], (FEW_SHOT,), max_episodes=99, history=8, horizon=24),
                       0, FEW_SHOT)
   cfg = few_shot_config.get_config("tiny")
-  cfg.pretrained = f"westworld={tiny['ckpt']}"
+  # The label twice = two pretraining seeds (a copy of the workdir stands in for the second).
+  second = shutil.copytree(tiny["ckpt"], str(tmp_path / "pretrained_seed1"))
+  cfg.pretrained = f"westworld={tiny['ckpt']},westworld={second}"
   cfg.corpus_dir, cfg.collect = tiny["corpus"], None
   cfg.environments = (FEW_SHOT,)
   cfg.episodes, cfg.steps, cfg.scratch_steps = 2, 2, 2
   cfg.reference = False  # covered by the CLI test
   out_dir = str(tmp_path / "fs")
   out = ft.finetune(cfg, out_dir)
-  modes = {(r["label"], r["mode"]) for r in out["runs"]}
-  assert {("westworld fine-tuned", "finetune"), ("westworld scratch", "scratch"),
-          ("westworld zero-shot", "zero_shot")} <= modes
+  modes = [(r["label"], r["mode"]) for r in out["runs"]]
+  assert sorted(modes) == sorted([("westworld zero-shot", "zero_shot")] * 2 + [("westworld fine-tuned", "finetune")] * 2
+                                 + [("westworld scratch", "scratch")])  # scratch: once per seed, not per checkpoint
+  fine = [r for r in out["runs"] if r["mode"] == "finetune"]
+  assert [os.path.basename(r["checkpoint"]) for r in fine] == ["westworld-finetune-s0", "westworld-finetune-s0-p1"]
+  assert [r["pretrained"] for r in fine] == [os.path.abspath(tiny["ckpt"]), os.path.abspath(second)]
+  assert out["summary"]["westworld fine-tuned"]["envs"][FEW_SHOT]["seeds"] == 2
+  cfg.pretrained = f"westworld={tiny['ckpt']},westworld={tiny['ckpt']}"
+  with pytest.raises(ValueError, match="given twice"):
+    ft.finetune(cfg, out_dir)
   meta = shards.load_metadata(os.path.join(tiny["corpus"], FEW_SHOT))
   first_two = sorted((e["shard"], e["index"]) for e in meta["episodes"] if not e["val"])[:2]
   for r in out["runs"]:
@@ -219,7 +228,7 @@ def test_finetune_on_exactly_n_episodes(tiny, tmp_path):
       with open(os.path.join(r["checkpoint"], "run_config.json")) as f:
         rc = json.load(f)
       assert rc["data"]["max_episodes"] == 2 and rc["data"]["environments"] == [FEW_SHOT]
-      assert rc["init_from"] == (os.path.abspath(tiny["ckpt"]) if r["mode"] == "finetune" else "")
+      assert rc["init_from"] == (r["pretrained"] if r["mode"] == "finetune" else "")
       # What the run's training pipeline reads: exactly the first two training episodes.
       import ml_collections
       pc = data_lib.pipeline_config(ml_collections.ConfigDict(rc).data, [FEW_SHOT], 0)

@@ -12,9 +12,15 @@ then evaluates each on the environment's held-out (val) episodes with westworld_
 (same protocol and normalisation: the environment's own training-episode min-max).
 Runs live in OUT/runs/<env>/<label>-<mode>-s<seed> (a rerun skips finished ones); OUT/results.json,
 results.md and plots/ compare them.
+
+Seeds: a label given n times (westworld=DIR0,westworld=DIR1,...) is n pretraining seeds: the i-th
+checkpoint is fine-tuned once per seed in `seeds` (runs ...-finetune-s<seed>-p<i> for i > 0), and
+scratch runs, which use no pretrained weights, run once per seed in `scratch_seeds` (default
+`seeds`). The tables pool every run of a label: mean ± std over pretraining x fine-tuning seeds.
 """
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import os
@@ -62,8 +68,10 @@ def training_episodes(cfg) -> int:
   return len({(int(w[0]), int(w[1])) for w in wins})
 
 
-def adapt(cfg, label: str, pretrained: str, env: str, mode: str, seed: int, outdir: str) -> dict:
-  """One fine-tuning ('finetune') or from-scratch ('scratch') run on env; returns its evaluated record."""
+def adapt(cfg, label: str, pretrained: str, env: str, mode: str, seed: int, outdir: str,
+          pretrain_index: int = 0) -> dict:
+  """One fine-tuning ('finetune') or from-scratch ('scratch') run on env; returns its evaluated record.
+  pretrain_index: which checkpoint of a label given several times (pretraining seeds) this run starts from."""
   steps = cfg.steps if mode == "finetune" else cfg.scratch_steps
   rc = run_config(pretrained, env=env, corpus_dir=cfg.corpus_dir, episodes=cfg.episodes, steps=steps,
                   lr=cfg.lr if mode == "finetune" else cfg.scratch_lr,
@@ -73,7 +81,8 @@ def adapt(cfg, label: str, pretrained: str, env: str, mode: str, seed: int, outd
   n_eps = training_episodes(rc)
   if n_eps != cfg.episodes:
     raise AssertionError(f"{env}: the training pipeline reads {n_eps} episodes, not {cfg.episodes}")
-  workdir = os.path.join(outdir, "runs", ev._safe(env), f"{ev._safe(label)}-{mode}-s{seed}")
+  suffix = f"-p{pretrain_index}" if pretrain_index else ""  # index 0 keeps the one-checkpoint name
+  workdir = os.path.join(outdir, "runs", ev._safe(env), f"{ev._safe(label)}-{mode}-s{seed}{suffix}")
   t0 = time.perf_counter()
   result = loop.train(rc, workdir)  # resumes / returns at once when the run is already finished
   seconds = time.perf_counter() - t0
@@ -84,7 +93,7 @@ def adapt(cfg, label: str, pretrained: str, env: str, mode: str, seed: int, outd
     ev.plot_examples(outdir, ckpt.label, r, ckpt.model.history)
   last = next((r for r in reversed(result.rows) if "loss" in r), {})
   return {**ev.run_record(ckpt, res), "env": env, "mode": mode, "seed": seed, "pretrained": pretrained,
-          "train_episodes": n_eps, "train_steps": steps, "lr": rc.optim.lr, "train_seconds": seconds,
+          "pretrain_index": pretrain_index if mode == "finetune" else None, "train_episodes": n_eps, "train_steps": steps, "lr": rc.optim.lr, "train_seconds": seconds,
           "final_loss": last.get("loss")}
 
 
@@ -104,16 +113,23 @@ def finetune(cfg, outdir: str) -> dict:
   for lab in cfg.scratch:
     if lab not in dict(pretrained):
       raise ValueError(f"scratch label {lab!r} is not among the pretrained labels {[l for l, _ in pretrained]}")
+  if len(set(pretrained)) != len(pretrained):
+    raise ValueError(f"a checkpoint is given twice under one label in --config.pretrained={cfg.pretrained!r}: "
+                     "a repeated label means several pretraining seeds, each its own workdir")
+  scratch_seeds = tuple(cfg.get("scratch_seeds") or cfg.seeds)
   envs = list(cfg.environments)
   ev.ensure_environments(cfg.corpus_dir, envs, cfg.get("collect"))
   t0, runs = time.perf_counter(), []
   for env in envs:
+    seen = collections.Counter()
     for label, path in pretrained:
+      index, seen[label] = seen[label], seen[label] + 1
       if cfg.include_zero_shot:
         runs.append(zero_shot(cfg, label, path, env, outdir))
       for seed in cfg.seeds:
-        runs.append(adapt(cfg, label, path, env, "finetune", seed, outdir))
-        if label in cfg.scratch:
+        runs.append(adapt(cfg, label, path, env, "finetune", seed, outdir, pretrain_index=index))
+      if label in cfg.scratch and index == 0:  # scratch ignores the weights: once per label and seed
+        for seed in scratch_seeds:
           runs.append(adapt(cfg, label, path, env, "scratch", seed, outdir))
       ev.write_json(os.path.join(outdir, "runs.partial.json"), runs)  # progress survives an interruption
     if cfg.get("reference", True):
