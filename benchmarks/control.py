@@ -10,7 +10,8 @@ DESIGN.md; the world-model latency section uses every core):
                   for 1 environment and for `--envs` environments batched (vmap) in one call;
   latency_wm      the same with registry.build('westworld', 'control') (untrained: latency does not
                   depend on the weights); on a CPU the batched row uses `--wm_batched_samples` samples
-                  per environment (a 256-sample replan takes minutes there);
+                  per environment (a 256-sample replan takes minutes there); one row set per compute
+                  dtype (`--wm_dtypes`), each with the replan's model TFLOP (model/flops.py) and TFLOP/s;
   returns         closed-loop episodes: oracle MPPI, world-model MPPI (untrained unless --checkpoint)
                   and uniform random actions, from the same start states.
 Latency is the median wall time of jitted replans after compilation (compile time reported apart).
@@ -43,6 +44,9 @@ def _args(argv=None):
   p.add_argument("--wm_batched_samples", type=int, default=0, help="0: 32 on CPU, else --samples")
   p.add_argument("--wm_sample_chunk", type=int, default=-1,
                  help="world-model samples per predict call (-1: 64 on CPU to bound memory, else 0 = all)")
+  p.add_argument("--wm_dtypes", default="",
+                 help="compute dtypes of the world-model latency rows, comma-separated (default: float32 on CPU, "
+                      "float32,bfloat16 elsewhere; bf16 matmuls, f32 params, scan and softmax)")
   p.add_argument("--tasks", default="hopper,walker2d")
   p.add_argument("--wm_tasks", default="hopper", help="tasks whose returns include world-model MPPI")
   p.add_argument("--episodes", type=int, default=2)
@@ -69,7 +73,8 @@ def _sizes(a, backend: str) -> dict:
           "episode_len": pick(a.episode_len, 100, 0), "return_samples": pick(a.return_samples, 64, a.samples),
           "return_horizon": pick(a.return_horizon, 30, a.horizon), "wm_return_samples": pick(a.wm_return_samples, 16, a.samples),
           "wm_episode_len": pick(a.wm_episode_len, 25, 0),
-          "wm_sample_chunk": a.wm_sample_chunk if a.wm_sample_chunk >= 0 else (64 if cpu else 0)}
+          "wm_sample_chunk": a.wm_sample_chunk if a.wm_sample_chunk >= 0 else (64 if cpu else 0),
+          "wm_dtypes": a.wm_dtypes.split(",") if a.wm_dtypes else (["float32"] if cpu else ["float32", "bfloat16"])}
 
 
 # --- sections (run in a child process) ------------------------------------------------------------
@@ -94,36 +99,42 @@ def _time_replan(planner, state, calls: int) -> dict:
 def section_latency(a, which: str) -> list[dict]:
   import jax  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import env, mppi, policies, tasks  # pylint: disable=import-outside-toplevel
-  from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
+  from westworld_jax.model import flops, registry, ssm  # pylint: disable=import-outside-toplevel
   sizes = _sizes(a, jax.default_backend())
   task = tasks.make_task("hopper")
   rows = []
   if which == "oracle":
-    backend, history, calls = mppi.OracleBackend(task), 1, a.calls
-    variants = [(1, a.samples), (a.envs, a.samples)]
+    setups = [(mppi.OracleBackend(task), 1, a.calls, [(1, a.samples), (a.envs, a.samples)], {})]
   else:
-    wm = registry.build("westworld", "control")
-    params = jax.jit(wm.init)(jax.random.key(0), policies.spec_batch(task.num_obs, task.num_act, wm.history + a.horizon))
+    setups = []
     norm = mppi.Normaliser.from_stats(policies.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act)
-    backend = mppi.WorldModelBackend(wm, params, [task], [norm], a.horizon, sample_chunk=sizes["wm_sample_chunk"])
-    history, calls = wm.history, sizes["wm_calls"]
-    variants = [(1, a.samples), (a.envs, sizes["wm_batched_samples"])]
-  envs = env.Envs(task, history=history)
-  for n_envs, samples in variants:
-    cfg = mppi.MPPIConfig(samples=samples, horizon=a.horizon)
-    planner = mppi.MPPI(backend, cfg)
-    state = envs.reset(jax.random.key(a.seed), n_envs)
-    r = _time_replan(planner, state, calls)
-    rollouts = n_envs * samples * a.horizon
-    r.update(backend=which if which == "oracle" else "world_model", task="hopper", envs=n_envs, samples=samples,
-             horizon=a.horizon, rollout_steps_per_s=round(rollouts / (r["replan_ms"] / 1e3)))
-    if which == "oracle":
-      r["physics_steps_per_s"] = round(rollouts * task.frame_skip / (r["replan_ms"] / 1e3))
-    else:
-      r.update(model="westworld/control (untrained)", history=history, sample_chunk=sizes["wm_sample_chunk"],
-               scan=wm.config.ssm_scan_impl if hasattr(wm, "config") else None)
-    print(f"latency {r}", file=sys.stderr, flush=True)
-    rows.append(r)
+    for dtype in sizes["wm_dtypes"]:
+      wm = registry.build("westworld", "control", dtype=dtype)
+      params = jax.jit(wm.init)(jax.random.key(0), policies.spec_batch(task.num_obs, task.num_act, wm.history + a.horizon))
+      backend = mppi.WorldModelBackend(wm, params, [task], [norm], a.horizon, sample_chunk=sizes["wm_sample_chunk"])
+      resolved = ssm.resolve_impl(wm.config.ssm_scan_impl)
+      info = {"model": "westworld/control (untrained)", "dtype": dtype, "scan": resolved, "history": wm.history,
+              "sample_chunk": sizes["wm_sample_chunk"]}
+      setups.append((backend, wm, sizes["wm_calls"], [(1, a.samples), (a.envs, sizes["wm_batched_samples"])], info))
+  for backend, wm_or_history, calls, variants, info in setups:
+    history = wm_or_history if which == "oracle" else wm_or_history.history
+    envs = env.Envs(task, history=history)
+    for n_envs, samples in variants:
+      cfg = mppi.MPPIConfig(samples=samples, horizon=a.horizon)
+      planner = mppi.MPPI(backend, cfg)
+      state = envs.reset(jax.random.key(a.seed), n_envs)
+      r = _time_replan(planner, state, calls)
+      rollouts = n_envs * samples * a.horizon
+      r.update(backend=which if which == "oracle" else "world_model", task="hopper", envs=n_envs, samples=samples,
+               horizon=a.horizon, rollout_steps_per_s=round(rollouts / (r["replan_ms"] / 1e3)), **info)
+      if which == "oracle":
+        r["physics_steps_per_s"] = round(rollouts * task.frame_skip / (r["replan_ms"] / 1e3))
+      else:  # model FLOPs of the replan's forward pass(es): what a < 30 ms replan asks of the device
+        tflop = flops.forward_flops(wm_or_history.config, n_envs * samples, history + a.horizon,
+                                    task.num_obs, task.num_act) / 1e12
+        r.update(model_tflop_per_replan=round(tflop, 3), model_tflops=round(tflop / (r["replan_ms"] / 1e3), 2))
+      print(f"latency {r}", file=sys.stderr, flush=True)
+      rows.append(r)
   return rows
 
 
@@ -223,10 +234,12 @@ def main() -> None:
     notes.append("world-model returns use an UNTRAINED model (no --checkpoint): they measure the loop, not control")
   result["notes"] = notes
   print(f"\nMPPI replanning latency ({result['device']}, {result['cpu_cores']} cores)")
-  print(f"{'backend':<12} {'envs':>4} {'samples':>7} {'horizon':>7} {'replan ms':>10} {'Hz':>8} {'compile s':>9}")
+  print(f"{'backend':<12} {'dtype':<9} {'scan':<8} {'envs':>4} {'samples':>7} {'horizon':>7} {'replan ms':>10} {'Hz':>8} "
+        f"{'TFLOP/s':>8} {'compile s':>9}")
   for r in result["latency"]:
-    print(f"{r['backend']:<12} {r['envs']:>4} {r['samples']:>7} {r['horizon']:>7} {r['replan_ms']:>10.1f} "
-          f"{r['replan_hz']:>8.3f} {r['compile_s']:>9.1f}")
+    tf = f"{r['model_tflops']:.2f}" if "model_tflops" in r else "-"
+    print(f"{r['backend']:<12} {r.get('dtype', '-'):<9} {r.get('scan') or '-':<8} {r['envs']:>4} {r['samples']:>7} "
+          f"{r['horizon']:>7} {r['replan_ms']:>10.1f} {r['replan_hz']:>8.3f} {tf:>8} {r['compile_s']:>9.1f}")
   if result["returns"]:
     print("\nEpisode returns (same start states per task)")
     print(f"{'task':<9} {'policy':<12} {'episodes':>8} {'steps':>5} {'samples x H':>11} {'return':>9} {'± std':>7} {'length':>6}")
