@@ -2,7 +2,7 @@
 # GPU benchmark suite in one call of a lent accelerator (the device machine comes bare and its
 # Python lacks some of our packages: they travel as wheels in .whl/, see README "Benchmarks").
 #
-#   bash benchmarks/gpu_suite.sh ssm model train control     # stages, in order
+#   bash benchmarks/gpu_suite.sh ssm model train components control   # stages, in order
 #   bash benchmarks/gpu_suite.sh ssm_ncu                     # kernel counters (ncu)
 #
 # Each stage has its own time limit so one slow stage cannot take the others' results with it.
@@ -46,6 +46,8 @@ for s in "$@"; do
     train) stage train "${TRAIN_LIMIT:-240}" python3 benchmarks/train.py \
            --variants "${TRAIN_VARIANTS:-base_b14_kernel,base_b14,base_b128_kernel}" \
            --out "$RES/train_gpu.json" ;;
+    components) stage components "${COMPONENTS_LIMIT:-200}" python3 benchmarks/components.py \
+           --size base ${COMPONENTS_ARGS:-} --out "$RES/components_gpu.json" ;;
     control) stage control "${CONTROL_LIMIT:-240}" python3 benchmarks/control.py \
            ${CONTROL_ARGS:-} --out "$RES/control_gpu.json" ;;
     ssm_ncu)  # registers, spills (local loads/stores), occupancy, SM and DRAM throughput of
