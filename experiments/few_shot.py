@@ -13,17 +13,14 @@ Variants:
   tiny  a smoke test on the tiny corpus: ur5e-pd_targets, 2 episodes, 4 steps.
   base  upstream's recipe: 300 steps at lr 1e-5, batch 14, the full corpus.
 """
-import importlib.util
-import os
 
 import ml_collections
 
+from westworld_jax import config_files
+
 
 def _scaling():
-  spec = importlib.util.spec_from_file_location("_ww_scaling_config", os.path.join(os.path.dirname(__file__), "scaling.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return config_files.load_sibling(__file__, "scaling")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

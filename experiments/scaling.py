@@ -15,11 +15,10 @@ Variants:
   base  the paper's setting: base models, 50 + 100-step windows, the full corpus.
 """
 import dataclasses
-import importlib.util
-import os
 
 import ml_collections
 
+from westworld_jax import config_files
 from westworld_jax.model import registry
 
 # Ordered so that every prefix mixes families (locomotion, arms, balance, swimmers, quadrupeds):
@@ -44,11 +43,8 @@ CPU_CORPUS = "corpus/cpu"
 
 
 def _load(name: str):
-  """experiments/<name>.py next to this file (config files are loaded by path, not as a package)."""
-  spec = importlib.util.spec_from_file_location(f"_ww_{name}_config", os.path.join(os.path.dirname(__file__), f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  """experiments/<name>.py next to this file."""
+  return config_files.load_sibling(__file__, name)
 
 
 def data_config(variant: str = "cpu") -> ml_collections.ConfigDict:

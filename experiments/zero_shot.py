@@ -12,17 +12,14 @@ Variants:
   base  the paper's setting: every zero-shot environment of the full corpus, the checkpoint's
         history (50) and horizon (100).
 """
-import importlib.util
-import os
 
 import ml_collections
 
+from westworld_jax import config_files
+
 
 def _scaling():
-  spec = importlib.util.spec_from_file_location("_ww_scaling_config", os.path.join(os.path.dirname(__file__), "scaling.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return config_files.load_sibling(__file__, "scaling")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -1,0 +1,19 @@
+"""Config files load one another by path: ml_collections' config_flags loads `experiments/x.py` as a
+file, not as a package module, so a config that builds on another one (few_shot on scaling, scaling
+on data and pretrain) cannot rely on `import experiments.y` from wherever the command runs."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import types
+
+
+def load_sibling(config_file: str, name: str) -> types.ModuleType:
+  """The config module `<name>.py` in the folder of `config_file` (pass `__file__`)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file {path} not found (needed by {config_file})")
+  spec = importlib.util.spec_from_file_location(f"_ww_{name}_config", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
