@@ -33,7 +33,7 @@ def test_pd_hold_keeps_a_quadruped_up(sim, run):
   quat, height = kinds.index("root_quat"), kinds.index("root_height")
   up = 0
   for e in eps:
-    tilt_ok = policies.z_axis(e["obs"][:, quat:quat + 4])[:, 2] > 0.5  # < 60 degrees of tilt
+    tilt_ok = simulate.up_in_body(e["obs"][:, quat:quat + 4])[:, 2] > 0.5  # < 60 degrees of tilt
     height_ok = e["obs"][:, height] > 0.6 * e["obs"][0, height]
     up += len(e["obs"]) >= 300 and bool((tilt_ok & height_ok).all())
   assert up >= N - 1, f"only {up} of {N} episodes stayed up for 300 steps"

@@ -24,6 +24,7 @@ import mujoco
 import numpy as np
 import scipy.linalg
 
+from westworld_jax.data.simulate import up_in_body
 from westworld_jax.robots.robot import Robot, reset_to_start
 
 OPEN_LOOP = ("random", "ou", "gait")
@@ -174,12 +175,6 @@ def _root_readout(robot: Robot) -> tuple[int, np.ndarray | None, int]:
   z = by_kind.get("root_height", [-1])[0]
   quat = np.array(by_kind["root_quat"][:4]) if len(by_kind.get("root_quat", [])) >= 4 else None
   return z, quat, by_kind.get("root_angle", [-1])[0]
-
-
-def z_axis(quat: np.ndarray) -> np.ndarray:
-  """[..., 4] (w, x, y, z) -> [..., 3] the rotated body z axis."""
-  w, x, y, z = np.moveaxis(quat, -1, 0)
-  return np.stack([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)], -1)
 
 
 def _pd_gains(Minv: np.ndarray, dofs: np.ndarray, tau_max: np.ndarray, sat_err: float, h: float
@@ -343,7 +338,9 @@ def _up_and_height(h: _Hold, qpos: np.ndarray, qpos0: np.ndarray, height0: np.nd
   if h.root_z >= 0:
     ratio = (height0 + qpos[..., h.root_z] - qpos0[..., h.root_z]) / np.maximum(ref, 1e-3)
   if h.root_quat is not None:
-    up = np.sum(z_axis(qpos[..., h.root_quat]) * z_axis(qpos0[..., h.root_quat]), -1)
+    # World up seen from the body, now vs at the start: right for any body axes (the CMU humanoid's
+    # root has y up; its body z axis tells nothing about tipping sideways).
+    up = np.sum(up_in_body(qpos[..., h.root_quat]) * up_in_body(qpos0[..., h.root_quat]), -1)
   elif h.root_angle >= 0:
     up = np.cos(qpos[..., h.root_angle] - qpos0[..., h.root_angle])
   return up, ratio
