@@ -8,6 +8,20 @@ if ROOT not in sys.path:  # scripts run as `python benchmarks/x.py` also import 
   sys.path.insert(0, ROOT)
 
 
+def median_ms(fn, args, repeats: int) -> float:
+  """Median wall time in ms of fn(*args) (a jitted or compiled function), after one warm-up call."""
+  import statistics  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append((time.perf_counter() - start) * 1e3)
+  return statistics.median(times)
+
+
 def device_peak_bytes() -> int | None:
   """The first device's allocator peak (a running peak of this process; None where the backend
   keeps no such statistic, e.g. CPU)."""

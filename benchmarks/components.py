@@ -66,13 +66,7 @@ def _timed(fn, args, repeats: int) -> tuple[float, float]:
   t0 = time.perf_counter()
   compiled = jax.jit(fn).lower(*args).compile()
   compile_s = time.perf_counter() - t0
-  jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - t0)
-  return compile_s, 1e3 * float(np.median(times))
+  return compile_s, common.median_ms(compiled, args, repeats)
 
 
 def _fwd_bwd(module, *inputs):

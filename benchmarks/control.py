@@ -103,8 +103,9 @@ def section_latency(a, which: str) -> list[dict]:
   sizes = _sizes(a, jax.default_backend())
   task = tasks.make_task("hopper")
   rows = []
+  # (backend, history, timed calls, [(envs, samples)], row info, model config for the FLOP count)
   if which == "oracle":
-    setups = [(mppi.OracleBackend(task), 1, a.calls, [(1, a.samples), (a.envs, a.samples)], {})]
+    setups = [(mppi.OracleBackend(task), 1, a.calls, [(1, a.samples), (a.envs, a.samples)], {}, None)]
   else:
     setups = []
     norm = mppi.Normaliser.from_stats(policies.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act)
@@ -112,12 +113,11 @@ def section_latency(a, which: str) -> list[dict]:
       wm = registry.build("westworld", "control", dtype=dtype)
       params = jax.jit(wm.init)(jax.random.key(0), policies.spec_batch(task.num_obs, task.num_act, wm.history + a.horizon))
       backend = mppi.WorldModelBackend(wm, params, [task], [norm], a.horizon, sample_chunk=sizes["wm_sample_chunk"])
-      resolved = ssm.resolve_impl(wm.config.ssm_scan_impl)
-      info = {"model": "westworld/control (untrained)", "dtype": dtype, "scan": resolved, "history": wm.history,
-              "sample_chunk": sizes["wm_sample_chunk"]}
-      setups.append((backend, wm, sizes["wm_calls"], [(1, a.samples), (a.envs, sizes["wm_batched_samples"])], info))
-  for backend, wm_or_history, calls, variants, info in setups:
-    history = wm_or_history if which == "oracle" else wm_or_history.history
+      info = {"model": "westworld/control (untrained)", "dtype": dtype, "scan": ssm.resolve_impl(wm.config.ssm_scan_impl),
+              "history": wm.history, "sample_chunk": sizes["wm_sample_chunk"]}
+      setups.append((backend, wm.history, sizes["wm_calls"], [(1, a.samples), (a.envs, sizes["wm_batched_samples"])],
+                     info, wm.config))
+  for backend, history, calls, variants, info, model_cfg in setups:
     envs = env.Envs(task, history=history)
     for n_envs, samples in variants:
       cfg = mppi.MPPIConfig(samples=samples, horizon=a.horizon)
@@ -127,11 +127,10 @@ def section_latency(a, which: str) -> list[dict]:
       rollouts = n_envs * samples * a.horizon
       r.update(backend=which if which == "oracle" else "world_model", task="hopper", envs=n_envs, samples=samples,
                horizon=a.horizon, rollout_steps_per_s=round(rollouts / (r["replan_ms"] / 1e3)), **info)
-      if which == "oracle":
+      if model_cfg is None:
         r["physics_steps_per_s"] = round(rollouts * task.frame_skip / (r["replan_ms"] / 1e3))
       else:  # model FLOPs of the replan's forward pass(es): what a < 30 ms replan asks of the device
-        tflop = flops.forward_flops(wm_or_history.config, n_envs * samples, history + a.horizon,
-                                    task.num_obs, task.num_act) / 1e12
+        tflop = flops.forward_flops(model_cfg, n_envs * samples, history + a.horizon, task.num_obs, task.num_act) / 1e12
         r.update(model_tflop_per_replan=round(tflop, 3), model_tflops=round(tflop / (r["replan_ms"] / 1e3), 2))
       print(f"latency {r}", file=sys.stderr, flush=True)
       rows.append(r)

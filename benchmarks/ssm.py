@@ -17,8 +17,6 @@ from __future__ import annotations
 import common  # noqa: F401  (sets sys.path; before project imports)
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -61,17 +59,6 @@ def make_inputs(S, L, Dm, N, dtype=jnp.float32):
     return x, dt, A, B, C, D, h0
 
 
-def time_fn(fn, args, repeats):
-    """Median wall time in ms of a jitted fn (after one warm-up call)."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def _loss_weights(args):
     """Random cotangents for y and h_last (a plain sum would give every output the same one)."""
     x, *_, h0 = args
@@ -107,7 +94,7 @@ def bench_one(name, scan_kw, args, repeats, reference=None):
             compiled = jax.jit(fn).lower(*args).compile()
             analysis = compiled.memory_analysis()
             row[f"{label}_temp_bytes"] = getattr(analysis, "temp_size_in_bytes", None)
-            row[f"{label}_ms"] = time_fn(compiled, args, repeats)
+            row[f"{label}_ms"] = common.median_ms(compiled, args, repeats)
             row[f"{label}_peak_bytes_so_far"] = common.device_peak_bytes()
         except Exception as e:  # e.g. out of memory at the base size: record and go on.
             row[f"{label}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
