@@ -75,3 +75,29 @@ def test_hold_pd_gains_are_stable_for_the_held_control_step():
                 [-dt * Minv @ K, eye - dt * Minv @ D]])
   assert np.abs(np.linalg.eigvals(A)).max() <= 1 + 1e-6  # unactuated (free-base) modes sit at 1
   assert h.motor.all() and (h.kp > 0).all() and h.stand_qpos is not None
+
+
+def test_pd_hold_uprightness_reads_tilt_for_any_root_axes():
+  """A root whose body y axis points up (the CMU humanoid's) tipped 90 degrees about its own z axis
+  has fallen: pd_hold's uprightness must say so (the body-z measure it replaced read 'upright')."""
+  import dataclasses
+  import types
+  h = types.SimpleNamespace(**{f.name: None for f in dataclasses.fields(policies._Hold)})
+  h.root_z, h.root_angle, h.root_quat = -1, -1, np.arange(3, 7)
+
+  def qmul(a, b):
+    w1, x1, y1, z1 = a
+    w2, x2, y2, z2 = b
+    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+
+  c = np.cos(np.pi / 4)
+  y_up = np.array([c, c, 0, 0])  # +90 degrees about x: body y -> world z, body z -> world -y
+  tipped = qmul(np.array([c, 0, c, 0]), y_up)  # then 90 degrees about world y, i.e. about the body z axis
+  qpos0, qpos = np.zeros(7), np.zeros(7)
+  qpos0[3:], qpos[3:] = y_up, tipped
+  one = np.ones(())
+  up, _ = policies._up_and_height(h, qpos, qpos0, one, one)
+  assert up == pytest.approx(0.0, abs=1e-9)
+  up_still, _ = policies._up_and_height(h, qpos0, qpos0, one, one)
+  assert up_still == pytest.approx(1.0)
