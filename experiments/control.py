@@ -9,6 +9,7 @@ Variants (default: hopper):
                     64 samples x horizon 24, 100-step episodes; with westworld_jax.control.finetune
                     and a tiny pretrained checkpoint (experiments/scaling.py:cpu), the whole
                     collect -> fine-tune -> compare recipe in ~30-60 minutes on 2 cores.
+  walker2d_tiny     the same for gym Walker2d (6 actuators; its MJX step costs ~2x hopper's on a CPU).
   go1, franka       Go1 walking forward upright; Franka Panda end-effector reach (oracle vs random).
                     Franka is very slow in MJX on a CPU (~1.5 s per physics step of 32 vmapped
                     samples: MJX's kinematics over its 11-deep chain); use an accelerator.
@@ -23,7 +24,7 @@ Override anything on the command line, e.g. --config.mppi.samples=512 --config.p
 """
 import ml_collections
 
-VARIANTS = ("hopper", "walker2d", "hopper_cpu", "hopper_tiny", "go1", "franka", "pendulum", "reacher", "tiny")
+VARIANTS = ("hopper", "walker2d", "hopper_cpu", "hopper_tiny", "walker2d_tiny", "go1", "franka", "pendulum", "reacher", "tiny")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -65,7 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mppi.samples, c.mppi.horizon = 64, 30  # one replan ~0.5 s on a CPU core
     c.episode_len = 100
     c.policies = ("oracle", "random")
-  elif variant == "hopper_tiny":
+  elif variant in ("hopper_tiny", "walker2d_tiny"):
     c.mppi.samples, c.mppi.horizon = 64, 24
     c.episode_len = 100
     c.model.size = "tiny"

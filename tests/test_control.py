@@ -52,13 +52,15 @@ envs = env.Envs(task, history=8)  # one set of environments (one compile) for ev
 planner = mppi.MPPI(mppi.OracleBackend(task), mppi.MPPIConfig(samples=32, horizon=64, noise=1.0))
 key = jax.random.key(0)
 log = loop.run_episode(envs, planner, 2, 400, key)
-rnd = loop.run_episode(envs, loop.RandomPolicy(task), 2, 400, key)
+import contextlib, io
+with contextlib.redirect_stderr(io.StringIO()) as bar:  # a labelled run shows a progress bar
+  rnd = loop.run_episode(envs, loop.RandomPolicy(task), 2, 400, key, progress="random pendulum")
 upright = lambda l: 0.5 * (1 + np.cos(l.obs[:, :, 0]))
 RES["oracle"] = {"cost": float(-log.rewards.mean()), "random_cost": float(-rnd.rewards.mean()),
                  "final_upright": float(upright(log)[-50:].mean()), "random_final_upright": float(upright(rnd)[-50:].mean()),
                  "start_equal": bool(np.allclose(log.obs[0], rnd.obs[0])), "traces": planner.trace_count,
                  "steps": int(log.latency_s.shape[0]), "replan_ms": float(np.median(log.latency_s[1:]) * 1e3),
-                 "seconds": time.time() - t_start}
+                 "seconds": time.time() - t_start, "progress": bar.getvalue()}
 
 # --- 2. control data: best episodes -> corpus -> the training pipeline reads it -------------------
 eps = log.episodes() + rnd.episodes()
@@ -275,6 +277,7 @@ def test_oracle_mppi_swings_the_pendulum_up(procs):
   assert r["cost"] < 0.75 * r["random_cost"], r
   assert r["final_upright"] > 0.9 and r["random_final_upright"] < 0.1, r  # swung up and held
   assert r["traces"] == 1  # 400 replans, one trace
+  assert "random pendulum" in r["progress"] and "alive=" in r["progress"], r["progress"][-300:]
 
 
 @pytest.mark.timeout(480)

@@ -75,7 +75,9 @@ def collect(task: tasks_lib.Task, config: mppi_lib.MPPIConfig, corpus_dir: str, 
   all_eps, key = [], jax.random.key(seed)
   for start in range(0, episodes, n_envs):
     key, sub = jax.random.split(key)
-    log = loop_lib.run_episode(envs, planner, min(n_envs, episodes - start), episode_len, sub)
+    n = min(n_envs, episodes - start)
+    log = loop_lib.run_episode(envs, planner, n, episode_len, sub,
+                               progress=f"control data {task.name}: episodes {start + 1}-{start + n}/{episodes}")
     all_eps += log.episodes()
     logging.info("control data %s: %d/%d episodes, returns %s", task.name, len(all_eps), episodes,
                  np.round(log.returns, 1).tolist())

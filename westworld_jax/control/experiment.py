@@ -122,7 +122,8 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
     for ep in range(cfg.episodes):
       key, sub = jax.random.split(key)  # the same start states for every policy
       t0 = time.perf_counter()
-      log = loop_lib.run_episode(envs, policy, cfg.n_envs, steps, sub)
+      log = loop_lib.run_episode(envs, policy, cfg.n_envs, steps, sub,
+                                 progress=f"{task.name} {name} episode {ep + 1}/{cfg.episodes}")
       logging.info("%s %s episode %d: returns %s in %.1fs", task.name, name, ep, log.returns.round(1).tolist(),
                    time.perf_counter() - t0)
       logs.append(log)

@@ -13,6 +13,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 from westworld_jax.control import env as env_lib
 from westworld_jax.control import tasks as tasks_lib
@@ -60,11 +61,12 @@ class EpisodeLog:
 
 
 def run_episode(envs: env_lib.Envs, policy, n_envs: int, steps: int, key: jax.Array,
-                stop_when_done: bool = True, progress=None) -> EpisodeLog:
+                stop_when_done: bool = True, progress: str | None = None) -> EpisodeLog:
   """Runs n_envs episodes of envs.task for up to `steps` control steps with `policy`.
 
   policy: MPPI (its backend must fit envs: a world-model backend needs envs.history == its history)
     or RandomPolicy.
+  progress: a label to show a progress bar (steps, last replan ms, environments still alive) on stderr.
   """
   task = envs.task
   kreset, kplan = jax.random.split(key)
@@ -73,6 +75,7 @@ def run_episode(envs: env_lib.Envs, policy, n_envs: int, steps: int, key: jax.Ar
   nu = task.num_act
   obs, qpos, ctrls, rewards, alive, lat = [s.obs_hist[:, -1]], [s.d.qpos], [], [], [], []
   infos: dict[str, list] = {}
+  bar = tqdm.tqdm(total=steps, desc=progress, unit="step", leave=False) if progress else None
   for t in range(steps):
     t0 = time.perf_counter()
     u, plan, info = policy.replan(plan, s)
@@ -87,10 +90,13 @@ def run_episode(envs: env_lib.Envs, policy, n_envs: int, steps: int, key: jax.Ar
     rewards.append(r)
     for k, v in info.items():
       infos.setdefault(k, []).append(v)
-    if progress is not None:
-      progress(t, s)
+    if bar is not None:
+      bar.set_postfix(replan_ms=f"{1e3 * lat[-1]:.0f}", alive=f"{int(jnp.sum(s.alive))}/{n_envs}", refresh=False)
+      bar.update()
     if stop_when_done and task.terminates and not bool(jnp.any(s.alive)):
       break
+  if bar is not None:
+    bar.close()
   stack = lambda xs: np.asarray(jnp.stack(xs))
   return EpisodeLog(
       task=task.name, policy=getattr(getattr(policy, "backend", None), "kind", "random"),
