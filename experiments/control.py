@@ -9,7 +9,7 @@ Variants (default: hopper):
                     64 samples x horizon 24, 100-step episodes; with westworld_jax.control.finetune
                     and a tiny pretrained checkpoint (experiments/scaling.py:cpu), the whole
                     collect -> fine-tune -> compare recipe in ~30-60 minutes on 2 cores.
-  walker2d_tiny     the same for gym Walker2d (6 actuators; its MJX step costs ~2x hopper's on a CPU).
+  walker2d_tiny     the same for gym Walker2d (6 actuators: collecting the control data took 38 min, Hopper 32).
   go1, franka       Go1 walking forward upright; Franka Panda end-effector reach (oracle vs random).
                     Franka is very slow in MJX on a CPU (~1.5 s per physics step of 32 vmapped
                     samples: MJX's kinematics over its 11-deep chain); use an accelerator.

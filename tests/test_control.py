@@ -178,7 +178,11 @@ cfg = mppi.MPPIConfig(samples=32, horizon=8, iterations=2)
 params = jax.jit(wm.init)(jax.random.key(0), pol.spec_batch(2, 1, wm.history + cfg.horizon))
 norm = mppi.Normaliser.from_stats(pol.stats_from_rollouts(task, 4, 50), 2, 1)
 backend = mppi.WorldModelBackend(wm, params, [task], [norm], cfg.horizon)
-backends = {"oracle": mppi.OracleBackend(task), "world_model": backend}
+# The same model with the fused scan kernel (Pallas interpreter here): under the mesh it must run per
+# shard of the samples (shard_map), as XLA cannot split a kernel call on GPU/TPU.
+wm_k = registry.build("westworld", "tiny", n_layers=1, ssm_scan_impl="kernel")
+backend_k = mppi.WorldModelBackend(wm_k, params, [task], [norm], cfg.horizon)
+backends = {"oracle": mppi.OracleBackend(task), "world_model": backend, "world_model_kernel": backend_k}
 RES["devices"] = len(jax.devices())
 
 # --- 1. samples sharded over 8 devices == unsharded --------------------------------------------
@@ -198,6 +202,7 @@ for name, b in backends.items():
     if m is not None:
       hlo = replan.as_text()
       RES[name + "_collectives"] = hlo.count("all-reduce") + hlo.count("all-gather")
+      RES[name + "_per_shard_scan"] = "sdy.manual_computation" in p.replan.lower(plan, s).as_text()
   RES[name] = {"u_diff": float(np.abs(out[0][0] - out[1][0]).max()), "mean_diff": float(np.abs(out[0][1] - out[1][1]).max()),
                "cost_diff": float(np.abs(out[0][2] - out[1][2]).max() / (np.abs(out[0][2]).max() + 1e-9)),
                "u_scale": float(np.abs(out[0][1]).max())}
@@ -330,10 +335,12 @@ def test_padding_does_not_change_world_model_costs(procs):
 def test_sharded_replan_equals_unsharded(procs):
   r = _result(procs, "aux")
   assert r["devices"] == 8
-  for name in ("oracle", "world_model"):
+  for name in ("oracle", "world_model", "world_model_kernel"):
     assert r[name + "_collectives"] > 0, "the samples axis was not partitioned"
     tol = 1e-4 * max(1.0, r[name]["u_scale"])
     assert r[name]["u_diff"] < tol and r[name]["mean_diff"] < tol and r[name]["cost_diff"] < 1e-5, r[name]
+  # The scan kernel runs on each device's samples (shard_map); the chunked scan needs none.
+  assert r["world_model_kernel_per_shard_scan"] and not r["world_model_per_shard_scan"]
 
 
 # --- pure functions (in process, no MJX) -------------------------------------------------------------

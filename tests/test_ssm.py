@@ -1,9 +1,15 @@
 """Tests for the selective scan (westworld_jax.model.ssm) and the Mamba block (mamba.py).
 
-The three scan implementations must agree in values and in gradients w.r.t. every input;
+The three scan implementations (the kernel in both lowerings, Triton and Mosaic, run by the
+Pallas interpreter) must agree in values and in gradients w.r.t. every input;
 step-by-step evaluation must equal the full pass; outputs must be causal in time; bad
 shapes must fail with a ValueError that says what to change.
 """
+
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -12,14 +18,16 @@ import pytest
 
 from westworld_jax.model.mamba import SelectiveSSM
 from westworld_jax.model.configs import get_model_config
-from westworld_jax.model.ssm import resolve_impl, selective_scan, selective_scan_step
+from westworld_jax.model.ssm import resolve_impl, resolve_kernel, selective_scan, selective_scan_step
 
 jax.config.update("jax_enable_x64", False)
 
-IMPLS = ("sequential", "chunked", "kernel")
-# Small kernel blocks so a tiny problem still spans several programs in both grid axes
+IMPLS = ("sequential", "chunked", "kernel", "kernel_mosaic")
+# Small Triton blocks so a tiny problem still spans several programs in both grid axes
 # (S = 3 -> 2 sequence blocks, Dm = 6 -> 2 channel blocks) and every padding path runs
-# (S, Dm to the blocks, N = 5 to 8, L = 13 to the chunk).
+# (S, Dm to the blocks, N = 5 to 8, L = 13 to the chunk). Mosaic's tiles are fixed (one
+# sequence x 128 channels); _inputs(S=19, Dm=200) spans its grid (7 groups of 3 sequences,
+# 2 channel blocks).
 KERNEL_KW = dict(block_s=2, block_d=4)
 
 
@@ -38,7 +46,9 @@ def _inputs(S=3, L=13, Dm=6, N=5, seed=0, dtype=jnp.float32):
 
 def _scan(impl, chunk_size=4, **kw):
     if impl == "kernel":
-        kw = {**KERNEL_KW, **kw}
+        kw = {**KERNEL_KW, "kernel": "triton", **kw}
+    elif impl == "kernel_mosaic":
+        impl, kw = "kernel", {"kernel": "mosaic", **kw}
     return lambda *a: selective_scan(*a, impl=impl, chunk_size=chunk_size, **kw)
 
 
@@ -47,10 +57,13 @@ def _rel_err(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("with_h0", [True, False])
-def test_impls_agree_in_values_and_gradients(with_h0):
-    x, dt, A, B, C, D, h0 = _inputs()
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("with_h0,size", [(True, "small"), (False, "small"), (True, "wide")])
+def test_impls_agree_in_values_and_gradients(with_h0, size):
+    shape = dict(S=3, L=13, Dm=6, N=5) if size == "small" else dict(S=19, L=21, Dm=200, N=16)
+    x, dt, A, B, C, D, h0 = _inputs(**shape)
+    S, _, Dm = x.shape
+    N = A.shape[1]
     h0 = h0 if with_h0 else None
     ky, kh = jax.random.split(jax.random.PRNGKey(1))
     w_y = jax.random.normal(ky, x.shape)      # random cotangents for y and h_last
@@ -68,7 +81,7 @@ def test_impls_agree_in_values_and_gradients(with_h0):
         grad_fn = jax.jit(jax.grad(loss, argnums=argnums, has_aux=True))
         grads, (y, h_last) = grad_fn(x, dt, A, B, C, D, h0)
         assert y.shape == x.shape and y.dtype == x.dtype
-        assert h_last.shape == (3, 6, 5) and h_last.dtype == jnp.float32
+        assert h_last.shape == (S, Dm, N) and h_last.dtype == jnp.float32
         results[impl] = (y, h_last, grads)
 
     # The kernel's backward again with atomic cross-program sums (the GPU default) instead
@@ -86,7 +99,7 @@ def test_impls_agree_in_values_and_gradients(with_h0):
 
     ref_y, ref_h, ref_grads = results["sequential"]
     names = ["x", "dt", "A", "B", "C", "D", "h0"]
-    for impl in ("chunked", "kernel", "kernel_atomic"):
+    for impl in ("chunked", "kernel", "kernel_mosaic", "kernel_atomic"):
         y, h_last, grads = results[impl]
         assert _rel_err(y, ref_y) < 1e-4, impl
         assert _rel_err(h_last, ref_h) < 1e-4, impl
@@ -96,7 +109,7 @@ def test_impls_agree_in_values_and_gradients(with_h0):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("impl", ["chunked", "kernel"])
+@pytest.mark.parametrize("impl", ["chunked", "kernel", "kernel_mosaic"])
 def test_chunk_size_does_not_change_results(impl):
     x, dt, A, B, C, D, h0 = _inputs(L=10)
     y_ref, h_ref = _scan("sequential")(x, dt, A, B, C, D, h0)
@@ -160,7 +173,7 @@ def test_scan_is_causal(impl):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", ["sequential", "chunked", "kernel"])
 def test_selective_ssm_step_equals_call(impl):
     model = SelectiveSSM(d_model=8, d_state=4, scan_impl=impl, chunk_size=4)
     x_sld = jax.random.normal(jax.random.PRNGKey(0), (3, 10, 8))
@@ -256,7 +269,10 @@ def test_bad_shapes_raise_clear_errors():
         selective_scan(x, dt, A, B, C, impl="kernel", reduce="tree")
     with pytest.raises(ValueError, match="ssm_scan_impl='fft'"):
         get_model_config("tiny", ssm_scan_impl="fft")
-    assert resolve_impl("auto") == ("kernel" if jax.default_backend() == "gpu" else "chunked")
+    assert resolve_impl("auto") == ("kernel" if jax.default_backend() in ("gpu", "tpu") else "chunked")
+    assert resolve_kernel("auto") == ("mosaic" if jax.default_backend() == "tpu" else "triton")
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        selective_scan(x, dt, A, B, C, impl="kernel", kernel="cuda")
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         selective_scan(x, dt, A, B, C, chunk_size=0)
     with pytest.raises(ValueError, match="block_d must be a power of 2"):
@@ -271,26 +287,27 @@ def test_bad_shapes_raise_clear_errors():
 
 
 @pytest.mark.timeout(120)
-def test_backward_memory_does_not_hold_all_states():
+@pytest.mark.parametrize("impl,Dm,N", [("chunked", 32, 16), ("kernel", 32, 16),
+                                       ("kernel_mosaic", 128, 64)])  # Mosaic: a full lane tile
+def test_backward_memory_does_not_hold_all_states(impl, Dm, N):
     """Compiled temp memory of the gradient grows far slower with L than [S, L, Dm, N]."""
-    S, Dm, N = 8, 32, 16
+    S = 8
     f32 = jnp.float32
 
-    def temp_bytes(impl, L):
+    def temp_bytes(L):
         shapes = [(S, L, Dm), (S, L, Dm), (Dm, N), (S, L, N), (S, L, N), (Dm,), (S, Dm, N)]
         args = [jax.ShapeDtypeStruct(s, f32) for s in shapes]
 
         def loss(*a):
-            y, h = selective_scan(*a, impl=impl, chunk_size=8, block_s=8, block_d=32)
+            y, h = _scan(impl, chunk_size=8, block_s=8, block_d=32)(*a)
             return jnp.sum(y) + jnp.sum(h)
 
         grad = jax.jit(jax.grad(loss, argnums=tuple(range(7))))
         return grad.lower(*args).compile().memory_analysis().temp_size_in_bytes
 
     states_growth = S * (256 - 64) * Dm * N * 4
-    for impl in ("chunked", "kernel"):
-        growth = temp_bytes(impl, 256) - temp_bytes(impl, 64)
-        assert growth < 0.4 * states_growth, (impl, growth, states_growth)
+    growth = temp_bytes(256) - temp_bytes(64)
+    assert growth < 0.4 * states_growth, (impl, growth, states_growth)
 
 
 @pytest.mark.timeout(60)
@@ -323,3 +340,79 @@ def test_kernel_lowers_to_triton_for_gpu():
         exported = export.export(jax.jit(fn), platforms=("cuda",), disabled_checks=[triton])(*args)
         module = exported.mlir_module()
         assert module.count("@__gpu$xla.gpu.triton") == n_kernels
+
+
+@pytest.mark.timeout(60)
+def test_kernel_auto_lowers_mosaic_for_tpu_and_triton_for_gpu():
+    """impl="kernel" with kernel="auto", interpret=None resolves for the platform compiled for
+    (not the CPU this runs on): exporting for a TPU lowers the Mosaic kernels, for CUDA the
+    Triton ones, and never both.
+
+    This runs Pallas's Mosaic lowering (block shapes, supported ops, memory spaces); Mosaic's
+    layout passes and the TPU compile run in libtpu: with libtpu installed,
+    `python benchmarks/tpu_aot.py` compiles both kernels and the training step for TPU
+    topologies (benchmarks/results/tpu_aot.json).
+    """
+    S, L, Dm, N = 4, 19, 160, 16
+    f32 = jnp.float32
+    shapes = [(S, L, Dm), (S, L, Dm), (Dm, N), (S, L, N), (S, L, N), (Dm,), (S, Dm, N)]
+    args = [jax.ShapeDtypeStruct(s, f32) for s in shapes]
+
+    def forward(*a):
+        return selective_scan(*a, impl="kernel", chunk_size=8)
+
+    def grads(*a):
+        return jax.grad(lambda *a: sum(jnp.sum(o) for o in forward(*a)),
+                        argnums=tuple(range(7)))(*a)
+
+    triton = jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+    for fn, n_kernels in ((forward, 1), (grads, 2)):
+        tpu = jax.export.export(jax.jit(fn), platforms=("tpu",))(*args).mlir_module()
+        assert tpu.count("tpu_custom_call") == n_kernels and "gpu$xla.gpu.triton" not in tpu
+        assert "selective_scan_fwd_tpu" in tpu
+        cuda = jax.export.export(jax.jit(fn), platforms=("cuda",),
+                                 disabled_checks=[triton])(*args).mlir_module()
+        assert cuda.count("@__gpu$xla.gpu.triton") == n_kernels and "tpu_custom_call" not in cuda
+
+
+_SHARDED_SCAN_CHECK = textwrap.dedent("""
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+    from tests.test_ssm import _inputs, _rel_err, _scan
+
+    assert jax.device_count() == 8
+    mesh = jax.make_mesh((2, 4), ("data", "expert"), axis_types=(AxisType.Auto,) * 2)
+    x, dt, A, B, C, D, h0 = _inputs(S=13, L=11)  # 13 sequences: padded to 16 for 8 shards
+    w = jax.random.normal(jax.random.PRNGKey(3), x.shape)
+
+    def loss(scan):
+        def f(*a):
+            y, h = scan(*a)
+            return jnp.sum(y * w) + jnp.sum(h ** 2), (y, h)
+        return jax.jit(jax.grad(f, argnums=tuple(range(7)), has_aux=True))
+
+    ref_g, (ref_y, ref_h) = loss(_scan("sequential"))(x, dt, A, B, C, D, h0)
+    for impl in ("kernel", "kernel_mosaic"):
+        with jax.set_mesh(mesh):
+            step = loss(_scan(impl))
+            g, (y, h) = step(x, dt, A, B, C, D, h0)
+            hlo = step.lower(x, dt, A, B, C, D, h0).as_text()
+        assert "sdy.manual_computation" in hlo, impl  # the kernel runs per shard (shard_map)
+        assert _rel_err(y, ref_y) < 1e-5 and _rel_err(h, ref_h) < 1e-5, impl
+        for name, a, b in zip("x dt A B C D h0".split(), g, ref_g):
+            assert _rel_err(a, b) < 1e-5, (impl, name, _rel_err(a, b))
+    print("SHARDED_OK")
+""")
+
+
+@pytest.mark.timeout(180)
+def test_kernel_under_a_mesh_runs_per_shard_and_equals_unsharded():
+    """Under jax.set_mesh the kernel's sequences are split over the mesh (shard_map: XLA cannot
+    partition a kernel call); values and gradients (dA summed over shards) stay exact."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", _SHARDED_SCAN_CHECK], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0 and "SHARDED_OK" in proc.stdout, proc.stdout + proc.stderr[-3000:]

@@ -21,6 +21,7 @@ rollouts/predictions run data-parallel over devices and the weighted mean is an 
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import functools
 from typing import Any, NamedTuple, Sequence
 
@@ -183,7 +184,10 @@ class MPPI:
     def replan(plan, env_state):
       self.trace_count += 1  # Python side effect: runs only while tracing
       ctx = jax.vmap(backend.context)(env_state)
-      return jax.vmap(functools.partial(replan_one, backend, config, sharding=sharding))(plan, ctx)
+      # The mesh is visible while tracing, so a world model's scan kernel runs per shard of the
+      # samples (shard_map: XLA cannot split a kernel call; see model/ssm.py) instead of replicated.
+      with contextlib.nullcontext() if mesh is None else jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+        return jax.vmap(functools.partial(replan_one, backend, config, sharding=sharding))(plan, ctx)
 
     def init(key, env_state):
       ctx = jax.vmap(backend.context)(env_state)

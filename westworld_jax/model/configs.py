@@ -26,7 +26,7 @@ class ModelConfig:
     ssm_d_state: int = 64
     ssm_expand: int = 2
     ssm_d_conv: int = 4
-    ssm_scan_impl: str = "auto"  # "auto": the Pallas kernel on GPU, "chunked" elsewhere
+    ssm_scan_impl: str = "auto"  # "auto": the Pallas kernel on GPU (Triton) and TPU (Mosaic), else "chunked"
     ssm_chunk_size: int = 16
 
     # Sys-MoE.
