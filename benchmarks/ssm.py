@@ -31,6 +31,9 @@ SIZES = {
 # Kernel tilings tried at the base size on a GPU, "block_s x block_d x num_warps x chunk";
 # tiny (and CPU) runs the first. Override with --kernel-configs.
 KERNEL_CONFIGS = "1x16x4x8,1x32x4x8,1x32x8x8,1x64x8x8,2x16x4x8,1x16x4x4,1x32x4x16,4x16x8x8"
+# On a TPU the (Mosaic) kernel's tiles are fixed; its chunk (steps rebuilt per backward chunk in
+# VMEM, and between checkpoints) is swept instead.
+TPU_CHUNKS = (8, 16, 32, 64)
 
 
 def parse_kernel_configs(text):
@@ -177,7 +180,12 @@ def main():
     rows = []
     for impl in args.impls.split(","):
         configs = [(None, None, None, args.chunk_size)]
-        if impl == "kernel":
+        if impl == "kernel" and backend == "tpu":  # Mosaic: fixed tiles, only the chunk varies
+            chunks = [16] if size == "tiny" else TPU_CHUNKS
+            if args.kernel_configs:
+                chunks = sorted({c for *_, c in parse_kernel_configs(args.kernel_configs)})
+            configs = [(None, None, None, c) for c in chunks]
+        elif impl == "kernel":
             sweep = size == "base" and backend == "gpu"
             configs = parse_kernel_configs(args.kernel_configs or KERNEL_CONFIGS)
             if not (sweep or args.kernel_configs):
@@ -185,7 +193,9 @@ def main():
         for block_s, block_d, num_warps, chunk in configs:
             scan_kw = dict(impl=impl, chunk_size=chunk)
             name = impl if impl != "chunked" else f"chunked(chunk={chunk})"
-            if impl == "kernel":
+            if impl == "kernel" and backend == "tpu":
+                name = f"kernel(mosaic,chunk={chunk})"
+            elif impl == "kernel":
                 scan_kw.update(block_s=block_s, block_d=block_d)
                 if backend == "gpu":
                     scan_kw["num_warps"] = num_warps
