@@ -18,7 +18,7 @@ is "parallel": megacore chips split the groups between their cores), and XLA add
 No [S, L, Dm, N] tensor reaches HBM.
 
 All arithmetic is float32; inputs are cast to float32 before the call (dynamic single-row
-loads of packed bf16 tiles are not what Mosaic lowers). On a CPU the Pallas interpreter runs
+loads of packed bf16 tiles are not what Mosaic lowers). On a CPU Pallas's TPU interpreter runs
 the kernel (tests); `jax.export(..., platforms=("tpu",))` lowers it without a TPU, and with
 libtpu installed `launch/aot_check.py --topology` compiles it.
 """
@@ -78,11 +78,13 @@ def scan(x, dt, A, B, C, h0, *, chunk_size: int, interpret: bool):
     return y[:S, :L, :Dm], jnp.swapaxes(h_last_t[:S, :N, :Dm], 1, 2)
 
 
-def _compiler_params(cfg: MosaicConfig, semantics):
-    if cfg.interpret:
-        return None
+def _call_options(cfg: MosaicConfig, semantics) -> dict:
+    """pallas_call's interpret and compiler_params. Interpreted, it is Pallas's TPU interpreter
+    (InterpretParams), which keeps TPU semantics the kernel relies on: the grid runs in order and
+    an output block stays resident (and accumulates) while consecutive steps map to it."""
     from jax.experimental.pallas import tpu as pltpu  # pylint: disable=import-outside-toplevel
-    return pltpu.CompilerParams(dimension_semantics=semantics)
+    return dict(interpret=pltpu.InterpretParams() if cfg.interpret else False,
+                compiler_params=pltpu.CompilerParams(dimension_semantics=semantics))
 
 
 def _row(ref, t):
@@ -201,8 +203,7 @@ def _fwd_call(x, dt, At, B, C, h0t, cfg: MosaicConfig, save_checkpoints: bool):
         grid=(Dm // LANES, S),
         in_specs=[seq, seq, pl.BlockSpec((N, LANES), lambda j, i: (0, j)), bc, bc, state],
         out_specs=out_specs,
-        interpret=cfg.interpret,
-        compiler_params=_compiler_params(cfg, ("parallel", "parallel")),
+        **_call_options(cfg, ("parallel", "parallel")),
         name="selective_scan_fwd_tpu",
     )(x, dt, At, B, C, h0t)
 
@@ -233,8 +234,7 @@ def _bwd_call(x, dt, At, B, C, ckpt, dy, dh_last_t, cfg: MosaicConfig):
         out_specs=[seq, seq, bc, bc, dA_spec, state],
         scratch_shapes=[pltpu.VMEM((cfg.chunk, N, LANES), f32),
                         pltpu.VMEM((cfg.chunk + 1, N, LANES), f32)],
-        interpret=cfg.interpret,
-        compiler_params=_compiler_params(cfg, ("parallel", "arbitrary", "arbitrary")),
+        **_call_options(cfg, ("parallel", "arbitrary", "arbitrary")),
         name="selective_scan_bwd_tpu",
     )(x, dt, At, B, C, ckpt, dy, dh_last_t)
     return dx, ddt, dA.sum(0), dB, dC, dh0
