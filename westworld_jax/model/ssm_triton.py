@@ -19,6 +19,7 @@ from jax.experimental import pallas as pl
 
 from westworld_jax.model.ssm_vjp import checkpointed_scan
 
+
 @dataclasses.dataclass(frozen=True)
 class _KernelConfig:
     chunk: int        # steps between state checkpoints
