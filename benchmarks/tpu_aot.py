@@ -33,7 +33,7 @@ from experiments import pretrain  # noqa: E402
 from westworld_jax.model.ssm import selective_scan  # noqa: E402
 from westworld_jax.training import aot  # noqa: E402
 
-# chip -> (a topology holding it, HBM per chip in GiB as the compiler reports it is checked below)
+# chip -> a topology holding it (single-chip rows use its first device)
 CHIPS = {"v5e": "v5e:2x2", "v6e": "v6e:2x2", "v5p": "v5p:2x2x1", "v4": "v4:2x2x1"}
 SSM_BASE_B14 = dict(S=1092, L=151, Dm=512, N=64)
 # (name, pretrain variant, batch, chips of the slice, mesh expert, model overrides)
@@ -58,6 +58,21 @@ def _hbm_gib(err: Exception) -> float | None:
   return float(m.group(1)) if m else None
 
 
+def _compiled(row: dict, compile_fn) -> dict:
+  """row + compile_fn()'s fields and fits=True, or, when the compiler runs out of HBM, its figure and
+  fits=False (any other error is raised: a broken compile is not a measurement); prints the row."""
+  t0 = time.perf_counter()
+  try:
+    row.update(compile_fn(), fits=True)
+  except Exception as e:  # pylint: disable=broad-except
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    row.update(temp_gib=_oom_gib(e), fits=False, hbm_gib=_hbm_gib(e), error=str(e)[:200])
+  row["compile_s"] = time.perf_counter() - t0
+  print(row, flush=True)
+  return row
+
+
 def ssm_rows(chip: str) -> list[dict]:
   dev = aot.tpu_devices(CHIPS[chip])[0]
   sh = jax.sharding.SingleDeviceSharding(dev)
@@ -70,16 +85,13 @@ def ssm_rows(chip: str) -> list[dict]:
     fwd = lambda *a, impl=impl: selective_scan(*a, impl=impl, chunk_size=16)  # noqa: E731
     bwd = jax.grad(lambda *a: sum(jnp.sum(o) for o in fwd(*a)), argnums=tuple(range(7)))
     for mode, fn in (("fwd", fwd), ("fwd+bwd", bwd)):
-      t0 = time.perf_counter()
       row = {"section": "ssm", "chip": chip, "device": dev.device_kind, "impl": impl, "mode": mode, **SSM_BASE_B14}
-      try:
+
+      def compile_fn(fn=fn):
         mem = jax.jit(fn).lower(*args).compile().memory_analysis()
-        row.update(temp_gib=mem.temp_size_in_bytes / 2**30, fits=True)
-      except Exception as e:  # pylint: disable=broad-except
-        row.update(temp_gib=_oom_gib(e), fits=False, hbm_gib=_hbm_gib(e), error=str(e)[:200])
-      row["compile_s"] = time.perf_counter() - t0
-      print(row, flush=True)
-      rows.append(row)
+        return {"temp_gib": mem.temp_size_in_bytes / 2**30}
+
+      rows.append(_compiled(row, compile_fn))
   return rows
 
 
@@ -91,16 +103,13 @@ def train_row(chip: str, name: str, variant: str, batch: int, chips: int, expert
   devices = aot.tpu_devices(topology or CHIPS[chip])[:chips]
   row = {"section": "train", "chip": chip, "row": name, "variant": variant, "batch": batch, "chips": chips,
          "impl": impl, "remat": bool(cfg.model.remat), "device": devices[0].device_kind}
-  t0 = time.perf_counter()
-  try:
+
+  def compile_fn():
     step = aot.compile_train_step(cfg, devices, batch)
-    row.update(mesh=step.mesh, params=step.params, argument_gib=step.argument_gib, temp_gib=step.temp_gib,
-               total_gib=step.total_gib, model_tflop=step.model_tflop, fits=True)
-  except Exception as e:  # pylint: disable=broad-except
-    row.update(temp_gib=_oom_gib(e), fits=False, hbm_gib=_hbm_gib(e), error=str(e)[:200])
-  row["compile_s"] = time.perf_counter() - t0
-  print(row, flush=True)
-  return row
+    return dict(mesh=step.mesh, params=step.params, argument_gib=step.argument_gib, temp_gib=step.temp_gib,
+                total_gib=step.total_gib, model_tflop=step.model_tflop)
+
+  return _compiled(row, compile_fn)
 
 
 def main(argv=None):
