@@ -118,6 +118,27 @@ def test_chunk_size_does_not_change_results(impl):
         assert _rel_err(y, y_ref) < 1e-5 and _rel_err(h, h_ref) < 1e-5, chunk
 
 
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("reduce", ["partial", "atomic"])
+def test_triton_backward_rebuilds_every_chunk_length(reduce):
+    # The backward rebuilds a chunk whole (chunk <= 8) or in pieces of its largest divisor
+    # <= 8 from boundaries found by an extra forward pass (16: 2 x 8; 12: 2 x 6); dB/dC rows
+    # leave once per piece as a tile when the piece is a power of 2, else step by step (6, 5).
+    x, dt, A, B, C, D, h0 = _inputs(S=2, L=29, Dm=5, N=3)
+
+    def grads(scan):
+        def loss(*a):
+            y, h = scan(*a)
+            return jnp.sum(y * jnp.cos(y)) + jnp.sum(h * h)
+        return jax.jit(jax.grad(loss, argnums=tuple(range(7))))(x, dt, A, B, C, D, h0)
+
+    ref = grads(_scan("sequential"))
+    for chunk in (16, 12, 8, 5):
+        got = grads(_scan("kernel", chunk_size=chunk, reduce=reduce))
+        for name, g, g_ref in zip(["x", "dt", "A", "B", "C", "D", "h0"], got, ref):
+            assert _rel_err(g, g_ref) < 1e-4, (chunk, name, _rel_err(g, g_ref))
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("impl", IMPLS)
 def test_bfloat16_inputs_keep_dtypes(impl):

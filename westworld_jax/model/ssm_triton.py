@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,10 @@ from jax.experimental import pallas as pl
 
 from westworld_jax.model.ssm_vjp import checkpointed_scan
 
+# The kernels take A2 = A*log2(e) and form each decay as exp2(dt*A2) = exp(dt*A): exp2 lowers to
+# one MUFU.EX2, where exp is libdevice's accurate expf (~10 instructions per element; the whole
+# forward step was 20 instructions per state element, now 12: benchmarks/kernel_sass.py).
+_LOG2E, _LN2 = 1.0 / math.log(2.0), math.log(2.0)
 
 @dataclasses.dataclass(frozen=True)
 class _KernelConfig:
@@ -57,8 +62,10 @@ def scan(x, dt, A, B, C, h0, *, chunk_size, block_s, block_d, interpret, num_war
     Lp = -(-L // chunk_size) * chunk_size
     atomic = reduce == "atomic" or (reduce == "auto" and not interpret)
     cfg = _KernelConfig(chunk_size, bs, bd, bool(interpret), num_warps, num_stages, atomic)
+    # A enters scaled (see _LOG2E); autodiff through the scaling turns dA2 into dA.
+    A2 = A.astype(jnp.float32) * _LOG2E
     y, h_last = _fused_scan(_pad_to(x, (Sp, Lp, Dp)), _pad_to(dt, (Sp, Lp, Dp)),
-                            _pad_to(A, (Dp, Np)), _pad_to(B, (Sp, Lp, Np)),
+                            _pad_to(A2, (Dp, Np)), _pad_to(B, (Sp, Lp, Np)),
                             _pad_to(C, (Sp, Lp, Np)), _pad_to(h0, (Sp, Dp, Np)), cfg)
     return y[:S, :L, :Dm], h_last[:S, :Dm, :N]
 
@@ -76,11 +83,11 @@ def _fwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, h0_ref, y_ref, hlast_ref, *c
                 chunk, n_chunks):
     """One program: a [bs, bd] block of (sequences x channels), all N states, all steps.
 
-    Refs: x, dt, y [bs, Lp, bd]; A [bd, N]; B, C [bs, Lp, N]; h0, hlast [bs, bd, N];
+    Refs: x, dt, y [bs, Lp, bd]; A2 = A*log2(e) [bd, N]; B, C [bs, Lp, N]; h0, hlast [bs, bd, N];
     optional ckpt [bs, n_chunks, bd, N] (state entering each chunk, for the backward).
     """
     f32 = jnp.float32
-    A_dn = A_ref[...].astype(f32)
+    A2_dn = A_ref[...].astype(f32)
 
     def chunk_body(c, h_sdn):
         if ckpt_ref:
@@ -92,7 +99,7 @@ def _fwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, h0_ref, y_ref, hlast_ref, *c
             dt_sd = dt_ref[:, t, :].astype(f32)
             B_sn = B_ref[:, t, :].astype(f32)
             C_sn = C_ref[:, t, :].astype(f32)
-            h_sdn = (jnp.exp(dt_sd[:, :, None] * A_dn[None]) * h_sdn
+            h_sdn = (jnp.exp2(dt_sd[:, :, None] * A2_dn[None]) * h_sdn
                      + (dt_sd * x_sd)[:, :, None] * B_sn[:, None, :])
             y_ref[:, t, :] = jnp.sum(h_sdn * C_sn[:, None, :], axis=2).astype(y_ref.dtype)
             return h_sdn
@@ -107,26 +114,29 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
                 chunk, n_chunks, atomic):
     """Reverse recurrence for one [bs, bd] block, chunk by chunk from the last.
 
-    With g_t = dLoss/dh_t (from y_t and from h_{t+1}) and a_t = exp(dt_t*A):
+    With g_t = dLoss/dh_t (from y_t and from h_{t+1}) and a_t = exp(dt_t*A) = exp2(dt_t*A2):
       g_t     = C_t dy_t + a_{t+1} g_{t+1}          (after the last step: g = d h_last)
       dx_t    = dt_t sum_n g_t B_t
       ddt_t   = sum_n g_t (A a_t h_{t-1} + B_t x_t)
       dB_t    = sum_d g_t dt_t x_t                   (partial: this block's channels)
       dC_t    = sum_d dy_t h_t                       (partial)
-      dA     += sum_{s,t} g_t dt_t a_t h_{t-1}       (partial: this block's sequences)
+      dA2    += ln2 sum_{s,t} g_t dt_t a_t h_{t-1}   (partial: this block's sequences)
       dh0     = a_1 g_1
-    Each chunk's states are rebuilt from its checkpoint in a statically unrolled loop, so
-    they stay on chip as chunk + 1 separate register tiles (Triton cannot index a register
-    array dynamically; if they do not fit, Triton spills them to L1-backed local memory).
+    Each chunk's states are rebuilt from its checkpoint in statically unrolled loops, so
+    they stay on chip as separate register tiles (Triton cannot index a register array
+    dynamically; tiles that do not fit spill to L1-backed local memory).
     Refs: dB, dC [bs, Lp, N]; dA [bd, N]; others as in _fwd_kernel. With `atomic`, three
     zeroed buffers aliased to dB, dC, dA come first (their refs are not read here) and the
-    partial sums are added into the shared dB, dC, dA blocks atomically.
+    partial sums are added into the shared dB, dC, dA blocks atomically. dB and dC rows are
+    gathered into one [bs, chunk, N] tile per chunk (when chunk is a power of 2, as Triton
+    tiles must be) and written or added once per chunk: Pallas's atomic add is acquire-release,
+    so each one costs a full memory fence (MEMBAR.ALL.GPU), 2 per step when added per step.
     """
     if atomic:
         refs = refs[3:]
     dx_ref, ddt_ref, dB_ref, dC_ref, dA_ref, dh0_ref = refs
     f32 = jnp.float32
-    A_dn = A_ref[...].astype(f32)
+    A2_dn = A_ref[...].astype(f32)
 
     def accumulate(ref, idx, value):
         if atomic:
@@ -135,43 +145,77 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
         else:
             ref[idx] = value
 
-    def chunk_body(i, carry):
-        g_sdn, dA_dn = carry
-        c = n_chunks - 1 - i
-        states = [ckpt_ref[:, c, :, :]]  # states[k] = h entering step k of the chunk
-        inputs = []
-        for k in range(chunk):
-            t = c * chunk + k
-            x_sd = x_ref[:, t, :].astype(f32)
-            dt_sd = dt_ref[:, t, :].astype(f32)
-            B_sn = B_ref[:, t, :].astype(f32)
-            states.append(jnp.exp(dt_sd[:, :, None] * A_dn[None]) * states[-1]
-                          + (dt_sd * x_sd)[:, :, None] * B_sn[:, None, :])
-            inputs.append((x_sd, dt_sd, B_sn))
-        for k in reversed(range(chunk)):
-            t = c * chunk + k
+    # Steps rebuilt and held on chip at a time: chunk's states would not fit registers past
+    # ~8 (at chunk 16: 23 spilled loads per step), so longer chunks are rebuilt in pieces of
+    # `sub` steps from piece boundaries found by one extra forward pass over all but the last.
+    sub = max(d for d in range(1, min(chunk, 8) + 1) if chunk % d == 0)
+    sub = chunk if sub < 4 else sub  # (a chunk without such a divisor: rebuilt whole)
+    per_tile = sub & (sub - 1) == 0
+    if per_tile:
+        step_of_row = lax.broadcasted_iota(jnp.int32, (B_ref.shape[0], sub, B_ref.shape[-1]), 1)
+
+    def load_inputs(t):
+        return (x_ref[:, t, :].astype(f32), dt_ref[:, t, :].astype(f32),
+                B_ref[:, t, :].astype(f32))
+
+    def step(h_sdn, x_sd, dt_sd, B_sn):
+        return (jnp.exp2(dt_sd[:, :, None] * A2_dn[None]) * h_sdn
+                + (dt_sd * x_sd)[:, :, None] * B_sn[:, None, :])
+
+    def add_rows(ref, t0, rows):  # rows[k]: [bs, N] of step t0 + k
+        if not per_tile:
+            for k, row in enumerate(rows):
+                accumulate(ref, (slice(None), t0 + k, slice(None)), row)
+            return
+        tile = jnp.zeros(step_of_row.shape, f32)
+        for k, row in enumerate(rows):
+            tile = jnp.where(step_of_row == k, row[:, None, :], tile)
+        accumulate(ref, (slice(None), pl.ds(t0, sub), slice(None)), tile)
+
+    def reverse_piece(t0, h_sdn, g_sdn, dA_dn):
+        """Steps t0 .. t0+sub-1 backwards, from h_sdn = the state entering step t0."""
+        states, inputs = [h_sdn], []  # states[k] = h entering step t0 + k
+        for k in range(sub):
+            inputs.append(load_inputs(t0 + k))
+            states.append(step(states[-1], *inputs[-1]))
+        dB_rows, dC_rows = [None] * sub, [None] * sub
+        for k in reversed(range(sub)):
+            t = t0 + k
             x_sd, dt_sd, B_sn = inputs[k]
             dy_sd = dy_ref[:, t, :].astype(f32)
             C_sn = C_ref[:, t, :].astype(f32)
             g_sdn = g_sdn + dy_sd[:, :, None] * C_sn[:, None, :]
-            a_sdn = jnp.exp(dt_sd[:, :, None] * A_dn[None])
+            a_sdn = jnp.exp2(dt_sd[:, :, None] * A2_dn[None])  # CSE'd with the rebuild's
             ga_h_sdn = g_sdn * (a_sdn * states[k])  # g_t * a_t h_{t-1}
             gB_sd = jnp.sum(g_sdn * B_sn[:, None, :], axis=2)
             dx_ref[:, t, :] = dt_sd * gB_sd
-            ddt_ref[:, t, :] = jnp.sum(ga_h_sdn * A_dn[None], axis=2) + x_sd * gB_sd
-            accumulate(dB_ref, (slice(None), t, slice(None)),
-                       jnp.sum(g_sdn * (dt_sd * x_sd)[:, :, None], axis=1))
-            accumulate(dC_ref, (slice(None), t, slice(None)),
-                       jnp.sum(states[k + 1] * dy_sd[:, :, None], axis=1))
+            ddt_ref[:, t, :] = _LN2 * jnp.sum(ga_h_sdn * A2_dn[None], axis=2) + x_sd * gB_sd
+            dB_rows[k] = jnp.sum(g_sdn * (dt_sd * x_sd)[:, :, None], axis=1)
+            dC_rows[k] = jnp.sum(states[k + 1] * dy_sd[:, :, None], axis=1)
             dA_dn = dA_dn + jnp.sum(ga_h_sdn * dt_sd[:, :, None], axis=0)
             g_sdn = a_sdn * g_sdn
+        add_rows(dB_ref, t0, dB_rows)
+        add_rows(dC_ref, t0, dC_rows)
+        return g_sdn, dA_dn
+
+    def chunk_body(i, carry):
+        g_sdn, dA_dn = carry
+        c = n_chunks - 1 - i
+        entry = [ckpt_ref[:, c, :, :]]  # entry[j] = h entering piece j of the chunk
+        h_sdn = entry[0]
+        for k in range(chunk - sub):
+            h_sdn = step(h_sdn, *load_inputs(c * chunk + k))
+            if (k + 1) % sub == 0:
+                entry.append(h_sdn)
+        for j in reversed(range(chunk // sub)):
+            g_sdn, dA_dn = reverse_piece(c * chunk + j * sub, entry[j], g_sdn, dA_dn)
         return g_sdn, dA_dn
 
     g_sdn, dA_dn = lax.fori_loop(
         0, n_chunks, chunk_body,
         (dhlast_ref[...].astype(f32), jnp.zeros(A_ref.shape, f32)))
     dh0_ref[...] = g_sdn
-    accumulate(dA_ref, (slice(None), slice(None)), dA_dn)
+    accumulate(dA_ref, (slice(None), slice(None)), _LN2 * dA_dn)
 
 
 def _block_specs(bs, bd, L, N, n_chunks):
