@@ -30,7 +30,7 @@ SIZES = {
 }
 # Kernel tilings tried at the base size on a GPU, "block_s x block_d x num_warps x chunk";
 # tiny (and CPU) runs the first. Override with --kernel-configs.
-KERNEL_CONFIGS = "1x16x4x8,1x32x4x8,1x32x8x8,1x64x8x8,2x16x4x8,1x16x4x4,1x32x4x16,4x16x8x8"
+KERNEL_CONFIGS = "1x16x4x8,1x16x4x16,1x8x2x8,1x4x1x8,1x32x4x8,1x16x8x8,1x16x4x4,4x16x8x8"
 # On a TPU the (Mosaic) kernel's tiles are fixed; its chunk (steps rebuilt per backward chunk in
 # VMEM, and between checkpoints) is swept instead.
 TPU_CHUNKS = (8, 16, 32, 64)
