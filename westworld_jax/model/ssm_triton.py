@@ -162,15 +162,17 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
         return (jnp.exp2(dt_sd[:, :, None] * A2_dn[None]) * h_sdn
                 + (dt_sd * x_sd)[:, :, None] * B_sn[:, None, :])
 
-    def add_rows(ref, t0, rows):  # rows[k]: [bs, N] of step t0 + k
-        if not per_tile:
-            for k, row in enumerate(rows):
-                accumulate(ref, (slice(None), t0 + k, slice(None)), row)
-            return
-        tile = jnp.zeros(step_of_row.shape, f32)
-        for k, row in enumerate(rows):
-            tile = jnp.where(step_of_row == k, row[:, None, :], tile)
-        accumulate(ref, (slice(None), pl.ds(t0, sub), slice(None)), tile)
+    def put_row(ref, tile, t, k, row):
+        """Step t's dB or dC row [bs, N] (step k of its piece): folded into the piece's tile at
+        once (a list of rows would hold registers until the piece ends), or added now."""
+        if per_tile:
+            return jnp.where(step_of_row == k, row[:, None, :], tile)
+        accumulate(ref, (slice(None), t, slice(None)), row)
+        return tile
+
+    def flush(ref, tile, t0):
+        if per_tile:
+            accumulate(ref, (slice(None), pl.ds(t0, sub), slice(None)), tile)
 
     def reverse_piece(t0, h_sdn, g_sdn, dA_dn):
         """Steps t0 .. t0+sub-1 backwards, from h_sdn = the state entering step t0."""
@@ -178,7 +180,7 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
         for k in range(sub):
             inputs.append(load_inputs(t0 + k))
             states.append(step(states[-1], *inputs[-1]))
-        dB_rows, dC_rows = [None] * sub, [None] * sub
+        dB_tile = dC_tile = jnp.zeros(step_of_row.shape, f32) if per_tile else None
         for k in reversed(range(sub)):
             t = t0 + k
             x_sd, dt_sd, B_sn = inputs[k]
@@ -190,12 +192,14 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
             gB_sd = jnp.sum(g_sdn * B_sn[:, None, :], axis=2)
             dx_ref[:, t, :] = dt_sd * gB_sd
             ddt_ref[:, t, :] = _LN2 * jnp.sum(ga_h_sdn * A2_dn[None], axis=2) + x_sd * gB_sd
-            dB_rows[k] = jnp.sum(g_sdn * (dt_sd * x_sd)[:, :, None], axis=1)
-            dC_rows[k] = jnp.sum(states[k + 1] * dy_sd[:, :, None], axis=1)
+            dB_tile = put_row(dB_ref, dB_tile, t, k,
+                              jnp.sum(g_sdn * (dt_sd * x_sd)[:, :, None], axis=1))
+            dC_tile = put_row(dC_ref, dC_tile, t, k,
+                              jnp.sum(states[k + 1] * dy_sd[:, :, None], axis=1))
             dA_dn = dA_dn + jnp.sum(ga_h_sdn * dt_sd[:, :, None], axis=0)
             g_sdn = a_sdn * g_sdn
-        add_rows(dB_ref, t0, dB_rows)
-        add_rows(dC_ref, t0, dC_rows)
+        flush(dB_ref, dB_tile, t0)
+        flush(dC_ref, dC_tile, t0)
         return g_sdn, dA_dn
 
     def chunk_body(i, carry):
