@@ -119,9 +119,14 @@ class Loop:
 
 
 def hot_loop(cubin):
-    """Counts over the innermost loop that computes exps (the time loop), from the SASS."""
-    sass = subprocess.run([_tool("nvdisasm"), "-c", cubin], capture_output=True, text=True,
-                          check=True).stdout
+    """Counts over the innermost loop that computes exps (the time loop) of a cubin."""
+    return parse_hot_loop(subprocess.run([_tool("nvdisasm"), "-c", cubin], capture_output=True,
+                                         text=True, check=True).stdout)
+
+
+def parse_hot_loop(sass: str) -> dict:
+    """Counts over the innermost loop with exps (MUFU.EX2) in nvdisasm's SASS text: a loop is a
+    branch back to a label above it."""
     instrs, labels = [], {}
     for line in sass.splitlines():
         label = re.match(r"^(\.L_x_\d+):", line.strip())
