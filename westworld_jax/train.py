@@ -6,6 +6,8 @@ Any config field can be overridden (--config.optim.lr=1e-4). Rerunning with the 
 resumes from its latest checkpoint. Writes DIR/metrics.jsonl, TensorBoard events, plots and
 orbax checkpoints. See westworld_jax/training/loop.py.
 """
+import os
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -20,6 +22,9 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/pretrain", "Run directory (c
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  # JAX's GPU allocator takes 75% of a GPU unless told otherwise; the base model at batch 128 asks
+  # an H100 for 64.4 GiB of its 79.1 (benchmarks/results/gpu_aot.json). Read when the backend starts.
+  os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
   from westworld_jax.training.loop import maybe_initialize_distributed
   maybe_initialize_distributed(_CONFIG.value)  # before any other JAX call
   logging.set_verbosity(logging.INFO)

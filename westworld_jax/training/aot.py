@@ -1,10 +1,13 @@
 """Ahead-of-time compilation of the training step for any devices: real ones, simulated CPU
-devices, or a TPU topology described by libtpu without a TPU attached.
+devices, a TPU topology described by libtpu without a TPU attached, or H100s described to XLA's
+CUDA plugin without a GPU (gpu_devices).
 
 `compile_train_step(cfg, devices, batch, obs, act)` lowers and compiles the same jitted step
 `python -m westworld_jax.train` runs (abstract state and batch with their shardings; nothing
 is allocated) and returns per-device memory from the compiled executable. On a TPU the
-compiler allocates statically, so these numbers are what the step needs there.
+compiler allocates statically, so these numbers are what the step needs there; on a GPU, XLA's
+buffer assignment is too (the allocator adds fragmentation; the base step at batch 14 compiled
+for an H100 here needs 39.75 GiB, and ran with a 39.68 GiB peak on one).
 """
 from __future__ import annotations
 
@@ -51,9 +54,64 @@ def tpu_devices(topology: str) -> list:
                        "v5e:2x2, v5p:2x2x1, v6e:2x2, v4:2x2x1.") from e
 
 
+# What XLA needs to compile for an H100 with no GPU attached (stream_executor.GpuTargetConfigProto,
+# text format): the device's properties as XLA reads them from a real NVIDIA H100 80GB HBM3 (SXM).
+H100_TARGET_CONFIG = """
+gpu_device_info {
+  threads_per_block_limit: 1024  threads_per_warp: 32
+  shared_memory_per_block: 49152  shared_memory_per_core: 233472  shared_memory_per_block_optin: 232448
+  threads_per_core_limit: 2048  core_count: 132  fpus_per_core: 128
+  block_dim_limit_x: 2147483647  block_dim_limit_y: 65535  block_dim_limit_z: 65535
+  memory_bandwidth: 3352320000000  l2_cache_size: 52428800  clock_rate_ghz: 1.98
+  device_memory_size: 84929347584
+  cuda_compute_capability { major: 9 }
+  registers_per_core_limit: 65536  registers_per_block_limit: 65536
+}
+runtime_version { major: 12 minor: 8 }
+platform_name: "CUDA"
+dnn_version_info { major: 9 minor: 7 }
+device_description_str: "NVIDIA H100 80GB HBM3"
+"""
+# Without a GPU, XLA cannot autotune its Triton GEMM tilings, and its untuned choice fails on some
+# of this model's dots ("Couldn't find output tile sizes", the [*, 16] x [16, 512] dt_proj); GEMMs
+# go to cuBLAS instead. Buffers are the same; fusion around the GEMMs may differ a little.
+GPU_AOT_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
+
+
+def gpu_devices(count: int = 1, plugin: str | None = None) -> list:
+  """`count` compile-only H100s, on a host without a GPU (or a driver).
+
+  Needs XLA's CUDA PJRT plugin (pip install jax-cuda12-pjrt==<jaxlib version>, or --target a
+  folder on PYTHONPATH): `plugin` is its xla_cuda_plugin.so, by default found in the installed
+  `jax_plugins.xla_cuda12`. The plugin is registered for compiling only (its Python initialiser,
+  which loads the CUDA runtime, is not run), after the host's own backends are up, so JAX never
+  tries to open a GPU.
+  """
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+  from jax._src.lib import xla_client  # pylint: disable=import-outside-toplevel
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  if plugin is None:
+    spec = importlib.util.find_spec("jax_plugins.xla_cuda12")
+    if spec is None or not spec.submodule_search_locations:
+      raise RuntimeError("compiling for a GPU without one needs XLA's CUDA plugin: pip install "
+                         f"jax-cuda12-pjrt=={jax.__version__} (or pass its xla_cuda_plugin.so)")
+    plugin = os.path.join(list(spec.submodule_search_locations)[0], "xla_cuda_plugin.so")
+  if not os.path.exists(plugin):
+    raise RuntimeError(f"no CUDA PJRT plugin at {plugin}: pip install jax-cuda12-pjrt=={jax.__version__}")
+  jax.devices()  # the host's backends first: a CUDA backend registered later is never opened
+  if "cuda" not in xla_bridge._topology_factories:  # pylint: disable=protected-access
+    xla_bridge.register_plugin("cuda", priority=500, library_path=plugin,
+                               options=xla_client.generate_pjrt_gpu_plugin_options())
+  return list(topologies.get_topology_desc("h100", "cuda", target_config=H100_TARGET_CONFIG,
+                                           topology=f"1x1x{count}").devices)
+
+
 def compile_train_step(cfg, devices: Sequence, batch: int | None = None, obs: int = 60,
-                       act: int = 18) -> CompiledStep:
-  """Compiles the training step of `cfg` (experiments/pretrain.py's fields) for `devices`."""
+                       act: int = 18, compiler_options: dict | None = None) -> CompiledStep:
+  """Compiles the training step of `cfg` (experiments/pretrain.py's fields) for `devices`
+  (with XLA `compiler_options`; GPU_AOT_OPTIONS for gpu_devices())."""
   b = batch or cfg.data.batch_size
   t = cfg.data.history + cfg.data.horizon
   model = loop.build_model(cfg.model)
@@ -73,7 +131,7 @@ def compile_train_step(cfg, devices: Sequence, batch: int | None = None, obs: in
   batch_in = {k: jax.ShapeDtypeStruct(shapes[k], np.asarray(v).dtype, sharding=bs) for k, v in example.items()}
   train_step = step_lib.make_train_step(model, tx, schedule, cfg.seed, shardings, bs)
   with jax.set_mesh(mesh):
-    compiled = train_step.lower(state_in, batch_in).compile()
+    compiled = train_step.lower(state_in, batch_in).compile(compiler_options)
   mem = compiled.memory_analysis()
   gib = lambda n: float(n) / GIB  # noqa: E731
   return CompiledStep(
