@@ -25,6 +25,7 @@ from westworld_jax.model.ssm_vjp import checkpointed_scan
 # forward step was 20 instructions per state element, now 12: benchmarks/kernel_sass.py).
 _LOG2E, _LN2 = 1.0 / math.log(2.0), math.log(2.0)
 
+
 @dataclasses.dataclass(frozen=True)
 class _KernelConfig:
     chunk: int        # steps between state checkpoints
@@ -128,9 +129,10 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
     Refs: dB, dC [bs, Lp, N]; dA [bd, N]; others as in _fwd_kernel. With `atomic`, three
     zeroed buffers aliased to dB, dC, dA come first (their refs are not read here) and the
     partial sums are added into the shared dB, dC, dA blocks atomically. dB and dC rows are
-    gathered into one [bs, chunk, N] tile per chunk (when chunk is a power of 2, as Triton
-    tiles must be) and written or added once per chunk: Pallas's atomic add is acquire-release,
-    so each one costs a full memory fence (MEMBAR.ALL.GPU), 2 per step when added per step.
+    gathered into one [bs, piece, N] tile per rebuilt piece (when the piece is a power of 2, as
+    Triton tiles must be) and written or added once per piece: Pallas's atomic add is
+    acquire-release, so each one costs a full memory fence (MEMBAR.ALL.GPU), 2 per step when
+    added per step.
     """
     if atomic:
         refs = refs[3:]
@@ -145,8 +147,8 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
         else:
             ref[idx] = value
 
-    # Steps rebuilt and held on chip at a time: chunk's states would not fit registers past
-    # ~8 (at chunk 16: 23 spilled loads per step), so longer chunks are rebuilt in pieces of
+    # Steps rebuilt and held on chip at a time. A whole chunk of 16 spilled 38 local loads per
+    # step (benchmarks/kernel_sass.py; pieces of 8: 9), so longer chunks are rebuilt in pieces of
     # `sub` steps from piece boundaries found by one extra forward pass over all but the last.
     sub = max(d for d in range(1, min(chunk, 8) + 1) if chunk % d == 0)
     sub = chunk if sub < 4 else sub  # (a chunk without such a divisor: rebuilt whole)
