@@ -79,6 +79,20 @@ device_description_str: "NVIDIA H100 80GB HBM3"
 GPU_AOT_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
 
 
+def cuda_plugin_path() -> str | None:
+  """The installed XLA CUDA PJRT plugin (jax-cuda12-pjrt's xla_cuda_plugin.so), or None."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  try:
+    spec = importlib.util.find_spec("jax_plugins.xla_cuda12")
+  except ModuleNotFoundError:  # no jax_plugins namespace at all
+    return None
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  path = os.path.join(list(spec.submodule_search_locations)[0], "xla_cuda_plugin.so")
+  return path if os.path.exists(path) else None
+
+
 def gpu_devices(count: int = 1, plugin: str | None = None) -> list:
   """`count` compile-only H100s, on a host without a GPU (or a driver).
 
@@ -88,17 +102,14 @@ def gpu_devices(count: int = 1, plugin: str | None = None) -> list:
   which loads the CUDA runtime, is not run), after the host's own backends are up, so JAX never
   tries to open a GPU.
   """
-  import importlib.util  # pylint: disable=import-outside-toplevel
   import os  # pylint: disable=import-outside-toplevel
   from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
   from jax._src.lib import xla_client  # pylint: disable=import-outside-toplevel
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  plugin = plugin or cuda_plugin_path()
   if plugin is None:
-    spec = importlib.util.find_spec("jax_plugins.xla_cuda12")
-    if spec is None or not spec.submodule_search_locations:
-      raise RuntimeError("compiling for a GPU without one needs XLA's CUDA plugin: pip install "
-                         f"jax-cuda12-pjrt=={jax.__version__} (or pass its xla_cuda_plugin.so)")
-    plugin = os.path.join(list(spec.submodule_search_locations)[0], "xla_cuda_plugin.so")
+    raise RuntimeError("compiling for a GPU without one needs XLA's CUDA plugin: pip install "
+                       f"jax-cuda12-pjrt=={jax.__version__} (or pass its xla_cuda_plugin.so)")
   if not os.path.exists(plugin):
     raise RuntimeError(f"no CUDA PJRT plugin at {plugin}: pip install jax-cuda12-pjrt=={jax.__version__}")
   jax.devices()  # the host's backends first: a CUDA backend registered later is never opened
