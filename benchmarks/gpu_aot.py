@@ -14,7 +14,8 @@ measured here.
 
 Sections: ssm (one scan at the base size, batch 14: chunked vs kernel, fwd and fwd+bwd), train
 (the real training step, westworld_jax/training/aot.py: base at batch 14 and 128, the large
-model on 8 GPUs), kernels. Writes benchmarks/results/gpu_aot.json.
+model on 8 GPUs), replan (the world-model MPPI replan, 256 x 100), kernels. Writes
+benchmarks/results/gpu_aot.json.
 """
 from __future__ import annotations
 
@@ -94,6 +95,37 @@ def train_row(devices, name, variant, batch, gpus, expert, overrides, impl) -> d
   return row
 
 
+def replan_rows(dev) -> list[dict]:
+  """The world-model MPPI replan (Hopper, control-size model, 256 samples x horizon 100, the
+  kernel scan): what benchmarks/control.py times on a GPU, compiled for one."""
+  from westworld_jax.control import env, mppi, policies, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
+  task = tasks.make_task("hopper")
+  norm = mppi.Normaliser.from_stats(policies.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act)
+  sh = jax.sharding.SingleDeviceSharding(dev)
+  to_sds = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)  # noqa: E731
+  rows = []
+  for dtype in ("float32", "bfloat16"):
+    wm = registry.build("westworld", "control", dtype=dtype, ssm_scan_impl="kernel")
+    # the same parameters, initialised here with the host's scan (the kernel would be interpreted)
+    init = registry.build("westworld", "control", dtype=dtype).init
+    params = jax.jit(init)(jax.random.key(0), policies.spec_batch(task.num_obs, task.num_act, wm.history + 100))
+    planner = mppi.MPPI(mppi.WorldModelBackend(wm, params, [task], [norm], 100),
+                        mppi.MPPIConfig(samples=256, horizon=100))
+    state = env.Envs(task, history=wm.history).reset(jax.random.key(0), 1)
+    plan = planner.init(jax.random.key(1), state)
+    t0 = time.perf_counter()
+    compiled = planner.replan.trace(jax.tree.map(to_sds, plan), jax.tree.map(to_sds, state)).lower().compile(
+        aot.GPU_AOT_OPTIONS)
+    hlo = compiled.as_text()
+    rows.append({"section": "replan", "device": dev.device_kind, "dtype": dtype, "samples": 256, "horizon": 100,
+                 "temp_gib": compiled.memory_analysis().temp_size_in_bytes / 2**30,
+                 "scan_kernels": hlo.count("__gpu$xla.gpu.triton"), "fusions": hlo.count(" fusion("),
+                 "compile_s": time.perf_counter() - t0})
+    print(rows[-1], flush=True)
+  return rows
+
+
 def _ptxas():
   try:
     import triton  # pylint: disable=import-outside-toplevel
@@ -136,7 +168,7 @@ def kernel_rows(dev, configs) -> list[dict]:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--sections", default="ssm,train,kernels")
+  p.add_argument("--sections", default="ssm,train,replan,kernels")
   p.add_argument("--plugin", default=None, help="XLA's xla_cuda_plugin.so (default: the installed one)")
   p.add_argument("--kernel_configs", default="16x4x8,16x4x16",
                  help="block_d x num_warps x chunk of the Triton kernels to read (kernels section)")
@@ -159,6 +191,9 @@ def main(argv=None):
         rows.append(train_row(devices, *spec, impl=impl))
         save()
     rows.append(train_row(devices, *LARGE_ROW, impl="kernel"))
+    save()
+  if "replan" in sections:
+    rows += replan_rows(devices[0])
     save()
   if "kernels" in sections:
     configs = [tuple(int(v) for v in c.split("x")) for c in args.kernel_configs.split(",")]
@@ -183,6 +218,11 @@ def _print_tables(rows):
     for r in train:
       print(f"{r['row']:16} {r['impl']:8} {r['gpus']:4d} {fmt(r['total_gib']):>8} "
             f"{fmt(r['measured_peak_gib']):>8} {'yes' if r['fits_80gb'] else 'no':>9}")
+  replan = [r for r in rows if r["section"] == "replan"]
+  if replan:
+    print("\nWorld-model MPPI replan (Hopper, control size, 256 x 100, kernel scan) on an H100")
+    for r in replan:
+      print(f"{r['dtype']:9} temp {fmt(r['temp_gib'])} GiB  scan kernels {r['scan_kernels']}  fusions {r['fusions']}")
   kernels = [r for r in rows if r["section"] == "kernels"]
   if kernels:
     print("\nXLA's build of the Triton scan kernels (ptxas -v, sm_90a)")
