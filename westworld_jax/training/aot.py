@@ -75,7 +75,7 @@ device_description_str: "NVIDIA H100 80GB HBM3"
 # Without a GPU, XLA cannot autotune its Triton GEMM tilings, and its untuned choice fails on some
 # of this model's dots ("Couldn't find output tile sizes", the [*, 16] x [16, 512] dt_proj); GEMMs
 # go to cuBLAS instead. Fusion around the GEMMs may differ a little from a GPU's compile; the
-# step's memory matched the H100's measured peaks within 3% (benchmarks/results/GPU_NOTES.md).
+# step's memory matched the H100's measured peaks within 3.5% (benchmarks/results/GPU_NOTES.md).
 GPU_AOT_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
 
 
