@@ -34,6 +34,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+import kernel_sass  # noqa: E402  (benchmarks/, for the triton wheel's ptxas)
 from experiments import pretrain  # noqa: E402
 from westworld_jax.model.ssm import selective_scan  # noqa: E402
 from westworld_jax.training import aot  # noqa: E402
@@ -52,8 +53,9 @@ LARGE_ROW = ("large_b128", "large", 128, 8, 4, {})  # mesh data 2 x expert 4
 MEASURED_PEAK_GIB = {("base_b14", "kernel"): 39.68, ("base_b14", "chunked"): 45.02}  # train_gpu.json
 
 
-def _scan_fns(impl, chunk):
-  fwd = lambda *a: selective_scan(*a, impl=impl, chunk_size=chunk)  # noqa: E731
+def _scan_fns(**scan_kw):
+  """(forward, forward+backward) of selective_scan(**scan_kw) on the 7 inputs of _scan_args."""
+  fwd = lambda *a: selective_scan(*a, **scan_kw)  # noqa: E731
   bwd = jax.grad(lambda *a: sum(jnp.sum(o) for o in fwd(*a)), argnums=tuple(range(7)))
   return fwd, bwd
 
@@ -68,7 +70,7 @@ def _scan_args(dev):
 def ssm_rows(dev) -> list[dict]:
   args, rows = _scan_args(dev), []
   for impl, chunk in (("chunked", 16), ("kernel", 8), ("kernel", 16)):
-    for mode, fn in zip(("fwd", "fwd+bwd"), _scan_fns(impl, chunk)):
+    for mode, fn in zip(("fwd", "fwd+bwd"), _scan_fns(impl=impl, chunk_size=chunk)):
       t0 = time.perf_counter()
       mem = jax.jit(fn).lower(*args).compile(aot.GPU_AOT_OPTIONS).memory_analysis()
       rows.append({"section": "ssm", "device": dev.device_kind, "impl": impl, "chunk": chunk,
@@ -126,29 +128,16 @@ def replan_rows(dev) -> list[dict]:
   return rows
 
 
-def _ptxas():
-  try:
-    import triton  # pylint: disable=import-outside-toplevel
-    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    if os.path.exists(path):
-      return path
-  except ImportError:
-    pass
-  return shutil.which("ptxas")
-
-
 def kernel_rows(dev, configs) -> list[dict]:
   """XLA's build of the Triton scan kernels: the PTX it dumps, through ptxas -v for sm_90a."""
-  ptxas = _ptxas()
+  ptxas = kernel_sass.triton_tool("ptxas") or shutil.which("ptxas")
   if ptxas is None:
     print("kernels: no ptxas (pip install triton==3.9.0, or CUDA's ptxas on PATH); skipped")
     return []
   args, rows = _scan_args(dev), []
   for bd, warps, chunk in configs:
     with tempfile.TemporaryDirectory() as dump:
-      fn = jax.grad(lambda *a: sum(jnp.sum(o) for o in selective_scan(
-          *a, impl="kernel", kernel="triton", chunk_size=chunk, block_d=bd, num_warps=warps)),
-          argnums=tuple(range(7)))
+      _, fn = _scan_fns(impl="kernel", kernel="triton", chunk_size=chunk, block_d=bd, num_warps=warps)
       jax.jit(fn).lower(*args).compile({**aot.GPU_AOT_OPTIONS, "xla_dump_to": dump})
       for ptx in sorted(glob.glob(os.path.join(dump, "*.ptx"))):
         text = open(ptx).read()

@@ -100,9 +100,21 @@ def compile_sm90(ttir: str, num_warps: int, workdir: str):
     return cubin, triton.__version__
 
 
+def triton_tool(name: str) -> str | None:
+    """A CUDA tool the triton wheel ships (ptxas, nvdisasm, cuobjdump), or None without it."""
+    try:
+        import triton
+    except ImportError:
+        return None
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    return path if os.path.exists(path) else None
+
+
 def _tool(name):
-    import triton
-    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    path = triton_tool(name)
+    if path is None:
+        raise SystemExit(f"no {name}: pip install triton==3.9.0 (its wheel ships it)")
+    return path
 
 
 def resource_usage(cubin):
