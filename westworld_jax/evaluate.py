@@ -41,11 +41,12 @@ from westworld_jax.training import data as data_lib
 from westworld_jax.training import logs
 from westworld_jax.training import step as step_lib
 from westworld_jax.training.loop import load_for_inference, pad_batch
+from westworld_jax import cli
 
 X100 = 100.0  # the paper's tables report errors in the normalised space times 100 (apparently)
 
 
-class HeldOutLeakError(ValueError):
+class HeldOutLeakError(cli.UserError, ValueError):
   """A zero-shot evaluation of a robot the checkpoint was trained on."""
 
 
@@ -544,4 +545,4 @@ if __name__ == "__main__":
   _CHECKPOINT = flags.DEFINE_string("checkpoint", "", "Training workdir(s): DIR or label=DIR, comma-separated "
                                     "(a label twice = seeds). Default: config.checkpoints.")
   _WORKDIR = flags.DEFINE_string("workdir", "workdirs/evaluate", "Output directory (results.json, results.md, plots).")
-  app.run(main)
+  cli.run(main)

@@ -34,6 +34,7 @@ from westworld_jax.data import pipeline
 from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import data as data_lib
 from westworld_jax.training import loop
+from westworld_jax import cli
 
 _CONFIG = _WORKDIR = None  # flags, defined only when run as a program
 
@@ -155,4 +156,4 @@ if __name__ == "__main__":
   from ml_collections import config_flags
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/few_shot.py", "Few-shot config file.")
   _WORKDIR = flags.DEFINE_string("workdir", "workdirs/few_shot", "Output directory (runs, results, plots).")
-  app.run(main)
+  cli.run(main)

@@ -24,6 +24,7 @@ from absl import app, flags, logging
 from westworld_jax import evaluate as ev
 from westworld_jax.training import data as data_lib
 from westworld_jax.training import loop
+from westworld_jax import cli
 
 _CONFIG = _WORKDIR = None  # flags, defined only when run as a program
 RECORD = "scaling_record.json"
@@ -187,4 +188,4 @@ if __name__ == "__main__":
   from ml_collections import config_flags
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/scaling.py", "Scaling config file.")
   _WORKDIR = flags.DEFINE_string("workdir", "workdirs/scaling", "Output directory (runs, results, plots).")
-  app.run(main)
+  cli.run(main)

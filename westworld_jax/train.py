@@ -12,6 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from westworld_jax.training.loop import TrainResult, load_for_inference, train
+from westworld_jax import cli
 
 __all__ = ["train", "load_for_inference", "TrainResult"]
 
@@ -35,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -23,6 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from westworld_jax.control import experiment  # imports neither jax nor mujoco (pinning comes first)
+from westworld_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/control.py", "Control config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: the config's workdir, else "
@@ -44,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -27,6 +27,7 @@ import time
 from absl import app, flags, logging
 
 from westworld_jax.control import experiment  # imports neither jax nor mujoco (pinning comes first)
+from westworld_jax import cli
 
 _CONFIG = _WORKDIR = _CHECKPOINT = _PIN_CPU = None  # flags, defined only when run as a program
 
@@ -155,4 +156,4 @@ if __name__ == "__main__":
   _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Pretrained training workdir to fine-tune (required).")
   _PIN_CPU = flags.DEFINE_enum("pin_cpu", "auto", ["auto", "yes", "no"],
                                "Pin the process to one core before importing jax (see control/__main__.py).")
-  app.run(main)
+  cli.run(main)

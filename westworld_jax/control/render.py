@@ -14,8 +14,10 @@ import os
 import mujoco
 import numpy as np
 
+from westworld_jax import cli
 
-class RenderError(RuntimeError):
+
+class RenderError(cli.UserError, RuntimeError):
   """No usable OpenGL backend for MuJoCo's offscreen renderer; the message says what to try."""
 
 

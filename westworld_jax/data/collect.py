@@ -18,6 +18,7 @@ from westworld_jax.data import episodes as episodes_lib
 from westworld_jax.data import mpc as mpc_lib
 from westworld_jax.data import shards, simulate
 from westworld_jax.robots import catalogue
+from westworld_jax import cli
 
 _CONFIG = None  # the --config flag, defined only when run as a program (train.py imports this module)
 
@@ -102,4 +103,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/data.py", "Data config file.")
-  app.run(main)
+  cli.run(main)

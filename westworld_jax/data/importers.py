@@ -19,6 +19,7 @@ import numpy as np
 from westworld_jax.data import shards
 from westworld_jax.robots import catalogue
 from westworld_jax.robots.robot import Robot
+from westworld_jax import cli
 
 
 def read_arrays(path: str) -> dict[str, np.ndarray]:
@@ -104,4 +105,4 @@ if __name__ == "__main__":
   _OUT = flags.DEFINE_string("out", "corpus/imported", "Corpus directory to write into.")
   _NAME = flags.DEFINE_string("name", None, "Environment name (directory under --out).")
   _SPLIT = flags.DEFINE_enum("split", "pretrain", list(catalogue.SPLITS), "Which split the data belongs to.")
-  app.run(main)
+  cli.run(main)

@@ -12,6 +12,7 @@ from absl import app, flags
 
 from westworld_jax.robots import catalogue
 from westworld_jax.robots.robot import RobotLoadError
+from westworld_jax import cli
 
 _JSON = flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
 _SPLIT = flags.DEFINE_enum("split", None, list(catalogue.SPLITS), "Only list this split.")
@@ -71,4 +72,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -20,10 +20,12 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from westworld_jax import cli
+
 RUN_FILE = "run_config.json"  # the full config of the run, in the workdir (for humans and inference)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(cli.UserError, ValueError):
   """A checkpoint in the workdir was written by a run with a different model or data."""
 
 

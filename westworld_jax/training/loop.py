@@ -30,9 +30,10 @@ from westworld_jax.training import mesh as mesh_lib
 from westworld_jax.training import state as state_lib
 from westworld_jax.training import step as step_lib
 from westworld_jax.data import pipeline
+from westworld_jax import cli
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(cli.UserError, FloatingPointError):
   """Training produced a NaN/inf loss or gradient; the message says which checkpoint is good."""
 
 

@@ -1,0 +1,51 @@
+"""One error boundary for every command-line entry point.
+
+`run(main)` replaces `absl.app.run(main)`: the project's own errors (subclasses of `UserError`,
+raised where bad input enters) and a few well-known input errors print one line,
+`error: <message>`, and exit with status 2. The full traceback is printed only when asked for,
+with `--verbosity=1` (absl's flag) or `WESTWORLD_TRACEBACK=1` in the environment. Anything else
+(a bug) keeps its traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from absl import app, flags
+
+TRACEBACK_ENV = "WESTWORLD_TRACEBACK"
+
+
+class UserError(Exception):
+  """Base of every project error whose message tells the user what to do.
+
+  Subclasses also derive from the builtin that fits (ValueError, FloatingPointError, ...), so
+  callers that catch those keep working.
+  """
+
+
+def wants_traceback() -> bool:
+  if os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0"):
+    return True
+  try:
+    return flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].value >= 1
+  except (KeyError, AttributeError):
+    return False
+
+
+def _guarded(main: Callable) -> Callable:
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except UserError as e:
+      if wants_traceback():
+        raise
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+  return wrapped
+
+
+def run(main: Callable) -> None:
+  """absl.app.run(main) behind the error boundary."""
+  app.run(_guarded(main))
