@@ -217,3 +217,92 @@ def test_sizes():
     large = get_model_config("large")
     assert large.num_experts >= 16 and large.moe_mode == "topk"
     assert param_count(large) >= 100e6
+
+
+@pytest.mark.timeout(60)
+def test_default_loss_counts_history_targets():
+    """The default objective (first_target_step=1, as upstream) scores every next-step target,
+    so a history target changes the loss; first_target_step=history scores the horizon only."""
+    assert CFG.first_target_step == 1
+    batch = make_batch()
+    logits = np.random.default_rng(3).normal(size=(B, T, CO, CFG.num_bins)).astype(np.float32)
+    changed = {**batch, "obs": batch["obs"].copy()}
+    changed["obs"][:, 3] = np.where(batch["obs_mask"], 1.0 - batch["obs"][:, 3], 0.0)  # t < H
+    every = [float(next_step_loss(logits, b, first_target_step=1)) for b in (batch, changed)]
+    horizon = [float(next_step_loss(logits, b, first_target_step=H)) for b in (batch, changed)]
+    assert abs(every[0] - every[1]) > 1e-3
+    assert horizon[0] == horizon[1]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("first_target_step", [1, H])
+def test_registry_loss_uses_first_target_step(first_target_step):
+    """The training loss is next_step_loss at config.first_target_step (+ the MoE aux loss)."""
+    from westworld_jax.model import registry
+    model = registry.build("westworld", "tiny", dropout_rate=0.0,
+                           first_target_step=first_target_step)
+    batch = make_batch()
+    params = model.init(jax.random.key(1), batch)
+    loss, metrics = jax.jit(model.loss)(params, batch, jax.random.key(2))
+    logits = apply(params, batch, model.config)["logits"]
+    want = next_step_loss(logits, batch, first_target_step=first_target_step)
+    assert float(metrics["nll"]) == pytest.approx(float(want), rel=1e-5)
+    assert float(loss) == pytest.approx(float(want + metrics["aux_loss"]), rel=1e-5)
+    with pytest.raises(ValueError, match="first_target_step"):
+        get_model_config("tiny", first_target_step=H + 1)
+
+
+@pytest.mark.timeout(120)
+def test_cls_passes_from_block_to_block():
+    """cls_from_previous_block (upstream): block 0 owns the only learned CLS and its CLS output
+    feeds block 1; with a fresh CLS per block, block 0's CLS output reaches nothing."""
+    batch = make_batch()
+    for chained in (True, False):
+        cfg = dataclasses.replace(CFG, cls_from_previous_block=chained)
+        p = WestWorld(cfg).init(jax.random.key(0), batch)["params"]
+        assert "cls" in p["block_0"] and ("cls" in p["block_1"]) == (not chained)
+        bumped = jax.tree.map(lambda x: x, p)
+        # A non-uniform change (a uniform one would be undone by block 1's LayerNorm).
+        noise = np.random.default_rng(4).normal(size=(CFG.d_model,)).astype(np.float32)
+        bumped["block_0"]["ln_cls"] = {k: v + noise for k, v in p["block_0"]["ln_cls"].items()}
+        d = max_diff(apply(bumped, batch, cfg), apply(p, batch, cfg), np.s_[:, H:])
+        assert (d > 1e-4) if chained else (d == 0.0)
+
+
+@pytest.mark.timeout(120)
+def test_block_norm_layouts():
+    """'upstream': LN before the SSM, LN on the CLS for the gate and the next block, none
+    between SSM and MoE; 'post': LN after each residual. Both keep horizon causality."""
+    batch = make_batch()
+    names = {"upstream": {"ln_ssm_in", "ln_gate", "ln_cls", "ln_moe"},
+             "post": {"ln_ssm", "ln_moe"}}
+    for layout, lns in names.items():
+        cfg = dataclasses.replace(CFG, block_norms=layout)
+        p = WestWorld(cfg).init(jax.random.key(0), batch)["params"]
+        got = {k for k in p["block_1"] if k.startswith("ln_") and k not in
+               ("ln_self", "ln_cross", "ln_ffn")}
+        assert got == lns, (layout, got)
+        fut = {**batch, "obs": batch["obs"].copy()}
+        fut["obs"][:, H:] = 0.5
+        assert max_diff(apply(p, fut, cfg), apply(p, batch, cfg)) == 0.0
+    with pytest.raises(ValueError, match="block_norms"):
+        get_model_config("tiny", block_norms="pre")
+
+
+@pytest.mark.timeout(120)
+def test_dropout_and_embedding_init():
+    """Dropout acts in training only; embedding tables start N(0, 1) (upstream), the query 0.02."""
+    from westworld_jax.model import registry
+    model = registry.build("westworld", "tiny")
+    assert model.config.dropout_rate == 0.1
+    batch = make_batch()
+    params = model.init(jax.random.key(1), batch)
+    loss = jax.jit(model.loss)
+    a, b = (float(loss(params, batch, jax.random.key(s))[0]) for s in (0, 1))
+    assert a != b  # dropout draws differ
+    pred = jax.jit(model.predict)
+    np.testing.assert_array_equal(pred(params, batch), pred(params, batch))
+    emb = params["embed"]
+    assert 0.8 < float(np.std(emb["time"]["embedding"])) < 1.2
+    assert 0.8 < float(np.std(emb["structure"]["pre_order"]["embedding"])) < 1.2
+    assert 0.01 < float(np.std(emb["query"])) < 0.04

@@ -20,7 +20,18 @@ class ModelConfig:
     n_heads: int = 4
     d_ff: int = 512  # FFN after the channel attentions
     num_bins: int = 256  # K, HL-Gauss histogram bins (input and output)
-    dropout_rate: float = 0.0
+    # As upstream: on attention weights, attention outputs and the FFN output; none in the
+    # SSM, the Sys-MoE or the embeddings.
+    dropout_rate: float = 0.1
+    # Std of the normal init of the embedding tables and the value projection (upstream
+    # N(0, 1), PyTorch's nn.Embedding default); the query token and CLS use 0.02.
+    embed_init_std: float = 1.0
+
+    # Loss: logits[:, t] predicts obs[:, t + 1]; targets at steps >= first_target_step count.
+    #   1 (upstream): every next-step target of the window, history positions included (they
+    #     see the real observation, so they teach the one-step dynamics);
+    #   history: the predicted horizon only.
+    first_target_step: int = 1
 
     # Selective SSM over time (westworld_jax.model.mamba.SelectiveSSM).
     ssm_d_state: int = 64
@@ -50,6 +61,14 @@ class ModelConfig:
     #   "end"     after the last step (exactly upstream): the gate also sees every
     #             future action and the query tokens.
     cls_position: str = "history"
+    # True (upstream): block i + 1's CLS input is block i's CLS output; False: a fresh
+    # learned CLS per block.
+    cls_from_previous_block: bool = True
+    # LayerNorms around the SSM and the MoE (each block):
+    #   "upstream": z = LN(x); z = z + SSM(z); gate = softmax(W LN(cls_z));
+    #               out = LN(z + sum_e g_e MLP_e(z)); CLS passed on = LN(cls_z);
+    #   "post":     z = LN(x + SSM(x)); gate = softmax(W cls_z); out = LN(z + MoE(z)).
+    block_norms: str = "upstream"
     # Mesh axis the expert weights are sharded over; None = no expert parallelism.
     expert_axis: str | None = None
     # Mesh axes that shard routing units (batch-major) outside the MoE.
@@ -82,6 +101,12 @@ class ModelConfig:
                              "or 'token'.")
         if self.cls_position not in ("history", "end"):
             raise ValueError(f"cls_position={self.cls_position!r}: use 'history' or 'end'.")
+        if self.block_norms not in ("upstream", "post"):
+            raise ValueError(f"block_norms={self.block_norms!r}: use 'upstream' or 'post'.")
+        if not 1 <= self.first_target_step <= self.history:
+            raise ValueError(f"first_target_step={self.first_target_step} must be in "
+                             f"[1, history={self.history}] (1: every next-step target; "
+                             "history: the horizon only).")
         if not 1 <= self.top_k <= self.num_experts:
             raise ValueError(f"top_k={self.top_k} must be in [1, num_experts={self.num_experts}].")
         if self.ssm_scan_impl not in ("auto", "sequential", "chunked", "kernel"):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from westworld_jax.model.configs import ModelConfig
 from westworld_jax.model.tokenizer import hl_gauss_histogram
 
-_EMBED_INIT = nn.initializers.normal(stddev=0.02)
+_QUERY_INIT = nn.initializers.normal(stddev=0.02)  # the query token, as upstream
 
 
 class StructuralEmbedding(nn.Module):
@@ -32,13 +32,15 @@ class StructuralEmbedding(nn.Module):
     max_objects: int
     max_bodies: int
     param_dtype: jnp.dtype = jnp.float32
+    init_std: float = 1.0
 
     @nn.compact
     def __call__(self, struct_n4: jax.Array) -> jax.Array:
         width = self.d_model // 4
         sizes = {"object": self.max_objects, "pre_order": self.max_bodies,
                  "in_order": self.max_bodies, "post_order": self.max_bodies}
-        parts = [nn.Embed(n, width, embedding_init=_EMBED_INIT, param_dtype=self.param_dtype,
+        init = nn.initializers.normal(self.init_std)
+        parts = [nn.Embed(n, width, embedding_init=init, param_dtype=self.param_dtype,
                           name=name)(struct_n4[..., i])
                  for i, (name, n) in enumerate(sizes.items())]
         return jnp.concatenate(parts, axis=-1)
@@ -60,11 +62,13 @@ class TokenEmbedding(nn.Module):
         real_step_b1t = batch["time_mask"][:, None, :]
 
         # Values. One projection for observations and actions (as upstream).
-        value_proj = nn.Dense(d, use_bias=False, param_dtype=pdt, name="value_proj")
+        init = nn.initializers.normal(cfg.embed_init_std)
+        value_proj = nn.Dense(d, use_bias=False, kernel_init=init, param_dtype=pdt,
+                              name="value_proj")
         seen_bct = real_step_b1t & (time_t < cfg.history)[None, None, :] \
             & batch["obs_mask"][:, :, None]
         obs_val = value_proj(hl_gauss_histogram(obs_bct, cfg.num_bins, mask=seen_bct))
-        query_d = self.param("query", _EMBED_INIT, (d,), pdt)
+        query_d = self.param("query", _QUERY_INIT, (d,), pdt)
         # Unseen = future or padded step; padded channels keep their zero value (masked later).
         unseen_bct = ~(real_step_b1t & (time_t < cfg.history)[None, None, :])
         obs_val = jnp.where(unseen_bct[..., None], query_d, obs_val)
@@ -72,14 +76,14 @@ class TokenEmbedding(nn.Module):
         act_val = value_proj(hl_gauss_histogram(act_bct, cfg.num_bins, mask=act_known_bct))
 
         # Positional and structural embeddings, per channel [B, C, D] and per step [T, D].
-        type_emb = nn.Embed(2, d, embedding_init=_EMBED_INIT, param_dtype=pdt, name="type")
+        type_emb = nn.Embed(2, d, embedding_init=init, param_dtype=pdt, name="type")
         chan_emb = nn.Embed(cfg.max_obs_channels + cfg.max_act_channels, d,
-                            embedding_init=_EMBED_INIT, param_dtype=pdt, name="channel")
-        kind_emb = nn.Embed(2 * cfg.num_kinds, d, embedding_init=_EMBED_INIT, param_dtype=pdt,
+                            embedding_init=init, param_dtype=pdt, name="channel")
+        kind_emb = nn.Embed(2 * cfg.num_kinds, d, embedding_init=init, param_dtype=pdt,
                             name="kind")
         struct_emb = StructuralEmbedding(d, cfg.max_objects, cfg.max_bodies, pdt,
-                                         name="structure")
-        time_emb = nn.Embed(cfg.max_steps, d, embedding_init=_EMBED_INIT, param_dtype=pdt,
+                                         cfg.embed_init_std, name="structure")
+        time_emb = nn.Embed(cfg.max_steps, d, embedding_init=init, param_dtype=pdt,
                             name="time")(time_t)
 
         obs_chan_bcd = (type_emb(jnp.zeros((), jnp.int32)) + chan_emb(jnp.arange(co))[None]

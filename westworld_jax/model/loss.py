@@ -1,11 +1,10 @@
 """Training loss and prediction metrics for WestWorld's next-step logits.
 
 logits[:, t, c] predicts obs[:, t + 1, c]. An element (b, t + 1, c) counts when channel c is
-real (obs_mask), step t + 1 is real (time_mask) and t + 1 >= first_target_step. The default
-first_target_step = history trains and scores only the predicted horizon: with the default
-CLS gate, which reads the whole history, a history position could otherwise see its own
-target (see westworld.py, "Causality"). Pass first_target_step=1 only with
-system_embedding="token".
+real (obs_mask), step t + 1 is real (time_mask) and t + 1 >= first_target_step. WestWorld
+trains with ModelConfig.first_target_step: 1 (upstream) counts every next-step target of the
+window, history positions included; the history length counts the predicted horizon only.
+Evaluation metrics always score the horizon (first_target_step = history).
 
 Weighting (padding never counts, unlike upstream's fixed 1/78 weight per padded slot):
   "token" (default): mean over all real target tokens of the batch; an environment weighs

@@ -11,20 +11,26 @@ Each block (post-LayerNorm, like the authors), on observation tokens x_bctd:
      masked as keys);
   2. cross-attention from observation channels to the same step's action channels;
   3. FFN;
-  4. per channel over time: SelectiveSSM (sequences = B * Co), with the block's CLS token
-     inserted into every channel's sequence (config.cls_position);
+  4. per channel over time: SelectiveSSM (sequences = B * Co), with a CLS token inserted
+     into every channel's sequence (config.cls_position); block 0 learns it, later blocks
+     take the previous block's CLS output (config.cls_from_previous_block, as upstream);
   5. Sys-MoE: expert MLPs on every token, gated by a system embedding
      (config.system_embedding: the channel's CLS output, its per-sample mean, or the
      token's own SSM output).
-Action tokens are embedded once and not updated by the blocks.
+LayerNorms around 4-5 follow config.block_norms (upstream: LN before the SSM, none between
+the SSM and the MoE, LN after the MoE residual, LN on the CLS for the gate and for the next
+block). Dropout (config.dropout_rate) acts on attention weights, attention outputs and the
+FFN output, as upstream. Action tokens are embedded once and not updated by the blocks.
 
 Causality: the SSM and MoE experts are causal in time and the attentions stay within a
 step, so only the gate can look ahead. With system_embedding="cls" and
-cls_position="history" (default) the gate sees history steps only: predictions of the
-horizon are causal in actions and never see future observations, but a history
-position's prediction may depend on later history steps (train on the horizon only; see
-loss.py). system_embedding="token" is causal everywhere. cls_position="end" is upstream
-exactly: the gate sees every action of the window.
+cls_position="history" (default) the gate sees history steps only, so predictions of the
+horizon are causal in actions and never see future observations. A history position's
+prediction, which the default loss trains (config.first_target_step = 1, as upstream), may
+depend through its gate on later history steps, its own target included: the same holds
+upstream, whose CLS after the last step sees the whole window. system_embedding="token" is
+causal everywhere. cls_position="end" is upstream exactly: the gate also sees every action
+of the window.
 """
 from __future__ import annotations
 
@@ -52,6 +58,8 @@ class ChannelAttention(nn.Module):
     n_heads: int
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    dropout_rate: float = 0.0  # on the attention weights (as upstream)
+    deterministic: bool = True
 
     @nn.compact
     def __call__(self, q_bqtd: jax.Array, kv_bktd: jax.Array, key_mask_bk: jax.Array):
@@ -67,13 +75,19 @@ class ChannelAttention(nn.Module):
         logits = jnp.where(key_mask, logits, _MASKED_LOGIT)
         weights = jax.nn.softmax(logits, axis=-1)
         weights = jnp.where(jnp.any(key_mask_bk, axis=-1)[:, None, None, None, None], weights, 0.0)
+        weights = nn.Dropout(self.dropout_rate)(weights, deterministic=self.deterministic)
         out = jnp.einsum("bthqk,bkthe->bqthe", weights.astype(self.dtype), v)
         return nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype,
                                param_dtype=self.param_dtype, name="out")(out)
 
 
 class WestWorldBlock(nn.Module):
-    """One block on observation tokens x_bctd; returns (x_bctd, aux_loss)."""
+    """One block on observation tokens x_bctd; returns (x_bctd, cls_out_sd, aux_loss).
+
+    cls_in_sd: [B * Co, D] the CLS input of every channel sequence (the previous block's
+    CLS output with config.cls_from_previous_block), or None for this block's learned CLS.
+    cls_out_sd is None when the system embedding uses no CLS.
+    """
     config: ModelConfig
     deterministic: bool = True
 
@@ -85,13 +99,14 @@ class WestWorldBlock(nn.Module):
         return nn.Dropout(self.config.dropout_rate)(y, deterministic=self.deterministic)
 
     @nn.compact
-    def __call__(self, x_bctd, act_bctd, obs_mask_bc, act_mask_bc):
+    def __call__(self, x_bctd, act_bctd, obs_mask_bc, act_mask_bc, cls_in_sd=None):
         cfg = self.config
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         b, c, t, d = x_bctd.shape
-        attn = lambda name: ChannelAttention(d, cfg.n_heads, dt, pdt, name=name)
+        attn = lambda name: ChannelAttention(d, cfg.n_heads, dt, pdt, cfg.dropout_rate,
+                                             self.deterministic, name=name)
 
-        # 1-3: within each time step.
+        # 1-3: within each time step; dropout on attention and FFN outputs (as upstream).
         x = self._ln("ln_self")(x_bctd + self._drop(attn("self_attn")(x_bctd, x_bctd,
                                                                       obs_mask_bc)))
         x = self._ln("ln_cross")(x + self._drop(attn("cross_attn")(x, act_bctd, act_mask_bc)))
@@ -104,28 +119,39 @@ class WestWorldBlock(nn.Module):
         use_cls = cfg.system_embedding in ("cls", "robot")
         if use_cls:
             cls_at = min(cfg.history, t) if cfg.cls_position == "history" else t
-            cls_d = self.param("cls", nn.initializers.normal(0.02), (d,), pdt)
-            cls_s1d = jnp.broadcast_to(cls_d.astype(x_sld.dtype), (b * c, 1, d))
-            x_sld = jnp.concatenate([x_sld[:, :cls_at], cls_s1d, x_sld[:, cls_at:]], axis=1)
+            if cls_in_sd is None:
+                cls_d = self.param("cls", nn.initializers.normal(0.02), (d,), pdt)
+                cls_in_sd = jnp.broadcast_to(cls_d.astype(x_sld.dtype), (b * c, d))
+            x_sld = jnp.concatenate([x_sld[:, :cls_at], cls_in_sd[:, None].astype(x_sld.dtype),
+                                     x_sld[:, cls_at:]], axis=1)
         ssm = SelectiveSSM(d_model=d, d_state=cfg.ssm_d_state, expand=cfg.ssm_expand,
                            d_conv=cfg.ssm_d_conv, scan_impl=cfg.ssm_scan_impl,
                            chunk_size=cfg.ssm_chunk_size, dtype=dt, param_dtype=pdt, name="ssm")
-        x_sld = self._ln("ln_ssm")(x_sld + self._drop(ssm(x_sld).astype(jnp.float32)))
+        if cfg.block_norms == "upstream":
+            z_sld = self._ln("ln_ssm_in")(x_sld)
+            z_sld = z_sld + ssm(z_sld).astype(jnp.float32)
+        else:
+            z_sld = self._ln("ln_ssm")(x_sld + ssm(x_sld).astype(jnp.float32))
+        cls_out_sd = None
         if use_cls:
-            sys_sd = x_sld[:, cls_at]
-            x_sld = jnp.concatenate([x_sld[:, :cls_at], x_sld[:, cls_at + 1:]], axis=1)
+            cls_z_sd = z_sld[:, cls_at]
+            z_sld = jnp.concatenate([z_sld[:, :cls_at], z_sld[:, cls_at + 1:]], axis=1)
+            cls_out_sd = self._ln("ln_cls")(cls_z_sd) if cfg.block_norms == "upstream" \
+                else cls_z_sd
 
         # 5: Sys-MoE; routing units are the token groups that share one gate.
+        gate_in = self._ln("ln_gate") if cfg.block_norms == "upstream" else (lambda v: v)
         valid_bc = obs_mask_bc
         if cfg.system_embedding == "cls":  # unit = one channel's sequence
-            units_gld, sys_gd, valid_g = x_sld, sys_sd, valid_bc.reshape(b * c)
+            units_gld, sys_gd, valid_g = z_sld, gate_in(cls_z_sd), valid_bc.reshape(b * c)
         elif cfg.system_embedding == "robot":  # unit = one sample
             w_bc1 = valid_bc.astype(jnp.float32)[..., None]
-            sys_gd = (jnp.sum(sys_sd.reshape(b, c, d) * w_bc1, axis=1)
+            sys_gd = (jnp.sum(gate_in(cls_z_sd).reshape(b, c, d) * w_bc1, axis=1)
                       / jnp.maximum(jnp.sum(w_bc1, axis=1), 1.0))
-            units_gld, valid_g = x_sld.reshape(b, c * t, d), jnp.any(valid_bc, axis=1)
+            units_gld, valid_g = z_sld.reshape(b, c * t, d), jnp.any(valid_bc, axis=1)
         else:  # "token": unit = one token
-            units_gld, sys_gd = x_sld.reshape(b * c * t, 1, d), x_sld.reshape(b * c * t, d)
+            units_gld = z_sld.reshape(b * c * t, 1, d)
+            sys_gd = gate_in(z_sld.reshape(b * c * t, d))
             valid_g = jnp.broadcast_to(valid_bc[:, :, None], (b, c, t)).reshape(-1)
         moe = SysMoE(d_model=d, d_expert=cfg.d_expert, num_experts=cfg.num_experts,
                      mode=cfg.moe_mode, top_k=cfg.top_k, capacity_factor=cfg.capacity_factor,
@@ -133,8 +159,8 @@ class WestWorldBlock(nn.Module):
                      expert_axis=cfg.expert_axis, token_axes=tuple(cfg.token_axes),
                      dtype=dt, param_dtype=pdt, name="moe")
         y_gld, aux = moe(units_gld, sys_gd, valid_g)
-        x_sld = self._ln("ln_moe")(x_sld + self._drop(y_gld.reshape(b * c, t, d)))
-        return x_sld.reshape(b, c, t, d), aux
+        x_sld = self._ln("ln_moe")(z_sld + y_gld.reshape(b * c, t, d))
+        return x_sld.reshape(b, c, t, d), cls_out_sd, aux
 
 
 def check_batch(batch: dict[str, Any], config: ModelConfig) -> None:
@@ -178,14 +204,15 @@ class WestWorld(nn.Module):
         batch = {**batch, "obs_mask": obs_mask_bc, "act_mask": act_mask_bc,
                  "time_mask": batch["time_mask"].astype(bool)}
         x_bctd, act_bctd = TokenEmbedding(cfg, name="embed")(batch)
-        if cfg.dropout_rate:
-            x_bctd = nn.Dropout(cfg.dropout_rate)(x_bctd, deterministic=not train)
 
         block_cls = nn.remat(WestWorldBlock) if cfg.remat else WestWorldBlock
         aux = jnp.zeros((), jnp.float32)
+        cls_sd = None
         for i in range(cfg.n_layers):
-            x_bctd, aux_i = block_cls(cfg, deterministic=not train, name=f"block_{i}")(
-                x_bctd, act_bctd, obs_mask_bc, act_mask_bc)
+            x_bctd, cls_out_sd, aux_i = block_cls(cfg, deterministic=not train,
+                                                  name=f"block_{i}")(
+                x_bctd, act_bctd, obs_mask_bc, act_mask_bc, cls_sd)
+            cls_sd = cls_out_sd if cfg.cls_from_previous_block else None
             aux = aux + aux_i
 
         logits_bctk = nn.Dense(cfg.num_bins, dtype=jnp.float32,
