@@ -1,19 +1,26 @@
 """Import outside trajectories (D4RL/Minari-style HDF5 or .npz) plus the robot's MJCF into a corpus.
 
   python -m westworld_jax.data.importers --robot my_robot.xml --data hopper-medium.hdf5 \
-      --out corpus/mine --name hopper-medium [--split pretrain]
+      --out corpus/mine --name hopper-medium [--split pretrain] [--overwrite]
 
 The file holds flat arrays `observations` [N, Co], `actions` [N, Ca] and episode ends `terminals`
 and/or `timeouts` [N] (D4RL layout; Minari-style `episode_ends` indices are accepted too). Columns
 must be the robot's channels in the robot's order (`python -m westworld_jax.robots describe FILE`
 prints them; D4RL's gym locomotion observations match). Episodes with NaN/inf are dropped and
-counted; nothing is silently padded or cut.
+counted; nothing is silently padded or cut. Episodes too short for a training window (history + 1
+steps) are kept but reported; if none is long enough the import fails.
+
+The environment is written into a staging directory next to it and renamed into place when
+complete: a failed import leaves nothing behind, and an existing environment is replaced only
+with --overwrite (never partly: its old shards and metadata go with it).
 """
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
-from absl import app, flags
+from absl import app, flags, logging
 import numpy as np
 
 from westworld_jax.data import shards
@@ -22,34 +29,44 @@ from westworld_jax.robots.robot import Robot
 from westworld_jax import cli
 
 
+DEFAULT_HISTORY = 50  # the data configs' history: a window needs more steps than this
+
+
 def read_arrays(path: str) -> dict[str, np.ndarray]:
   if not os.path.exists(path):
-    raise FileNotFoundError(f"data file '{path}' does not exist")
-  if path.endswith((".hdf5", ".h5")):
-    import h5py
-    with h5py.File(path, "r") as f:
-      return {k: np.asarray(f[k]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-  if path.endswith(".npz"):
-    with np.load(path) as z:
-      return {k: z[k] for k in z.files}
-  raise ValueError(f"'{path}': expected an .hdf5/.h5 (D4RL/Minari style) or .npz file")
+    raise shards.CorpusError(f"data file '{path}' does not exist")
+  try:
+    if path.endswith((".hdf5", ".h5")):
+      import h5py
+      with h5py.File(path, "r") as f:
+        return {k: np.asarray(f[k]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    if path.endswith(".npz"):
+      with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+  except (OSError, ValueError) as e:
+    raise shards.CorpusError(f"data file '{path}' is unreadable ({e}); is it a complete HDF5/.npz file?") from e
+  raise shards.CorpusError(f"'{path}': expected an .hdf5/.h5 (D4RL/Minari style) or .npz file")
 
 
 def split_episodes(arrays: dict[str, np.ndarray], robot: Robot, where: str) -> list[dict]:
   for key in ("observations", "actions"):
     if key not in arrays:
-      raise ValueError(f"{where} has no '{key}' array (found {sorted(arrays)}); D4RL layout expected")
+      raise shards.CorpusError(f"{where} has no '{key}' array (found {sorted(arrays)}); D4RL layout expected")
   obs, act = np.asarray(arrays["observations"]), np.asarray(arrays["actions"])
   if obs.ndim != 2 or act.ndim != 2 or len(obs) != len(act):
-    raise ValueError(f"{where}: observations {obs.shape} and actions {act.shape} must be [N, C] with equal N")
+    raise shards.CorpusError(f"{where}: observations {obs.shape} and actions {act.shape} must be [N, C] with equal N")
   if obs.shape[1] != robot.num_obs:
-    raise ValueError(f"{where} has {obs.shape[1]} observation columns but robot '{robot.name}' has "
-                     f"{robot.num_obs} observation channels; reorder/select columns to match "
-                     "`python -m westworld_jax.robots describe` (positions without global x/y, then velocities)")
+    raise shards.CorpusError(f"{where} has {obs.shape[1]} observation columns but robot '{robot.name}' has "
+                             f"{robot.num_obs} observation channels; reorder/select columns to match "
+                             "`python -m westworld_jax.robots describe` (positions without global x/y, then "
+                             "velocities)")
   if act.shape[1] != robot.num_act:
-    raise ValueError(f"{where} has {act.shape[1]} action columns but robot '{robot.name}' has "
-                     f"{robot.num_act} actuators")
+    raise shards.CorpusError(f"{where} has {act.shape[1]} action columns but robot '{robot.name}' has "
+                             f"{robot.num_act} actuators")
   n = len(obs)
+  if n == 0:
+    raise shards.CorpusError(f"{where} has no episodes (its observations and actions are empty): nothing to "
+                             "import")
   if "episode_ends" in arrays:
     ends = np.asarray(arrays["episode_ends"], np.int64)
   else:
@@ -63,12 +80,27 @@ def split_episodes(arrays: dict[str, np.ndarray], robot: Robot, where: str) -> l
   return [{"obs": obs[s:e].astype(np.float32), "act": act[s:e].astype(np.float32)} for s, e in zip(starts, ends)]
 
 
+def _describe(env_dir: str) -> str:
+  try:
+    meta = shards.load_metadata(env_dir)
+    return f" ({len(meta['episodes'])} episodes, behaviour '{meta.get('behaviour')}')"
+  except (shards.CorpusError, KeyError, TypeError):
+    return ""
+
+
 def import_file(robot_source: str, data_path: str, out_dir: str, name: str, split: str = "pretrain",
                 behaviour: str = "imported", episodes_per_shard: int = 64, min_length: int = 2,
-                val_fraction: float = 0.1) -> dict:
-  """Writes `out_dir/name/` in the corpus format and returns its metadata."""
+                val_fraction: float = 0.1, overwrite: bool = False, history: int = DEFAULT_HISTORY) -> dict:
+  """Writes `out_dir/name/` in the corpus format and returns its metadata.
+
+  Refuses an existing `out_dir/name` unless `overwrite`; episodes of at most `history` steps (no
+  training window) are kept with a warning, and the import fails if no episode is longer."""
   if split not in catalogue.SPLITS:
-    raise ValueError(f"split must be one of {catalogue.SPLITS}, got '{split}'")
+    raise shards.CorpusError(f"split must be one of {catalogue.SPLITS}, got '{split}'")
+  env_dir = os.path.join(out_dir, name)
+  if os.path.lexists(env_dir) and not overwrite:
+    raise shards.CorpusError(f"{env_dir} already exists{_describe(env_dir)}: pass --overwrite to replace it "
+                             "(its shards and metadata are removed) or choose another --name")
   robot = catalogue.load(robot_source)
   episodes = split_episodes(read_arrays(data_path), robot, data_path)
   counts = {"kept": 0, "unstable": 0, "too_short": 0}
@@ -81,12 +113,45 @@ def import_file(robot_source: str, data_path: str, out_dir: str, name: str, spli
     else:
       counts["kept"] += 1
       good.append(ep)
-  env_dir = os.path.join(out_dir, name)
-  num_shards = max(1, -(-len(good) // episodes_per_shard))
-  for s in range(num_shards):
-    part = good[s * episodes_per_shard:(s + 1) * episodes_per_shard]
-    shards.write_shard(env_dir, s, part, {"counts": counts if s == 0 else {}, "source": os.path.abspath(data_path)})
-  return shards.finalize(env_dir, name, robot, behaviour, split, num_shards, val_fraction)
+  lengths = sorted(len(ep["obs"]) for ep in episodes)
+  if not good:
+    raise shards.CorpusError(f"{data_path}: none of its {len(episodes)} episodes is usable ({counts['unstable']} "
+                             f"with NaN/inf values, {counts['too_short']} shorter than {min_length} steps; "
+                             f"lengths {_lengths(lengths)}): nothing imported")
+  short = sorted(len(ep["obs"]) for ep in good if len(ep["obs"]) <= history)
+  if len(short) == len(good):
+    raise shards.CorpusError(f"{data_path}: all {len(good)} usable episodes are too short for a training window "
+                             f"(more than history={history} steps needed; lengths {_lengths(short)}): nothing "
+                             "imported; import longer episodes (check the episode ends: terminals/timeouts/"
+                             "episode_ends) or pass a smaller --history to match the model")
+  if short:
+    logging.warning("%s: %d of %d episodes have at most history=%d steps and give no training window "
+                    "(lengths %s); they are imported but only longer episodes are trained on", data_path,
+                    len(short), len(good), history, _lengths(short))
+  if counts["unstable"] or counts["too_short"]:
+    logging.warning("%s: dropped %d episodes with NaN/inf values and %d shorter than %d steps", data_path,
+                    counts["unstable"], counts["too_short"], min_length)
+  made_out = not os.path.exists(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  stage = tempfile.mkdtemp(prefix=f".{name}.import-", dir=out_dir)
+  try:
+    num_shards = -(-len(good) // episodes_per_shard)
+    for s in range(num_shards):
+      part = good[s * episodes_per_shard:(s + 1) * episodes_per_shard]
+      shards.write_shard(stage, s, part, {"counts": counts if s == 0 else {}, "source": os.path.abspath(data_path)})
+    meta = shards.finalize(stage, name, robot, behaviour, split, num_shards, val_fraction, origin="import")
+    shards.verify_env(stage, meta)
+    shards.swap_in(stage, env_dir)
+  except BaseException:
+    shutil.rmtree(stage, ignore_errors=True)
+    if made_out and not os.listdir(out_dir):
+      os.rmdir(out_dir)
+    raise
+  return meta
+
+
+def _lengths(lengths: list[int], n: int = 10) -> str:
+  return ", ".join(map(str, lengths[:n])) + (f", ... ({len(lengths)} in all)" if len(lengths) > n else "")
 
 
 def main(argv):
@@ -94,7 +159,8 @@ def main(argv):
   for f in (_ROBOT, _DATA, _NAME):
     if not f.value:
       raise app.UsageError(f"--{f.name} is required")
-  meta = import_file(_ROBOT.value, _DATA.value, _OUT.value, _NAME.value, _SPLIT.value)
+  meta = import_file(_ROBOT.value, _DATA.value, _OUT.value, _NAME.value, _SPLIT.value,
+                     overwrite=_OVERWRITE.value, history=_HISTORY.value)
   print(f"imported {meta['counts']} episodes into {os.path.join(_OUT.value, _NAME.value)}")
 
 
@@ -105,4 +171,7 @@ if __name__ == "__main__":
   _OUT = flags.DEFINE_string("out", "corpus/imported", "Corpus directory to write into.")
   _NAME = flags.DEFINE_string("name", None, "Environment name (directory under --out).")
   _SPLIT = flags.DEFINE_enum("split", "pretrain", list(catalogue.SPLITS), "Which split the data belongs to.")
+  _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing environment of that name.")
+  _HISTORY = flags.DEFINE_integer("history", DEFAULT_HISTORY, "Model history: episodes of at most this many "
+                                  "steps give no training window (reported; an error if all are).")
   cli.run(main)

@@ -85,7 +85,8 @@ def _scale(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def load_env(cfg: PipelineConfig, env_id: int, name: str) -> EnvData:
   env_dir = os.path.join(cfg.corpus_dir, name)
-  meta = shards.load_metadata(env_dir)
+  # Shards that disagree with the metadata would be read as other episodes (or crash in grain later).
+  meta = shards.verify_env(env_dir)
   want_val = cfg.split == "val"
   if cfg.split not in ("train", "val"):
     raise ValueError(f"split must be 'train' or 'val', got '{cfg.split}'")
@@ -117,7 +118,8 @@ def bucket_of(n: int, buckets: Sequence[int], what: str, env: str) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _episode_reader(env_dir: str, num_shards: int) -> grain.sources.ArrayRecordDataSource:
+def _episode_reader(env_dir: str, num_shards: int, stamp: tuple) -> grain.sources.ArrayRecordDataSource:
+  del stamp  # part of the key only: a replaced environment directory gets a fresh reader
   paths = [shards.shard_path(env_dir, s) for s in range(num_shards)]
   return grain.sources.ArrayRecordDataSource(paths)
 
@@ -128,6 +130,8 @@ class WindowLoader:
   def __init__(self, env: EnvData, cfg: PipelineConfig, obs_cap: int, act_cap: int):
     self.env, self.cfg, self.obs_cap, self.act_cap = env, cfg, obs_cap, act_cap
     meta = env.meta
+    st = os.stat(os.path.join(env.env_dir, shards.METADATA))
+    self.stamp = (os.stat(env.env_dir).st_ino, st.st_ino, st.st_mtime_ns)
     # Global record index of (shard, index): shards are concatenated by the data source.
     counts = np.bincount([e["shard"] for e in meta["episodes"]], minlength=meta["num_shards"])
     self.offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -145,7 +149,7 @@ class WindowLoader:
 
   def __call__(self, window: np.ndarray) -> dict:
     shard, index, start, length = (int(v) for v in window)
-    src = _episode_reader(self.env.env_dir, self.env.meta["num_shards"])
+    src = _episode_reader(self.env.env_dir, self.env.meta["num_shards"], self.stamp)
     ep = shards.decode_episode(src[int(self.offsets[shard]) + index])
     T = self.cfg.window
     obs = ep["obs"][start:start + length]

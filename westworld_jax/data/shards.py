@@ -4,6 +4,10 @@
   CORPUS/<env>/shard-00003.json           written last (atomically): the shard is complete
   CORPUS/<env>/metadata.json              robot, channels, structure, dt, splits, statistics
 
+An environment is built in a staging directory next to it (CORPUS/.<env>.<tag>) and renamed into
+place when complete, so CORPUS/<env> is either the old environment or the new one, never a mix.
+Readers check every shard's record count against the metadata (`verify_env`) before using it.
+
 Statistics (per-channel min/max for min-max normalisation) come from the environment's training
 episodes only; validation episodes are whole held-out episodes (chosen by a hash of the episode
 key, so the split does not depend on how many shards exist).
@@ -14,6 +18,8 @@ import glob
 import hashlib
 import json
 import os
+import re
+import shutil
 
 import numpy as np
 from array_record.python import array_record_module
@@ -34,8 +40,72 @@ def shard_path(env_dir: str, shard: int) -> str:
   return os.path.join(env_dir, f"shard-{shard:05d}.array_record")
 
 
+def marker_path(env_dir: str, shard: int) -> str:
+  return shard_path(env_dir, shard)[: -len(".array_record")] + ".json"
+
+
 def shard_done(env_dir: str, shard: int) -> bool:
-  return os.path.exists(shard_path(env_dir, shard)[: -len(".array_record")] + ".json")
+  return os.path.exists(marker_path(env_dir, shard))
+
+
+def read_marker(env_dir: str, shard: int) -> dict | None:
+  try:
+    with open(marker_path(env_dir, shard)) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError):
+    return {}  # unreadable marker: the shard does not verify
+
+
+def shard_files(env_dir: str) -> dict[int, list[str]]:
+  """Shard number -> its files (records and/or marker) present in env_dir."""
+  out: dict[int, list[str]] = {}
+  for path in glob.glob(os.path.join(env_dir, "shard-*")):
+    m = re.fullmatch(r"shard-(\d+)\.(array_record|json)", os.path.basename(path))
+    if m:
+      out.setdefault(int(m.group(1)), []).append(path)
+  return out
+
+
+def num_records(env_dir: str, shard: int) -> int | None:
+  """The shard's record count from its footer (cheap); None if the file is missing or unreadable.
+  A truncated file opens with 0 records, so callers compare against the expected count."""
+  path = shard_path(env_dir, shard)
+  if not os.path.isfile(path):
+    return None
+  try:
+    reader = array_record_module.ArrayRecordReader(path)
+    try:
+      return int(reader.num_records())
+    finally:
+      reader.close()
+  except (RuntimeError, OSError, ValueError):
+    return None
+
+
+def shard_problem(env_dir: str, shard: int, full: bool = False) -> str | None:
+  """Why the shard is not complete and intact (None if it is): marker present, records readable
+  and as many as the marker's lengths; `full` also decodes every record and checks the lengths."""
+  marker = read_marker(env_dir, shard)
+  if marker is None:
+    return "no completion marker"
+  lengths = marker.get("lengths")
+  if not isinstance(lengths, list):
+    return f"unreadable marker {marker_path(env_dir, shard)}"
+  n = num_records(env_dir, shard)
+  if n is None:
+    return f"{shard_path(env_dir, shard)} is missing or unreadable"
+  if n != len(lengths):
+    return f"{shard_path(env_dir, shard)} holds {n} records but its marker lists {len(lengths)} (truncated?)"
+  if full:
+    try:
+      got = [int(len(ep["obs"])) for ep in read_shard(env_dir, shard)]
+    except CorpusError as e:
+      return str(e)
+    if got != lengths:
+      return f"{shard_path(env_dir, shard)}: episode lengths differ from its marker"
+  return None
 
 
 def encode_episode(ep: dict) -> bytes:
@@ -72,11 +142,17 @@ def write_shard(env_dir: str, shard: int, episodes: list[dict], info: dict) -> N
 
 
 def read_shard(env_dir: str, shard: int) -> list[dict]:
-  reader = array_record_module.ArrayRecordReader(shard_path(env_dir, shard))
+  path = shard_path(env_dir, shard)
+  if not os.path.isfile(path):
+    raise CorpusError(f"{path} is missing")
   try:
-    return [decode_episode(r) for r in reader.read_all()]
-  finally:
-    reader.close()
+    reader = array_record_module.ArrayRecordReader(path)
+    try:
+      return [decode_episode(r) for r in reader.read_all()]
+    finally:
+      reader.close()
+  except (RuntimeError, OSError, ValueError) as e:
+    raise CorpusError(f"{path} is unreadable ({str(e).splitlines()[0][:200]})") from e
 
 
 def episode_key(env_name: str, shard: int, index: int) -> float:
@@ -91,14 +167,17 @@ def is_validation(env_name: str, shard: int, index: int, val_fraction: float) ->
 
 
 def finalize(env_dir: str, env_name: str, robot: Robot, behaviour: str, split: str, num_shards: int,
-             val_fraction: float) -> dict:
-  """Computes statistics over the training episodes and writes metadata.json."""
+             val_fraction: float, origin: str = "") -> dict:
+  """Computes statistics over the training episodes and writes metadata.json.
+
+  `origin` ('collect', 'import' or '') picks the advice in error messages (what would fix it)."""
   markers = sorted(glob.glob(os.path.join(env_dir, "shard-*.json")))
   if len(markers) != num_shards:
-    raise CorpusError(f"{env_dir}: {len(markers)} of {num_shards} shards are complete; rerun the collector")
+    raise CorpusError(f"environment '{env_name}': {len(markers)} of {num_shards} shards are complete; "
+                      f"{remedy({'env': env_name, 'origin': origin})}")
   episodes, ranges, counts = [], [], {}  # ranges: per-episode (obs min, obs max, act min, act max)
   for shard in range(num_shards):
-    with open(os.path.join(env_dir, f"shard-{shard:05d}.json")) as f:
+    with open(marker_path(env_dir, shard)) as f:
       info = json.load(f)
     for k, v in info.get("counts", {}).items():
       counts[k] = counts.get(k, 0) + v
@@ -118,11 +197,15 @@ def finalize(env_dir: str, env_name: str, robot: Robot, behaviour: str, split: s
       lo, hi = np.minimum(lo, omin), np.maximum(hi, omax)
       alo, ahi = np.minimum(alo, amin), np.maximum(ahi, amax)
   if not episodes:
-    raise CorpusError(f"{env_dir}: no episode survived the checks ({counts}); see EpisodeChecks in the "
-                      "data config (max_abs_qvel, fall_fraction, min_length) or the robot's stability")
+    if origin == "collect":
+      raise CorpusError(f"environment '{env_name}': no episode survived the checks ({counts}); see "
+                        "EpisodeChecks in the data config (max_abs_qvel, fall_fraction, min_length) or the "
+                        "robot's stability")
+    raise CorpusError(f"environment '{env_name}': no usable episode ({counts})")
   if not np.isfinite(lo).all():
-    raise CorpusError(f"{env_dir}: no training episodes were kept (all dropped or validation); collect "
-                      "more episodes or lower val_fraction")
+    more = "collect more episodes" if origin == "collect" else "use more episodes"
+    raise CorpusError(f"environment '{env_name}': no training episodes were kept (all dropped or "
+                      f"validation); {more} or lower val_fraction")
   meta = {
       "format": FORMAT_VERSION,
       "env": env_name,
@@ -136,6 +219,7 @@ def finalize(env_dir: str, env_name: str, robot: Robot, behaviour: str, split: s
       "act_kind": robot.act_kinds().tolist(),
       "stats": {"obs_min": lo.tolist(), "obs_max": hi.tolist(), "act_min": alo.tolist(), "act_max": ahi.tolist()},
       "num_shards": num_shards,
+      "origin": origin,
       "episodes": episodes,
       "counts": counts,
   }
@@ -145,13 +229,95 @@ def finalize(env_dir: str, env_name: str, robot: Robot, behaviour: str, split: s
   return meta
 
 
+def remedy(meta: dict) -> str:
+  """What rebuilds an environment, by how it was made."""
+  name = meta.get("env", "?")
+  if meta.get("origin") == "import":
+    return (f"re-import it: `python -m westworld_jax.data.importers --name {name} --overwrite ...` "
+            "(same --robot/--data/--out)")
+  if meta.get("origin") == "collect":
+    return ("rerun `python -m westworld_jax.data.collect --config <the data config>` with this corpus_dir "
+            "(it redoes shards that do not verify)")
+  return "regenerate this environment with the command that wrote it"
+
+
 def load_metadata(env_dir: str) -> dict:
   path = os.path.join(env_dir, METADATA)
   if not os.path.exists(path):
     raise CorpusError(f"{env_dir} has no {METADATA}: the environment was not (fully) collected; run "
-                      "`python -m westworld_jax.data.collect --config experiments/data.py` (it resumes)")
-  with open(path) as f:
-    meta = json.load(f)
-  if meta.get("format") != FORMAT_VERSION:
-    raise CorpusError(f"{path} has format {meta.get('format')}, expected {FORMAT_VERSION}: recollect it")
+                      "`python -m westworld_jax.data.collect --config experiments/data.py` (it resumes), or import it "
+                      "with `python -m westworld_jax.data.importers`")
+  try:
+    with open(path) as f:
+      meta = json.load(f)
+  except (OSError, ValueError) as e:
+    raise CorpusError(f"{path} is unreadable ({e}): regenerate the environment (rerun the collector, or "
+                      "re-import with --overwrite)") from e
+  if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+    got = meta.get("format") if isinstance(meta, dict) else None
+    raise CorpusError(f"{path} has format {got}, expected {FORMAT_VERSION}: recollect it")
   return meta
+
+
+def verify_env(env_dir: str, meta: dict | None = None) -> dict:
+  """Checks that the shards on disk are the ones metadata.json describes: every listed shard exists,
+  is readable and holds as many records as the metadata lists episodes (with indices 0..n-1 and the
+  lengths its marker recorded), and no other shard file is present. Reads only shard footers and
+  markers. Raises CorpusError naming the environment, the shard file and the fix; returns meta."""
+  meta = load_metadata(env_dir) if meta is None else meta
+  name = meta.get("env") or os.path.basename(os.path.normpath(env_dir))
+  where = f"environment '{name}' ({env_dir})"
+
+  def fail(msg):
+    raise CorpusError(f"{where}: {msg}; {remedy({**meta, 'env': name})}")
+
+  try:
+    num_shards = int(meta["num_shards"])
+    listed: dict[int, list[tuple[int, int]]] = {}
+    for e in meta["episodes"]:
+      listed.setdefault(int(e["shard"]), []).append((int(e["index"]), int(e["length"])))
+  except (KeyError, TypeError, ValueError) as e:
+    fail(f"{METADATA} is malformed ({type(e).__name__}: {e})")
+  outside = sorted(s for s in listed if not 0 <= s < num_shards)
+  if outside:
+    fail(f"{METADATA} lists episodes of shard {outside[0]} but num_shards is {num_shards}")
+  stray = sorted(s for s in shard_files(env_dir) if not 0 <= s < num_shards)
+  if stray:
+    fail(f"{shard_path(env_dir, stray[0])} is not part of {METADATA} ({num_shards} shards): the directory "
+         "mixes two corpora")
+  for s in range(num_shards):
+    path = shard_path(env_dir, s)
+    eps = sorted(listed.get(s, []))
+    if [i for i, _ in eps] != list(range(len(eps))):
+      fail(f"{METADATA} lists episode indices {[i for i, _ in eps][:8]} for {path}, expected 0..{len(eps) - 1}")
+    n = num_records(env_dir, s)
+    if n is None:
+      fail(f"shard file {path} is missing or unreadable")
+    if n != len(eps):
+      fail(f"shard file {path} holds {n} records but {METADATA} lists {len(eps)} episodes for it "
+           "(truncated shard or stale metadata)")
+    marker = read_marker(env_dir, s)
+    if marker and isinstance(marker.get("lengths"), list) and marker["lengths"] != [l for _, l in eps]:
+      fail(f"episode lengths in {METADATA} for {path} differ from those written with the shard")
+  return meta
+
+
+def staging_dir(env_dir: str, tag: str) -> str:
+  """A sibling of env_dir (same filesystem, so it can be renamed into place), hidden by its dot."""
+  parent, name = os.path.split(os.path.normpath(env_dir))
+  return os.path.join(parent, f".{name}.{tag}")
+
+
+def swap_in(stage: str, env_dir: str) -> None:
+  """Puts the complete environment `stage` at env_dir, replacing what is there. Each rename is
+  atomic; between the two, env_dir is briefly absent (readers then see 'no metadata', never a mix)."""
+  env_dir = os.path.normpath(env_dir)
+  if not os.path.lexists(env_dir):
+    os.rename(stage, env_dir)
+    return
+  old = staging_dir(env_dir, f"old-{os.getpid()}")
+  if os.path.lexists(old):
+    shutil.rmtree(old)
+  os.rename(env_dir, old)
+  os.rename(stage, env_dir)
+  shutil.rmtree(old, ignore_errors=True)
