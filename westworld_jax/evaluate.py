@@ -151,7 +151,7 @@ def load_checkpoint(workdir: str, label: str | None = None) -> Checkpoint:
   ck.close()
   if step is None:
     raise FileNotFoundError(f"--checkpoint {workdir} holds no checkpoint yet")
-  model, params, stats = load_for_inference(workdir, step)
+  model, params, stats, step = load_for_inference(workdir, None, with_step=True)
   return Checkpoint(label or run_cfg["model"]["name"], workdir, model, params, stats, run_cfg, step)
 
 
@@ -526,7 +526,7 @@ def evaluate(cfg, checkpoints: Sequence[tuple[str | None, str]], outdir: str, ro
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
+  logs.project_logging()
   enable_compilation_cache()
   cfg = _CONFIG.value
   checkpoints = parse_checkpoints(_CHECKPOINT.value or cfg.checkpoints)

@@ -23,6 +23,7 @@ from absl import app, flags, logging
 
 from westworld_jax import evaluate as ev
 from westworld_jax.training import data as data_lib
+from westworld_jax.training import logs
 from westworld_jax.training import loop
 from westworld_jax import cli
 
@@ -176,7 +177,7 @@ def scaling(cfg, outdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
+  logs.project_logging()
   ev.enable_compilation_cache()
   t0 = time.perf_counter()
   scaling(_CONFIG.value, _WORKDIR.value)

@@ -11,6 +11,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from westworld_jax.training import logs
 from westworld_jax.training.loop import TrainResult, load_for_inference, train
 from westworld_jax import cli
 
@@ -28,7 +29,7 @@ def main(argv):
   os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
   from westworld_jax.training.loop import maybe_initialize_distributed
   maybe_initialize_distributed(_CONFIG.value)  # before any other JAX call
-  logging.set_verbosity(logging.INFO)
+  logs.project_logging()
   result = train(_CONFIG.value, _WORKDIR.value)
   msg = f"stopped at step {result.step}; rerun to continue" if result.stopped_early else f"done at step {result.step}"
   last = next((r for r in reversed(result.rows) if "loss" in r), None)

@@ -29,6 +29,7 @@ from westworld_jax.training import logs
 from westworld_jax.training import mesh as mesh_lib
 from westworld_jax.training import state as state_lib
 from westworld_jax.training import step as step_lib
+from westworld_jax.training import validate
 from westworld_jax.data import pipeline
 from westworld_jax import cli
 
@@ -146,15 +147,15 @@ class Validator:
 def _check_config(cfg, model, mesh) -> None:
   d = cfg.data
   if d.history != model.history:
-    raise ValueError(f"data.history={d.history} but the model's history is {model.history}: set "
+    raise validate.ConfigError(f"data.history={d.history} but the model's history is {model.history}: set "
                      "--config.model.history to match (or the other way round)")
   if d.history + d.horizon > getattr(model.config, "max_steps", d.history + d.horizon):
-    raise ValueError(f"windows of {d.history + d.horizon} steps exceed model.max_steps="
+    raise validate.ConfigError(f"windows of {d.history + d.horizon} steps exceed model.max_steps="
                      f"{model.config.max_steps}: raise --config.model.max_steps")
   shards = mesh_lib.batch_shards(mesh)
   for name, b in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)):
     if b % shards or b % jax.process_count():
-      raise ValueError(f"{name}={b} must be divisible by the {shards} batch shards of the mesh "
+      raise validate.ConfigError(f"{name}={b} must be divisible by the {shards} batch shards of the mesh "
                        f"{dict(mesh.shape)} and by the {jax.process_count()} processes")
 
 
@@ -168,11 +169,11 @@ def check_corpus_fits_model(data_cfg, envs: list[str], model) -> None:
     for field, cols in bounds.items():
       limit = getattr(cfg, field, None)
       if limit is not None and len(struct) and int(struct[:, cols].max()) >= limit:
-        raise ValueError(f"environment '{name}' has structural index {int(struct[:, cols].max())} but "
+        raise validate.ConfigError(f"environment '{name}' has structural index {int(struct[:, cols].max())} but "
                          f"model.{field}={limit}: raise --config.model.{field}")
     kinds = meta["obs_kind"] + meta["act_kind"]
     if getattr(cfg, "num_kinds", None) is not None and kinds and max(kinds) >= cfg.num_kinds:
-      raise ValueError(f"environment '{name}' has channel kind {max(kinds)} but model.num_kinds="
+      raise validate.ConfigError(f"environment '{name}' has channel kind {max(kinds)} but model.num_kinds="
                        f"{cfg.num_kinds}: raise --config.model.num_kinds")
 
 
@@ -180,33 +181,39 @@ def _write_run_files(cfg, workdir: str, envs: list[str], model) -> None:
   if jax.process_index() != 0:
     return
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, ckpt_lib.RUN_FILE), "w") as f:
-    f.write(cfg.to_json_best_effort(indent=2))
+  # The latest invocation's config; each checkpoint keeps the config it was written with.
+  _write_atomic(os.path.join(workdir, ckpt_lib.RUN_FILE), cfg.to_json_best_effort(indent=2))
   stats = {}
   for name in envs:
     meta = data_lib.shards.load_metadata(os.path.join(cfg.data.corpus_dir, name))
     stats[name] = {"robot": meta["robot"]["name"], "stats": meta["stats"],
                    "obs_channels": [c["name"] for c in meta["robot"]["obs_channels"]],
                    "act_channels": [c["name"] for c in meta["robot"]["act_channels"]]}
-  with open(os.path.join(workdir, "data_stats.json"), "w") as f:
-    json.dump(stats, f)
+  _write_atomic(os.path.join(workdir, "data_stats.json"), json.dumps(stats))
+
+
+def _write_atomic(path: str, text: str) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
 
 
 def _init_from(cfg, state, shardings) -> Any:
   """Replaces the fresh params by those of another run's latest checkpoint (fine-tuning)."""
   src = ckpt_lib.Checkpointer(cfg.init_from, async_save=False)
-  step = src.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"init_from={cfg.init_from} has no checkpoint under {src.directory}")
   abstract = ckpt_lib.with_shardings(jax.eval_shape(lambda: state), shardings)
-  restored = src.manager.restore(step, args=ckpt_lib.ocp.args.Composite(
-      state=ckpt_lib.ocp.args.StandardRestore(abstract)))["state"]
+  found = src.restore_latest(abstract, None, None)
   src.close()
+  if found is None:
+    raise FileNotFoundError(f"init_from={cfg.init_from} has no checkpoint under {src.directory}")
+  restored, step, _ = found
   logging.info("initialised params from %s (step %d)", cfg.init_from, step)
   return {**state, "params": restored["params"]}
 
 
 def train(cfg, workdir: str) -> TrainResult:
+  validate.check_training_config(cfg)
   maybe_initialize_distributed(cfg)
   workdir = os.path.abspath(workdir)
   model = build_model(cfg.model)
@@ -216,15 +223,25 @@ def train(cfg, workdir: str) -> TrainResult:
   check_corpus_fits_model(cfg.data, envs, model)
   tx, schedule = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
   identity = ckpt_lib.run_identity(cfg.model.name, model.config, cfg.data, envs)
+  config = ckpt_lib.config_dict(cfg)
+  record = ckpt_lib.run_record(identity, config)
 
   iterator = pipeline.make_iterator(data_lib.pipeline_config(cfg.data, envs, cfg.seed))
   abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh)
   shardings = mesh_lib.state_shardings(abstract, mesh, state_lib.expert_parallel(model))
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
-  latest = ckpt.latest_step()
   with jax.set_mesh(mesh):
-    if latest is not None:
-      state = ckpt.restore(latest, ckpt_lib.with_shardings(abstract, shardings), iterator, identity)
+    try:
+      found = ckpt.restore_latest(ckpt_lib.with_shardings(abstract, shardings), iterator, identity)
+    except BaseException:
+      ckpt.close(quiet=True)
+      raise
+    if found is not None:
+      state, latest, saved = found
+      changes = ckpt_lib.check_resume_config(saved.get("config"), config, latest, ckpt.directory)
+      if changes:
+        logging.warning("resuming step %d of %s with a changed config (each checkpoint keeps the config it "
+                        "was written with):\n  %s", latest, ckpt.directory, "\n  ".join(changes))
       logging.info("resumed from %s step %d", ckpt.directory, latest)
     else:
       state, _ = state_lib.create_sharded_state(model, tx, cfg.seed, mesh)
@@ -307,23 +324,30 @@ def train(cfg, workdir: str) -> TrainResult:
             rows.append(writer.write(s, val))
             bar.write(f"step {s}: " + ", ".join(f"{k}={v:.4f}" for k, v in val.items() if "/" not in k))
         if save:
-          ckpt.save(s, state, iterator, identity, force=True)
+          ckpt.save(s, state, iterator, record, force=True)
         if preempted["flag"]:
           bar.write(f"SIGTERM: saved step {s} in {ckpt.directory}; rerun the same command to resume")
           break
       drain()
     stopped_early = s < cfg.total_steps
-  finally:
+  except BaseException:
     bar.close()
-    ckpt.close()
+    ckpt.close(quiet=True)  # the error in flight is the one to report
+    raise
+  else:
+    bar.close()
+    ckpt.close()  # raises CheckpointSaveError when the last asynchronous save failed
+  finally:
     writer.close()
     if old_handler is not None:
       signal.signal(signal.SIGTERM, old_handler)
   return TrainResult(state, s, rows, val, stopped_early)
 
 
-def load_for_inference(workdir: str, step: int | None = None):
-  """(WorldModel, params, data_stats) from a training workdir, on the default device.
+def load_for_inference(workdir: str, step: int | None = None, with_step: bool = False):
+  """(WorldModel, params, data_stats) from a training workdir, on the default device; with_step:
+  (WorldModel, params, data_stats, step). step None: the newest step that restores (a damaged
+  newer one is skipped with a warning).
 
   data_stats: {environment: {"robot", "stats": {obs_min, obs_max, act_min, act_max}, "obs_channels",
   "act_channels"}} of the training environments (their normalisation).
@@ -341,14 +365,19 @@ def load_for_inference(workdir: str, step: int | None = None):
   model = build_model(ml_collections.ConfigDict(model_cfg))
   tx, _ = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
   ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
-  step = ckpt.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"{ckpt.directory} holds no checkpoint")
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "expert": 1}), jax.devices()[:1])
   abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh)
   shardings = mesh_lib.state_shardings(abstract, mesh, expert_parallel=False)
-  state = ckpt.restore(step, ckpt_lib.with_shardings(abstract, shardings), None, None)
-  ckpt.close()
+  try:
+    if step is None:
+      found = ckpt.restore_latest(ckpt_lib.with_shardings(abstract, shardings), None, None)
+      if found is None:
+        raise FileNotFoundError(f"{ckpt.directory} holds no checkpoint")
+      state, step, _ = found
+    else:
+      state = ckpt.restore(step, ckpt_lib.with_shardings(abstract, shardings), None, None)
+  finally:
+    ckpt.close(quiet=True)
   with open(os.path.join(workdir, "data_stats.json")) as f:
     stats = json.load(f)
-  return model, state["params"], stats
+  return (model, state["params"], stats, step) if with_step else (model, state["params"], stats)

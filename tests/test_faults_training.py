@@ -1,0 +1,184 @@
+"""Injected faults in training: damaged checkpoints (fall back to the newest step that restores),
+a changed config on resume (optimizer changes reported field by field and kept per checkpoint,
+model changes refused), bad numeric fields, a disk full during a save, a checkpoint of another
+version, and the command line's one-line errors."""
+import errno
+import glob
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from tests.test_train import REPO_ROOT, _cfg, _rows
+from westworld_jax.training import checkpoint as ckpt_lib
+from westworld_jax.training import loop
+from westworld_jax.training import validate
+
+NO_EVAL = {"eval.every": 10**6}  # no validation: one compilation less per run
+
+
+def _c(corpus, **overrides):
+  return _cfg(corpus, **{**NO_EVAL, **overrides})
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+  """A run stopped at step 4 with checkpoints 2 and 4 (kept pristine; tests copy it)."""
+  root = tmp_path_factory.mktemp("faults")
+  corpus, wd = root / "corpus", str(root / "base")
+  loop.train(_c(corpus, max_steps_per_run=4), wd)
+  return {"root": root, "corpus": corpus, "dir": wd}
+
+
+def _copy(base, name):
+  dst = str(base["root"] / name)
+  shutil.copytree(base["dir"], dst)
+  return dst
+
+
+def _truncate_largest(wd, step):
+  path = max(glob.glob(os.path.join(wd, "checkpoints", str(step), "state", "ocdbt.process_0", "d", "*")),
+             key=os.path.getsize)
+  with open(path, "r+b") as f:
+    f.truncate(1000)
+
+
+def _steps(wd):
+  return sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit())
+
+
+def _warnings(caplog):
+  return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+@pytest.mark.timeout(120)
+def test_truncated_latest_checkpoint_falls_back_to_the_older_one(base, caplog):
+  wd = _copy(base, "truncated")
+  _truncate_largest(wd, 4)
+  with caplog.at_level(logging.WARNING):
+    res = loop.train(_c(base["corpus"], max_steps_per_run=1), wd)
+  assert res.step == 3
+  assert "checkpoint step 4" in _warnings(caplog) and "resuming from step 2 instead" in _warnings(caplog)
+  assert os.path.isdir(os.path.join(wd, ckpt_lib.DAMAGED_DIR, "4"))  # kept, out of the way
+  assert _steps(wd) == [2, 3]
+  ref, rows = _rows(base["dir"]), _rows(wd)  # step 3 again: same data, same loss
+  assert rows[3]["data_crc"] == ref[3]["data_crc"] and rows[3]["loss"] == ref[3]["loss"]
+
+
+@pytest.mark.timeout(60)
+def test_every_checkpoint_damaged_is_one_error_listing_them(base):
+  wd = _copy(base, "all_damaged")
+  _truncate_largest(wd, 4)
+  with open(os.path.join(wd, "checkpoints", "2", "state", "_METADATA"), "r+b") as f:
+    f.truncate(100)
+  with pytest.raises(ckpt_lib.CheckpointDamagedError,
+                     match=r"(?s)no checkpoint in .* can be restored:\n  step 4 .*OUT_OF_RANGE.*\n  step 2 .*2/state/_METADATA"):
+    loop.train(_c(base["corpus"], max_steps_per_run=1), wd)
+  assert _steps(wd) == [2, 4]  # nothing moved or deleted
+
+
+@pytest.mark.timeout(60)
+def test_truncated_metadata_file_is_named(base, caplog):
+  wd = _copy(base, "metadata")
+  path = os.path.join(wd, "checkpoints", "4", "run", "metadata")
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+  with caplog.at_level(logging.WARNING):
+    _, _, _, step = loop.load_for_inference(wd, with_step=True)
+  assert step == 2
+  assert f"{path} is not valid JSON (truncated?)" in _warnings(caplog)
+
+
+@pytest.mark.timeout(120)
+def test_changed_lr_is_reported_and_each_checkpoint_keeps_its_config(base, caplog):
+  wd = _copy(base, "lr")
+  with caplog.at_level(logging.WARNING):
+    res = loop.train(_c(base["corpus"], max_steps_per_run=1, **{"optim.lr": 0.004}), wd)
+  assert res.step == 5
+  assert "optim.lr: 0.002 -> 0.004" in _warnings(caplog)
+  assert "max_steps_per_run" not in _warnings(caplog)  # per invocation, not a change of the run
+  ck = ckpt_lib.Checkpointer(wd, async_save=False)
+  assert ck.read_record(4)["config"]["optim"]["lr"] == 0.002
+  assert ck.read_record(5)["config"]["optim"]["lr"] == 0.004
+  ck.close()
+  with open(os.path.join(wd, ckpt_lib.RUN_FILE)) as f:
+    assert json.load(f)["optim"]["lr"] == 0.004
+
+
+@pytest.mark.timeout(60)
+def test_changed_model_or_seed_is_refused(base):
+  wd = _copy(base, "model")
+  rate = _c(base["corpus"]).model.dropout_rate
+  with pytest.raises(ckpt_lib.CheckpointMismatchError, match=rf"model\.dropout_rate: checkpoint {rate} vs config {rate + 0.25}"):
+    loop.train(_c(base["corpus"], **{"model.dropout_rate": rate + 0.25}), wd)
+  with pytest.raises(ckpt_lib.CheckpointMismatchError, match=r"seed: 0 -> 1"):
+    loop.train(_c(base["corpus"], seed=1), wd)
+  assert _steps(wd) == [2, 4]
+
+
+def test_numeric_fields_are_checked_before_any_work(tmp_path):
+  corpus = tmp_path / "no_corpus"  # nothing is generated: the check comes first
+  with pytest.raises(validate.ConfigError, match=r"^data\.batch_size must be > 0 \(got 0\)$"):
+    loop.train(_c(corpus, **{"data.batch_size": 0}), str(tmp_path / "w"))
+  with pytest.raises(validate.ConfigError, match=r"total_steps must be > 0.*optim\.lr must be >= 0.*log\.every must be > 0"):
+    loop.train(_c(corpus, total_steps=0, **{"optim.lr": -1.0, "log.every": 0}), str(tmp_path / "w"))
+  assert not os.path.exists(corpus) and not os.path.exists(tmp_path / "w")
+
+
+@pytest.mark.timeout(150)
+def test_disk_full_during_a_save_stops_cleanly_and_the_rerun_resumes(base, monkeypatch):
+  from orbax.checkpoint._src.handlers import json_checkpoint_handler as json_handler
+  wd = _copy(base, "disk_full")
+
+  def full(self, x, directory):
+    raise OSError(errno.ENOSPC, "No space left on device")
+  monkeypatch.setattr(json_handler.JsonCheckpointHandler, "_save_fn", full)
+  with pytest.raises(ckpt_lib.CheckpointSaveError,
+                     match=r"saving checkpoint step 5 .*No space left on device.*intact \(latest: step 4\)"):
+    loop.train(_c(base["corpus"], max_steps_per_run=1), wd)
+  monkeypatch.undo()
+  assert _steps(wd) == [2, 4]
+  res = loop.train(_c(base["corpus"], max_steps_per_run=1), wd)
+  assert res.step == 5 and _steps(wd) == [2, 4, 5]
+  assert not glob.glob(os.path.join(wd, "checkpoints", "*tmp*"))  # the partial save is gone
+
+
+@pytest.mark.timeout(60)
+def test_checkpoint_of_another_version_is_refused_clearly(base, monkeypatch):
+  wd = _copy(base, "version")
+  path = os.path.join(wd, "checkpoints", "4", "run", "metadata")
+  with open(path) as f:
+    record = json.load(f)
+  with open(path, "w") as f:
+    json.dump({**record, "format": 99, "version": "9.9"}, f)
+  with pytest.raises(ckpt_lib.CheckpointMismatchError, match=r"format 99 \(written by westworld_jax 9\.9\).*new --workdir"):
+    loop.train(_c(base["corpus"]), wd)
+  with open(path, "w") as f:
+    json.dump(record, f)
+
+  # A param tree of another structure (as a version that renamed a layer would build).
+  real = loop.state_lib.abstract_state
+
+  def renamed(*args):
+    s = real(*args)
+    return {**s, "params": {**s["params"], "extra": jax.ShapeDtypeStruct((3,), "float32")}}
+  monkeypatch.setattr(loop.state_lib, "abstract_state", renamed)
+  with pytest.raises(ckpt_lib.CheckpointMismatchError,
+                     match=r"(?s)params\.extra: in this model, not in the checkpoint.*another version.*new --workdir"):
+    loop.train(_c(base["corpus"]), wd)
+  assert _steps(wd) == [2, 4]
+
+
+@pytest.mark.timeout(120)
+def test_cli_prints_one_error_line_and_exits_2(tmp_path):
+  cmd = [sys.executable, "-m", "westworld_jax.train", "--config", "experiments/pretrain.py:tiny",
+         f"--workdir={tmp_path / 'w'}", "--config.data.batch_size=0"]
+  proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=110)
+  lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+  assert proc.returncode == 2, proc.stdout + proc.stderr
+  assert lines == ["error: data.batch_size must be > 0 (got 0)"], lines
