@@ -152,7 +152,7 @@ def collect_environment(cfg, env: catalogue.EnvSpec, bar: tqdm.tqdm | None = Non
       continue
     for d in (stage,) if overwrite else (env_dir, stage):
       if shards.shard_files(d).get(s):
-        logging.warning("environment %s: shard %s does not verify (%s); redoing it", env.name,
+        logging.warning("environment %s: %s does not verify (%s); redoing the shard", env.name,
                         shards.shard_path(d, s), problem(d, s))
         break
     _remove_shard(stage, s)

@@ -135,6 +135,9 @@ def import_file(robot_source: str, data_path: str, out_dir: str, name: str, spli
   os.makedirs(out_dir, exist_ok=True)
   stage = tempfile.mkdtemp(prefix=f".{name}.import-", dir=out_dir)
   try:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stage, 0o777 & ~umask)  # mkdtemp's 0700 would stay on the environment directory
     num_shards = -(-len(good) // episodes_per_shard)
     for s in range(num_shards):
       part = good[s * episodes_per_shard:(s + 1) * episodes_per_shard]

@@ -70,7 +70,8 @@ def shard_files(env_dir: str) -> dict[int, list[str]]:
 
 def num_records(env_dir: str, shard: int) -> int | None:
   """The shard's record count from its footer (cheap); None if the file is missing or unreadable.
-  A truncated file opens with 0 records, so callers compare against the expected count."""
+  A truncated file may open with 0 records (and fail only on close), so callers also compare the
+  count against the expected one."""
   path = shard_path(env_dir, shard)
   if not os.path.isfile(path):
     return None
@@ -92,19 +93,19 @@ def shard_problem(env_dir: str, shard: int, full: bool = False) -> str | None:
     return "no completion marker"
   lengths = marker.get("lengths")
   if not isinstance(lengths, list):
-    return f"unreadable marker {marker_path(env_dir, shard)}"
+    return "unreadable completion marker"
   n = num_records(env_dir, shard)
   if n is None:
-    return f"{shard_path(env_dir, shard)} is missing or unreadable"
+    return "records file missing or unreadable"
   if n != len(lengths):
-    return f"{shard_path(env_dir, shard)} holds {n} records but its marker lists {len(lengths)} (truncated?)"
+    return f"{n} records but its marker lists {len(lengths)} (truncated?)"
   if full:
     try:
       got = [int(len(ep["obs"])) for ep in read_shard(env_dir, shard)]
     except CorpusError as e:
-      return str(e)
+      return f"unreadable records ({e.__cause__ or e})"
     if got != lengths:
-      return f"{shard_path(env_dir, shard)}: episode lengths differ from its marker"
+      return "episode lengths differ from its marker"
   return None
 
 
@@ -292,7 +293,8 @@ def verify_env(env_dir: str, meta: dict | None = None) -> dict:
       fail(f"{METADATA} lists episode indices {[i for i, _ in eps][:8]} for {path}, expected 0..{len(eps) - 1}")
     n = num_records(env_dir, s)
     if n is None:
-      fail(f"shard file {path} is missing or unreadable")
+      state = "unreadable (truncated or corrupted)" if os.path.isfile(path) else "missing"
+      fail(f"shard file {path} is {state}")
     if n != len(eps):
       fail(f"shard file {path} holds {n} records but {METADATA} lists {len(eps)} episodes for it "
            "(truncated shard or stale metadata)")

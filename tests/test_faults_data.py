@@ -1,0 +1,222 @@
+"""Injected data faults: re-imports, damaged shards, edited metadata, bad import files. Each one is
+refused with a CorpusError that names the environment (and the shard) and says what to do; the
+collector repairs what it wrote; nothing is lost or left half-written."""
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import data as data_config
+from westworld_jax.data import collect, importers, pipeline, shards
+from westworld_jax.robots import catalogue
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = "dmc_cheetah-ou"
+
+
+def _npz(path, lengths, seed=0, nan_in=()):
+  r = catalogue.load("hopper")
+  rng = np.random.default_rng(seed)
+  n = sum(lengths)
+  obs = rng.normal(size=(n, r.num_obs)).astype(np.float32)
+  act = rng.uniform(-1, 1, (n, r.num_act)).astype(np.float32)
+  ends = np.cumsum(lengths)
+  for i in nan_in:
+    obs[ends[i] - 1, 0] = np.nan
+  np.savez(path, observations=obs, actions=act, episode_ends=ends)
+  return str(path)
+
+
+def _entries(d):
+  return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def _collect_cfg(corpus, **kw):
+  c = data_config.get_config("tiny")
+  c.corpus_dir = str(corpus)
+  c.environments = (ENV,)
+  c.episodes_per_env, c.episodes_per_shard, c.episode_len, c.nthread = 4, 2, 80, 2
+  for k, v in kw.items():
+    setattr(c, k, v)
+  return c
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+  root = tmp_path_factory.mktemp("collected")
+  collect.collect(_collect_cfg(root))
+  return root
+
+
+@pytest.fixture
+def corpus(collected, tmp_path):
+  """A private copy of the collected corpus, to damage."""
+  dst = tmp_path / "corpus"
+  shutil.copytree(collected, dst)
+  return dst
+
+
+def _load(corpus):
+  return pipeline.make_dataset(pipeline.PipelineConfig(str(corpus), [ENV], batch_size=2, num_threads=0))
+
+
+def _episodes(env_dir):
+  meta = shards.verify_env(str(env_dir))
+  return [ep for s in range(meta["num_shards"]) for ep in shards.read_shard(str(env_dir), s)]
+
+
+# --- imports ---------------------------------------------------------------------------------
+
+def test_reimport_under_an_existing_name_is_refused_and_overwrite_replaces_it_whole(tmp_path):
+  out = tmp_path / "corpus"
+  big = _npz(tmp_path / "big.npz", [60] * 10)
+  small = _npz(tmp_path / "small.npz", [70] * 2, seed=1)
+  importers.import_file("hopper", big, str(out), "X", episodes_per_shard=4)
+  with pytest.raises(shards.CorpusError, match=r"X already exists \(10 episodes.*--overwrite"):
+    importers.import_file("hopper", small, str(out), "X", episodes_per_shard=4)
+  assert len(_episodes(out / "X")) == 10  # untouched
+  meta = importers.import_file("hopper", small, str(out), "X", episodes_per_shard=4, overwrite=True)
+  assert meta["num_shards"] == 1 and len(meta["episodes"]) == 2
+  assert _entries(out) == ["X"]  # no staging directory left
+  assert _entries(out / "X") == ["metadata.json", "shard-00000.array_record", "shard-00000.json"]
+  eps = _episodes(out / "X")
+  assert [len(e["obs"]) for e in eps] == [70, 70]
+  np.testing.assert_array_equal(eps[0]["obs"], np.load(small)["observations"][:70])
+  ds, _ = pipeline.make_dataset(pipeline.PipelineConfig(str(out), ["X"], batch_size=1, history=50, horizon=20,
+                                                         num_threads=0))
+  assert ds[0]["time_mask"].sum() == 70
+
+
+def test_failed_import_leaves_nothing_behind(tmp_path, monkeypatch):
+  data = _npz(tmp_path / "d.npz", [60] * 5)
+  out = tmp_path / "corpus"
+
+  def boom(*a, **k):
+    raise OSError("disk full")
+
+  monkeypatch.setattr(shards, "finalize", boom)
+  with pytest.raises(OSError, match="disk full"):
+    importers.import_file("hopper", data, str(out), "X", episodes_per_shard=2)
+  assert not out.exists()  # not even the --out directory it created
+  monkeypatch.undo()
+  importers.import_file("hopper", data, str(out), "X", episodes_per_shard=2)
+  monkeypatch.setattr(shards, "finalize", boom)
+  with pytest.raises(OSError):
+    importers.import_file("hopper", _npz(tmp_path / "e.npz", [60] * 2), str(out), "X", overwrite=True)
+  assert _entries(out) == ["X"] and len(_episodes(out / "X")) == 5  # the old environment survives
+
+
+def test_import_of_a_file_without_episodes_says_so(tmp_path):
+  r = catalogue.load("hopper")
+  path = tmp_path / "empty.npz"
+  np.savez(path, observations=np.zeros((0, r.num_obs), np.float32), actions=np.zeros((0, r.num_act), np.float32),
+           timeouts=np.zeros(0, bool))
+  with pytest.raises(shards.CorpusError, match="has no episodes"):
+    importers.import_file("hopper", str(path), str(tmp_path / "corpus"), "E")
+  assert not (tmp_path / "corpus").exists()
+
+
+def test_too_short_episodes_are_reported_and_all_short_is_an_error(tmp_path, caplog):
+  out = str(tmp_path / "corpus")
+  with caplog.at_level(logging.WARNING):
+    meta = importers.import_file("hopper", _npz(tmp_path / "m.npz", [60, 5, 7]), out, "M")
+  assert len(meta["episodes"]) == 3  # kept (a smaller history may use them), but reported
+  assert "2 of 3 episodes have at most history=50 steps" in caplog.text and "lengths 5, 7" in caplog.text
+  with pytest.raises(shards.CorpusError, match=r"all 1 usable episodes are too short.*lengths 5\)") as e:
+    importers.import_file("hopper", _npz(tmp_path / "s.npz", [5]), out, "S")
+  assert "EpisodeChecks" not in str(e.value) and "max_abs_qvel" not in str(e.value)
+  with pytest.raises(shards.CorpusError, match="none of its 2 episodes is usable") as e:
+    importers.import_file("hopper", _npz(tmp_path / "n.npz", [60, 60], nan_in=(0, 1)), out, "N")
+  assert "EpisodeChecks" not in str(e.value) and "max_abs_qvel" not in str(e.value)
+  assert _entries(out) == ["M"]
+
+
+# --- damaged corpora -------------------------------------------------------------------------
+
+def test_truncated_shard_fails_at_load_and_the_collector_redoes_it(corpus, caplog):
+  ref = _episodes(corpus / ENV)
+  path = shards.shard_path(str(corpus / ENV), 1)
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[: len(data) // 2])
+  with pytest.raises(shards.CorpusError, match=rf"'{ENV}'.*shard-00001.array_record is unreadable.*data.collect"):
+    _load(corpus)
+  with caplog.at_level(logging.WARNING):
+    collect.collect(_collect_cfg(corpus))
+  assert "shard-00001.array_record does not verify" in caplog.text
+  again = _episodes(corpus / ENV)
+  assert len(again) == len(ref)
+  for a, b in zip(again, ref):
+    np.testing.assert_array_equal(a["obs"], b["obs"])
+  assert _entries(corpus) == [ENV]  # the staging directory was swapped in
+  _load(corpus)
+
+
+def test_deleted_shard_fails_at_load_and_the_collector_redoes_it(corpus):
+  os.remove(shards.shard_path(str(corpus / ENV), 0))
+  with pytest.raises(shards.CorpusError, match=rf"'{ENV}'.*shard-00000.array_record is missing"):
+    _load(corpus)
+  collect.collect(_collect_cfg(corpus))
+  _load(corpus)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m["episodes"].pop(), r"shard-00001.array_record holds 2 records but metadata.json lists 1"),
+    (lambda m: m.update(num_shards=1), r"metadata.json lists episodes of shard 1 but num_shards is 1"),
+    (lambda m: m.update(num_shards=1, episodes=[e for e in m["episodes"] if e["shard"] == 0]),
+     r"shard-00001.array_record is not part of metadata.json"),
+    (lambda m: m.update(num_shards=3), r"shard-00002.array_record is missing"),
+    (lambda m: m["episodes"][0].update(length=79), r"lengths in metadata.json for .*shard-00000"),
+    (lambda m: m["episodes"][1].update(index=5), r"episode indices \[0, 5\]"),
+])
+def test_metadata_edited_by_hand_is_caught_at_load(corpus, edit, match):
+  path = corpus / ENV / shards.METADATA
+  meta = json.loads(path.read_text())
+  edit(meta)
+  path.write_text(json.dumps(meta))
+  with pytest.raises(shards.CorpusError, match=rf"'{ENV}'.*{match}"):
+    _load(corpus)
+
+
+def test_collector_refuses_an_environment_collected_with_other_settings(corpus):
+  before = (corpus / ENV / shards.METADATA).read_text()
+  with pytest.raises(shards.CorpusError, match=r"other settings \(shard 0: episode_len 80 -> 90\).*--overwrite"):
+    collect.collect(_collect_cfg(corpus, episode_len=90))
+  with pytest.raises(shards.CorpusError, match=r"2 shards in its metadata, the config asks for 3"):
+    collect.collect(_collect_cfg(corpus, episodes_per_env=6))
+  assert (corpus / ENV / shards.METADATA).read_text() == before
+  meta = collect.collect(_collect_cfg(corpus, episodes_per_env=2), overwrite=True)[0]
+  assert meta["num_shards"] == 1 and _entries(corpus / ENV) == ["metadata.json", "shard-00000.array_record",
+                                                                "shard-00000.json"]
+  _load(corpus)
+
+
+def test_training_stops_on_a_damaged_shard_before_writing_its_workdir(corpus, tmp_path):
+  from experiments import pretrain as pretrain_config
+  from westworld_jax.training import loop
+  os.remove(shards.shard_path(str(corpus / ENV), 1))
+  c = pretrain_config.get_config("tiny")
+  c.data.corpus_dir, c.data.environments, c.data.collect = str(corpus), (ENV,), None
+  wd = tmp_path / "wd"
+  with pytest.raises(shards.CorpusError, match="shard-00001.array_record is missing"):
+    loop.train(c, str(wd))
+  assert not wd.exists()
+
+
+def test_cli_prints_one_error_line_and_exits_2(tmp_path):
+  out = tmp_path / "corpus"
+  data = _npz(tmp_path / "d.npz", [60] * 2)
+  importers.import_file("hopper", data, str(out), "X")
+  proc = subprocess.run([sys.executable, "-m", "westworld_jax.data.importers", "--robot", "hopper", "--data", data,
+                         "--out", str(out), "--name", "X"], cwd=REPO_ROOT, capture_output=True, text=True,
+                        timeout=120, env={**os.environ, "WESTWORLD_TRACEBACK": ""})
+  assert proc.returncode == 2, proc.stderr
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "already exists" in errors[0] and "--overwrite" in errors[0], proc.stderr
+  assert "Traceback" not in proc.stderr
