@@ -245,8 +245,10 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       # The items that did start keep writing in orbax's threads: let them end before anything
       # else (closing the manager, a retry's cleanup of the temporary directory) happens.
+      from orbax.checkpoint._src.futures import future as ocp_future  # pylint: disable=import-outside-toplevel
       for t in set(threading.enumerate()) - before:
-        t.join(timeout=60)
+        if isinstance(t, getattr(ocp_future, "_SignalingThread", ())):
+          t.join(timeout=60)
       raise self._save_error(step, e) from e
 
   def _save_error(self, step: int | None, e: BaseException) -> CheckpointSaveError:
