@@ -96,7 +96,7 @@ def shard_problem(env_dir: str, shard: int, full: bool = False) -> str | None:
     return "unreadable completion marker"
   n = num_records(env_dir, shard)
   if n is None:
-    return "records file missing or unreadable"
+    return "records file " + ("unreadable" if os.path.isfile(shard_path(env_dir, shard)) else "missing")
   if n != len(lengths):
     return f"{n} records but its marker lists {len(lengths)} (truncated?)"
   if full:
