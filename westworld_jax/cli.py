@@ -48,4 +48,13 @@ def _guarded(main: Callable) -> Callable:
 
 def run(main: Callable) -> None:
   """absl.app.run(main) behind the error boundary."""
-  app.run(_guarded(main))
+  try:
+    app.run(_guarded(main))
+  except Exception as e:  # pylint: disable=broad-except
+    # ml_collections' --config.* flags fail with a plain AttributeError/KeyError/ValueError while
+    # absl parses them (absl reports only its own flags.Error cleanly).
+    if flags.FLAGS.is_parsed() or wants_traceback():
+      raise
+    text = " ".join(str(e).replace("\\n", " ").replace("'", "").replace("\\", "").split())
+    print(f"error: bad command-line flag: {text}", file=sys.stderr)
+    sys.exit(2)

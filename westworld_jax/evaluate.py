@@ -142,7 +142,7 @@ def load_checkpoint(workdir: str, label: str | None = None) -> Checkpoint:
   workdir = os.path.abspath(workdir)
   run_file = os.path.join(workdir, ckpt_lib.RUN_FILE)
   if not os.path.exists(run_file):
-    raise FileNotFoundError(f"--checkpoint {workdir}: not a training workdir (no {ckpt_lib.RUN_FILE}); "
+    raise ckpt_lib.NoCheckpointError(f"--checkpoint {workdir}: not a training workdir (no {ckpt_lib.RUN_FILE}); "
                             "pass the --workdir of a `python -m westworld_jax.train` run")
   with open(run_file) as f:
     run_cfg = json.load(f)
@@ -150,7 +150,7 @@ def load_checkpoint(workdir: str, label: str | None = None) -> Checkpoint:
   step = ck.latest_step()
   ck.close()
   if step is None:
-    raise FileNotFoundError(f"--checkpoint {workdir} holds no checkpoint yet")
+    raise ckpt_lib.NoCheckpointError(f"--checkpoint {workdir} holds no checkpoint yet")
   model, params, stats, step = load_for_inference(workdir, None, with_step=True)
   return Checkpoint(label or run_cfg["model"]["name"], workdir, model, params, stats, run_cfg, step)
 

@@ -83,7 +83,7 @@ def _check_horizon(cfg, pretrained: str) -> None:
   from westworld_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
   path = os.path.join(pretrained, ckpt_lib.RUN_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"--checkpoint {pretrained} is not a training workdir (no {ckpt_lib.RUN_FILE})")
+    raise ckpt_lib.NoCheckpointError(f"--checkpoint {pretrained} is not a training workdir (no {ckpt_lib.RUN_FILE})")
   with open(path) as f:
     model = json.load(f)["model"]
   history, max_steps = model.get("history"), model.get("max_steps")

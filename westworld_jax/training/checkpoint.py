@@ -59,6 +59,10 @@ class CheckpointSaveError(cli.UserError, OSError):
   """Writing a checkpoint failed (e.g. the disk is full); the earlier checkpoints are intact."""
 
 
+class NoCheckpointError(cli.UserError, FileNotFoundError):
+  """A directory given as a training workdir is not one, or holds no checkpoint."""
+
+
 class _Damaged(Exception):
   """A step directory that cannot be read (internal: the restore falls back to an older step)."""
 

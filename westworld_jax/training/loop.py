@@ -206,7 +206,7 @@ def _init_from(cfg, state, shardings) -> Any:
   found = src.restore_latest(abstract, None, None)
   src.close()
   if found is None:
-    raise FileNotFoundError(f"init_from={cfg.init_from} has no checkpoint under {src.directory}")
+    raise ckpt_lib.NoCheckpointError(f"init_from={cfg.init_from} has no checkpoint under {src.directory}")
   restored, step, _ = found
   logging.info("initialised params from %s (step %d)", cfg.init_from, step)
   return {**state, "params": restored["params"]}
@@ -356,7 +356,7 @@ def load_for_inference(workdir: str, step: int | None = None, with_step: bool = 
   workdir = os.path.abspath(workdir)
   path = os.path.join(workdir, ckpt_lib.RUN_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{workdir} is not a training workdir (no {ckpt_lib.RUN_FILE})")
+    raise ckpt_lib.NoCheckpointError(f"{workdir} is not a training workdir (no {ckpt_lib.RUN_FILE})")
   with open(path) as f:
     cfg = ml_collections.ConfigDict(json.load(f))
   model_cfg = cfg.model.to_dict()
@@ -372,7 +372,7 @@ def load_for_inference(workdir: str, step: int | None = None, with_step: bool = 
     if step is None:
       found = ckpt.restore_latest(ckpt_lib.with_shardings(abstract, shardings), None, None)
       if found is None:
-        raise FileNotFoundError(f"{ckpt.directory} holds no checkpoint")
+        raise ckpt_lib.NoCheckpointError(f"{ckpt.directory} holds no checkpoint")
       state, step, _ = found
     else:
       state = ckpt.restore(step, ckpt_lib.with_shardings(abstract, shardings), None, None)
