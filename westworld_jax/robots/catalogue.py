@@ -15,6 +15,7 @@ import importlib.util
 import os
 from typing import Iterable
 
+from westworld_jax import cli
 from westworld_jax.robots import robot as robot_lib
 
 PRETRAIN, ZERO_SHOT, FEW_SHOT = "pretrain", "zero_shot", "few_shot"
@@ -157,6 +158,13 @@ def environments() -> tuple[EnvSpec, ...]:
                for s in robot_specs().values() for b in BEHAVIOURS[s.task])
 
 
+class UnknownNameError(cli.UserError, KeyError):
+  """A robot or environment name that is not in the catalogue (the message says where to look)."""
+
+  def __str__(self) -> str:  # KeyError would quote the message
+    return str(self.args[0])
+
+
 def environments_in(split: str) -> tuple[EnvSpec, ...]:
   if split not in SPLITS:
     raise ValueError(f"unknown split '{split}': choose one of {SPLITS}")
@@ -167,7 +175,7 @@ def env_spec(name: str) -> EnvSpec:
   for e in environments():
     if e.name == name:
       return e
-  raise KeyError(f"no environment '{name}' in the catalogue; `python -m westworld_jax.robots list` "
+  raise UnknownNameError(f"no environment '{name}' in the catalogue; `python -m westworld_jax.robots list` "
                  "shows them all")
 
 
@@ -184,7 +192,7 @@ def resolve_source(source: str) -> str:
     return os.path.join(os.path.dirname(__file__), "assets", rest)
   if kind == "procedural":
     if rest not in _procedural_xml():
-      raise KeyError(f"no procedural robot '{rest}'")
+      raise UnknownNameError(f"no procedural robot '{rest}'")
     return _procedural_xml()[rest]
   raise ValueError(f"unknown robot source '{source}'")
 
@@ -196,7 +204,7 @@ def load(name: str) -> robot_lib.Robot:
   if name not in specs:
     if os.path.exists(name) or name.endswith((".xml", ".urdf")):
       return robot_lib.load_robot(name)
-    raise KeyError(f"no robot '{name}' in the catalogue and no such file; `python -m westworld_jax.robots "
+    raise UnknownNameError(f"no robot '{name}' in the catalogue and no such file; `python -m westworld_jax.robots "
                    "list` shows the catalogue")
   s = specs[name]
   return robot_lib.load_robot(resolve_source(s.source), name=s.name, frame_skip=s.frame_skip,
