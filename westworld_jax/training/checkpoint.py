@@ -165,7 +165,7 @@ def _first_line(e: BaseException) -> str:
   while e.__cause__ is not None:
     e = e.__cause__
   text = str(e).strip().splitlines()
-  return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+  return f"{type(e).__name__}: {text[0][:500] if text else ''}"
 
 
 def _check_json_files(step_dir: str) -> None:
@@ -184,29 +184,38 @@ def _check_json_files(step_dir: str) -> None:
 _ORPHANED = ["Encountered error while reading array index", "Event loop is closed"]
 
 
-def _quiet_orphaned_reads(step_dir: str) -> None:
-  """A failed restore of `step_dir` is reported once, by the caller. orbax gives up at the first
-  failed read and closes its event loop while the step's other reads are in flight; each of those
-  then reports its own failure (unraisable exceptions, asyncio's 'exception was never retrieved'),
-  hundreds of tracebacks, some only when garbage collected. Reports of those (naming a step being
-  restored, or orbax's and asyncio's own wording of them) are dropped; everything else is kept."""
+def _quiet_orphans(directory: str) -> None:
+  """A failed restore or save under `directory` is reported once, by this module. orbax gives up
+  at the first failed read or write and closes its event loop while the others are in flight;
+  each of those then reports its own failure (unraisable exceptions, asyncio's 'exception was
+  never retrieved', orbax's ERROR logs), hundreds of tracebacks, some only when garbage
+  collected. Reports naming the directory, or in orbax's and asyncio's wording of those, are
+  dropped (all are kept with --verbosity=1 or WESTWORLD_TRACEBACK=1)."""
   import logging as std_logging
   import sys
   import warnings
+  if cli.wants_traceback():
+    return
+  if directory not in _ORPHANED:
+    _ORPHANED.append(directory)
 
-  def orphaned(e) -> bool:
-    text = f"{e} {getattr(e, '__context__', '')} {getattr(e, '__cause__', '')}"
-    return e is not None and any(s in text for s in _ORPHANED)
-  if step_dir not in _ORPHANED:
-    _ORPHANED.append(step_dir)
+  def orphaned(text: str, e=None) -> bool:
+    text = f"{text} {e} {getattr(e, '__context__', '')} {getattr(e, '__cause__', '')}"
+    return any(s in text for s in _ORPHANED)
+
+  def keep(r) -> bool:
+    exc = r.exc_info[1] if r.exc_info else None
+    from_orbax = f"{os.sep}orbax{os.sep}" in r.pathname or r.name == "asyncio"
+    return not (from_orbax and (exc is not None or r.levelno >= std_logging.ERROR) and orphaned(r.getMessage(), exc))
   hook = sys.unraisablehook
-  if not getattr(hook, "westworld_orphaned_reads", False):
+  if not getattr(hook, "westworld_orphans", False):
     def drop_orphaned(unraisable):
-      if not orphaned(unraisable.exc_value):
+      if not orphaned("", unraisable.exc_value):
         hook(unraisable)
-    drop_orphaned.westworld_orphaned_reads = True
+    drop_orphaned.westworld_orphans = True
     sys.unraisablehook = drop_orphaned
-    std_logging.getLogger("asyncio").addFilter(lambda r: not (r.exc_info and orphaned(r.exc_info[1])))
+    std_logging.getLogger("asyncio").addFilter(keep)
+    logging.get_absl_handler().addFilter(keep)
     warnings.filterwarnings("ignore", "coroutine '_read_array_index_and_device_put' was never awaited",
                             RuntimeWarning)
 
@@ -224,6 +233,7 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                              enable_async_checkpointing=async_save))
     self._saving: int | None = None  # the step an asynchronous save may still be writing
+    _quiet_orphans(self.directory)
 
   @staticmethod
   def _handlers() -> dict:
@@ -309,7 +319,6 @@ class Checkpointer:
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(iterator)
-    _quiet_orphaned_reads(self.step_dir(step))
     try:
       return self.manager.restore(step, args=ocp.args.Composite(**items))["state"], record
     except Exception as e:  # pylint: disable=broad-except

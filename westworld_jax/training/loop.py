@@ -333,12 +333,23 @@ def train(cfg, workdir: str) -> TrainResult:
   except BaseException:
     bar.close()
     ckpt.close(quiet=True)  # the error in flight is the one to report
+    try:
+      writer.close()
+    except OSError:  # e.g. the disk is full: the checkpoint error says so
+      pass
     raise
   else:
     bar.close()
-    ckpt.close()  # raises CheckpointSaveError when the last asynchronous save failed
-  finally:
+    try:
+      ckpt.close()  # raises CheckpointSaveError when the last asynchronous save failed
+    except BaseException:
+      try:
+        writer.close()
+      except OSError:
+        pass
+      raise
     writer.close()
+  finally:
     if old_handler is not None:
       signal.signal(signal.SIGTERM, old_handler)
   return TrainResult(state, s, rows, val, stopped_early)
