@@ -46,6 +46,10 @@ from westworld_jax import cli
 X100 = 100.0  # the paper's tables report errors in the normalised space times 100 (apparently)
 
 
+class EvaluationError(cli.UserError, ValueError):
+  """The evaluation command was given inputs that do not go together; the message says what to pass."""
+
+
 class HeldOutLeakError(cli.UserError, ValueError):
   """A zero-shot evaluation of a robot the checkpoint was trained on."""
 
@@ -138,14 +142,20 @@ def parse_checkpoints(spec: str) -> list[tuple[str | None, str]]:
   return out
 
 
-def load_checkpoint(workdir: str, label: str | None = None) -> Checkpoint:
+def load_run_config(workdir: str) -> dict:
+  """The run config of a training workdir (its run_config.json)."""
   workdir = os.path.abspath(workdir)
   run_file = os.path.join(workdir, ckpt_lib.RUN_FILE)
   if not os.path.exists(run_file):
     raise ckpt_lib.NoCheckpointError(f"--checkpoint {workdir}: not a training workdir (no {ckpt_lib.RUN_FILE}); "
                             "pass the --workdir of a `python -m westworld_jax.train` run")
   with open(run_file) as f:
-    run_cfg = json.load(f)
+    return json.load(f)
+
+
+def load_checkpoint(workdir: str, label: str | None = None) -> Checkpoint:
+  workdir = os.path.abspath(workdir)
+  run_cfg = load_run_config(workdir)
   ck = ckpt_lib.Checkpointer(workdir, async_save=False)
   step = ck.latest_step()
   ck.close()
@@ -492,15 +502,18 @@ def evaluate(cfg, checkpoints: Sequence[tuple[str | None, str]], outdir: str, ro
              data: str | None = None) -> dict:
   """The whole evaluation command: every checkpoint on every environment; writes the report."""
   if not checkpoints:
-    raise ValueError("no checkpoint: pass --checkpoint DIR (a training workdir), or set config.checkpoints")
+    raise EvaluationError("no checkpoint: pass --checkpoint DIR (a training workdir), or set config.checkpoints")
   corpus_dir, envs = cfg.corpus_dir, list(cfg.environments)
   if bool(robot) != bool(data):
-    raise ValueError("--robot and --data go together: the robot's MJCF and its trajectories (HDF5/npz)")
+    raise EvaluationError("--robot and --data go together: the robot's MJCF and its trajectories (HDF5/npz)")
   if robot:  # the user's own robot: import it as a corpus environment first
     from westworld_jax.data import importers
     name = _safe(os.path.splitext(os.path.basename(data))[0])
     corpus_dir = os.path.join(outdir, "imported")
-    importers.import_file(robot, data, corpus_dir, name, split="zero_shot", val_fraction=cfg.import_val_fraction)
+    # Imported anew each time (overwrite): the same outdir may be reused with other data.
+    history = min(int(load_run_config(path)["data"]["history"]) for _, path in checkpoints)
+    importers.import_file(robot, data, corpus_dir, name, split="zero_shot", val_fraction=cfg.import_val_fraction,
+                          overwrite=True, history=history)
     envs = [name]
   else:
     ensure_environments(corpus_dir, envs, cfg.get("collect"))

@@ -47,8 +47,7 @@ def run_seed(cfg, seed: int, outdir: str) -> tuple[list[dict], dict]:
   ck = ckpt_lib.Checkpointer(workdir, async_save=False)
   steps = sorted(ck.manager.all_steps())
   ck.close()
-  with open(os.path.join(workdir, ckpt_lib.RUN_FILE)) as f:
-    run_cfg = json.load(f)
+  run_cfg = ev.load_run_config(workdir)
   records, hold = [], None
   for step in steps:
     path = os.path.join(workdir, "curve", f"step-{step:07d}.json")
