@@ -506,20 +506,20 @@ def evaluate(cfg, checkpoints: Sequence[tuple[str | None, str]], outdir: str, ro
   corpus_dir, envs = cfg.corpus_dir, list(cfg.environments)
   if bool(robot) != bool(data):
     raise EvaluationError("--robot and --data go together: the robot's MJCF and its trajectories (HDF5/npz)")
+  ckpts = [load_checkpoint(path, label) for label, path in checkpoints]  # a bad --checkpoint fails before any work
   if robot:  # the user's own robot: import it as a corpus environment first
     from westworld_jax.data import importers
     name = _safe(os.path.splitext(os.path.basename(data))[0])
     corpus_dir = os.path.join(outdir, "imported")
     # Imported anew each time (overwrite): the same outdir may be reused with other data.
-    history = min(int(load_run_config(path)["data"]["history"]) for _, path in checkpoints)
+    history = min(c.model.history for c in ckpts)
     importers.import_file(robot, data, corpus_dir, name, split="zero_shot", val_fraction=cfg.import_val_fraction,
                           overwrite=True, history=history)
     envs = [name]
   else:
     ensure_environments(corpus_dir, envs, cfg.get("collect"))
   runs, t0 = [], time.perf_counter()
-  for label, path in checkpoints:
-    ckpt = load_checkpoint(path, label)
+  for ckpt in ckpts:
     res = evaluate_checkpoint(ckpt, corpus_dir, envs, require_unseen=cfg.require_unseen,
                               batch_size=cfg.batch_size, horizon=cfg.horizon, max_windows=cfg.max_windows,
                               keep_examples=cfg.plot_windows)

@@ -16,8 +16,10 @@ import functools
 import hashlib
 import os
 from typing import Any
+import warnings
 
 from absl import logging
+
 import mujoco
 import numpy as np
 
@@ -202,7 +204,10 @@ def _name(model: mujoco.MjModel, obj: mujoco.mjtObj, i: int, prefix: str) -> str
 
 def _compile_spec(spec: mujoco.MjSpec, where: str) -> mujoco.MjModel:
   try:
-    return spec.compile()
+    with warnings.catch_warnings():
+      # Shipped third-party models (dm_control's) still use it; nothing a user of this library can change.
+      warnings.filterwarnings("ignore", message="compiler attribute 'settotalmass' is deprecated")
+      return spec.compile()
   except Exception as e:  # mujoco raises ValueError with the compiler's message
     raise RobotLoadError(f"{where}: MuJoCo could not compile the model: {e}") from e
 
