@@ -4,7 +4,8 @@
 raised where bad input enters) and a few well-known input errors print one line,
 `error: <message>`, and exit with status 2. The full traceback is printed only when asked for,
 with `--verbosity=1` (absl's flag) or `WESTWORLD_TRACEBACK=1` in the environment. Anything else
-(a bug) keeps its traceback.
+(a bug) keeps its traceback. Logging is the project's INFO and everyone's warnings, unless
+--verbosity is given (training/logs.py: project_logging).
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def wants_traceback() -> bool:
 
 def _guarded(main: Callable) -> Callable:
   def wrapped(argv):
+    from westworld_jax.training import logs
+    logs.project_logging()  # quiet by default: other libraries' INFO logs only with --verbosity
     try:
       return main(argv)
     except UserError as e:

@@ -539,7 +539,6 @@ def evaluate(cfg, checkpoints: Sequence[tuple[str | None, str]], outdir: str, ro
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  logs.project_logging()
   enable_compilation_cache()
   cfg = _CONFIG.value
   checkpoints = parse_checkpoints(_CHECKPOINT.value or cfg.checkpoints)

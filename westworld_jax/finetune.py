@@ -27,13 +27,12 @@ import os
 import time
 
 import ml_collections
-from absl import app, flags, logging
+from absl import app, flags
 
 from westworld_jax import evaluate as ev
 from westworld_jax.data import pipeline
 from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import data as data_lib
-from westworld_jax.training import logs
 from westworld_jax.training import loop
 from westworld_jax import cli
 
@@ -146,7 +145,6 @@ def finetune(cfg, outdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  logs.project_logging()
   ev.enable_compilation_cache()
   out = finetune(_CONFIG.value, _WORKDIR.value)
   print(open(os.path.join(_WORKDIR.value, "results.md")).read().split("## Runs")[0])

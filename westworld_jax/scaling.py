@@ -23,7 +23,6 @@ from absl import app, flags, logging
 
 from westworld_jax import evaluate as ev
 from westworld_jax.training import data as data_lib
-from westworld_jax.training import logs
 from westworld_jax.training import loop
 from westworld_jax import cli
 
@@ -177,7 +176,6 @@ def scaling(cfg, outdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  logs.project_logging()
   ev.enable_compilation_cache()
   t0 = time.perf_counter()
   scaling(_CONFIG.value, _WORKDIR.value)

@@ -8,10 +8,9 @@ orbax checkpoints. See westworld_jax/training/loop.py.
 """
 import os
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from westworld_jax.training import logs
 from westworld_jax.training.loop import TrainResult, load_for_inference, train
 from westworld_jax import cli
 
@@ -29,7 +28,6 @@ def main(argv):
   os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
   from westworld_jax.training.loop import maybe_initialize_distributed
   maybe_initialize_distributed(_CONFIG.value)  # before any other JAX call
-  logs.project_logging()
   result = train(_CONFIG.value, _WORKDIR.value)
   msg = f"stopped at step {result.step}; rerun to continue" if result.stopped_early else f"done at step {result.step}"
   last = next((r for r in reversed(result.rows) if "loss" in r), None)

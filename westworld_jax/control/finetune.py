@@ -132,8 +132,6 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   cfg = _CONFIG.value
   experiment.prepare_process(_PIN_CPU.value, render=cfg.render.enabled and cfg.finetune.compare)
-  from westworld_jax.training import logs  # pylint: disable=import-outside-toplevel
-  logs.project_logging()
   workdir = _WORKDIR.value or os.path.join("workdirs", "control_finetune", cfg.task)
   s = run(cfg, workdir, _CHECKPOINT.value)
   c, f = s["collect"], s["finetune"]

@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 import tqdm
 

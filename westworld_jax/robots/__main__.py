@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from westworld_jax.robots import catalogue
 from westworld_jax.robots.robot import RobotLoadError

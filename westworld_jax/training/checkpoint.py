@@ -360,7 +360,7 @@ class Checkpointer:
     raise CheckpointDamagedError(
         f"no checkpoint in {self.directory} can be restored:\n  "
         + "\n  ".join(f"step {s} ({self.step_dir(s)}): {why}" for s, why in skipped)
-        + f"\nMove the damaged step directories away (or restore them from a backup) and rerun; without "
+        + "\nMove the damaged step directories away (or restore them from a backup) and rerun; without "
         "any the run starts from scratch.")
 
   def _move_damaged(self, steps: list[int]) -> None:
