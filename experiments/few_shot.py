@@ -4,7 +4,7 @@
 Each pretrained model is fine-tuned on exactly `episodes` (10) training episodes of each held-out
 few-shot robot (Cassie, Unitree A1, UR5e), and compared with the same model trained from scratch on
 the same episodes and with the pretrained model as is (zero-shot). Evaluation: the robot's held-out
-episodes, westworld_jax/evaluate.py's protocol.
+episodes, westworld_jax/evaluation's protocol.
 
 Variants:
   cpu   (default) the CPU-scale experiment (corpus/cpu, experiments/scaling.py): cassie-pd_hold,

@@ -104,7 +104,7 @@ def pretrain_config(variant: str = "cpu", model: str = "westworld") -> ml_collec
     c.total_steps = 250  # ~1.4 epochs of the corpus's training windows at batch 8
     c.optim.update(lr=2e-3, warmup_steps=30, final_lr_fraction=0.1)
     c.checkpoint.update(every=250, keep=1, async_save=False)
-    c.eval.update(every=10**9, max_batches=0)  # the drivers evaluate with westworld_jax.evaluate
+    c.eval.update(every=10**9, max_batches=0)  # the drivers evaluate with westworld_jax.evaluation
     c.log.update(every=25, tensorboard=False, progress=False)
   elif variant == "tiny":
     c.model = model_config(model, "tiny", max_obs_channels=32, max_act_channels=16, **_cpu_scan(model))

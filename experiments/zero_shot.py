@@ -3,7 +3,7 @@
 
 Held-out robots (never in pretraining): gym Walker2d, gym Hopper and Franka Panda. Each is evaluated on
 its own held-out (val) episodes, normalised with its own training-episode min-max (see
-westworld_jax/evaluate.py for the protocol). Missing environments are generated with `collect`.
+westworld_jax/evaluation for the protocol). Missing environments are generated with `collect`.
 
 Variants:
   cpu   (default) the CPU-scale experiment (corpus/cpu, see experiments/scaling.py): hopper-gait,

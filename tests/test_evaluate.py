@@ -16,7 +16,8 @@ from experiments import few_shot as few_shot_config
 from experiments import pretrain as pretrain_config
 from experiments import scaling as scaling_config
 from experiments import zero_shot as zero_shot_config
-from westworld_jax import evaluate as ev
+from westworld_jax import evaluate as evaluate_cli
+from westworld_jax import evaluation as ev
 from westworld_jax import finetune as ft
 from westworld_jax import scaling as scaling_lib
 from westworld_jax.data import pipeline, shards
@@ -190,7 +191,7 @@ def test_evaluate_own_robot_and_data(tiny, tmp_path):
            terminals=np.concatenate([np.arange(len(e["obs"])) == len(e["obs"]) - 1 for e in eps]))
   cfg = zero_shot_config.get_config("tiny")
   cfg.reference = False
-  out = ev.evaluate(cfg, [("westworld", tiny["ckpt"])], str(tmp_path / "own"), robot=meta["robot"]["source"], data=data)
+  out = evaluate_cli.evaluate(cfg, [("westworld", tiny["ckpt"])], str(tmp_path / "own"), robot=meta["robot"]["source"], data=data)
   e = out["runs"][0]["envs"]["my_arm"]
   assert e["windows"] > 0 and 0 < e["mae"] < 1
 

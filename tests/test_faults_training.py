@@ -15,6 +15,7 @@ import jax
 import pytest
 
 from tests.test_train import REPO_ROOT, _cfg, _rows
+from westworld_jax import inference
 from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import loop
 from westworld_jax.training import validate
@@ -89,7 +90,7 @@ def test_truncated_metadata_file_is_named(base, caplog):
   with open(path, "r+b") as f:
     f.truncate(os.path.getsize(path) // 2)
   with caplog.at_level(logging.WARNING):
-    _, _, _, step = loop.load_for_inference(wd, with_step=True)
+    _, _, _, step = inference.load_for_inference(wd, with_step=True)
   assert step == 2
   assert f"{path} is not valid JSON (truncated?)" in _warnings(caplog)
 

@@ -8,7 +8,7 @@ checkpoint (WestWorld and each baseline), per seed:
     pipeline max_episodes; the run fails if fewer exist), `steps` steps at `lr` (upstream: 300, 1e-5);
   - scratch: the same model, data and steps from a random init (labels in `scratch`, `scratch_lr`);
   - zero-shot: the pretrained checkpoint as it is (no adaptation), for reference;
-then evaluates each on the environment's held-out (val) episodes with westworld_jax.evaluate
+then evaluates each on the environment's held-out (val) episodes with westworld_jax.evaluation
 (same protocol and normalisation: the environment's own training-episode min-max).
 Runs live in OUT/runs/<env>/<label>-<mode>-s<seed> (a rerun skips finished ones); OUT/results.json,
 results.md and plots/ compare them.
@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import collections
 import copy
-import json
 import os
 import time
 
 import ml_collections
 from absl import app, flags
 
-from westworld_jax import evaluate as ev
+from westworld_jax import evaluation as ev
+from westworld_jax import inference
 from westworld_jax.data import pipeline
-from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import data as data_lib
 from westworld_jax.training import loop
 from westworld_jax import cli
@@ -44,20 +43,19 @@ def run_config(pretrained_workdir: str, *, env: str, corpus_dir: str, episodes: 
                init_from: bool) -> ml_collections.ConfigDict:
   """A training config for one adaptation run: the pretrained run's model and recipe, restricted to
   the first `episodes` training episodes of `env`, with the given schedule."""
-  with open(os.path.join(pretrained_workdir, ckpt_lib.RUN_FILE)) as f:
-    d = copy.deepcopy(json.load(f))
+  d = copy.deepcopy(inference.read_run_config(pretrained_workdir))
   model = d["model"]
   data = d["data"]
   data.update(corpus_dir=corpus_dir, collect=None, environments=[env], max_episodes=int(episodes), weights=[],
               batch_size=batch_size, eval_batch_size=batch_size, num_threads=1,
               # the robot may exceed the pretraining buckets (e.g. cassie's 39 obs channels)
-              obs_buckets=list(ev._buckets(data["obs_buckets"], model.get("max_obs_channels"))),
-              act_buckets=list(ev._buckets(data["act_buckets"], model.get("max_act_channels"))))
+              obs_buckets=list(ev.channel_buckets(data["obs_buckets"], model.get("max_obs_channels"))),
+              act_buckets=list(ev.channel_buckets(data["act_buckets"], model.get("max_act_channels"))))
   d.update(seed=int(seed), total_steps=int(steps), max_steps_per_run=0,
            init_from=os.path.abspath(pretrained_workdir) if init_from else "")
   d["optim"].update(lr=float(lr), warmup_steps=int(warmup_steps), final_lr_fraction=float(final_lr_fraction))
   d["checkpoint"] = {"every": int(steps), "keep": 1, "async_save": False}
-  d["eval"] = {"every": 10**9, "max_batches": 0}  # evaluated below with westworld_jax.evaluate
+  d["eval"] = {"every": 10**9, "max_batches": 0}  # evaluated below with westworld_jax.evaluation
   d["log"] = {"every": max(1, steps // 10), "tensorboard": False, "progress": False}
   return ml_collections.ConfigDict(d)
 
@@ -83,7 +81,7 @@ def adapt(cfg, label: str, pretrained: str, env: str, mode: str, seed: int, outd
   if n_eps != cfg.episodes:
     raise AssertionError(f"{env}: the training pipeline reads {n_eps} episodes, not {cfg.episodes}")
   suffix = f"-p{pretrain_index}" if pretrain_index else ""  # index 0 keeps the one-checkpoint name
-  workdir = os.path.join(outdir, "runs", ev._safe(env), f"{ev._safe(label)}-{mode}-s{seed}{suffix}")
+  workdir = os.path.join(outdir, "runs", ev.safe_name(env), f"{ev.safe_name(label)}-{mode}-s{seed}{suffix}")
   t0 = time.perf_counter()
   result = loop.train(rc, workdir)  # resumes / returns at once when the run is already finished
   seconds = time.perf_counter() - t0
@@ -145,7 +143,7 @@ def finetune(cfg, outdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  ev.enable_compilation_cache()
+  cli.enable_compilation_cache()
   out = finetune(_CONFIG.value, _WORKDIR.value)
   print(open(os.path.join(_WORKDIR.value, "results.md")).read().split("## Runs")[0])
   print(f"wrote {_WORKDIR.value}/results.json, results.md, plots/ ({out['seconds']:.0f}s)")

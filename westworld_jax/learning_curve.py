@@ -3,7 +3,7 @@ experiments/learning_curve.py[:cpu|tiny] --workdir DIR`.
 
 Trains the configured model once per seed (a rerun resumes and reuses finished evaluations), then
 evaluates every saved checkpoint zero-shot on `eval_environments` with the protocol of
-westworld_jax/evaluate.py, beside the hold-last-observation reference. Writes DIR/results.json
+westworld_jax/evaluation, beside the hold-last-observation reference. Writes DIR/results.json
 (per seed, step and robot: MAE/MSE x100 and the error of the first predicted step), results.md
 (mean ± std over seeds) and plots/learning_curve.png.
 """
@@ -16,7 +16,8 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from westworld_jax import cli
-from westworld_jax import evaluate as ev
+from westworld_jax import evaluation as ev
+from westworld_jax import inference
 from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import loop
 
@@ -47,7 +48,7 @@ def run_seed(cfg, seed: int, outdir: str) -> tuple[list[dict], dict]:
   ck = ckpt_lib.Checkpointer(workdir, async_save=False)
   steps = sorted(ck.manager.all_steps())
   ck.close()
-  run_cfg = ev.load_run_config(workdir)
+  run_cfg = inference.read_run_config(workdir)
   records, hold = [], None
   for step in steps:
     path = os.path.join(workdir, "curve", f"step-{step:07d}.json")
@@ -55,13 +56,13 @@ def run_seed(cfg, seed: int, outdir: str) -> tuple[list[dict], dict]:
       with open(path) as f:
         records.append(json.load(f))
       continue
-    model, params, stats = loop.load_for_inference(workdir, step)
+    model, params, stats = inference.load_for_inference(workdir, step)
     ckpt = ev.Checkpoint(cfg.model, workdir, model, params, stats, run_cfg, step)
     rec = {"model": cfg.model, "seed": int(seed), "step": int(step), "robots": _errors(ckpt, cfg)}
     ev.write_json(path, rec)
     records.append(rec)
     logging.info("seed %d step %d: %s", seed, step, rec["robots"])
-  model, params, stats = loop.load_for_inference(workdir, steps[-1])
+  model, params, stats = inference.load_for_inference(workdir, steps[-1])
   hold = _errors(ev.hold_last_reference(ev.Checkpoint(cfg.model, workdir, model, params, stats, run_cfg,
                                                       steps[-1])), cfg)
   return records, hold
@@ -97,7 +98,7 @@ def report(cfg, outdir: str, records: list[dict], hold: dict) -> dict:
   title = (f"{cfg.model}: held-out error vs training steps ({len(cfg.seeds)} seed(s), batch "
            f"{cfg.pretrain.data.batch_size}, lr {cfg.pretrain.optim.lr}, cosine over {cfg.pretrain.total_steps})")
   cell = lambda s, robot, key: [r["robots"][robot][key] for r in records if r["step"] == s]
-  md = [f"# {title}", "", "Zero-shot on held-out robots (protocol: westworld_jax/evaluate.py). Cells: MAE x100 "
+  md = [f"# {title}", "", "Zero-shot on held-out robots (protocol: westworld_jax/evaluation). Cells: MAE x100 "
         "(mean ± sample std over seeds), first predicted step's MAE x100 in brackets.", "",
         "| step | " + " | ".join(robots) + " |", "|---" * (len(robots) + 1) + "|"]
   for s in steps:
@@ -127,7 +128,7 @@ def learning_curve(cfg, outdir: str) -> dict:
 
 def main(argv):
   del argv
-  ev.enable_compilation_cache()
+  cli.enable_compilation_cache()
   out = learning_curve(_CONFIG.value, _WORKDIR.value)
   print(f"wrote {os.path.join(_WORKDIR.value, 'results.md')} ({len(out['records'])} evaluations)")
 

@@ -3,7 +3,7 @@
 
 For every model in `models`, N in `num_envs` (0 = all) and seed: pretrain (training.loop.train) on the
 first N of `environments` with the same steps, batch and schedule for every N, then evaluate
-(westworld_jax.evaluate's protocol) on
+(westworld_jax.evaluation's protocol) on
   heldout  the fixed held-out robots `eval_environments` (never trained on; zero-shot),
   anchor   the val episodes of the first `anchor` environments (trained on in every run; fixed),
   trained  the val episodes of the N environments of that run (grows with N; negative transfer shows
@@ -21,7 +21,7 @@ import time
 
 from absl import app, flags, logging
 
-from westworld_jax import evaluate as ev
+from westworld_jax import evaluation as ev
 from westworld_jax.training import data as data_lib
 from westworld_jax.training import loop
 from westworld_jax import cli
@@ -176,7 +176,7 @@ def scaling(cfg, outdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  ev.enable_compilation_cache()
+  cli.enable_compilation_cache()
   t0 = time.perf_counter()
   scaling(_CONFIG.value, _WORKDIR.value)
   print(open(os.path.join(_WORKDIR.value, "results.md")).read())

@@ -11,7 +11,8 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from westworld_jax.training.loop import TrainResult, load_for_inference, train
+from westworld_jax.inference import load_for_inference
+from westworld_jax.training.loop import TrainResult, train
 from westworld_jax import cli
 
 __all__ = ["train", "load_for_inference", "TrainResult"]

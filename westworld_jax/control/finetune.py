@@ -80,12 +80,8 @@ def finetune_model(cfg, pretrained: str, corpus_dir: str, env: str, episodes: in
 
 def _check_horizon(cfg, pretrained: str) -> None:
   """Before collecting: the comparison's world-model MPPI must fit the model's window."""
-  from westworld_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
-  path = os.path.join(pretrained, ckpt_lib.RUN_FILE)
-  if not os.path.exists(path):
-    raise ckpt_lib.NoCheckpointError(f"--checkpoint {pretrained} is not a training workdir (no {ckpt_lib.RUN_FILE})")
-  with open(path) as f:
-    model = json.load(f)["model"]
+  from westworld_jax import inference  # pylint: disable=import-outside-toplevel
+  model = inference.read_run_config(pretrained)["model"]
   history, max_steps = model.get("history"), model.get("max_steps")
   if cfg.finetune.compare and history and max_steps and history + cfg.mppi.horizon > max_steps:
     raise ValueError(f"mppi.horizon={cfg.mppi.horizon} + the model's history {history} exceeds its max_steps="

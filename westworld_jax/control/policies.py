@@ -47,7 +47,7 @@ def pick_stats(data_stats: dict, task: tasks_lib.Task, env: str = "") -> tuple[s
   """(env name, stats) for the task's robot from a checkpoint's data_stats.
 
   data_stats maps environment -> {"robot", "stats", "obs_channels", "act_channels"} (as
-  training.loop.load_for_inference returns; a bare stats dict is accepted too). Picks `env` if
+  inference.load_for_inference returns; a bare stats dict is accepted too). Picks `env` if
   given, else the robot's '-mpc' environment, else its first one; ("", {}) if the model never saw
   the robot (zero-shot: the caller falls back to other stats).
   """
@@ -91,12 +91,8 @@ def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
   """(world_model, params, Normaliser, description) for the task, per cfg.model / cfg.stats."""
   desc = {}
   if checkpoint:
-    try:  # training.loop, not train: train.py defines absl flags (--config) at import
-      from westworld_jax.training.loop import load_for_inference as load  # pylint: disable=import-outside-toplevel
-    except ImportError as e:
-      raise RuntimeError("--checkpoint needs westworld_jax.training.loop.load_for_inference(workdir), which this "
-                         f"installation lacks ({e}); update westworld_jax or run without --checkpoint") from e
-    wm, params, data_stats = load(checkpoint)
+    from westworld_jax import inference  # pylint: disable=import-outside-toplevel
+    wm, params, data_stats = inference.load_for_inference(checkpoint)
     env, stats = pick_stats(data_stats or {}, task, cfg.stats.env)
     desc.update(trained=True, checkpoint=os.path.abspath(checkpoint))
     if not stats:

@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 from westworld_jax.model.flops import train_step_flops
-from westworld_jax.training import loop, mesh as mesh_lib, state as state_lib, step as step_lib
+from westworld_jax import inference
+from westworld_jax.training import mesh as mesh_lib, state as state_lib, step as step_lib
 
 GIB = 2 ** 30
 
@@ -126,7 +127,7 @@ def compile_train_step(cfg, devices: Sequence, batch: int | None = None, obs: in
   (with XLA `compiler_options`; GPU_AOT_OPTIONS for gpu_devices())."""
   b = batch or cfg.data.batch_size
   t = cfg.data.history + cfg.data.horizon
-  model = loop.build_model(cfg.model)
+  model = inference.build_model(cfg.model)
   mesh = mesh_lib.make_mesh(cfg.mesh, list(devices))
   if b % mesh_lib.batch_shards(mesh):
     raise ValueError(f"batch {b} is not divisible by the {mesh_lib.batch_shards(mesh)} batch shards of "

@@ -20,7 +20,6 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from westworld_jax.model import registry
 from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import data as data_lib
 from westworld_jax.training import logs
@@ -30,6 +29,7 @@ from westworld_jax.training import step as step_lib
 from westworld_jax.training import validate
 from westworld_jax.data import pipeline
 from westworld_jax import cli
+from westworld_jax.inference import DATA_STATS_FILE, build_model, pad_batch
 
 
 class NonFiniteLossError(cli.UserError, FloatingPointError):
@@ -43,12 +43,6 @@ class TrainResult:
   rows: list[dict]  # metrics rows logged by this invocation
   val: dict | None  # last validation metrics
   stopped_early: bool  # preempted or max_steps_per_run reached
-
-
-def build_model(model_cfg) -> registry.WorldModel:
-  """registry.build(name, size, **every other field of cfg.model)."""
-  fields = {k: v for k, v in model_cfg.to_dict().items() if k not in ("name", "size")}
-  return registry.build(model_cfg.name, model_cfg.size, **fields)
 
 
 def maybe_initialize_distributed(cfg=None) -> None:
@@ -77,14 +71,6 @@ def real_tokens(host_batch: dict) -> int:
   steps_b = host_batch["time_mask"].sum(1)
   chans_b = host_batch["obs_mask"].sum(1) + host_batch["act_mask"].sum(1)
   return int((steps_b * chans_b).sum())
-
-
-def pad_batch(batch: dict, size: int) -> dict:
-  """Pads the batch axis with all-padding windows (masks False), which count nowhere."""
-  n = len(batch["obs"])
-  if n == size:
-    return batch
-  return {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
 
 
 class Validator:
@@ -187,7 +173,7 @@ def _write_run_files(cfg, workdir: str, envs: list[str], model) -> None:
     stats[name] = {"robot": meta["robot"]["name"], "stats": meta["stats"],
                    "obs_channels": [c["name"] for c in meta["robot"]["obs_channels"]],
                    "act_channels": [c["name"] for c in meta["robot"]["act_channels"]]}
-  _write_atomic(os.path.join(workdir, "data_stats.json"), json.dumps(stats))
+  _write_atomic(os.path.join(workdir, DATA_STATS_FILE), json.dumps(stats))
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -351,42 +337,3 @@ def train(cfg, workdir: str) -> TrainResult:
     if old_handler is not None:
       signal.signal(signal.SIGTERM, old_handler)
   return TrainResult(state, s, rows, val, stopped_early)
-
-
-def load_for_inference(workdir: str, step: int | None = None, with_step: bool = False):
-  """(WorldModel, params, data_stats) from a training workdir, on the default device; with_step:
-  (WorldModel, params, data_stats, step). step None: the newest step that restores (a damaged
-  newer one is skipped with a warning).
-
-  data_stats: {environment: {"robot", "stats": {obs_min, obs_max, act_min, act_max}, "obs_channels",
-  "act_channels"}} of the training environments (their normalisation).
-  """
-  import ml_collections
-  workdir = os.path.abspath(workdir)
-  path = os.path.join(workdir, ckpt_lib.RUN_FILE)
-  if not os.path.exists(path):
-    raise ckpt_lib.NoCheckpointError(f"{workdir} is not a training workdir (no {ckpt_lib.RUN_FILE})")
-  with open(path) as f:
-    cfg = ml_collections.ConfigDict(json.load(f))
-  model_cfg = cfg.model.to_dict()
-  if "expert_axis" in model_cfg:  # one device: experts run unsharded (same params)
-    model_cfg["expert_axis"] = None
-  model = build_model(ml_collections.ConfigDict(model_cfg))
-  tx, _ = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
-  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
-  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "expert": 1}), jax.devices()[:1])
-  abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh)
-  shardings = mesh_lib.state_shardings(abstract, mesh, expert_parallel=False)
-  try:
-    if step is None:
-      found = ckpt.restore_latest(ckpt_lib.with_shardings(abstract, shardings), None, None)
-      if found is None:
-        raise ckpt_lib.NoCheckpointError(f"{ckpt.directory} holds no checkpoint")
-      state, step, _ = found
-    else:
-      state = ckpt.restore(step, ckpt_lib.with_shardings(abstract, shardings), None, None)
-  finally:
-    ckpt.close(quiet=True)
-  with open(os.path.join(workdir, "data_stats.json")) as f:
-    stats = json.load(f)
-  return (model, state["params"], stats, step) if with_step else (model, state["params"], stats)
