@@ -24,7 +24,11 @@ Override anything on the command line, e.g. --config.mppi.samples=512 --config.p
 """
 import ml_collections
 
-VARIANTS = ("hopper", "walker2d", "hopper_cpu", "hopper_tiny", "walker2d_tiny", "go1", "franka", "pendulum", "reacher", "tiny")
+# variant -> the control task it runs (westworld_jax/control/tasks.py)
+TASKS = {"hopper": "hopper", "walker2d": "walker2d", "hopper_cpu": "hopper", "hopper_tiny": "hopper",
+         "walker2d_tiny": "walker2d", "go1": "go1", "franka": "franka", "pendulum": "pendulum",
+         "reacher": "reacher", "tiny": "pendulum"}
+VARIANTS = tuple(TASKS)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -32,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise ValueError(f"unknown control config variant '{variant}': choose one of {VARIANTS}")
   c = ml_collections.ConfigDict()
-  c.task = variant.split("_")[0] if variant != "tiny" else "pendulum"
+  c.task = TASKS[variant]
   c.policies = ("oracle", "world_model", "random")
   c.episodes = 2  # batches of n_envs episodes, each from new start states (the same for every policy)
   c.n_envs = 1

@@ -13,28 +13,15 @@ Variants:
          the 'expert' mesh axis (expert-parallel) and the batch over data x expert.
 Any field can be overridden on the command line, e.g. --config.optim.lr=1e-4 --config.mesh.expert=2.
 """
-import dataclasses
-import importlib.util
-import os
-
 import ml_collections
 
-from westworld_jax.model import registry
+from westworld_jax import config_files
+from westworld_jax.config_files import model_config
 
 
 def _data_config(variant: str) -> ml_collections.ConfigDict:
   """experiments/data.py (next to this file) at `variant`: what the run generates when data is missing."""
-  spec = importlib.util.spec_from_file_location("_ww_data_config", os.path.join(os.path.dirname(__file__), "data.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(variant)
-
-
-def model_config(name: str, size: str, **overrides) -> ml_collections.ConfigDict:
-  """Every field of the model's config (so each is overridable), plus its registry name and size."""
-  fields = dataclasses.asdict(registry.build(name, size, **overrides).config)
-  fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
-  return ml_collections.ConfigDict({"name": name, "size": size, **fields})
+  return config_files.load_sibling(__file__, "data").get_config(variant)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

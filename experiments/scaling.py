@@ -14,12 +14,10 @@ Variants:
   tiny  a smoke test on the tiny corpus (experiments/data.py:tiny): N = 1, 2, a few steps.
   base  the paper's setting: base models, 50 + 100-step windows, the full corpus.
 """
-import dataclasses
-
 import ml_collections
 
 from westworld_jax import config_files
-from westworld_jax.model import registry
+from westworld_jax.config_files import model_config
 
 # Ordered so that every prefix mixes families (locomotion, arms, balance, swimmers, quadrupeds):
 # N = 5 already holds a quadruped, N = 10 an arm and a balance task. No held-out robot appears
@@ -70,12 +68,6 @@ def heldout_collect(variant: str, environments) -> ml_collections.ConfigDict:
   if variant == "cpu":
     c.episodes_per_env = c.episodes_per_shard = 24
   return c
-
-
-def model_config(name: str, size: str, **overrides) -> ml_collections.ConfigDict:
-  fields = dataclasses.asdict(registry.build(name, size, **overrides).config)
-  fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
-  return ml_collections.ConfigDict({"name": name, "size": size, **fields})
 
 
 def _cpu_scan(name: str) -> dict:

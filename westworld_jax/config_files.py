@@ -3,9 +3,12 @@ file, not as a package module, so a config that builds on another one (few_shot 
 on data and pretrain) cannot rely on `import experiments.y` from wherever the command runs."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import types
+
+import ml_collections
 
 
 def load_sibling(config_file: str, name: str) -> types.ModuleType:
@@ -17,3 +20,12 @@ def load_sibling(config_file: str, name: str) -> types.ModuleType:
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
+
+
+def model_config(name: str, size: str, **overrides) -> ml_collections.ConfigDict:
+  """Every field of the model's config (so each is overridable on the command line), plus its registry
+  name and size: what a training config's `model` holds."""
+  from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
+  fields = dataclasses.asdict(registry.build(name, size, **overrides).config)
+  fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+  return ml_collections.ConfigDict({"name": name, "size": size, **fields})
