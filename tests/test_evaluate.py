@@ -133,7 +133,7 @@ def test_heldout_normalisation_is_its_own_and_pretraining_stats_are_never_read(t
   env = pipeline.load_env(evaluator._pipeline(corpus, ZERO_SHOT, "val"), 0, ZERO_SHOT)
   np.testing.assert_allclose(env.obs_min, own.min(0), rtol=1e-6)
   span = own.max(0) - own.min(0)
-  np.testing.assert_allclose(np.where(span > 1e-8, env.obs_scale, 0), np.where(span > 1e-8, span, 0), rtol=1e-5)
+  np.testing.assert_allclose(np.where(span > 1e-8, env.obs_span, 0), np.where(span > 1e-8, span, 0), rtol=1e-5)
   # Evaluated windows are from val episodes only.
   val_eps = {(i["shard"], i["index"]) for i in meta["episodes"] if i["val"]}
   assert {(int(w[0]), int(w[1])) for w in env.windows} <= val_eps

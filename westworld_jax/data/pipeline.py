@@ -24,7 +24,7 @@ from typing import Sequence
 import grain
 import numpy as np
 
-from westworld_jax.data import shards
+from westworld_jax.data import normalise, shards
 
 DEFAULT_OBS_BUCKETS = (8, 16, 32, 64, 128)
 DEFAULT_ACT_BUCKETS = (4, 8, 16, 32, 64)
@@ -65,9 +65,9 @@ class EnvData:
   meta: dict
   windows: np.ndarray  # int64 [n, 4]
   obs_min: np.ndarray
-  obs_scale: np.ndarray
+  obs_span: np.ndarray  # max - min per channel, 0 for a constant channel (data/normalise.py)
   act_min: np.ndarray
-  act_scale: np.ndarray
+  act_span: np.ndarray
 
   @property
   def num_obs(self) -> int:
@@ -76,11 +76,6 @@ class EnvData:
   @property
   def num_act(self) -> int:
     return len(self.act_min)
-
-
-def _scale(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-  span = hi - lo
-  return np.where(span > 1e-8, span, np.inf).astype(np.float32)  # constant channel -> 0, then +0.5
 
 
 def load_env(cfg: PipelineConfig, env_id: int, name: str) -> EnvData:
@@ -106,7 +101,7 @@ def load_env(cfg: PipelineConfig, env_id: int, name: str) -> EnvData:
   st = meta["stats"]
   omin, omax = np.array(st["obs_min"], np.float32), np.array(st["obs_max"], np.float32)
   amin, amax = np.array(st["act_min"], np.float32), np.array(st["act_max"], np.float32)
-  return EnvData(env_id, name, env_dir, meta, wins, omin, _scale(omin, omax), amin, _scale(amin, amax))
+  return EnvData(env_id, name, env_dir, meta, wins, omin, normalise.span(omin, omax), amin, normalise.span(amin, amax))
 
 
 def bucket_of(n: int, buckets: Sequence[int], what: str, env: str) -> int:
@@ -155,8 +150,8 @@ class WindowLoader:
     obs = ep["obs"][start:start + length]
     act = ep["act"][start:start + length]
     e = self.env
-    obs = np.clip((obs - e.obs_min) / e.obs_scale + (e.obs_scale == np.inf) * 0.5, 0.0, 1.0)
-    act = np.clip((act - e.act_min) / e.act_scale + (e.act_scale == np.inf) * 0.5, 0.0, 1.0)
+    obs = normalise.normalise(obs, e.obs_min, e.obs_span).astype(np.float32)
+    act = normalise.normalise(act, e.act_min, e.act_span).astype(np.float32)
     out = dict(self.static)
     out["obs"] = np.zeros((T, self.obs_cap), np.float32)
     out["obs"][:length, : e.num_obs] = obs
