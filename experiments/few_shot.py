@@ -1,4 +1,4 @@
-"""Few-shot adaptation: `python -m westworld_jax.finetune --config experiments/few_shot.py[:variant]
+"""Few-shot adaptation: `python -m westworld_jax.few_shot --config experiments/few_shot.py[:variant]
 --config.pretrained=westworld=DIR,trajworld=DIR,tdm=DIR,mlp_ensemble=DIR [--workdir OUT]`.
 
 Each pretrained model is fine-tuned on exactly `episodes` (10) training episodes of each held-out

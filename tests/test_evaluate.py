@@ -18,7 +18,7 @@ from experiments import scaling as scaling_config
 from experiments import zero_shot as zero_shot_config
 from westworld_jax import evaluate as evaluate_cli
 from westworld_jax import evaluation as ev
-from westworld_jax import finetune as ft
+from westworld_jax import few_shot as ft
 from westworld_jax import scaling as scaling_lib
 from westworld_jax.data import pipeline, shards
 from westworld_jax.robots import catalogue

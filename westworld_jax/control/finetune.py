@@ -8,7 +8,7 @@
                 by return become corpus environment '<robot>-mppi_oracle' in OUT/corpus (or
                 cfg.collect.corpus_dir) -- control/data.py;
   2. fine-tune  training.loop.train from PRETRAINED's weights with its model and recipe
-                (westworld_jax.finetune.run_config: a fresh optimizer, cfg.finetune.steps steps at
+                (westworld_jax.few_shot.run_config: a fresh optimizer, cfg.finetune.steps steps at
                 cfg.finetune.lr, batch cfg.finetune.batch_size) on the kept training episodes -> OUT/model,
                 a training workdir: `python -m westworld_jax.control --checkpoint OUT/model` loads it, and
                 its data_stats.json holds the robot's normalisation (the kept episodes' min-max);
@@ -60,7 +60,7 @@ def collect(cfg, corpus_dir: str) -> dict:
 
 def finetune_model(cfg, pretrained: str, corpus_dir: str, env: str, episodes: int, workdir: str) -> dict:
   """Step 2: the pretrained run's model and recipe, from its weights, on the control data."""
-  from westworld_jax import finetune as ft  # pylint: disable=import-outside-toplevel
+  from westworld_jax import few_shot as ft  # pylint: disable=import-outside-toplevel
   from westworld_jax.training import loop  # pylint: disable=import-outside-toplevel
   f = cfg.finetune
   rc = ft.run_config(pretrained, env=env, corpus_dir=os.path.abspath(corpus_dir), episodes=episodes,

@@ -1,4 +1,4 @@
-"""Few-shot adaptation: `python -m westworld_jax.finetune --config experiments/few_shot.py[:variant]
+"""Few-shot adaptation: `python -m westworld_jax.few_shot --config experiments/few_shot.py[:variant]
 [--config.pretrained=westworld=DIR,trajworld=DIR,...] [--workdir OUT]`.
 
 For every few-shot environment (held-out robots: Cassie, Unitree A1, UR5e) and every pretrained
