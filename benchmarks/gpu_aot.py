@@ -3,8 +3,9 @@ of time by XLA's own CUDA compiler for H100s described to it, on a host with no 
 
 XLA's GPU buffer assignment is static, so the compiled memory is what the program asks the
 allocator for (the allocator's fragmentation and cuBLAS workspaces come on top). Calibration: the
-base step at batch 14 with the kernel compiles here to 39.75 GiB; it ran with a 39.68 GiB peak on
-an H100 (train_gpu.json). The `kernels` section also reads XLA's own build of the Triton scan
+base step at batch 14 compiles here to 46.51 GiB with the chunked scan and 39.75 GiB with the
+kernel; on an H100 they ran with 45.02 and 39.68 GiB peaks (train_gpu.json; that kernel build
+reduced with partial sums, see results/GPU_NOTES.md). The `kernels` section also reads XLA's own build of the Triton scan
 kernels: their PTX from an XLA dump, assembled by ptxas for registers and spills. Speed is not
 measured here.
 

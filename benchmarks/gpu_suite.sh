@@ -14,8 +14,8 @@ mkdir -p "$RES"
 LOG=${OUT:-/tmp}/gpu_suite.log
 export PYTHONUNBUFFERED=1
 # JAX's GPU allocator takes 75% of the GPU by default (59.3 GiB of an H100's 79.1): the base step
-# at batch 128 asks for 64.4 GiB (benchmarks/results/gpu_aot.json) and ran out of memory in that
-# pool in session 4. Benchmark with the GPU's memory, as launch/local_gpus.sh trains.
+# at batch 128 asks for 64.4 GiB (benchmarks/results/gpu_aot.json), more than that pool holds.
+# Benchmark with the GPU's memory, as launch/local_gpus.sh trains.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.95}
 
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then

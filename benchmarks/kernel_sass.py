@@ -231,7 +231,7 @@ def main():
     parser.add_argument("--reduce", default="partial,atomic",
                         help="comma-separated backward reductions of dB/dC/dA to profile")
     parser.add_argument("--label", default="",
-                        help="what code this profiles (e.g. a commit), recorded in the JSON")
+                        help="what code this profiles (e.g. the kernel design), recorded in the JSON")
     parser.add_argument("--out", default=None,
                         help="JSON path (default benchmarks/results/kernel_sass.json)")
     args = parser.parse_args()
