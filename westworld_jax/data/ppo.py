@@ -127,6 +127,14 @@ def _policy_fns(net: ActorCritic) -> dict:
   return _FNS[k]
 
 
+def init_policy(num_obs: int, num_act: int, cfg: PPOConfig, seed: int = 0) -> Policy:
+  """The untrained policy a run with this seed starts from (identity observation statistics)."""
+  net = ActorCritic(num_act, tuple(cfg.hidden), cfg.init_log_std)
+  _, k = jax.random.split(jax.random.PRNGKey(seed))
+  params = net.init(k, jnp.zeros((1, num_obs), jnp.float32))
+  return Policy(net, params, RunningMeanStd(num_obs).state(), cfg.obs_clip)
+
+
 def _gae(rew, val, next_val, done, trunc_val, gamma, lam):
   """Advantages [T, n]: `done` ends the bootstrap; truncated steps bootstrap from their final obs."""
   T = len(rew)
@@ -201,10 +209,10 @@ def train(env, cfg: PPOConfig, seed: int = 0, progress: bool = True,
   """
   if env.n != cfg.num_envs:
     raise ValueError(f"the environment has {env.n} copies, cfg.num_envs={cfg.num_envs}")
-  net = ActorCritic(env.num_act, tuple(cfg.hidden), cfg.init_log_std)
   key = jax.random.PRNGKey(seed)
-  key, k = jax.random.split(key)
-  params = net.init(k, jnp.zeros((1, env.num_obs), jnp.float32))
+  key, _ = jax.random.split(key)
+  start = init_policy(env.num_obs, env.num_act, cfg, seed)
+  net, params = start.net, start.params
   per_update = cfg.num_envs * cfg.steps_per_env
   updates = max(1, cfg.total_steps // per_update)
   sched = (optax.linear_schedule(cfg.lr, 0.0, updates * cfg.epochs * cfg.minibatches) if cfg.anneal_lr

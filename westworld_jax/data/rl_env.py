@@ -66,6 +66,17 @@ def reward_spec(robot_name: str) -> RewardSpec | None:
   return GYM_V5.get(robot_name)
 
 
+def observe(sim: simulate.Simulator, spec: RewardSpec | None, states: np.ndarray) -> np.ndarray:
+  """The policy's observation of [..., nstate] states: gymnasium's for gym robots (qpos without the
+  x(y) position, clipped qvel), else the robot's own observation channels."""
+  if spec is None:
+    return sim.observe(states)
+  qpos, qvel = sim.qpos_qvel(states)
+  if spec.qvel_clip is not None:
+    qvel = np.clip(qvel, -spec.qvel_clip, spec.qvel_clip)
+  return np.concatenate([qpos[..., spec.skip_qpos:], qvel], -1).astype(np.float32)
+
+
 class VecEnv:
   """n environments of one robot; actions in [-1, 1] (scaled to the actuators' ranges)."""
 
@@ -84,6 +95,7 @@ class VecEnv:
     self._data = mujoco.MjData(self.model)
     self.states = np.zeros((n, self.sim.layout.nstate))
     self.t = np.zeros(n, np.int64)
+    self.hooks = []  # fn(states_before [n, nstate], action [n, nu], done [n]) after every step
     self.num_obs = self.observe(self._reset(np.arange(n))[:1]).shape[-1]
 
   def close(self) -> None:
@@ -117,12 +129,7 @@ class VecEnv:
     return new
 
   def observe(self, states: np.ndarray) -> np.ndarray:
-    qpos, qvel = self.sim.qpos_qvel(states)
-    if self.spec is None:
-      return self.sim.observe(states)
-    if self.spec.qvel_clip is not None:
-      qvel = np.clip(qvel, -self.spec.qvel_clip, self.spec.qvel_clip)
-    return np.concatenate([qpos[..., self.spec.skip_qpos:], qvel], -1).astype(np.float32)
+    return observe(self.sim, self.spec, states)
 
   def _healthy(self, qpos: np.ndarray, qvel: np.ndarray, states: np.ndarray) -> np.ndarray:
     s = self.spec
@@ -176,9 +183,11 @@ class VecEnv:
       if s.contact_cost_weight:
         reward = reward - self._contact_cost(states)
       terminated = ~healthy if s.terminate_when_unhealthy else np.zeros(self.n, bool)
-    self.states = states
+    before, self.states = self.states, states
     self.t += 1
     truncated = (self.t >= self.max_steps) & ~terminated
+    for hook in self.hooks:
+      hook(before, a, terminated | truncated)
     final_obs = self.observe(states)
     obs = final_obs.copy()
     done = np.flatnonzero(terminated | truncated)

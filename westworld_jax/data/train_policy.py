@@ -1,0 +1,189 @@
+"""Behaviour policies at D4RL's levels, trained here with PPO (data/ppo.py on data/rl_env.py):
+
+  python -m westworld_jax.data.train_policy --robot hopper [--steps 1000000] [--seed 0]
+
+Saves, under --out (default: the package's westworld_jax/robots/policies/), <robot>/<level>/ for
+  random  the untrained initial policy (D4RL: a randomly initialised policy);
+  medium  the training snapshot whose evaluated return is closest to a third of the way from random
+          to expert (D4RL: about a third of the expert return);
+  expert  the snapshot with the best evaluated return;
+each an orbax checkpoint of the network parameters plus policy.json (network shape, the observation
+statistics it was trained with, its evaluated return); and <robot>/replay.npz, the episodes the
+training run experienced up to the medium snapshot (D4RL's medium-replay), as robot observations and
+actions. Returns are of the deterministic policy (its mean action) over --eval_episodes episodes.
+--results merges one row per (robot, level) into a JSON table (benchmarks/results/behaviour_policies.json).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from westworld_jax import cli
+from westworld_jax.data import ppo, rl_env
+
+POLICY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "robots", "policies")
+LEVELS = ("random", "medium", "expert")
+MEDIUM_FRACTION = 1 / 3  # D4RL's medium policies reach about a third of the expert's return
+META = "policy.json"
+
+
+class PolicyNotFoundError(cli.UserError, FileNotFoundError):
+  """No trained policy for a robot and level."""
+
+
+def policy_dir(robot: str, level: str, root: str | None = None) -> str:
+  return os.path.join(root or POLICY_DIR, robot, level)
+
+
+def save_policy(path: str, policy: ppo.Policy, meta: dict) -> None:
+  """Atomic: written into a temporary directory next to `path`, then swapped in."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".staging-", dir=parent)
+  try:
+    with ocp.StandardCheckpointer() as ck:
+      ck.save(os.path.join(tmp, "params"), jax.device_get(policy.params))
+    net = policy.net
+    with open(os.path.join(tmp, META), "w") as f:
+      json.dump({**meta, "num_act": net.num_act, "hidden": list(net.hidden), "init_log_std": net.init_log_std,
+                 "obs_clip": policy.obs_clip,
+                 "obs_stats": {k: np.asarray(v).tolist() for k, v in policy.obs_stats.items()}}, f, indent=1)
+    if os.path.exists(path):
+      shutil.rmtree(path)
+    os.replace(tmp, path)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_policy(robot: str, level: str, root: str | None = None) -> tuple[ppo.Policy, dict]:
+  """(policy, its policy.json) for a robot and level."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  path = policy_dir(robot, level, root)
+  if not os.path.exists(os.path.join(path, META)):
+    raise PolicyNotFoundError(f"no {level} policy for {robot} in {os.path.dirname(path)}: train one with "
+                              f"`python -m westworld_jax.data.train_policy --robot {robot}`")
+  with open(os.path.join(path, META)) as f:
+    meta = json.load(f)
+  net = ppo.ActorCritic(meta["num_act"], tuple(meta["hidden"]), meta["init_log_std"])
+  abstract = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), np.zeros((1, meta["num_obs"]), np.float32)))
+  with ocp.StandardCheckpointer() as ck:
+    params = ck.restore(os.path.join(os.path.abspath(path), "params"), abstract)
+  stats = {k: np.asarray(v) if k != "count" else float(v) for k, v in meta["obs_stats"].items()}
+  return ppo.Policy(net, params, stats, meta["obs_clip"]), meta
+
+
+class _Recorder:
+  """The training run's episodes (robot observations and actions), for the replay level."""
+
+  def __init__(self, env: rl_env.VecEnv):
+    self.env, self.obs, self.act, self.eps = env, [[] for _ in range(env.n)], [[] for _ in range(env.n)], []
+
+  def __call__(self, states_before: np.ndarray, action: np.ndarray, done: np.ndarray) -> None:
+    o = self.env.sim.observe(states_before)
+    for j in range(self.env.n):
+      self.obs[j].append(o[j])
+      self.act[j].append(np.clip(action[j], -1, 1).astype(np.float32))
+      if done[j]:
+        self.eps.append((np.stack(self.obs[j]), np.stack(self.act[j])))
+        self.obs[j], self.act[j] = [], []
+
+  def save(self, path: str, upto_episode: int) -> int:
+    eps = self.eps[:upto_episode]
+    if not eps:
+      return 0
+    np.savez_compressed(path + ".tmp.npz", observations=np.concatenate([e[0] for e in eps]),
+                        actions=np.concatenate([e[1] for e in eps]),
+                        episode_ends=np.cumsum([len(e[0]) for e in eps]))
+    os.replace(path + ".tmp.npz", path)
+    return len(eps)
+
+
+def train_levels(robot: str, cfg: ppo.PPOConfig, seed: int = 0, out: str | None = None, snapshots: int = 20,
+                 eval_episodes: int = 10, progress: bool = True) -> list[dict]:
+  """Trains, evaluates `snapshots` snapshots, saves random / medium / expert and replay.npz; rows."""
+  out = out or POLICY_DIR
+  env = rl_env.VecEnv(robot, cfg.num_envs, seed=seed)
+  eval_env = rl_env.VecEnv(robot, min(eval_episodes, 10), seed=seed + 10_000)
+  recorder = _Recorder(env)
+  per_update = cfg.num_envs * cfg.steps_per_env
+  updates = max(1, cfg.total_steps // per_update)
+  every = max(1, updates // snapshots)
+  snaps, t0 = [], time.perf_counter()
+
+  def snapshot(step: int, policy: ppo.Policy, row: dict | None) -> None:
+    if row is not None and (step // per_update) % every and step // per_update != updates:
+      return
+    res = ppo.evaluate(policy, eval_env, eval_episodes, seed=seed)
+    snaps.append({"step": step, "policy": policy, "episodes_seen": len(recorder.eps),
+                  "minutes": (time.perf_counter() - t0) / 60, **res})
+
+  env.hooks.append(recorder)  # every transition, for the replay level
+  init_policy = ppo.init_policy(env.num_obs, env.num_act, cfg, seed)
+  snapshot(0, init_policy, None)
+  policy, _ = ppo.train(env, cfg, seed=seed, progress=progress, callback=snapshot)
+  minutes = (time.perf_counter() - t0) / 60
+  expert = max(snaps[1:], key=lambda s: s["return_mean"])
+  target = snaps[0]["return_mean"] + MEDIUM_FRACTION * (expert["return_mean"] - snaps[0]["return_mean"])
+  medium = min((s for s in snaps[1:] if s["step"] <= expert["step"]), key=lambda s: abs(s["return_mean"] - target))
+  rows = []
+  for level, s in (("random", snaps[0]), ("medium", medium), ("expert", expert)):
+    meta = {"robot": robot, "level": level, "num_obs": env.num_obs, "train_step": s["step"], "seed": seed,
+            "return_mean": s["return_mean"], "return_std": s["return_std"], "episodes": s["episodes"],
+            "length_mean": s["length_mean"], "ppo": dataclasses.asdict(cfg),
+            "reward": "gymnasium v5" if env.spec else "generic locomotion (data/rl_env.py)"}
+    save_policy(policy_dir(robot, level, out), s["policy"], meta)
+    rows.append({k: meta[k] for k in ("robot", "level", "return_mean", "return_std", "episodes", "length_mean")}
+                | {"train_step": s["step"], "train_minutes": round(s["minutes"] if level != "random" else 0.0, 2)})
+  n_replay = recorder.save(os.path.join(out, robot, "replay.npz"), medium["episodes_seen"])
+  rows.append({"robot": robot, "level": "replay", "episodes": n_replay, "train_step": medium["step"],
+               "train_minutes": round(minutes, 2)})
+  env.close()
+  eval_env.close()
+  return rows
+
+
+def merge_results(path: str, rows: list[dict]) -> None:
+  """One row per (robot, level) in {"rows": [...]}, atomically."""
+  old = []
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)["rows"]
+  keys = {(r["robot"], r["level"]) for r in rows}
+  merged = [r for r in old if (r["robot"], r["level"]) not in keys] + rows
+  merged.sort(key=lambda r: (r["robot"], (LEVELS + ("replay",)).index(r["level"])))
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump({"rows": merged}, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
+def main(argv):
+  del argv
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  F = flags.FLAGS
+  cfg = ppo.PPOConfig(total_steps=F.steps, num_envs=F.num_envs)
+  rows = train_levels(F.robot, cfg, F.seed, F.out, eval_episodes=F.eval_episodes)
+  if F.results:
+    merge_results(F.results, rows)
+  for r in rows:
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+  from absl import flags
+  flags.DEFINE_string("robot", None, "Catalogue robot to train a policy for.", required=True)
+  flags.DEFINE_integer("steps", 1_000_000, "Environment steps of PPO.")
+  flags.DEFINE_integer("num_envs", 16, "Environments stepped together.")
+  flags.DEFINE_integer("seed", 0, "Seed (environments, initialisation, sampling).")
+  flags.DEFINE_integer("eval_episodes", 10, "Evaluation episodes per snapshot.")
+  flags.DEFINE_string("out", None, "Policy directory (default: westworld_jax/robots/policies).")
+  flags.DEFINE_string("results", "", "JSON table to merge the rows into, e.g. benchmarks/results/behaviour_policies.json.")
+  cli.run(main)
