@@ -1,4 +1,6 @@
 """Behaviour-policy training: batched environments with gymnasium's rewards and PPO."""
+import json
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,63 @@ def test_ppo_learns_to_balance_the_inverted_pendulum():
     ret[term | trunc] = 0
   trained = ppo.evaluate(policy, rl_env.VecEnv("gym_inverted_pendulum", 8, seed=1), 8)
   assert trained["return_mean"] > 10 * np.mean(rets) and trained["return_mean"] > 100
+
+
+@pytest.fixture(scope="module")
+def pendulum_policies(tmp_path_factory):
+  """random / medium / expert / replay of the inverted pendulum, trained in a few seconds."""
+  from westworld_jax.data import train_policy
+  root = str(tmp_path_factory.mktemp("policies"))
+  rows = train_policy.train_levels("gym_inverted_pendulum", ppo.PPOConfig(total_steps=8192, num_envs=8), seed=0,
+                                   out=root, snapshots=8, eval_episodes=8, progress=False)
+  return root, {r["level"]: r for r in rows}
+
+
+def test_levels_are_ordered_and_saved(pendulum_policies, tmp_path):
+  from westworld_jax.data import train_policy
+  root, rows = pendulum_policies
+  assert rows["random"]["return_mean"] < rows["medium"]["return_mean"] <= rows["expert"]["return_mean"]
+  assert rows["replay"]["episodes"] > 0
+  policy, meta = train_policy.load_policy("gym_inverted_pendulum", "expert", root)
+  assert meta["return_mean"] == rows["expert"]["return_mean"]
+  again = ppo.evaluate(policy, rl_env.VecEnv("gym_inverted_pendulum", 8, seed=10_000), 8, seed=0)
+  assert again["return_mean"] == pytest.approx(meta["return_mean"])  # the saved policy is the evaluated one
+  with pytest.raises(train_policy.PolicyNotFoundError, match="train_policy --robot hopper"):
+    train_policy.load_policy("hopper", "expert", str(tmp_path))
+  train_policy.merge_results(str(tmp_path / "r.json"), list(rows.values()))
+  train_policy.merge_results(str(tmp_path / "r.json"), [rows["expert"]])
+  with open(tmp_path / "r.json") as f:
+    assert [r["level"] for r in json.load(f)["rows"]] == ["random", "medium", "expert", "replay"]
+
+
+def test_collection_with_a_saved_policy_is_deterministic(pendulum_policies, monkeypatch):
+  from westworld_jax.data import episodes, simulate, train_policy
+  from westworld_jax.robots import catalogue
+  root, _ = pendulum_policies
+  monkeypatch.setenv(train_policy.POLICY_DIR_ENV, root)
+  checks = simulate.EpisodeChecks(min_length=5)
+  out = []
+  for _ in range(2):
+    with simulate.Simulator(catalogue.load("gym_inverted_pendulum")) as sim:
+      eps, counts = episodes.generate(sim, "policy_expert", catalogue.BALANCE, episodes.episode_rng(0, "x", 0), 4, 60,
+                                      checks)
+    out.append(eps)
+  assert counts.kept == 4
+  for a, b in zip(*out):
+    np.testing.assert_array_equal(a["obs"], b["obs"])
+    np.testing.assert_array_equal(a["act"], b["act"])
+  # replay: shards read disjoint episodes of the training run
+  with simulate.Simulator(catalogue.load("gym_inverted_pendulum")) as sim:
+    first, _ = episodes.generate(sim, "policy_replay", catalogue.BALANCE, None, 3, 60, checks, first_episode=0)
+    second, _ = episodes.generate(sim, "policy_replay", catalogue.BALANCE, None, 3, 60, checks, first_episode=3)
+  keys = {e["obs"].tobytes() for e in first}
+  assert len(keys) == 3 and not keys & {e["obs"].tobytes() for e in second}
+
+
+def test_held_out_policy_environments_never_reach_pretraining():
+  from westworld_jax.robots import catalogue
+  names = {e.name for e in catalogue.environments_in(catalogue.PRETRAIN)}
+  held = {e.name for e in catalogue.environments() if e.robot in ("hopper", "walker2d")}
+  assert {"hopper-policy_expert", "walker2d-policy_medium", "hopper-policy_replay"} <= held
+  assert not names & held
+  assert all(e.split == catalogue.ZERO_SHOT for e in catalogue.environments() if e.name in held)

@@ -166,7 +166,7 @@ def collect_environment(cfg, env: catalogue.EnvSpec, bar: tqdm.tqdm | None = Non
         rng = episodes_lib.episode_rng(cfg.seed, env.name, shard)
         t0 = time.perf_counter()
         eps, counts = episodes_lib.generate(sim, env.behaviour, task, rng, sizes[shard], cfg.episode_len, checks,
-                                            mpc_cfg)
+                                            mpc_cfg, first_episode=shard * cfg.episodes_per_shard)
         elapsed = time.perf_counter() - t0
         shards.write_shard(stage, shard, eps, {"counts": dataclasses.asdict(counts), "seconds": elapsed,
                                                "settings": settings[shard]})

@@ -97,12 +97,58 @@ def hold_settings(sim: simulate.Simulator, per_level: int = 6, seconds: float = 
   return _hold_settings[robot]
 
 
+def trained_policy_actor(sim: simulate.Simulator, level: str, rng: np.random.Generator,
+                         policy_root: str | None = None) -> Callable[[int, np.ndarray], np.ndarray]:
+  """act(t, states) of the robot's trained policy at `level`, sampled from its Gaussian."""
+  from westworld_jax.data import rl_env, train_policy  # pylint: disable=import-outside-toplevel
+  policy, _ = train_policy.load_policy(sim.robot.name, level, policy_root)
+  spec = rl_env.reward_spec(sim.robot.name)
+  return lambda t, cur: policy.act(rl_env.observe(sim, spec, cur), rng)  # noqa: E731
+
+
+def replay_episodes(robot: Robot, first: int, n: int, T: int, checks: simulate.EpisodeChecks,
+                    policy_root: str | None = None) -> tuple[list[dict], Counts]:
+  """Episodes first..first+n of the policy training run's replay.npz, in a fixed shuffled order (so
+  shards never share an episode), each cut to at most T steps; episodes shorter than
+  checks.min_length are left out of that order."""
+  from westworld_jax.data import train_policy  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  path = os.path.join(train_policy.policy_root(policy_root), robot.name, "replay.npz")
+  if not os.path.exists(path):
+    raise train_policy.PolicyNotFoundError(f"no replay episodes for {robot.name} ({path}): train its policy with "
+                                           f"`python -m westworld_jax.data.train_policy --robot {robot.name}`")
+  d = np.load(path)
+  ends = d["episode_ends"]
+  starts = np.concatenate([[0], ends[:-1]])
+  usable = np.flatnonzero(np.minimum(T, ends - starts) >= checks.min_length)
+  order = usable[np.random.default_rng(zlib.crc32(robot.name.encode())).permutation(len(usable))]
+  if first + n > len(order):
+    raise ValueError(f"{path} holds {len(order)} episodes of at least {checks.min_length} steps; the collector "
+                     f"asks for episodes {first}..{first + n}: collect fewer episodes of {robot.name}-policy_replay")
+  counts, episodes = Counts(), []
+  for i in order[first:first + n]:
+    length = min(T, int(ends[i] - starts[i]))
+    s = int(starts[i])
+    obs, act = d["observations"][s:s + length], d["actions"][s:s + length]
+    episodes.append({"obs": obs.astype(np.float32), "act": policies.to_ctrl(robot, act).astype(np.float32)})
+    counts.kept += 1
+    counts.steps += length
+  return episodes, counts
+
+
 def generate(sim: simulate.Simulator, behaviour: str, task: str, rng: np.random.Generator, n: int, T: int,
              checks: simulate.EpisodeChecks = simulate.EpisodeChecks(),
-             mpc_config: mpc_lib.MPCConfig = mpc_lib.MPCConfig()) -> tuple[list[dict], Counts]:
-  """Simulate n episodes of T control steps; returns kept episodes {'obs' [t,Co], 'act' [t,Ca]}."""
+             mpc_config: mpc_lib.MPCConfig = mpc_lib.MPCConfig(), first_episode: int = 0) -> tuple[list[dict], Counts]:
+  """Simulate n episodes of T control steps; returns kept episodes {'obs' [t,Co], 'act' [t,Ca]}.
+  first_episode: the index of this batch's first episode in the environment (replay reads by it)."""
   robot: Robot = sim.robot
-  start = hold_start(sim, rng, n) if behaviour == "pd_hold" else sim.initial_states(rng, n)
+  if behaviour == policies.REPLAY:
+    return replay_episodes(robot, first_episode, n, T, checks)
+  if behaviour in policies.TRAINED:  # the start distribution the policy was trained on
+    from westworld_jax.data import rl_env  # pylint: disable=import-outside-toplevel
+    start = rl_env.reset_states(sim, rl_env.reward_spec(robot.name), rng, n)
+  else:
+    start = hold_start(sim, rng, n) if behaviour == "pd_hold" else sim.initial_states(rng, n)
   counts = Counts()
   if behaviour in policies.OPEN_LOOP:
     u = policies.open_loop(behaviour, robot, rng, n, T)
@@ -113,6 +159,8 @@ def generate(sim: simulate.Simulator, behaviour: str, task: str, rng: np.random.
       mpc = mpc_lib.SamplingMPC(sim, task, start, rng, mpc_config)
       act = lambda t, cur: mpc(cur)  # noqa: E731
       counts.sim_steps += T * n * mpc_config.samples * mpc_config.horizon * robot.frame_skip
+    elif behaviour in policies.TRAINED:
+      act = trained_policy_actor(sim, behaviour.removeprefix("policy_"), rng)
     else:
       if behaviour == "pd_targets":
         policy = policies.PDTargets(robot, rng, n)

@@ -14,6 +14,9 @@ All controls are drawn in the normalised box [-1, 1] and mapped to the actuators
                gait-like sinusoids: legged robots move for long episodes and mostly stay upright,
                where open-loop noise topples them within a second or two
 - mpc:         sampling-based MPC on the true simulator with a task reward (expert-like data)
+- policy_random / policy_medium / policy_expert: PPO policies trained here at D4RL's levels
+               (data/train_policy.py), sampled from their Gaussian; policy_replay: the episodes the
+               training run experienced up to the medium policy (D4RL's medium-replay)
 """
 from __future__ import annotations
 
@@ -28,8 +31,10 @@ from westworld_jax.data.simulate import up_in_body
 from westworld_jax.robots.robot import Robot, reset_to_start
 
 OPEN_LOOP = ("random", "ou", "gait")
-CLOSED_LOOP = ("pd_targets", "pd_hold", "mpc")
-ALL = OPEN_LOOP + CLOSED_LOOP
+TRAINED = ("policy_random", "policy_medium", "policy_expert")  # level = the name after "policy_"
+REPLAY = "policy_replay"
+CLOSED_LOOP = ("pd_targets", "pd_hold", "mpc") + TRAINED
+ALL = OPEN_LOOP + CLOSED_LOOP + (REPLAY,)
 
 
 def to_ctrl(robot: Robot, u: np.ndarray) -> np.ndarray:

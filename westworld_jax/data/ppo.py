@@ -97,12 +97,13 @@ class Policy:
   obs_stats: dict
   obs_clip: float = 10.0
 
-  def act(self, obs: np.ndarray, key: jax.Array | None = None) -> np.ndarray:
-    """Actions in [-1, 1]: the mean (deterministic) or, with a key, a sample."""
-    mean, log_std, _ = _apply(self.net, self.params, normalise_obs(obs, self.obs_stats, self.obs_clip))
-    if key is not None:
-      mean = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
-    return np.clip(np.asarray(mean), -1.0, 1.0)
+  def act(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Actions in [-1, 1]: the mean (deterministic) or, with a NumPy generator, a sample of the
+    policy's Gaussian."""
+    mean, log_std, _ = jax.device_get(_apply(self.net, self.params, normalise_obs(obs, self.obs_stats, self.obs_clip)))
+    if rng is not None:
+      mean = mean + np.exp(log_std) * rng.standard_normal(mean.shape)
+    return np.clip(np.asarray(mean, np.float64), -1.0, 1.0)
 
 
 def _apply(net, params, obs):
@@ -183,19 +184,21 @@ def make_update(net: ActorCritic, tx: optax.GradientTransformation, cfg: PPOConf
 
 
 def evaluate(policy: Policy, env, episodes: int, deterministic: bool = True, seed: int = 0) -> dict:
-  """Mean/std return and length over `episodes` whole episodes on env (its n copies in parallel)."""
-  obs, key = env.reset(), jax.random.PRNGKey(seed)
-  ret, length = np.zeros(env.n), np.zeros(env.n, np.int64)
-  rets, lens = [], []
-  while len(rets) < episodes:
-    key, k = jax.random.split(key)
-    obs, r, term, trunc, _ = env.step(policy.act(obs, None if deterministic else k))
-    ret += r
-    length += 1
-    for j in np.flatnonzero(term | trunc):
-      rets.append(ret[j])
-      lens.append(length[j])
-      ret[j], length[j] = 0.0, 0
+  """Mean/std return and length over `episodes` whole episodes on env (its n copies in parallel),
+  reseeded with `seed`: the same policy and seed give the same episodes."""
+  env.reseed(seed)
+  rng, rets, lens = np.random.default_rng(seed), [], []
+  while len(rets) < episodes:  # rounds of one episode per copy (no bias toward short episodes)
+    obs, live = env.reset(), np.ones(env.n, bool)
+    ret, length = np.zeros(env.n), np.zeros(env.n, np.int64)
+    while live.any():
+      obs, r, term, trunc, _ = env.step(policy.act(obs, None if deterministic else rng))
+      ret += r * live
+      length += live
+      ended = live & (term | trunc)
+      rets += list(ret[ended])
+      lens += list(length[ended])
+      live &= ~ended
   rets, lens = np.array(rets[:episodes]), np.array(lens[:episodes])
   return {"return_mean": float(rets.mean()), "return_std": float(rets.std()), "episodes": int(len(rets)),
           "length_mean": float(lens.mean())}

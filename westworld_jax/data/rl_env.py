@@ -77,6 +77,23 @@ def observe(sim: simulate.Simulator, spec: RewardSpec | None, states: np.ndarray
   return np.concatenate([qpos[..., spec.skip_qpos:], qvel], -1).astype(np.float32)
 
 
+def reset_states(sim: simulate.Simulator, spec: RewardSpec | None, rng: np.random.Generator, n: int) -> np.ndarray:
+  """[n, nstate] episode starts: gymnasium's reset for gym robots (qpos0 plus uniform or normal noise),
+  else the collector's (simulate.Simulator.initial_states)."""
+  if spec is None:
+    return sim.initial_states(rng, n)
+  m, d = sim.model, mujoco.MjData(sim.model)
+  out = np.empty((n, sim.layout.nstate))
+  for i in range(n):
+    mujoco.mj_resetData(m, d)
+    d.qpos[:] = m.qpos0 + rng.uniform(-spec.reset_noise, spec.reset_noise, m.nq)
+    d.qvel[:] = (spec.reset_noise * rng.standard_normal(m.nv) if spec.reset_noise_qvel_normal
+                 else rng.uniform(-spec.reset_noise, spec.reset_noise, m.nv))
+    mujoco.mj_forward(m, d)
+    mujoco.mj_getState(m, d, out[i], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+  return out
+
+
 class VecEnv:
   """n environments of one robot; actions in [-1, 1] (scaled to the actuators' ranges)."""
 
@@ -101,6 +118,10 @@ class VecEnv:
   def close(self) -> None:
     self.sim.close()
 
+  def reseed(self, seed: int) -> None:
+    """The start states of later resets come from `seed`."""
+    self.rng = np.random.default_rng(seed)
+
   # --- physics helpers ----------------------------------------------------------------------
   def _forward_qpos(self) -> int:
     """qpos address of the root's x position (free joint x, or the first slide joint)."""
@@ -109,22 +130,10 @@ class VecEnv:
     return 0
 
   def _reset(self, idx: np.ndarray) -> np.ndarray:
-    s = self.spec
-    if s is None:
-      new = self.sim.initial_states(self.rng, len(idx))
-    else:  # gymnasium's reset: init qpos/qvel plus uniform (or normal) noise
-      m, d = self.model, self._data
-      new = np.empty((len(idx), self.sim.layout.nstate))
-      for i in range(len(idx)):
-        mujoco.mj_resetData(m, d)
-        d.qpos[:] = m.qpos0 + self.rng.uniform(-s.reset_noise, s.reset_noise, m.nq)
-        d.qvel[:] = (s.reset_noise * self.rng.standard_normal(m.nv) if s.reset_noise_qvel_normal
-                     else self.rng.uniform(-s.reset_noise, s.reset_noise, m.nv))
-        mujoco.mj_forward(m, d)
-        mujoco.mj_getState(m, d, new[i], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+    new = reset_states(self.sim, self.spec, self.rng, len(idx))
     self.states[idx] = new
     self.t[idx] = 0
-    if s is None:  # the generic alive check compares with the start height
+    if self.spec is None:  # the generic alive check compares with the start height
       self._h0[idx] = [self.sim.root_height(x) for x in new]
     return new
 

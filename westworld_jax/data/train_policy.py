@@ -2,7 +2,8 @@
 
   python -m westworld_jax.data.train_policy --robot hopper [--steps 1000000] [--seed 0]
 
-Saves, under --out (default: the package's westworld_jax/robots/policies/), <robot>/<level>/ for
+Saves, under --out (default: $WESTWORLD_POLICY_DIR, else the package's westworld_jax/robots/policies/),
+<robot>/<level>/ for
   random  the untrained initial policy (D4RL: a randomly initialised policy);
   medium  the training snapshot whose evaluated return is closest to a third of the way from random
           to expert (D4RL: about a third of the expert return);
@@ -29,6 +30,7 @@ from westworld_jax import cli
 from westworld_jax.data import ppo, rl_env
 
 POLICY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "robots", "policies")
+POLICY_DIR_ENV = "WESTWORLD_POLICY_DIR"  # overrides POLICY_DIR (your own policies; tests)
 LEVELS = ("random", "medium", "expert")
 MEDIUM_FRACTION = 1 / 3  # D4RL's medium policies reach about a third of the expert's return
 META = "policy.json"
@@ -38,8 +40,12 @@ class PolicyNotFoundError(cli.UserError, FileNotFoundError):
   """No trained policy for a robot and level."""
 
 
+def policy_root(root: str | None = None) -> str:
+  return root or os.environ.get(POLICY_DIR_ENV) or POLICY_DIR
+
+
 def policy_dir(robot: str, level: str, root: str | None = None) -> str:
-  return os.path.join(root or POLICY_DIR, robot, level)
+  return os.path.join(policy_root(root), robot, level)
 
 
 def save_policy(path: str, policy: ppo.Policy, meta: dict) -> None:
@@ -109,7 +115,7 @@ class _Recorder:
 def train_levels(robot: str, cfg: ppo.PPOConfig, seed: int = 0, out: str | None = None, snapshots: int = 20,
                  eval_episodes: int = 10, progress: bool = True) -> list[dict]:
   """Trains, evaluates `snapshots` snapshots, saves random / medium / expert and replay.npz; rows."""
-  out = out or POLICY_DIR
+  out = policy_root(out)
   env = rl_env.VecEnv(robot, cfg.num_envs, seed=seed)
   eval_env = rl_env.VecEnv(robot, min(eval_episodes, 10), seed=seed + 10_000)
   recorder = _Recorder(env)

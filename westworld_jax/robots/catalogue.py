@@ -152,10 +152,17 @@ def robot_specs() -> dict[str, RobotSpec]:
   return specs
 
 
+# Robots with behaviour policies trained here (python -m westworld_jax.data.train_policy; saved in
+# westworld_jax/robots/policies/): each gets D4RL's levels as environments, e.g. hopper-policy_medium.
+POLICY_LEVELS = ("policy_random", "policy_medium", "policy_expert", "policy_replay")
+POLICY_ROBOTS = ("hopper", "walker2d")
+
+
 @functools.cache
 def environments() -> tuple[EnvSpec, ...]:
-  return tuple(EnvSpec(f"{s.name}-{b}", s.name, b, s.split)
-               for s in robot_specs().values() for b in BEHAVIOURS[s.task])
+  specs = robot_specs()
+  return (tuple(EnvSpec(f"{s.name}-{b}", s.name, b, s.split) for s in specs.values() for b in BEHAVIOURS[s.task])
+          + tuple(EnvSpec(f"{r}-{b}", r, b, specs[r].split) for r in POLICY_ROBOTS for b in POLICY_LEVELS))
 
 
 class UnknownNameError(cli.UserError, KeyError):
