@@ -36,7 +36,7 @@ setup(
     description="WestWorld trajectory world model in JAX/Flax",
     python_requires=">=3.11",
     packages=find_packages(include=["westworld_jax", "westworld_jax.*"]),
-    package_data={"westworld_jax.robots": ["assets/*.xml"]},
+    package_data={"westworld_jax.robots": ["assets/*.xml", "policies/**/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.0.3", "pytest-timeout==2.4.0"]},
 )

@@ -34,7 +34,12 @@ CPU_PRETRAIN_ENVS = (
     "proc_hexapod_j2-pd_hold", "proc_arm_5-pd_targets", "dmc_cheetah-ou", "dmc_walker-pd_hold",
     "gym_half_cheetah-ou", "proc_arm_4-ou",
 )
-CPU_ZERO_SHOT_ENVS = ("hopper-gait", "walker2d-gait", "franka_panda-pd_targets")
+# Held-out hopper and walker2d as in D4RL: data of PPO policies trained here (expert and medium,
+# data/train_policy.py); franka under PD control to random targets.
+CPU_ZERO_SHOT_ENVS = ("hopper-policy_expert", "hopper-policy_medium", "walker2d-policy_expert",
+                      "walker2d-policy_medium", "franka_panda-pd_targets")
+# The open-loop gait data of the same robots (they topple within ~100 steps): the `cpu_gait` zero-shot variant.
+CPU_ZERO_SHOT_GAIT_ENVS = ("hopper-gait", "walker2d-gait", "franka_panda-pd_targets")
 # Legged robots under pd_hold: open-loop gaits topple them (cassie kept 2 of 24 episodes).
 CPU_FEW_SHOT_ENVS = ("cassie-pd_hold", "unitree_a1-pd_hold", "ur5e-pd_targets")
 CPU_CORPUS = "corpus/cpu"
@@ -139,7 +144,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pretrain.total_steps = 50_000
     c.environments = ()  # resolved by the driver: every pretraining environment of the corpus
     c.num_envs = (1, 2, 5, 10, 20, 30, 0)
-    c.eval_environments = ("walker2d-gait", "hopper-gait", "franka_panda-pd_targets")
+    c.eval_environments = ("walker2d-policy_expert", "walker2d-policy_medium", "hopper-policy_expert",
+                           "hopper-policy_medium", "franka_panda-pd_targets")
     c.eval_collect = heldout_collect(variant, c.eval_environments)
     c.eval.batch_size = 14
   return c

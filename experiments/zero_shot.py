@@ -6,8 +6,11 @@ its own held-out (val) episodes, normalised with its own training-episode min-ma
 westworld_jax/evaluation for the protocol). Missing environments are generated with `collect`.
 
 Variants:
-  cpu   (default) the CPU-scale experiment (corpus/cpu, see experiments/scaling.py): hopper-gait,
-        walker2d-gait, franka_panda-pd_targets; checkpoints from `python -m westworld_jax.scaling`.
+  cpu   (default) the CPU-scale experiment (corpus/cpu, see experiments/scaling.py): hopper and
+        walker2d under their trained expert and medium policies (hopper-policy_expert, ...; as D4RL),
+        franka_panda-pd_targets; checkpoints from `python -m westworld_jax.scaling` or
+        `python -m westworld_jax.learning_curve`.
+  cpu_gait  the same robots under open-loop gaits (hopper-gait, walker2d-gait; they topple).
   tiny  the tiny corpus (experiments/data.py:tiny): hopper-gait and franka_panda-pd_targets.
   base  the paper's setting: every zero-shot environment of the full corpus, the checkpoint's
         history (50) and horizon (100).
@@ -34,9 +37,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.max_windows = 0  # per environment; 0 = every held-out window
   c.plot_windows = 2  # predicted-vs-true plots per (checkpoint, environment)
   c.import_val_fraction = 0.5  # --robot/--data: share of the user's episodes held out
-  if variant == "cpu":
+  if variant in ("cpu", "cpu_gait"):
     c.corpus_dir = sc.CPU_CORPUS
-    c.environments = sc.CPU_ZERO_SHOT_ENVS
+    c.environments = sc.CPU_ZERO_SHOT_ENVS if variant == "cpu" else sc.CPU_ZERO_SHOT_GAIT_ENVS
     c.collect = sc.heldout_collect("cpu", c.environments)
   elif variant == "tiny":
     c.corpus_dir = "corpus/tiny"
@@ -49,5 +52,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.collect = sc.heldout_collect("base", c.environments)
     c.batch_size = 14
   else:
-    raise ValueError(f"unknown zero_shot variant {variant!r}: use cpu, tiny or base")
+    raise ValueError(f"unknown zero_shot variant {variant!r}: use cpu, cpu_gait, tiny or base")
   return c

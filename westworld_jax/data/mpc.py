@@ -1,4 +1,8 @@
-"""Sampling-based MPC on the true simulator (MPPI weighting), for expert-like behaviour data.
+"""Sampling-based MPC on the true simulator (MPPI weighting): goal-directed behaviour data.
+
+Short-horizon and generic, it moves robots toward their task but does not keep legged robots up
+(hopper falls within ~70-120 steps at the defaults); expert locomotion comes from the trained
+policies (data/train_policy.py, behaviours policy_*).
 
 Every control step, each of the n environments samples K action sequences around its warm-started
 plan, rolls them out in MuJoCo (all n*K in one multi-threaded mujoco.rollout call), weights them by

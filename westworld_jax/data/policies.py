@@ -13,7 +13,9 @@ All controls are drawn in the normalised box [-1, 1] and mapped to the actuators
                term where it helps), targets perturbed by OU noise, slow posture changes and
                gait-like sinusoids: legged robots move for long episodes and mostly stay upright,
                where open-loop noise topples them within a second or two
-- mpc:         sampling-based MPC on the true simulator with a task reward (expert-like data)
+- mpc:         sampling-based MPC on the true simulator with a generic task reward: goal-directed
+               but short-sighted (32 samples x 16 steps); legged robots under it still fall
+               (hopper within ~70-120 steps), so it is not expert data (the policy_* levels are)
 - policy_random / policy_medium / policy_expert: PPO policies trained here at D4RL's levels
                (data/train_policy.py), sampled from their Gaussian; policy_replay: the episodes the
                training run experienced up to the medium policy (D4RL's medium-replay)

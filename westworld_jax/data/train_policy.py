@@ -62,6 +62,7 @@ def save_policy(path: str, policy: ppo.Policy, meta: dict) -> None:
       json.dump({**meta, "num_act": net.num_act, "hidden": list(net.hidden), "init_log_std": net.init_log_std,
                  "obs_clip": policy.obs_clip,
                  "obs_stats": {k: np.asarray(v).tolist() for k, v in policy.obs_stats.items()}}, f, indent=1)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a policy is package data
     if os.path.exists(path):
       shutil.rmtree(path)
     os.replace(tmp, path)
