@@ -98,21 +98,21 @@ def _time_replan(planner, state, calls: int) -> dict:
 
 def section_latency(a, which: str) -> list[dict]:
   import jax  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import env, mppi, policies, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import backends, env, mppi, planners, tasks  # pylint: disable=import-outside-toplevel
   from westworld_jax.model import flops, registry, ssm  # pylint: disable=import-outside-toplevel
   sizes = _sizes(a, jax.default_backend())
   task = tasks.make_task("hopper")
   rows = []
   # (backend, history, timed calls, [(envs, samples)], row info, model config for the FLOP count)
   if which == "oracle":
-    setups = [(mppi.OracleBackend(task), 1, a.calls, [(1, a.samples), (a.envs, a.samples)], {}, None)]
+    setups = [(backends.OracleBackend(task), 1, a.calls, [(1, a.samples), (a.envs, a.samples)], {}, None)]
   else:
     setups = []
-    norm = mppi.Normaliser.from_stats(policies.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act)
+    norm = backends.Normaliser.from_stats(planners.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act)
     for dtype in sizes["wm_dtypes"]:
       wm = registry.build("westworld", "control", dtype=dtype)
-      params = jax.jit(wm.init)(jax.random.key(0), policies.spec_batch(task.num_obs, task.num_act, wm.history + a.horizon))
-      backend = mppi.WorldModelBackend(wm, params, [task], [norm], a.horizon, sample_chunk=sizes["wm_sample_chunk"])
+      params = jax.jit(wm.init)(jax.random.key(0), planners.spec_batch(task.num_obs, task.num_act, wm.history + a.horizon))
+      backend = backends.WorldModelBackend(wm, params, [task], [norm], a.horizon, sample_chunk=sizes["wm_sample_chunk"])
       info = {"model": "westworld/control (untrained)", "dtype": dtype, "scan": ssm.resolve_impl(wm.config.ssm_scan_impl),
               "history": wm.history, "sample_chunk": sizes["wm_sample_chunk"]}
       setups.append((backend, wm.history, sizes["wm_calls"], [(1, a.samples), (a.envs, sizes["wm_batched_samples"])],
@@ -139,7 +139,7 @@ def section_latency(a, which: str) -> list[dict]:
 
 def section_returns(a) -> list[dict]:
   import jax  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import env, loop, policies, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import env, planners, rollout, tasks  # pylint: disable=import-outside-toplevel
   from experiments import control as control_cfg  # pylint: disable=import-outside-toplevel
   sizes = _sizes(a, jax.default_backend())
   rows = []
@@ -156,15 +156,15 @@ def section_returns(a) -> list[dict]:
         cfg.mppi.samples, cfg.mppi.horizon = sizes["wm_return_samples"], sizes["return_horizon"]
         cfg.wm_sample_chunk = sizes["wm_sample_chunk"]
         steps = sizes["wm_episode_len"] or steps
-      policy, history, desc = policies.make_policy(pol, task, cfg, a.checkpoint or None)
+      policy, history, desc = planners.make_policy(pol, task, cfg, a.checkpoint or None)
       envs = env.Envs(task, history=history)
       logs, key = [], jax.random.key(a.seed)
       t0 = time.perf_counter()
       episodes = a.episodes if pol != "world_model" else 1
       for _ in range(episodes):
         key, sub = jax.random.split(key)
-        logs.append(loop.run_episode(envs, policy, 1, steps, sub))
-      s = loop.summarize(logs)
+        logs.append(rollout.run_episode(envs, policy, 1, steps, sub))
+      s = rollout.summarize(logs)
       row = {"task": name, "policy": pol, "episodes": s["episodes"], "episode_len": steps,
              "return_mean": round(s["return_mean"], 2), "return_std": round(s["return_std"], 2),
              "length_mean": s["length_mean"], "returns": [round(float(r), 2) for l in logs for r in l.returns],

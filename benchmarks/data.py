@@ -22,7 +22,7 @@ import mujoco
 import numpy as np
 from mujoco import rollout
 
-from westworld_jax.data import collect, episodes, pipeline, policies, shards, simulate
+from westworld_jax.data import behaviours, collect, episodes, pipeline, shards, simulate
 from westworld_jax.robots import catalogue
 from experiments import data as data_config
 
@@ -38,8 +38,8 @@ def _throughput(robot_name, n, T, nthread, reps):
       rollout.Rollout(nthread=nthread) as pool:
     rng = np.random.default_rng(0)  # consumed exactly as episodes.generate consumes it
     start = sim.initial_states(rng, n)
-    u = policies.open_loop("ou", robot, rng, n, T)
-    ctrl = np.repeat(policies.to_ctrl(robot, u), robot.frame_skip, axis=1)
+    u = behaviours.open_loop("ou", robot, rng, n, T)
+    ctrl = np.repeat(behaviours.to_ctrl(robot, u), robot.frame_skip, axis=1)
     datas = [mujoco.MjData(m) for _ in range(max(1, nthread))]
     for r in range(reps):
       t0 = time.perf_counter()

@@ -101,10 +101,10 @@ def train_row(devices, name, variant, batch, gpus, expert, overrides, impl) -> d
 def replan_rows(dev) -> list[dict]:
   """The world-model MPPI replan (Hopper, control-size model, 256 samples x horizon 100, the
   kernel scan): what benchmarks/control.py times on a GPU, compiled for one."""
-  from westworld_jax.control import env, mppi, policies, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import backends, env, mppi, planners, tasks  # pylint: disable=import-outside-toplevel
   from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
   task = tasks.make_task("hopper")
-  norm = mppi.Normaliser.from_stats(policies.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act)
+  norm = backends.Normaliser.from_stats(planners.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act)
   sh = jax.sharding.SingleDeviceSharding(dev)
   to_sds = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)  # noqa: E731
   rows = []
@@ -112,8 +112,8 @@ def replan_rows(dev) -> list[dict]:
     wm = registry.build("westworld", "control", dtype=dtype, ssm_scan_impl="kernel")
     # the same parameters, initialised here with the host's scan (the kernel would be interpreted)
     init = registry.build("westworld", "control", dtype=dtype).init
-    params = jax.jit(init)(jax.random.key(0), policies.spec_batch(task.num_obs, task.num_act, wm.history + 100))
-    planner = mppi.MPPI(mppi.WorldModelBackend(wm, params, [task], [norm], 100),
+    params = jax.jit(init)(jax.random.key(0), planners.spec_batch(task.num_obs, task.num_act, wm.history + 100))
+    planner = mppi.MPPI(backends.WorldModelBackend(wm, params, [task], [norm], 100),
                         mppi.MPPIConfig(samples=256, horizon=100))
     state = env.Envs(task, history=wm.history).reset(jax.random.key(0), 1)
     plan = planner.init(jax.random.key(1), state)

@@ -6,7 +6,7 @@ Variants (default: hopper):
                     CPU one oracle replan takes seconds.
   hopper_cpu        hopper on a CPU: 64 samples x horizon 30, 2 episodes of 100 steps.
   hopper_tiny       hopper on a CPU with a tiny world model (history 8 + horizon 24 <= its 32 steps):
-                    64 samples x horizon 24, 100-step episodes; with westworld_jax.control.finetune
+                    64 samples x horizon 24, 100-step episodes; with westworld_jax.control.adapt
                     and a tiny pretrained checkpoint (experiments/scaling.py:cpu), the whole
                     collect -> fine-tune -> compare recipe in ~30-60 minutes on 2 cores.
   walker2d_tiny     the same for gym Walker2d (6 actuators: collecting the control data took 38 min, Hopper 32).
@@ -17,9 +17,9 @@ Variants (default: hopper):
   tiny              pendulum on a CPU in about a minute: oracle, tiny world model (untrained unless
                     --checkpoint), random; 60 steps of horizon 16 (the tiny model's window): a smoke
                     test, too short for any policy to swing the pendulum up. With
-                    westworld_jax.control.finetune: a fine-tune in 1-2 minutes.
+                    westworld_jax.control.adapt: a fine-tune in 1-2 minutes.
 World-model fine-tuning on control data (oracle MPPI episodes, the best 10% kept):
-  python -m westworld_jax.control.finetune --config experiments/control.py:VARIANT --checkpoint DIR --workdir OUT
+  python -m westworld_jax.control.adapt --config experiments/control.py:VARIANT --checkpoint DIR --workdir OUT
 Override anything on the command line, e.g. --config.mppi.samples=512 --config.policies="('oracle',)".
 """
 import ml_collections
@@ -56,10 +56,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.render = ml_collections.ConfigDict(dict(enabled=True, width=320, height=240))
   # Control data for fine-tuning: keep the best fraction of the oracle episodes as a corpus environment.
   # The control CLI collects from its evaluation episodes when corpus_dir is set; the fine-tuning
-  # command (python -m westworld_jax.control.finetune) runs `episodes` oracle episodes, n_envs at a time.
+  # command (python -m westworld_jax.control.adapt) runs `episodes` oracle episodes, n_envs at a time.
   c.collect = ml_collections.ConfigDict(dict(corpus_dir="", keep_fraction=0.1, val_fraction=0.1, overwrite=False,
                                              episodes=64, n_envs=8))
-  # World-model fine-tuning on that data (westworld_jax.control.finetune): the pretrained run's model
+  # World-model fine-tuning on that data (westworld_jax.control.adapt): the pretrained run's model
   # and recipe (westworld_jax.few_shot.run_config) from its weights, then control with both models.
   c.finetune = ml_collections.ConfigDict(dict(steps=300, lr=1e-5, warmup_steps=0, final_lr_fraction=1.0,
                                               batch_size=8, compare=True))

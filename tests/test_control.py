@@ -6,7 +6,7 @@ start together when the module's first test needs them and run on different core
   main  oracle MPPI vs random on pendulum swing-up, control data -> corpus -> data pipeline, a
         perfect-model world-model backend against the oracle, and end to end: a tiny world model
         trained on that control data with the training API (training.loop.train), fine-tuned on it
-        (control.finetune, as `python -m westworld_jax.control.finetune`) and driving world-model
+        (control.adapt, as `python -m westworld_jax.control.adapt`) and driving world-model
         MPPI in closed loop through the control CLI's experiment.run (summary.json, video);
   aux   8 forced CPU devices: the replan with samples sharded over a mesh == unsharded; channel
         padding and several robots in one world-model batch.
@@ -34,7 +34,7 @@ import json, math, tempfile, time, warnings
 warnings.filterwarnings("ignore")
 import numpy as np
 import jax, jax.numpy as jnp
-from westworld_jax.control import data, env, loop, mppi, tasks
+from westworld_jax.control import backends, collect, env, mppi, rollout, tasks
 RES = {}
 def emit():
   print("RESULT", json.dumps(RES))
@@ -49,12 +49,12 @@ task = tasks.make_task("pendulum")
 # --- 1. oracle MPPI vs random, same start states (hanging down), 400 steps = 8 s -----------------
 # Swinging up takes ~300 steps of pumping whatever the sample count: 32 samples x horizon 64 do it.
 envs = env.Envs(task, history=8)  # one set of environments (one compile) for every section
-planner = mppi.MPPI(mppi.OracleBackend(task), mppi.MPPIConfig(samples=32, horizon=64, noise=1.0))
+planner = mppi.MPPI(backends.OracleBackend(task), mppi.MPPIConfig(samples=32, horizon=64, noise=1.0))
 key = jax.random.key(0)
-log = loop.run_episode(envs, planner, 2, 400, key)
+log = rollout.run_episode(envs, planner, 2, 400, key)
 import contextlib, io
 with contextlib.redirect_stderr(io.StringIO()) as bar:  # a labelled run shows a progress bar
-  rnd = loop.run_episode(envs, loop.RandomPolicy(task), 2, 400, key, progress="random pendulum")
+  rnd = rollout.run_episode(envs, rollout.RandomPolicy(task), 2, 400, key, progress="random pendulum")
 upright = lambda l: 0.5 * (1 + np.cos(l.obs[:, :, 0]))
 RES["oracle"] = {"cost": float(-log.rewards.mean()), "random_cost": float(-rnd.rewards.mean()),
                  "final_upright": float(upright(log)[-50:].mean()), "random_final_upright": float(upright(rnd)[-50:].mean()),
@@ -64,11 +64,11 @@ RES["oracle"] = {"cost": float(-log.rewards.mean()), "random_cost": float(-rnd.r
 
 # --- 2. control data: best episodes -> corpus -> the training pipeline reads it -------------------
 eps = log.episodes() + rnd.episodes()
-best = data.select_best(eps, 0.25)
+best = collect.select_best(eps, 0.25)
 corpus = tempfile.mkdtemp()
-meta = data.write_corpus(task, best, corpus, val_fraction=0.0)
+meta = collect.write_corpus(task, best, corpus, val_fraction=0.0)
 try:
-  data.write_corpus(task, best, corpus, val_fraction=0.0)
+  collect.write_corpus(task, best, corpus, val_fraction=0.0)
   again = None
 except FileExistsError as e:
   again = str(e)
@@ -82,7 +82,7 @@ RES["data"] = {"env": meta["env"], "kept_returns": [e["return"] for e in best],
 
 # --- 3. world-model backend with a perfect model == oracle (time/channel alignment) --------------
 H = 4
-norm = mppi.Normaliser(np.array([-20, -60], np.float32), np.array([20, 60], np.float32),
+norm = backends.Normaliser(np.array([-20, -60], np.float32), np.array([20, 60], np.float32),
                        np.array([-1], np.float32), np.array([1], np.float32))
 lo, span = jnp.asarray(norm.obs_min), jnp.asarray(norm.obs_max - norm.obs_min)
 
@@ -102,7 +102,7 @@ def perfect_predict(params, batch):
 class Cfg:
   history, max_steps = H, 128
 stub = registry.WorldModel("perfect", Cfg(), None, None, perfect_predict, None)
-perfect = mppi.MPPI(mppi.WorldModelBackend(stub, None, [task], [norm], horizon=planner.config.horizon), planner.config)
+perfect = mppi.MPPI(backends.WorldModelBackend(stub, None, [task], [norm], horizon=planner.config.horizon), planner.config)
 s = envs.reset(jax.random.key(3), 2)
 for t in range(6):  # a history with motion and non-zero actions
   s, _ = envs.step(s, jnp.full((2, 1), (-1.0) ** t))
@@ -116,11 +116,11 @@ RES["perfect"] = {"u_diff": float(jnp.abs(u_or - u_wm).max()),
 RES["t_sections_1_3"] = time.time() - t_start
 
 # --- 4. end to end: train a tiny world model on the control data (training API), fine-tune it -----
-# (control.finetune, reusing the collected corpus) and run world-model MPPI through the CLI's run.
+# (control.adapt, reusing the collected corpus) and run world-model MPPI through the CLI's run.
 t0 = time.time()
 sys.path.insert(0, os.getcwd())
 from experiments import control as control_config, pretrain as pretrain_config
-from westworld_jax.control import finetune
+from westworld_jax.control import adapt
 from westworld_jax.training import loop as train_loop
 root = tempfile.mkdtemp()
 pc = pretrain_config.get_config("tiny")
@@ -144,7 +144,7 @@ cfg.mppi.update(samples=16, horizon=8)
 cfg.collect.corpus_dir = corpus  # reused: no new collection
 cfg.finetune.update(steps=2, batch_size=4, lr=1e-3, compare=False)
 cfg.render.update(width=64, height=48)
-ft = finetune.run(cfg, os.path.join(root, "ft"), pretrained)
+ft = adapt.run(cfg, os.path.join(root, "ft"), pretrained)
 t_ft = time.time() - t0
 out = os.path.join(root, "control")
 cfg.collect.corpus_dir = ""  # the control run collects nothing
@@ -169,26 +169,26 @@ emit()
 _AUX = """
 from jax.sharding import AxisType
 from westworld_jax.model import registry
-from westworld_jax.control import policies as pol
+from westworld_jax.control import planners as pol
 t_start = time.time()
 task = tasks.make_task("pendulum")
 mesh = jax.make_mesh((8,), ("samples",), axis_types=(AxisType.Auto,))
 wm = registry.build("westworld", "tiny", n_layers=1)
 cfg = mppi.MPPIConfig(samples=32, horizon=8, iterations=2)
 params = jax.jit(wm.init)(jax.random.key(0), pol.spec_batch(2, 1, wm.history + cfg.horizon))
-norm = mppi.Normaliser.from_stats(pol.stats_from_rollouts(task, 4, 50), 2, 1)
-backend = mppi.WorldModelBackend(wm, params, [task], [norm], cfg.horizon)
+norm = backends.Normaliser.from_stats(pol.stats_from_rollouts(task, 4, 50), 2, 1)
+backend = backends.WorldModelBackend(wm, params, [task], [norm], cfg.horizon)
 # The same model with the fused scan kernel (Pallas interpreter here): under the mesh it must run per
 # shard of the samples (shard_map), as XLA cannot split a kernel call on GPU/TPU.
 wm_k = registry.build("westworld", "tiny", n_layers=1, ssm_scan_impl="kernel")
-backend_k = mppi.WorldModelBackend(wm_k, params, [task], [norm], cfg.horizon)
-backends = {"oracle": mppi.OracleBackend(task), "world_model": backend, "world_model_kernel": backend_k}
+backend_k = backends.WorldModelBackend(wm_k, params, [task], [norm], cfg.horizon)
+by_name = {"oracle": backends.OracleBackend(task), "world_model": backend, "world_model_kernel": backend_k}
 RES["devices"] = len(jax.devices())
 
 # --- 1. samples sharded over 8 devices == unsharded --------------------------------------------
 envs = env.Envs(task, history=wm.history)  # serves both backends: one compile
 s = envs.reset(jax.random.key(1), 2)
-for name, b in backends.items():
+for name, b in by_name.items():
   out = []
   for m in (None, mesh):
     p = mppi.MPPI(b, cfg, mesh=m)
@@ -213,12 +213,12 @@ sw = jax.tree.map(lambda x: x[0], s2)
 u = jax.random.uniform(jax.random.key(7), (8, cfg.horizon, 1), minval=-1, maxval=1)
 c_one = jax.jit(backend.step_costs)(backend.context(sw), u)  # channels padded to the robot's (2, 1)
 reacher = tasks.make_task("reacher")
-rnorm = mppi.Normaliser.from_stats(pol.stats_from_rollouts(reacher, 4, 50), reacher.num_obs, reacher.num_act)
+rnorm = backends.Normaliser.from_stats(pol.stats_from_rollouts(reacher, 4, 50), reacher.num_obs, reacher.num_act)
 # Two robots, channels padded to (16, 8): the pendulum's costs must not change.
-multi = mppi.WorldModelBackend(wm, params, [task, reacher], [norm, rnorm], horizon=cfg.horizon, obs_pad=16, act_pad=8)
+multi = backends.WorldModelBackend(wm, params, [task, reacher], [norm, rnorm], horizon=cfg.horizon, obs_pad=16, act_pad=8)
 c_multi = jax.jit(multi.step_costs)(multi.context(sw), jnp.pad(u, ((0, 0), (0, 0), (0, 7))))
 mplanner = mppi.MPPI(multi, mppi.MPPIConfig(samples=16, horizon=cfg.horizon))
-mres = loop.run_multi_robot([envs, env.Envs(reacher, history=wm.history, robot_index=1)],
+mres = rollout.run_multi_robot([envs, env.Envs(reacher, history=wm.history, robot_index=1)],
                             mplanner, 2, 3, jax.random.key(8))
 RES["padding"] = {"max_diff": float(jnp.abs(c_one[0] - c_multi[0]).max()),
                   "max_term_diff": float(jnp.abs(c_one[2] - c_multi[2]).max()),
@@ -305,7 +305,7 @@ def test_world_model_backend_with_a_perfect_model_matches_the_oracle(procs):
 
 @pytest.mark.timeout(480)
 def test_trained_and_finetuned_world_model_runs_mppi_end_to_end(procs):
-  """training.loop.train on control data -> control.finetune -> the CLI's experiment.run with that
+  """training.loop.train on control data -> control.adapt -> the CLI's experiment.run with that
   checkpoint: world-model MPPI in closed loop, summary.json / returns.json / latency.csv written."""
   r = _result(procs, "main")["e2e"]
   assert r["pre_step"] == _PRETRAIN_STEPS and all(np.isfinite(r["losses"])), r
@@ -380,15 +380,16 @@ def test_weights_and_trajectory_cost():
 @pytest.mark.timeout(60)
 def test_normaliser_round_trip_and_constant_channels():
   import jax.numpy as jnp
-  from westworld_jax.control import mppi
+  from westworld_jax.control import backends
+  from westworld_jax.data import normalise
   lo, hi = np.array([0.0, 1.0, -2.0], np.float32), np.array([2.0, 1.0, 2.0], np.float32)
-  span = jnp.asarray(mppi._span(lo, hi))
+  span = jnp.asarray(normalise.span(lo, hi))
   x = jnp.array([1.0, 5.0, 3.0])
-  v = mppi.normalise(x, lo, span)
+  v = normalise.normalise(x, lo, span, jnp)
   assert np.allclose(np.asarray(v), [0.5, 0.5, 1.0])  # constant -> 0.5; out of range clipped
-  assert np.allclose(np.asarray(mppi.denormalise(v, lo, span)), [1.0, 1.0, 2.0])
+  assert np.allclose(np.asarray(normalise.denormalise(v, lo, span)), [1.0, 1.0, 2.0])
   with pytest.raises(ValueError, match="another robot"):
-    mppi.Normaliser.from_stats({"obs_min": [0], "obs_max": [1], "act_min": [0], "act_max": [1]}, 2, 1)
+    backends.Normaliser.from_stats({"obs_min": [0], "obs_max": [1], "act_min": [0], "act_max": [1]}, 2, 1)
 
 
 @pytest.mark.timeout(60)

@@ -22,7 +22,7 @@ from westworld_jax import few_shot as ft
 from westworld_jax import scaling as scaling_lib
 from westworld_jax.data import pipeline, shards
 from westworld_jax.robots import catalogue
-from westworld_jax.training import data as data_lib
+from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import loop
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,7 +112,7 @@ def test_pretraining_never_holds_heldout_robots(tiny):
   heldout = {s.name for s in catalogue.iter_robots() if s.split != catalogue.PRETRAIN}
   assert {"walker2d", "hopper", "franka_panda", "cassie", "unitree_a1", "ur5e"} <= heldout
   for variant in ("tiny", "cpu"):  # every pretraining environment list the experiments use
-    envs = data_lib.training_environments(scaling_config.pretrain_config(variant).data)
+    envs = corpus_lib.training_environments(scaling_config.pretrain_config(variant).data)
     assert envs and not {catalogue.env_spec(e).robot for e in envs} & heldout, variant
     assert not set(scaling_config.get_config(variant).environments) & {e.name for e in catalogue.environments()
                                                                        if e.robot in heldout}
@@ -232,11 +232,11 @@ def test_finetune_on_exactly_n_episodes(tiny, tmp_path):
       assert rc["init_from"] == (r["pretrained"] if r["mode"] == "finetune" else "")
       # What the run's training pipeline reads: exactly the first two training episodes.
       import ml_collections
-      pc = data_lib.pipeline_config(ml_collections.ConfigDict(rc).data, [FEW_SHOT], 0)
+      pc = corpus_lib.pipeline_config(ml_collections.ConfigDict(rc).data, [FEW_SHOT], 0)
       wins = pipeline.load_env(pc, 0, FEW_SHOT).windows
       assert sorted({(int(w[0]), int(w[1])) for w in wins}) == first_two
       # ... while its validation keeps every held-out episode.
-      assert pipeline.load_env(data_lib.pipeline_config(ml_collections.ConfigDict(rc).data, [FEW_SHOT], 0, "val"),
+      assert pipeline.load_env(corpus_lib.pipeline_config(ml_collections.ConfigDict(rc).data, [FEW_SHOT], 0, "val"),
                                0, FEW_SHOT).windows.shape[0] > 0
       assert r["envs"][FEW_SHOT]["windows"] > 0
   assert os.path.exists(os.path.join(out_dir, "results.md"))

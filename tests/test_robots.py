@@ -1,6 +1,5 @@
 """Robot loading: channels derived from the compiled model, CLI contract, clear errors."""
 import json
-import os
 import subprocess
 import sys
 

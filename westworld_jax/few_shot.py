@@ -31,7 +31,7 @@ from absl import app, flags
 from westworld_jax import evaluation as ev
 from westworld_jax import inference
 from westworld_jax.data import pipeline
-from westworld_jax.training import data as data_lib
+from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import loop
 from westworld_jax import cli
 
@@ -63,7 +63,7 @@ def run_config(pretrained_workdir: str, *, env: str, corpus_dir: str, episodes: 
 def training_episodes(cfg) -> int:
   """How many distinct episodes the run's training pipeline reads (must be exactly data.max_episodes)."""
   env = cfg.data.environments[0]
-  wins = pipeline.load_env(data_lib.pipeline_config(cfg.data, [env], cfg.seed), 0, env).windows
+  wins = pipeline.load_env(corpus_lib.pipeline_config(cfg.data, [env], cfg.seed), 0, env).windows
   return len({(int(w[0]), int(w[1])) for w in wins})
 
 

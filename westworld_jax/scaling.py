@@ -22,7 +22,7 @@ import time
 from absl import app, flags, logging
 
 from westworld_jax import evaluation as ev
-from westworld_jax.training import data as data_lib
+from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import loop
 from westworld_jax import cli
 
@@ -32,7 +32,7 @@ SETS = ("heldout", "anchor", "trained")
 
 
 def plan(cfg) -> tuple[list[str], list[int]]:
-  envs = list(cfg.environments) or data_lib.training_environments(cfg.pretrain.data)
+  envs = list(cfg.environments) or corpus_lib.training_environments(cfg.pretrain.data)
   ns = sorted({len(envs) if int(n) == 0 else int(n) for n in cfg.num_envs})
   if ns[0] < 1 or ns[-1] > len(envs):
     raise ValueError(f"num_envs {list(cfg.num_envs)} must lie in 1..{len(envs)} (0 = all {len(envs)})")
@@ -63,7 +63,7 @@ def run_one(cfg, model: str, envs: list[str], seed: int, outdir: str) -> dict:
   seconds = time.perf_counter() - t0
   ckpt = ev.load_checkpoint(workdir, model)
   anchor = list(envs[: cfg.anchor]) if cfg.anchor else []
-  trained = [e for e in data_lib.validation_environments(rc.data, envs)]
+  trained = [e for e in corpus_lib.validation_environments(rc.data, envs)]
   rec = {"model": model, "num_envs": len(envs), "seed": int(seed), "environments": list(envs),
          "workdir": workdir, "step": ckpt.step, "train_seconds": seconds,
          "final_loss": next((r.get("loss_mean", r.get("loss")) for r in reversed(result.rows) if "loss" in r), None),

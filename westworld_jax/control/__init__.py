@@ -2,14 +2,15 @@
 
   tasks.py   Task: MJX robot, costs on observations/states, action bounds (pendulum, reacher,
              hopper, walker2d, go1, franka)
-  mppi.py    MPPI (one jitted replan for all environments), OracleBackend, WorldModelBackend
+  mppi.py    MPPI (one jitted replan for all environments, samples sharded over devices)
+  backends.py  MPPI's rollouts: OracleBackend (MJX) and WorldModelBackend (one predict call)
   env.py     batched MJX environments with observation history
-  loop.py    closed-loop episodes, random baseline, summaries
-  policies.py  policies from a config (oracle / world model from a checkpoint or untrained / random)
-  data.py    MPPI rollouts -> corpus environment for world-model fine-tuning
+  rollout.py   closed-loop episodes, random baseline, summaries
+  planners.py  planners from a config (oracle / world model from a checkpoint or untrained / random)
+  collect.py   MPPI rollouts -> corpus environment for world-model fine-tuning
   render.py  videos (MuJoCo offscreen renderer) and trajectory plots
   experiment.py  one control run (what the CLI runs): episodes per policy, summaries, videos
-  finetune.py    world-model fine-tuning on oracle-MPPI control data (collect, keep the best, fine-tune)
+  adapt.py       world-model fine-tuning on oracle-MPPI control data (collect, keep the best, fine-tune)
 CLI: python -m westworld_jax.control --config experiments/control.py:hopper [--checkpoint DIR]
-     python -m westworld_jax.control.finetune --config experiments/control.py:tiny --checkpoint DIR --workdir OUT
+     python -m westworld_jax.control.adapt --config experiments/control.py:tiny --checkpoint DIR --workdir OUT
 """

@@ -12,7 +12,7 @@ Runs cfg.episodes batches of cfg.n_envs episodes of cfg.task with each policy in
   trajectory_<policy>.png  reward, observations and controls over time (always written)
 With cfg.collect.corpus_dir set, the oracle episodes' best cfg.collect.keep_fraction are also written
 as corpus environment '<robot>-mppi_oracle' for world-model fine-tuning; the whole fine-tuning loop
-(collect, fine-tune, compare) is `python -m westworld_jax.control.finetune` (finetune.py).
+(collect, fine-tune, compare) is `python -m westworld_jax.control.adapt` (adapt.py).
 The work itself is experiment.run.
 """
 from __future__ import annotations

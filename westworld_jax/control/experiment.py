@@ -91,19 +91,19 @@ def _table(rows: dict) -> str:
 
 def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import data as data_lib  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import collect as collect_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import env as env_lib  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import loop as loop_lib  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import policies as policies_lib  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import rollout as rollout_lib  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import planners as planners_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import render as render_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
 
   os.makedirs(workdir, exist_ok=True)
   task = tasks_lib.make_task(cfg.task)
   steps = cfg.episode_len or task.episode_len
-  unknown = [p for p in cfg.policies if p not in policies_lib.POLICIES]
+  unknown = [p for p in cfg.policies if p not in planners_lib.POLICIES]
   if unknown or not cfg.policies:
-    raise ValueError(f"config policies {tuple(cfg.policies)}: choose from {policies_lib.POLICIES}")
+    raise ValueError(f"config policies {tuple(cfg.policies)}: choose from {planners_lib.POLICIES}")
   summary = {"task": task.describe(), "episode_len": steps, "n_envs": cfg.n_envs, "episodes": cfg.episodes,
              "mppi": dict(cfg.mppi), "device": str(jax.devices()[0]), "policies": {}}
   mesh = None
@@ -114,7 +114,7 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
   returns, lat_rows, rows = {}, [], {}
   logs_by_policy, envs_by_history = {}, {}
   for name in cfg.policies:
-    policy, history, desc = policies_lib.make_policy(name, task, cfg, checkpoint, mesh=mesh if name != "random" else None)
+    policy, history, desc = planners_lib.make_policy(name, task, cfg, checkpoint, mesh=mesh if name != "random" else None)
     if history not in envs_by_history:  # one compiled environment per history length
       envs_by_history[history] = env_lib.Envs(task, history=history)
     envs = envs_by_history[history]
@@ -122,14 +122,14 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
     for ep in range(cfg.episodes):
       key, sub = jax.random.split(key)  # the same start states for every policy
       t0 = time.perf_counter()
-      log = loop_lib.run_episode(envs, policy, cfg.n_envs, steps, sub,
+      log = rollout_lib.run_episode(envs, policy, cfg.n_envs, steps, sub,
                                  progress=f"{task.name} {name} episode {ep + 1}/{cfg.episodes}")
       logging.info("%s %s episode %d: returns %s in %.1fs", task.name, name, ep, log.returns.round(1).tolist(),
                    time.perf_counter() - t0)
       logs.append(log)
       lat_rows += [(name, ep, t, float(s)) for t, s in enumerate(log.latency_s)]
     logs_by_policy[name] = logs
-    s = loop_lib.summarize(logs)
+    s = rollout_lib.summarize(logs)
     s.update(desc)
     if name != "random":
       s["trace_count"] = policy.trace_count
@@ -157,8 +157,8 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
       raise ValueError("collect.corpus_dir is set but 'oracle' is not among the policies: control data comes "
                        "from oracle MPPI episodes")
     eps = [e for l in logs_by_policy["oracle"] for e in l.episodes()]
-    best = data_lib.select_best(eps, cfg.collect.keep_fraction)
-    meta = data_lib.write_corpus(task, best, cfg.collect.corpus_dir, val_fraction=cfg.collect.val_fraction,
+    best = collect_lib.select_best(eps, cfg.collect.keep_fraction)
+    meta = collect_lib.write_corpus(task, best, cfg.collect.corpus_dir, val_fraction=cfg.collect.val_fraction,
                                  overwrite=cfg.collect.overwrite)
     summary["collected"] = {"corpus_dir": cfg.collect.corpus_dir, "env": meta["env"], "episodes_run": len(eps),
                             "episodes_kept": len(best)}

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 
 from westworld_jax.data import mpc as mpc_lib
-from westworld_jax.data import policies, simulate
+from westworld_jax.data import behaviours, simulate
 from westworld_jax.robots import catalogue
 from westworld_jax.robots.robot import Robot
 
@@ -43,7 +43,7 @@ def run_closed_loop(sim: simulate.Simulator, act: Callable[[int, np.ndarray], np
   us, sts, sss = [], [], []
   for t in range(T):
     u_t = act(t, cur)
-    st, ss = sim.run(cur, policies.to_ctrl(sim.robot, u_t[:, None]))
+    st, ss = sim.run(cur, behaviours.to_ctrl(sim.robot, u_t[:, None]))
     us.append(u_t)
     sts.append(st[:, 0])
     sss.append(ss[:, 0])
@@ -59,7 +59,7 @@ _hold_settings: "weakref.WeakKeyDictionary[Robot, tuple[float, bool]]" = weakref
 
 def hold_start(sim: simulate.Simulator, rng: np.random.Generator, n: int) -> np.ndarray:
   """pd_hold's start states: standing still (robots may start in the air or off balance)."""
-  return sim.initial_states(rng, n, qpos=policies.stand_qpos(sim.robot))
+  return sim.initial_states(rng, n, qpos=behaviours.stand_qpos(sim.robot))
 
 
 def hold_settings(sim: simulate.Simulator, per_level: int = 6, seconds: float = 5.0) -> tuple[float, bool]:
@@ -73,12 +73,12 @@ def hold_settings(sim: simulate.Simulator, per_level: int = 6, seconds: float = 
     setting = (1.0, False)
     if robot.floating:
       levels = np.asarray(HOLD_LEVELS)
-      modes = (False, True) if policies._hold(robot).lqr is not None else (False,)
+      modes = (False, True) if behaviours._hold(robot).lqr is not None else (False,)
       rng = np.random.default_rng(0)
       n = len(levels) * per_level
       start = hold_start(sim, rng, n * len(modes))
       qpos0 = sim.qpos_qvel(start)[0]
-      pols = [policies.PDHold(robot, rng, qpos0[i * n:(i + 1) * n], np.repeat(levels, per_level), lqr)
+      pols = [behaviours.PDHold(robot, rng, qpos0[i * n:(i + 1) * n], np.repeat(levels, per_level), lqr)
               for i, lqr in enumerate(modes)]
       act = lambda t, cur: np.concatenate(  # noqa: E731
           [p(t, *sim.qpos_qvel(cur[i * n:(i + 1) * n])) for i, p in enumerate(pols)])
@@ -130,7 +130,7 @@ def replay_episodes(robot: Robot, first: int, n: int, T: int, checks: simulate.E
     length = min(T, int(ends[i] - starts[i]))
     s = int(starts[i])
     obs, act = d["observations"][s:s + length], d["actions"][s:s + length]
-    episodes.append({"obs": obs.astype(np.float32), "act": policies.to_ctrl(robot, act).astype(np.float32)})
+    episodes.append({"obs": obs.astype(np.float32), "act": behaviours.to_ctrl(robot, act).astype(np.float32)})
     counts.kept += 1
     counts.steps += length
   return episodes, counts
@@ -142,39 +142,39 @@ def generate(sim: simulate.Simulator, behaviour: str, task: str, rng: np.random.
   """Simulate n episodes of T control steps; returns kept episodes {'obs' [t,Co], 'act' [t,Ca]}.
   first_episode: the index of this batch's first episode in the environment (replay reads by it)."""
   robot: Robot = sim.robot
-  if behaviour == policies.REPLAY:
+  if behaviour == behaviours.REPLAY:
     return replay_episodes(robot, first_episode, n, T, checks)
-  if behaviour in policies.TRAINED:  # the start distribution the policy was trained on
+  if behaviour in behaviours.TRAINED:  # the start distribution the policy was trained on
     from westworld_jax.data import rl_env  # pylint: disable=import-outside-toplevel
     start = rl_env.reset_states(sim, rl_env.reward_spec(robot.name), rng, n)
   else:
     start = hold_start(sim, rng, n) if behaviour == "pd_hold" else sim.initial_states(rng, n)
   counts = Counts()
-  if behaviour in policies.OPEN_LOOP:
-    u = policies.open_loop(behaviour, robot, rng, n, T)
-    states, sens = sim.run(start, policies.to_ctrl(robot, u))
+  if behaviour in behaviours.OPEN_LOOP:
+    u = behaviours.open_loop(behaviour, robot, rng, n, T)
+    states, sens = sim.run(start, behaviours.to_ctrl(robot, u))
     counts.sim_steps += n * T * robot.frame_skip
-  elif behaviour in policies.CLOSED_LOOP:
+  elif behaviour in behaviours.CLOSED_LOOP:
     if behaviour == "mpc":
       mpc = mpc_lib.SamplingMPC(sim, task, start, rng, mpc_config)
       act = lambda t, cur: mpc(cur)  # noqa: E731
       counts.sim_steps += T * n * mpc_config.samples * mpc_config.horizon * robot.frame_skip
-    elif behaviour in policies.TRAINED:
+    elif behaviour in behaviours.TRAINED:
       act = trained_policy_actor(sim, behaviour.removeprefix("policy_"), rng)
     else:
       if behaviour == "pd_targets":
-        policy = policies.PDTargets(robot, rng, n)
+        policy = behaviours.PDTargets(robot, rng, n)
       else:
         level, lqr = hold_settings(sim)
         # Around the calibrated level: some episodes calmer, some bolder (and likelier to fall).
-        policy = policies.PDHold(robot, rng, sim.qpos_qvel(start)[0], level * rng.uniform(0.5, 1.25, n), lqr)
+        policy = behaviours.PDHold(robot, rng, sim.qpos_qvel(start)[0], level * rng.uniform(0.5, 1.25, n), lqr)
       act = lambda t, cur: policy(t, *sim.qpos_qvel(cur))  # noqa: E731
     u, states, sens = run_closed_loop(sim, act, start, T)
     counts.sim_steps += n * T * robot.frame_skip
   else:
-    raise ValueError(f"unknown behaviour '{behaviour}': choose one of {policies.ALL}")
+    raise ValueError(f"unknown behaviour '{behaviour}': choose one of {behaviours.ALL}")
 
-  ctrl = policies.to_ctrl(robot, u).astype(np.float32)
+  ctrl = behaviours.to_ctrl(robot, u).astype(np.float32)
   # obs[t] is seen before act[t]; the state after the last action is not needed for a window.
   obs = np.concatenate([sim.observe(start)[:, None], sim.observe(states[:, :-1])], axis=1)
   episodes = []

@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 
 from westworld_jax.data import simulate
-from westworld_jax.data.policies import to_ctrl
+from westworld_jax.data.behaviours import to_ctrl
 from westworld_jax.robots import catalogue
 
 

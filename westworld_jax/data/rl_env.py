@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 
 from westworld_jax.data import simulate
-from westworld_jax.data.policies import to_ctrl
+from westworld_jax.data.behaviours import to_ctrl
 from westworld_jax.robots import catalogue
 
 

@@ -14,7 +14,7 @@ from westworld_jax.data import pipeline, shards
 from westworld_jax.evaluation.checkpoints import Checkpoint, check_unseen
 from westworld_jax.evaluation.metrics import Pooled
 from westworld_jax.inference import pad_batch
-from westworld_jax.training import data as data_lib
+from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import step as step_lib
 
 
@@ -148,12 +148,12 @@ def env_summaries(results: dict[str, EnvResult]) -> dict:
 
 
 def ensure_environments(corpus_dir: str, environments: Sequence[str], collect_cfg) -> None:
-  """Generates missing environments with the data collector (as training.data.ensure_corpus does)."""
+  """Generates missing environments with the data collector (as training.corpus.ensure_corpus does)."""
   import ml_collections
   if collect_cfg is not None:
     collect_cfg = collect_cfg.copy_and_resolve_references()
     collect_cfg.environments, collect_cfg.max_environments = tuple(environments), 0
-  data_lib.ensure_corpus(ml_collections.ConfigDict({
+  corpus_lib.ensure_corpus(ml_collections.ConfigDict({
       "corpus_dir": corpus_dir, "environments": tuple(environments), "collect": collect_cfg,
       "shared_filesystem": False}))
 

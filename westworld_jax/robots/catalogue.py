@@ -100,7 +100,7 @@ _SHIPPED: tuple[RobotSpec, ...] = (
     RobotSpec("franka_panda", "asset:franka_panda.xml", ARM, ZERO_SHOT),
 )
 
-# Behaviour policies per task family (see westworld_jax/data/policies.py). Every pretraining robot
+# Behaviour policies per task family (see westworld_jax/data/behaviours.py). Every pretraining robot
 # gets its family's exploration behaviours; 'mpc' (goal-directed sampling MPC on the true simulator)
 # is listed separately because it costs ~100x more simulation per step. Open-loop 'ou'/'gait' topple
 # legged robots within a second or two; 'pd_hold' keeps them standing while it moves them, so their

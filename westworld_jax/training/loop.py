@@ -21,7 +21,7 @@ import tqdm
 from absl import logging
 
 from westworld_jax.training import checkpoint as ckpt_lib
-from westworld_jax.training import data as data_lib
+from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import logs
 from westworld_jax.training import mesh as mesh_lib
 from westworld_jax.training import state as state_lib
@@ -79,12 +79,12 @@ class Validator:
 
   def __init__(self, cfg, model, envs: list[str], mesh, params_shardings):
     self.cfg, self.model, self.mesh = cfg, model, mesh
-    self.envs = data_lib.validation_environments(cfg.data, envs)
+    self.envs = corpus_lib.validation_environments(cfg.data, envs)
     self.batches: list[dict] = []
     if not self.envs:
       logging.warning("no validation episodes in %s: validation is skipped", cfg.data.corpus_dir)
       return
-    pcfg = dataclasses.replace(data_lib.pipeline_config(cfg.data, self.envs, cfg.seed, split="val"),
+    pcfg = dataclasses.replace(corpus_lib.pipeline_config(cfg.data, self.envs, cfg.seed, split="val"),
                                process_index=0, process_count=1)  # every host evaluates the same windows
     ds, _ = pipeline.make_dataset(pcfg)
     eb = cfg.data.eval_batch_size
@@ -123,7 +123,7 @@ class Validator:
       co = int(b["obs_mask"][0].sum())
       logs.plot_predictions(os.path.join(workdir, "plots", f"val_step_{step:08d}.png"),
                             b["obs"][0, :t, :co], pred[0, :t, :co], self.model.history,
-                            data_lib.channel_names(self.cfg.data, env),
+                            corpus_lib.channel_names(self.cfg.data, env),
                             f"{env}, step {step}: validation window (normalised)")
     return out
 
@@ -148,7 +148,7 @@ def check_corpus_fits_model(data_cfg, envs: list[str], model) -> None:
   cfg = model.config
   bounds = {"max_objects": (0,), "max_bodies": (1, 2, 3)}
   for name in envs:
-    meta = data_lib.shards.load_metadata(os.path.join(data_cfg.corpus_dir, name))
+    meta = corpus_lib.shards.load_metadata(os.path.join(data_cfg.corpus_dir, name))
     struct = np.array(meta["obs_struct"] + meta["act_struct"]).reshape(-1, 4)
     for field, cols in bounds.items():
       limit = getattr(cfg, field, None)
@@ -169,7 +169,7 @@ def _write_run_files(cfg, workdir: str, envs: list[str], model) -> None:
   _write_atomic(os.path.join(workdir, ckpt_lib.RUN_FILE), cfg.to_json_best_effort(indent=2))
   stats = {}
   for name in envs:
-    meta = data_lib.shards.load_metadata(os.path.join(cfg.data.corpus_dir, name))
+    meta = corpus_lib.shards.load_metadata(os.path.join(cfg.data.corpus_dir, name))
     stats[name] = {"robot": meta["robot"]["name"], "stats": meta["stats"],
                    "obs_channels": [c["name"] for c in meta["robot"]["obs_channels"]],
                    "act_channels": [c["name"] for c in meta["robot"]["act_channels"]]}
@@ -203,14 +203,14 @@ def train(cfg, workdir: str) -> TrainResult:
   model = build_model(cfg.model)
   mesh = mesh_lib.make_mesh(cfg.mesh)
   _check_config(cfg, model, mesh)
-  envs = data_lib.ensure_corpus(cfg.data)
+  envs = corpus_lib.ensure_corpus(cfg.data)
   check_corpus_fits_model(cfg.data, envs, model)
   tx, schedule = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
   identity = ckpt_lib.run_identity(cfg.model.name, model.config, cfg.data, envs)
   config = ckpt_lib.config_dict(cfg)
   record = ckpt_lib.run_record(identity, config)
 
-  iterator = pipeline.make_iterator(data_lib.pipeline_config(cfg.data, envs, cfg.seed))
+  iterator = pipeline.make_iterator(corpus_lib.pipeline_config(cfg.data, envs, cfg.seed))
   abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh)
   shardings = mesh_lib.state_shardings(abstract, mesh, state_lib.expert_parallel(model))
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)

@@ -15,10 +15,11 @@ from absl import logging
 import jax
 import numpy as np
 
-from westworld_jax.control import loop as loop_lib
+from westworld_jax.control import rollout as rollout_lib
+from westworld_jax.control import backends
 from westworld_jax.control import mppi as mppi_lib
 from westworld_jax.control import tasks as tasks_lib
-from westworld_jax.data import policies as behaviour
+from westworld_jax.data import behaviours as behaviour
 from westworld_jax.data import shards, simulate
 
 POLICIES = ("oracle", "world_model", "random")
@@ -113,7 +114,7 @@ def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
     env = f"ou rollouts ({cfg.stats.rollout_episodes} x {cfg.stats.rollout_steps} steps)"
     stats = stats_from_rollouts(task, cfg.stats.rollout_episodes, cfg.stats.rollout_steps, cfg.seed)
     logging.info("normalisation stats for '%s' from %s", task.robot.name, env)
-  norm = mppi_lib.Normaliser.from_stats(stats, task.num_obs, task.num_act, where=f"stats of {env}")
+  norm = backends.Normaliser.from_stats(stats, task.num_obs, task.num_act, where=f"stats of {env}")
   desc.update(model=wm.name, history=wm.history, stats_from=env)
   return wm, params, norm, desc
 
@@ -121,12 +122,12 @@ def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
 def make_policy(name: str, task: tasks_lib.Task, cfg, checkpoint: str | None = None, mesh=None):
   """(policy, history the environments must keep, description) for policy `name`."""
   if name == "random":
-    return loop_lib.RandomPolicy(task), 1, {}
+    return rollout_lib.RandomPolicy(task), 1, {}
   mcfg = mppi_lib.MPPIConfig.from_dict(cfg.mppi)
   if name == "oracle":
-    return mppi_lib.MPPI(mppi_lib.OracleBackend(task), mcfg, mesh=mesh), 1, {}
+    return mppi_lib.MPPI(backends.OracleBackend(task), mcfg, mesh=mesh), 1, {}
   if name == "world_model":
     wm, params, norm, desc = world_model_parts(task, cfg, checkpoint)
-    backend = mppi_lib.WorldModelBackend(wm, params, [task], [norm], mcfg.horizon, sample_chunk=cfg.wm_sample_chunk)
+    backend = backends.WorldModelBackend(wm, params, [task], [norm], mcfg.horizon, sample_chunk=cfg.wm_sample_chunk)
     return mppi_lib.MPPI(backend, mcfg, mesh=mesh), backend.history, desc
   raise ValueError(f"unknown policy '{name}': choose from {POLICIES}")

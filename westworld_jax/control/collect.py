@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 from westworld_jax.control import env as env_lib
-from westworld_jax.control import loop as loop_lib
+from westworld_jax.control import rollout as rollout_lib
+from westworld_jax.control import backends
 from westworld_jax.control import mppi as mppi_lib
 from westworld_jax.control import tasks as tasks_lib
 from westworld_jax.data import shards
@@ -70,13 +71,13 @@ def collect(task: tasks_lib.Task, config: mppi_lib.MPPIConfig, corpus_dir: str, 
             n_envs: int = 8, keep_fraction: float = 0.1, seed: int = 0, val_fraction: float = 0.1,
             overwrite: bool = False, env_name: str | None = None) -> dict:
   """Runs `episodes` oracle-MPPI episodes, keeps the best keep_fraction, writes them; returns a summary."""
-  planner = mppi_lib.MPPI(mppi_lib.OracleBackend(task), config)
+  planner = mppi_lib.MPPI(backends.OracleBackend(task), config)
   envs = env_lib.Envs(task)
   all_eps, key = [], jax.random.key(seed)
   for start in range(0, episodes, n_envs):
     key, sub = jax.random.split(key)
     n = min(n_envs, episodes - start)
-    log = loop_lib.run_episode(envs, planner, n, episode_len, sub,
+    log = rollout_lib.run_episode(envs, planner, n, episode_len, sub,
                                progress=f"control data {task.name}: episodes {start + 1}-{start + n}/{episodes}")
     all_eps += log.episodes()
     logging.info("control data %s: %d/%d episodes, returns %s", task.name, len(all_eps), episodes,

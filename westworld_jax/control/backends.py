@@ -1,0 +1,256 @@
+"""MPPI rollout backends: the simulator oracle (MJX) and a world model.
+
+Both provide what control/mppi.py's replanning step calls (duck-typed):
+  action_dim                          padded action channels Ca
+  bounds(ctx) -> (lo [Ca], hi [Ca])   actuator units; padded channels have lo = hi = 0
+  context(env_state) -> ctx           what a rollout starts from (env.EnvState -> pytree)
+  step_costs(ctx, U [K, Hp, Ca]) -> (cost [K, Hp], healthy [K, Hp], terminal [K])
+The oracle steps MJX (vmap over samples of a lax.scan of mjx.step); the world model predicts the
+whole horizon of every sample in ONE `predict` call from the last H observed steps and the sampled
+actions (BATCH_SPEC.md), and the task's observation cost is applied to the de-normalised prediction.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from westworld_jax.control import tasks as tasks_lib
+from westworld_jax.data import normalise
+
+
+# --- oracle: MJX ----------------------------------------------------------------------------------
+
+class OracleContext(NamedTuple):
+  d: Any  # mjx.Data
+  goal: jax.Array
+
+
+class OracleBackend:
+  """Rollouts in MJX from the environment's true state (the upper bound a world model can reach)."""
+  kind = "oracle"
+  history = 1  # the oracle needs no observation history
+
+  def __init__(self, task: tasks_lib.Task):
+    self.task = task
+    self.action_dim = task.num_act
+
+  def context(self, env_state) -> OracleContext:
+    return OracleContext(env_state.d, env_state.goal)
+
+  def bounds(self, ctx):
+    del ctx
+    return jnp.asarray(self.task.act_low), jnp.asarray(self.task.act_high)
+
+  def rollout(self, ctx: OracleContext, u_ha: jax.Array):
+    task = self.task
+
+    def step(d, u):
+      d = task.step(d, u)
+      c, h = task.state_cost(d, u, ctx.goal)
+      return d, (c, h)
+
+    d, (c, h) = jax.lax.scan(step, ctx.d, u_ha)
+    return c.astype(jnp.float32), h, task.state_terminal_cost(d, ctx.goal).astype(jnp.float32)
+
+  def step_costs(self, ctx, u_kha):
+    return jax.vmap(self.rollout, in_axes=(None, 0))(ctx, u_kha)
+
+
+# --- world model ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Normaliser:
+  """The per-channel min-max a world model was trained with (data/normalise.py, as the input pipeline)."""
+  obs_min: np.ndarray
+  obs_max: np.ndarray
+  act_min: np.ndarray
+  act_max: np.ndarray
+
+  @classmethod
+  def from_stats(cls, stats: dict, num_obs: int | None = None, num_act: int | None = None,
+                 where: str = "stats") -> "Normaliser":
+    missing = {"obs_min", "obs_max", "act_min", "act_max"} - set(stats)
+    if missing:
+      raise ValueError(f"{where}: normalisation stats lack {sorted(missing)} (expected a corpus "
+                       "metadata['stats'] dict)")
+    n = cls(*(np.asarray(stats[k], np.float32) for k in ("obs_min", "obs_max", "act_min", "act_max")))
+    if num_obs is not None and (len(n.obs_min) != num_obs or len(n.act_min) != num_act):
+      raise ValueError(f"{where}: stats have {len(n.obs_min)} obs / {len(n.act_min)} act channels but the "
+                       f"robot has {num_obs} / {num_act}: the stats belong to another robot")
+    return n
+
+
+class HistoryView(NamedTuple):
+  """What the world-model backend reads of an EnvState (stackable across robots)."""
+  obs_hist: jax.Array
+  act_hist: jax.Array
+  goal: jax.Array
+  robot: jax.Array
+
+
+class WMContext(NamedTuple):
+  robot: jax.Array  # int32 index into the backend's tasks
+  obs_hist: jax.Array  # [H, Co] physical units, last = current observation; padded channels 0
+  act_hist: jax.Array  # [H-1, Ca] actions applied after obs_hist[:-1]
+  goal: jax.Array
+
+
+def _pad_last(x, n):
+  return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
+
+
+class WorldModelBackend:
+  """Rollouts in a world model: the whole horizon of all samples from one `predict` call.
+
+  Args:
+    world_model: a registry.WorldModel (predict(params, batch) -> pred [B, T, Co]).
+    params: its parameters.
+    tasks: the robots (tasks) this backend plans for; environments name theirs by index
+      (`EnvState.robot`), so robots with different channel counts share one batch, padded.
+    normalisers: one per task, the normalisation the model was trained with for that robot.
+    horizon: planning horizon Hp; the model sees T = history + Hp steps (<= its max_steps).
+    obs_pad / act_pad: padded channel counts (default: the largest robot's).
+    sample_chunk: predict at most this many samples at once (lax.map over chunks; bounds memory).
+  """
+  kind = "world_model"
+
+  def __init__(self, world_model, params, tasks: Sequence[tasks_lib.Task], normalisers: Sequence[Normaliser],
+               horizon: int, obs_pad: int | None = None, act_pad: int | None = None, sample_chunk: int = 0):
+    tasks, normalisers = list(tasks), list(normalisers)
+    if not tasks or len(tasks) != len(normalisers):
+      raise ValueError(f"need one normaliser per task, got {len(tasks)} tasks and {len(normalisers)} normalisers")
+    cfg = world_model.config
+    self.world_model, self.params, self.tasks = world_model, params, tasks
+    self.history = int(world_model.history)
+    self.horizon = int(horizon)
+    self.T = self.history + self.horizon
+    max_steps = getattr(cfg, "max_steps", self.T)
+    if self.T > max_steps:
+      raise ValueError(f"history {self.history} + MPPI horizon {self.horizon} = {self.T} steps exceeds the world "
+                       f"model's max_steps={max_steps}: shorten mppi.horizon to <= {max_steps - self.history}")
+    self.obs_pad = obs_pad or max(t.num_obs for t in tasks)
+    self.act_pad = act_pad or max(t.num_act for t in tasks)
+    self.action_dim = self.act_pad
+    for t in tasks:
+      if t.num_obs > self.obs_pad or t.num_act > self.act_pad:
+        raise ValueError(f"task '{t.name}' has {t.num_obs} obs / {t.num_act} act channels, more than the padding "
+                         f"{self.obs_pad} / {self.act_pad}")
+    limits = {"max_obs_channels": self.obs_pad, "max_act_channels": self.act_pad}
+    for field, need in limits.items():
+      if hasattr(cfg, field) and need > getattr(cfg, field):
+        raise ValueError(f"the world model supports {field}={getattr(cfg, field)} but {need} are needed: use a "
+                         "bigger model size or fewer channels")
+    for t in tasks:
+      mb = getattr(cfg, "max_bodies", None)
+      if mb is not None and max(t.robot.obs_struct().max(initial=0), t.robot.act_struct().max(initial=0)) >= mb:
+        raise ValueError(f"robot '{t.robot.name}' has more bodies than the world model's max_bodies={mb}")
+    for t, n in zip(tasks, normalisers):
+      if len(n.obs_min) != t.num_obs or len(n.act_min) != t.num_act:
+        raise ValueError(f"normaliser for task '{t.name}' has {len(n.obs_min)} obs / {len(n.act_min)} act channels,"
+                         f" the robot {t.num_obs} / {t.num_act}: pass the stats of this robot's environment")
+    self.sample_chunk = int(sample_chunk)
+    co, ca = self.obs_pad, self.act_pad
+    pad = lambda a, n, v=0: np.pad(np.asarray(a), [(0, n - len(a))] + [(0, 0)] * (np.ndim(a) - 1), constant_values=v)
+    r = [t.robot for t in tasks]
+    self._static = {
+        "obs_mask": np.stack([np.arange(co) < t.num_obs for t in tasks]),
+        "act_mask": np.stack([np.arange(ca) < t.num_act for t in tasks]),
+        "obs_struct": np.stack([pad(x.obs_struct(), co) for x in r]).astype(np.int32),
+        "act_struct": np.stack([pad(x.act_struct(), ca) for x in r]).astype(np.int32),
+        "obs_kind": np.stack([pad(x.obs_kinds(), co) for x in r]).astype(np.int32),
+        "act_kind": np.stack([pad(x.act_kinds(), ca) for x in r]).astype(np.int32),
+    }
+    self._obs_lo = np.stack([pad(n.obs_min, co) for n in normalisers])
+    self._obs_span = np.stack([pad(normalise.span(n.obs_min, n.obs_max), co) for n in normalisers])
+    self._act_lo = np.stack([pad(n.act_min, ca) for n in normalisers])
+    self._act_span = np.stack([pad(normalise.span(n.act_min, n.act_max), ca) for n in normalisers])
+    self._bound_lo = np.stack([pad(t.act_low, ca) for t in tasks]).astype(np.float32)
+    self._bound_hi = np.stack([pad(t.act_high, ca) for t in tasks]).astype(np.float32)
+
+  def context(self, env_state) -> WMContext:
+    obs_hist = env_state.obs_hist[-self.history:]
+    act_hist = env_state.act_hist[env_state.act_hist.shape[0] - (self.history - 1):]
+    if obs_hist.shape[0] != self.history:
+      raise ValueError(f"the environment keeps {obs_hist.shape[0]} observations of history, the world model needs "
+                       f"{self.history}: create the environments with history={self.history}")
+    return WMContext(jnp.asarray(env_state.robot, jnp.int32), _pad_last(obs_hist, self.obs_pad),
+                     _pad_last(act_hist, self.act_pad), env_state.goal)
+
+  def bounds(self, ctx: WMContext):
+    return jnp.asarray(self._bound_lo)[ctx.robot], jnp.asarray(self._bound_hi)[ctx.robot]
+
+  def stack_states(self, states: Sequence[Any]) -> "HistoryView":
+    """One batch from EnvStates of different robots: histories padded to the backend's channels.
+
+    MJX states of different robots cannot be stacked, and the world model does not need them.
+    """
+    pad = lambda x, n: _pad_last(x, n)
+    return HistoryView(
+        obs_hist=jnp.concatenate([pad(s.obs_hist[:, -self.history:], self.obs_pad) for s in states]),
+        act_hist=jnp.concatenate([pad(s.act_hist[:, s.act_hist.shape[1] - (self.history - 1):], self.act_pad)
+                                  for s in states]),
+        goal=jnp.concatenate([s.goal for s in states]), robot=jnp.concatenate([s.robot for s in states]))
+
+  def batch(self, ctx: WMContext, u_kha: jax.Array) -> dict:
+    """The model batch (BATCH_SPEC.md) for K sampled action sequences [K, Hp, Ca]."""
+    K, H, T = u_kha.shape[0], self.history, self.T
+    r = ctx.robot
+    obs_mask = jnp.asarray(self._static["obs_mask"])[r]
+    act_mask = jnp.asarray(self._static["act_mask"])[r]
+    obs_lo, obs_span = jnp.asarray(self._obs_lo)[r], jnp.asarray(self._obs_span)[r]
+    act_lo, act_span = jnp.asarray(self._act_lo)[r], jnp.asarray(self._act_span)[r]
+    hist = jnp.where(obs_mask, normalise.normalise(ctx.obs_hist, obs_lo, obs_span, jnp), 0.0)  # [H, Co]
+    obs = jnp.zeros((K, T, self.obs_pad), jnp.float32).at[:, :H].set(hist[None])
+    # act[t] follows obs[t]: H-1 applied actions, then the plan; the last slot (after the final
+    # predicted observation) cannot influence predictions and repeats the last planned action.
+    past = jnp.broadcast_to(ctx.act_hist[None], (K, H - 1, self.act_pad))
+    act = jnp.concatenate([past, u_kha, u_kha[:, -1:]], axis=1)
+    act = jnp.where(act_mask, normalise.normalise(act, act_lo, act_span, jnp), 0.0)
+    bcast = lambda x: jnp.broadcast_to(x[None], (K,) + x.shape)
+    return {
+        "obs": obs, "act": act.astype(jnp.float32),
+        "obs_mask": bcast(obs_mask), "act_mask": bcast(act_mask),
+        "time_mask": jnp.ones((K, T), bool),
+        "obs_struct": bcast(jnp.asarray(self._static["obs_struct"])[r]),
+        "act_struct": bcast(jnp.asarray(self._static["act_struct"])[r]),
+        "obs_kind": bcast(jnp.asarray(self._static["obs_kind"])[r]),
+        "act_kind": bcast(jnp.asarray(self._static["act_kind"])[r]),
+        "env_id": jnp.zeros((K,), jnp.int32),
+    }
+
+  def predict(self, ctx: WMContext, u_kha: jax.Array) -> jax.Array:
+    """Predicted future observations [K, Hp, Co] in physical units (padded channels 0)."""
+    K = u_kha.shape[0]
+    chunk = self.sample_chunk
+    if chunk and K > chunk:
+      if K % chunk:
+        raise ValueError(f"samples={K} must be divisible by wm sample_chunk={chunk}")
+      u = u_kha.reshape(K // chunk, chunk, *u_kha.shape[1:])
+      pred = jax.lax.map(lambda uc: self.world_model.predict(self.params, self.batch(ctx, uc)), u)
+      pred = pred.reshape(K, *pred.shape[2:])
+    else:
+      pred = self.world_model.predict(self.params, self.batch(ctx, u_kha))
+    r = ctx.robot
+    fut = pred[:, self.history:].astype(jnp.float32)
+    obs_lo, obs_span = jnp.asarray(self._obs_lo)[r], jnp.asarray(self._obs_span)[r]
+    mask = jnp.asarray(self._static["obs_mask"])[r]
+    return jnp.where(mask, normalise.denormalise(jnp.clip(fut, 0.0, 1.0), obs_lo, obs_span), 0.0)
+
+  def _task_costs(self, task, fut_khc, u_kha, goal):
+    obs = fut_khc[..., :task.num_obs]
+    u = u_kha[..., :task.num_act]
+    c, h = jax.vmap(jax.vmap(task.cost, in_axes=(0, 0, None)), in_axes=(0, 0, None))(obs, u, goal)
+    term = jax.vmap(task.terminal_cost, in_axes=(0, None))(obs[:, -1], goal)
+    return c.astype(jnp.float32), h.astype(bool), term.astype(jnp.float32)
+
+  def step_costs(self, ctx: WMContext, u_kha: jax.Array):
+    fut = self.predict(ctx, u_kha)
+    if len(self.tasks) == 1:
+      return self._task_costs(self.tasks[0], fut, u_kha, ctx.goal)
+    branches = [functools.partial(self._task_costs, t) for t in self.tasks]
+    return jax.lax.switch(ctx.robot, branches, fut, u_kha, ctx.goal)
