@@ -11,7 +11,7 @@ Saves, under --out (default: $WESTWORLD_POLICY_DIR, else the package's westworld
 each an orbax checkpoint of the network parameters plus policy.json (network shape, the observation
 statistics it was trained with, its evaluated return); and <robot>/replay.npz, the episodes the
 training run experienced up to the medium snapshot (D4RL's medium-replay), as robot observations and
-actions. Returns are of the deterministic policy (its mean action) over --eval_episodes episodes.
+actions (a uniform sample of --replay_episodes of them). Returns are of the deterministic policy (its mean action) over --eval_episodes episodes.
 --results merges one row per (robot, level) into a JSON table (benchmarks/results/behaviour_policies.json).
 """
 from __future__ import annotations
@@ -34,6 +34,7 @@ POLICY_DIR_ENV = "WESTWORLD_POLICY_DIR"  # overrides POLICY_DIR (your own polici
 LEVELS = ("random", "medium", "expert")
 MEDIUM_FRACTION = 1 / 3  # D4RL's medium policies reach about a third of the expert's return
 META = "policy.json"
+REPLAY_EPISODES = 256  # replay.npz keeps this many of the run's episodes (uniformly drawn): enough for a corpus, small to ship
 
 
 class PolicyNotFoundError(cli.UserError, FileNotFoundError):
@@ -102,8 +103,12 @@ class _Recorder:
         self.eps.append((np.stack(self.obs[j]), np.stack(self.act[j])))
         self.obs[j], self.act[j] = [], []
 
-  def save(self, path: str, upto_episode: int) -> int:
+  def save(self, path: str, upto_episode: int, keep: int = 0, seed: int = 0) -> int:
+    """The episodes before `upto_episode`; keep > 0: a uniform random subset of that many (in order)."""
     eps = self.eps[:upto_episode]
+    if keep and len(eps) > keep:
+      idx = np.sort(np.random.default_rng(seed).choice(len(eps), keep, replace=False))
+      eps = [eps[i] for i in idx]
     if not eps:
       return 0
     np.savez_compressed(path + ".tmp.npz", observations=np.concatenate([e[0] for e in eps]),
@@ -114,7 +119,7 @@ class _Recorder:
 
 
 def train_levels(robot: str, cfg: ppo.PPOConfig, seed: int = 0, out: str | None = None, snapshots: int = 20,
-                 eval_episodes: int = 10, progress: bool = True) -> list[dict]:
+                 eval_episodes: int = 10, progress: bool = True, replay_episodes: int = REPLAY_EPISODES) -> list[dict]:
   """Trains, evaluates `snapshots` snapshots, saves random / medium / expert and replay.npz; rows."""
   out = policy_root(out)
   env = rl_env.VecEnv(robot, cfg.num_envs, seed=seed)
@@ -149,8 +154,9 @@ def train_levels(robot: str, cfg: ppo.PPOConfig, seed: int = 0, out: str | None 
     save_policy(policy_dir(robot, level, out), s["policy"], meta)
     rows.append({k: meta[k] for k in ("robot", "level", "return_mean", "return_std", "episodes", "length_mean")}
                 | {"train_step": s["step"], "train_minutes": round(s["minutes"] if level != "random" else 0.0, 2)})
-  n_replay = recorder.save(os.path.join(out, robot, "replay.npz"), medium["episodes_seen"])
-  rows.append({"robot": robot, "level": "replay", "episodes": n_replay, "train_step": medium["step"],
+  n_replay = recorder.save(os.path.join(out, robot, "replay.npz"), medium["episodes_seen"], replay_episodes, seed)
+  rows.append({"robot": robot, "level": "replay", "episodes": n_replay, "buffer_episodes": medium["episodes_seen"],
+               "train_step": medium["step"],
                "train_minutes": round(minutes, 2)})
   env.close()
   eval_env.close()
@@ -177,7 +183,7 @@ def main(argv):
   from absl import flags  # pylint: disable=import-outside-toplevel
   F = flags.FLAGS
   cfg = ppo.PPOConfig(total_steps=F.steps, num_envs=F.num_envs)
-  rows = train_levels(F.robot, cfg, F.seed, F.out, eval_episodes=F.eval_episodes)
+  rows = train_levels(F.robot, cfg, F.seed, F.out, eval_episodes=F.eval_episodes, replay_episodes=F.replay_episodes)
   if F.results:
     merge_results(F.results, rows)
   for r in rows:
@@ -191,6 +197,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_envs", 16, "Environments stepped together.")
   flags.DEFINE_integer("seed", 0, "Seed (environments, initialisation, sampling).")
   flags.DEFINE_integer("eval_episodes", 10, "Evaluation episodes per snapshot.")
+  flags.DEFINE_integer("replay_episodes", REPLAY_EPISODES, "Episodes of the training run kept as the replay level "
+                       "(0: all up to the medium snapshot).")
   flags.DEFINE_string("out", None, "Policy directory (default: westworld_jax/robots/policies).")
   flags.DEFINE_string("results", "", "JSON table to merge the rows into, e.g. benchmarks/results/behaviour_policies.json.")
   cli.run(main)
