@@ -12,125 +12,125 @@ from typing import Any, Mapping
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of the WestWorld model (see DESIGN.md, section "Model")."""
+  """Architecture of the WestWorld model (see DESIGN.md, section "Model")."""
 
-    # Trunk.
-    d_model: int = 256
-    n_layers: int = 6
-    n_heads: int = 4
-    d_ff: int = 512  # FFN after the channel attentions
-    num_bins: int = 256  # K, HL-Gauss histogram bins (input and output)
-    # As upstream: on attention weights, attention outputs and the FFN output; none in the
-    # SSM, the Sys-MoE or the embeddings.
-    dropout_rate: float = 0.1
-    # Std of the normal init of the embedding tables and the value projection (upstream
-    # N(0, 1), PyTorch's nn.Embedding default); the query token and CLS use 0.02.
-    embed_init_std: float = 1.0
+  # Trunk.
+  d_model: int = 256
+  n_layers: int = 6
+  n_heads: int = 4
+  d_ff: int = 512  # FFN after the channel attentions
+  num_bins: int = 256  # K, HL-Gauss histogram bins (input and output)
+  # As upstream: on attention weights, attention outputs and the FFN output; none in the
+  # SSM, the Sys-MoE or the embeddings.
+  dropout_rate: float = 0.1
+  # Std of the normal init of the embedding tables and the value projection (upstream
+  # N(0, 1), PyTorch's nn.Embedding default); the query token and CLS use 0.02.
+  embed_init_std: float = 1.0
 
-    # Loss: logits[:, t] predicts obs[:, t + 1]; targets at steps >= first_target_step count.
-    #   1 (upstream): every next-step target of the window, history positions included (they
-    #     see the real observation, so they teach the one-step dynamics);
-    #   history: the predicted horizon only.
-    first_target_step: int = 1
+  # Loss: logits[:, t] predicts obs[:, t + 1]; targets at steps >= first_target_step count.
+  #   1 (upstream): every next-step target of the window, history positions included (they
+  #     see the real observation, so they teach the one-step dynamics);
+  #   history: the predicted horizon only.
+  first_target_step: int = 1
 
-    # Selective SSM over time (westworld_jax.model.mamba.SelectiveSSM).
-    ssm_d_state: int = 64
-    ssm_expand: int = 2
-    ssm_d_conv: int = 4
-    ssm_scan_impl: str = "auto"  # "auto": the Pallas kernel on GPU (Triton) and TPU (Mosaic), else "chunked"
-    ssm_chunk_size: int = 16
+  # Selective SSM over time (westworld_jax.model.mamba.SelectiveSSM).
+  ssm_d_state: int = 64
+  ssm_expand: int = 2
+  ssm_d_conv: int = 4
+  ssm_scan_impl: str = "auto"  # "auto": the Pallas kernel on GPU (Triton) and TPU (Mosaic), else "chunked"
+  ssm_chunk_size: int = 16
 
-    # Sys-MoE.
-    num_experts: int = 4
-    d_expert: int = 512  # hidden width of each expert MLP
-    moe_mode: str = "dense"  # "dense" (upstream soft mixture) | "topk" (sparse, capacity-limited)
-    top_k: int = 1
-    capacity_factor: float = 1.25
-    lb_loss_coef: float = 1e-2  # load-balancing loss weight (topk only)
-    z_loss_coef: float = 0.0  # router z-loss weight (either mode)
-    # What the router sees, and so what shares one gate:
-    #   "cls"   (faithful) a learned CLS token per block passes through each channel's SSM;
-    #           its output gates that channel's whole sequence;
-    #   "robot" (ablation) the CLS outputs mean-pooled over a sample's real channels;
-    #           one gate per sample;
-    #   "token" (strictly causal) each token's own SSM output gates that token.
-    system_embedding: str = "cls"
-    # Where the CLS token sits in each channel's SSM sequence:
-    #   "history" after the last history step: the gate sees history observations and
-    #             history actions only, so predictions stay causal in future actions;
-    #   "end"     after the last step (exactly upstream): the gate also sees every
-    #             future action and the query tokens.
-    cls_position: str = "history"
-    # True (upstream): block i + 1's CLS input is block i's CLS output; False: a fresh
-    # learned CLS per block.
-    cls_from_previous_block: bool = True
-    # LayerNorms around the SSM and the MoE (each block):
-    #   "upstream": z = LN(x); z = z + SSM(z); gate = softmax(W LN(cls_z));
-    #               out = LN(z + sum_e g_e MLP_e(z)); CLS passed on = LN(cls_z);
-    #   "post":     z = LN(x + SSM(x)); gate = softmax(W cls_z); out = LN(z + MoE(z)).
-    block_norms: str = "upstream"
-    # Mesh axis the expert weights are sharded over; None = no expert parallelism.
-    expert_axis: str | None = None
-    # Mesh axes that shard routing units (batch-major) outside the MoE.
-    token_axes: tuple[str, ...] = ("data", "expert")
+  # Sys-MoE.
+  num_experts: int = 4
+  d_expert: int = 512  # hidden width of each expert MLP
+  moe_mode: str = "dense"  # "dense" (upstream soft mixture) | "topk" (sparse, capacity-limited)
+  top_k: int = 1
+  capacity_factor: float = 1.25
+  lb_loss_coef: float = 1e-2  # load-balancing loss weight (topk only)
+  z_loss_coef: float = 0.0  # router z-loss weight (either mode)
+  # What the router sees, and so what shares one gate:
+  #   "cls"   (faithful) a learned CLS token per block passes through each channel's SSM;
+  #           its output gates that channel's whole sequence;
+  #   "robot" (ablation) the CLS outputs mean-pooled over a sample's real channels;
+  #           one gate per sample;
+  #   "token" (strictly causal) each token's own SSM output gates that token.
+  system_embedding: str = "cls"
+  # Where the CLS token sits in each channel's SSM sequence:
+  #   "history" after the last history step: the gate sees history observations and
+  #             history actions only, so predictions stay causal in future actions;
+  #   "end"     after the last step (exactly upstream): the gate also sees every
+  #             future action and the query tokens.
+  cls_position: str = "history"
+  # True (upstream): block i + 1's CLS input is block i's CLS output; False: a fresh
+  # learned CLS per block.
+  cls_from_previous_block: bool = True
+  # LayerNorms around the SSM and the MoE (each block):
+  #   "upstream": z = LN(x); z = z + SSM(z); gate = softmax(W LN(cls_z));
+  #               out = LN(z + sum_e g_e MLP_e(z)); CLS passed on = LN(cls_z);
+  #   "post":     z = LN(x + SSM(x)); gate = softmax(W cls_z); out = LN(z + MoE(z)).
+  block_norms: str = "upstream"
+  # Mesh axis the expert weights are sharded over; None = no expert parallelism.
+  expert_axis: str | None = None
+  # Mesh axes that shard routing units (batch-major) outside the MoE.
+  token_axes: tuple[str, ...] = ("data", "expert")
 
-    # Windows and embedding-table sizes.
-    history: int = 50  # H: obs[:, :H] are seen; later obs are replaced by the query token
-    max_steps: int = 150  # time-step table (window length T <= max_steps)
-    max_obs_channels: int = 128
-    max_act_channels: int = 64
-    num_kinds: int = 16  # channel-kind ids are < num_kinds (obs and actions have own tables)
-    max_objects: int = 8  # structural object ids < max_objects
-    max_bodies: int = 64  # pre/in/post-order ranks < max_bodies
+  # Windows and embedding-table sizes.
+  history: int = 50  # H: obs[:, :H] are seen; later obs are replaced by the query token
+  max_steps: int = 150  # time-step table (window length T <= max_steps)
+  max_obs_channels: int = 128
+  max_act_channels: int = 64
+  num_kinds: int = 16  # channel-kind ids are < num_kinds (obs and actions have own tables)
+  max_objects: int = 8  # structural object ids < max_objects
+  max_bodies: int = 64  # pre/in/post-order ranks < max_bodies
 
-    # Numerics: params in param_dtype; matmuls in dtype; softmax, LayerNorm, scan in float32.
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    remat: bool = False  # rematerialise each block in the backward pass
+  # Numerics: params in param_dtype; matmuls in dtype; softmax, LayerNorm, scan in float32.
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  remat: bool = False  # rematerialise each block in the backward pass
 
-    def __post_init__(self):
-        if self.d_model % 4:
-            raise ValueError(f"d_model={self.d_model} must be divisible by 4 "
-                             "(the structural embedding concatenates four d/4 tables).")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}.")
-        if self.moe_mode not in ("dense", "topk"):
-            raise ValueError(f"moe_mode={self.moe_mode!r}: use 'dense' or 'topk'.")
-        if self.system_embedding not in ("cls", "robot", "token"):
-            raise ValueError(f"system_embedding={self.system_embedding!r}: use 'cls', 'robot' "
-                             "or 'token'.")
-        if self.cls_position not in ("history", "end"):
-            raise ValueError(f"cls_position={self.cls_position!r}: use 'history' or 'end'.")
-        if self.block_norms not in ("upstream", "post"):
-            raise ValueError(f"block_norms={self.block_norms!r}: use 'upstream' or 'post'.")
-        if not 1 <= self.first_target_step <= self.history:
-            raise ValueError(f"first_target_step={self.first_target_step} must be in "
-                             f"[1, history={self.history}] (1: every next-step target; "
-                             "history: the horizon only).")
-        if not 1 <= self.top_k <= self.num_experts:
-            raise ValueError(f"top_k={self.top_k} must be in [1, num_experts={self.num_experts}].")
-        if self.ssm_scan_impl not in ("auto", "sequential", "chunked", "kernel"):
-            raise ValueError(f"ssm_scan_impl={self.ssm_scan_impl!r}: use 'auto', 'sequential', "
-                             "'chunked' or 'kernel'.")
-        if self.history > self.max_steps:
-            raise ValueError(f"history={self.history} exceeds max_steps={self.max_steps}.")
+  def __post_init__(self):
+    if self.d_model % 4:
+      raise ValueError(f"d_model={self.d_model} must be divisible by 4 "
+                       "(the structural embedding concatenates four d/4 tables).")
+    if self.d_model % self.n_heads:
+      raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}.")
+    if self.moe_mode not in ("dense", "topk"):
+      raise ValueError(f"moe_mode={self.moe_mode!r}: use 'dense' or 'topk'.")
+    if self.system_embedding not in ("cls", "robot", "token"):
+      raise ValueError(f"system_embedding={self.system_embedding!r}: use 'cls', 'robot' "
+                       "or 'token'.")
+    if self.cls_position not in ("history", "end"):
+      raise ValueError(f"cls_position={self.cls_position!r}: use 'history' or 'end'.")
+    if self.block_norms not in ("upstream", "post"):
+      raise ValueError(f"block_norms={self.block_norms!r}: use 'upstream' or 'post'.")
+    if not 1 <= self.first_target_step <= self.history:
+      raise ValueError(f"first_target_step={self.first_target_step} must be in "
+                       f"[1, history={self.history}] (1: every next-step target; "
+                       "history: the horizon only).")
+    if not 1 <= self.top_k <= self.num_experts:
+      raise ValueError(f"top_k={self.top_k} must be in [1, num_experts={self.num_experts}].")
+    if self.ssm_scan_impl not in ("auto", "sequential", "chunked", "kernel"):
+      raise ValueError(f"ssm_scan_impl={self.ssm_scan_impl!r}: use 'auto', 'sequential', "
+                       "'chunked' or 'kernel'.")
+    if self.history > self.max_steps:
+      raise ValueError(f"history={self.history} exceeds max_steps={self.max_steps}.")
 
-    def replace(self, **overrides: Any) -> "ModelConfig":
-        return dataclasses.replace(self, **overrides)
+  def replace(self, **overrides: Any) -> "ModelConfig":
+    return dataclasses.replace(self, **overrides)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
-        d = dict(d)
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown model config keys {sorted(unknown)}; "
-                             f"known: {sorted(f.name for f in dataclasses.fields(cls))}")
-        if "token_axes" in d:
-            d["token_axes"] = tuple(d["token_axes"])
-        return cls(**d)
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+    d = dict(d)
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ValueError(f"unknown model config keys {sorted(unknown)}; "
+                       f"known: {sorted(f.name for f in dataclasses.fields(cls))}")
+    if "token_axes" in d:
+      d["token_axes"] = tuple(d["token_axes"])
+    return cls(**d)
 
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -150,7 +150,7 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 def get_model_config(name: str = "base", **overrides: Any) -> ModelConfig:
-    """The named size with `overrides` applied (e.g. get_model_config("tiny", moe_mode="topk"))."""
-    if name not in SIZES:
-        raise ValueError(f"unknown model size {name!r}; choose one of {sorted(SIZES)}.")
-    return ModelConfig(**{**SIZES[name], **overrides})
+  """The named size with `overrides` applied (e.g. get_model_config("tiny", moe_mode="topk"))."""
+  if name not in SIZES:
+    raise ValueError(f"unknown model size {name!r}; choose one of {sorted(SIZES)}.")
+  return ModelConfig(**{**SIZES[name], **overrides})

@@ -24,62 +24,62 @@ WEIGHTINGS = ("token", "env")
 
 
 def target_mask(batch: dict[str, jax.Array], first_target_step: int) -> jax.Array:
-    """bool [B, T-1, Co]: which next-step targets obs[:, 1:] count (aligned with logits[:, :-1])."""
-    t = batch["obs"].shape[1]
-    step_ok = batch["time_mask"].astype(bool)[:, 1:] & (jnp.arange(1, t) >= first_target_step)
-    return step_ok[:, :, None] & batch["obs_mask"].astype(bool)[:, None, :]
+  """bool [B, T-1, Co]: which next-step targets obs[:, 1:] count (aligned with logits[:, :-1])."""
+  t = batch["obs"].shape[1]
+  step_ok = batch["time_mask"].astype(bool)[:, 1:] & (jnp.arange(1, t) >= first_target_step)
+  return step_ok[:, :, None] & batch["obs_mask"].astype(bool)[:, None, :]
 
 
 def _weighted_mean(per_elem_btc, mask_btc, env_id_b, weighting):
-    """Mean of per_elem over mask, token- or environment-weighted (see module docstring)."""
-    w = mask_btc.astype(jnp.float32)
-    sum_b = jnp.sum(per_elem_btc * w, axis=(1, 2))
-    cnt_b = jnp.sum(w, axis=(1, 2))
-    if weighting == "token":
-        return jnp.sum(sum_b) / jnp.maximum(jnp.sum(cnt_b), 1.0)
-    if weighting != "env":
-        raise ValueError(f"weighting={weighting!r}: use one of {WEIGHTINGS}.")
-    # Group samples by env_id with a [B, B] match (no bound on env ids needed; shards cleanly).
-    has_b = cnt_b > 0
-    same_bb = (env_id_b[:, None] == env_id_b[None, :]) & has_b[:, None] & has_b[None, :]
-    same_bb = same_bb.astype(jnp.float32)
-    env_mean_b = (same_bb @ sum_b) / jnp.maximum(same_bb @ cnt_b, 1.0)
-    share_b = has_b / jnp.maximum(jnp.sum(same_bb, axis=1), 1.0)  # 1 / (samples of its env)
-    return jnp.sum(env_mean_b * share_b) / jnp.maximum(jnp.sum(share_b), 1.0)
+  """Mean of per_elem over mask, token- or environment-weighted (see module docstring)."""
+  w = mask_btc.astype(jnp.float32)
+  sum_b = jnp.sum(per_elem_btc * w, axis=(1, 2))
+  cnt_b = jnp.sum(w, axis=(1, 2))
+  if weighting == "token":
+    return jnp.sum(sum_b) / jnp.maximum(jnp.sum(cnt_b), 1.0)
+  if weighting != "env":
+    raise ValueError(f"weighting={weighting!r}: use one of {WEIGHTINGS}.")
+  # Group samples by env_id with a [B, B] match (no bound on env ids needed; shards cleanly).
+  has_b = cnt_b > 0
+  same_bb = (env_id_b[:, None] == env_id_b[None, :]) & has_b[:, None] & has_b[None, :]
+  same_bb = same_bb.astype(jnp.float32)
+  env_mean_b = (same_bb @ sum_b) / jnp.maximum(same_bb @ cnt_b, 1.0)
+  share_b = has_b / jnp.maximum(jnp.sum(same_bb, axis=1), 1.0)  # 1 / (samples of its env)
+  return jnp.sum(env_mean_b * share_b) / jnp.maximum(jnp.sum(share_b), 1.0)
 
 
 def next_step_loss(logits_btck: jax.Array, batch: dict[str, jax.Array], *,
                    first_target_step: int, weighting: str = "token") -> jax.Array:
-    """Masked cross-entropy of next-step observation bins (scalar float32).
+  """Masked cross-entropy of next-step observation bins (scalar float32).
 
-    Args:
-      logits_btck: [B, T, Co, K] from WestWorld.
-      batch: with obs, obs_mask, time_mask and (for weighting="env") env_id.
-      first_target_step: first target step that counts (usually the history length).
-      weighting: "token" or "env" (module docstring).
-    """
-    num_bins = logits_btck.shape[-1]
-    logp = jax.nn.log_softmax(logits_btck[:, :-1].astype(jnp.float32), axis=-1)
-    target_btc = target_bins(batch["obs"][:, 1:], num_bins)
-    nll_btc = -jnp.take_along_axis(logp, target_btc[..., None], axis=-1)[..., 0]
-    mask_btc = target_mask(batch, first_target_step)
-    env_id = batch.get("env_id", jnp.zeros(logits_btck.shape[:1], jnp.int32))
-    return _weighted_mean(nll_btc, mask_btc, env_id, weighting)
+  Args:
+    logits_btck: [B, T, Co, K] from WestWorld.
+    batch: with obs, obs_mask, time_mask and (for weighting="env") env_id.
+    first_target_step: first target step that counts (usually the history length).
+    weighting: "token" or "env" (module docstring).
+  """
+  num_bins = logits_btck.shape[-1]
+  logp = jax.nn.log_softmax(logits_btck[:, :-1].astype(jnp.float32), axis=-1)
+  target_btc = target_bins(batch["obs"][:, 1:], num_bins)
+  nll_btc = -jnp.take_along_axis(logp, target_btc[..., None], axis=-1)[..., 0]
+  mask_btc = target_mask(batch, first_target_step)
+  env_id = batch.get("env_id", jnp.zeros(logits_btck.shape[:1], jnp.int32))
+  return _weighted_mean(nll_btc, mask_btc, env_id, weighting)
 
 
 def prediction_metrics(logits_btck: jax.Array, batch: dict[str, jax.Array], *,
                        first_target_step: int) -> dict[str, jax.Array]:
-    """Pooled error of the expectation read-out over valid elements of the horizon.
+  """Pooled error of the expectation read-out over valid elements of the horizon.
 
-    Returns mae, mse (normalised [0, 1] units; the paper reports them x100) and the sums and
-    count, so an evaluator can pool exactly across batches: mae = sum_abs_err / count.
-    """
-    pred_btc = expectation(logits_btck[:, :-1])
-    err_btc = pred_btc - batch["obs"][:, 1:].astype(jnp.float32)
-    w = target_mask(batch, first_target_step).astype(jnp.float32)
-    count = jnp.sum(w)
-    sum_abs = jnp.sum(jnp.abs(err_btc) * w)
-    sum_sq = jnp.sum(jnp.square(err_btc) * w)
-    denom = jnp.maximum(count, 1.0)
-    return {"mae": sum_abs / denom, "mse": sum_sq / denom, "sum_abs_err": sum_abs,
-            "sum_sq_err": sum_sq, "count": count}
+  Returns mae, mse (normalised [0, 1] units; the paper reports them x100) and the sums and
+  count, so an evaluator can pool exactly across batches: mae = sum_abs_err / count.
+  """
+  pred_btc = expectation(logits_btck[:, :-1])
+  err_btc = pred_btc - batch["obs"][:, 1:].astype(jnp.float32)
+  w = target_mask(batch, first_target_step).astype(jnp.float32)
+  count = jnp.sum(w)
+  sum_abs = jnp.sum(jnp.abs(err_btc) * w)
+  sum_sq = jnp.sum(jnp.square(err_btc) * w)
+  denom = jnp.maximum(count, 1.0)
+  return {"mae": sum_abs / denom, "mse": sum_sq / denom, "sum_abs_err": sum_abs,
+          "sum_sq_err": sum_sq, "count": count}

@@ -36,88 +36,88 @@ Batch = dict[str, jax.Array]
 
 @dataclasses.dataclass(frozen=True)
 class WorldModel:
-    name: str
-    config: Any  # the model's frozen (hashable) config dataclass; has .history
-    init: Callable[[jax.Array, Batch], Params]
-    loss: Callable[[Params, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
-    predict: Callable[[Params, Batch], jax.Array]
-    param_specs: Callable[[Params], Any]
+  name: str
+  config: Any  # the model's frozen (hashable) config dataclass; has .history
+  init: Callable[[jax.Array, Batch], Params]
+  loss: Callable[[Params, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+  predict: Callable[[Params, Batch], jax.Array]
+  param_specs: Callable[[Params], Any]
 
-    @property
-    def history(self) -> int:
-        return self.config.history
+  @property
+  def history(self) -> int:
+    return self.config.history
 
 
 _BUILDERS: dict[str, Callable[..., WorldModel]] = {}
 
 
 def register(name: str):
-    """Decorator: `@register("tdm") def build_tdm(size, **overrides) -> WorldModel`."""
-    def wrap(fn):
-        _BUILDERS[name] = fn
-        return fn
-    return wrap
+  """Decorator: `@register("tdm") def build_tdm(size, **overrides) -> WorldModel`."""
+  def wrap(fn):
+    _BUILDERS[name] = fn
+    return fn
+  return wrap
 
 
 def names() -> list[str]:
-    _import_builtin()
-    return sorted(_BUILDERS)
+  _import_builtin()
+  return sorted(_BUILDERS)
 
 
 def build(name: str, size: str = "base", **overrides: Any) -> WorldModel:
-    """The model `name` at size `size` with config fields overridden."""
-    _import_builtin()
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; registered: {sorted(_BUILDERS)}.")
-    return _BUILDERS[name](size, **overrides)
+  """The model `name` at size `size` with config fields overridden."""
+  _import_builtin()
+  if name not in _BUILDERS:
+    raise ValueError(f"unknown model {name!r}; registered: {sorted(_BUILDERS)}.")
+  return _BUILDERS[name](size, **overrides)
 
 
 def _import_builtin() -> None:
-    """Baselines register themselves on import; import them lazily (they import this module)."""
-    import importlib
-    for mod in ("trajworld", "tdm", "mlp_ensemble"):
-        try:
-            importlib.import_module(f"westworld_jax.model.{mod}")
-        except ModuleNotFoundError as e:  # a baseline not written yet must not break the others
-            if e.name != f"westworld_jax.model.{mod}":
-                raise
+  """Baselines register themselves on import; import them lazily (they import this module)."""
+  import importlib
+  for mod in ("trajworld", "tdm", "mlp_ensemble"):
+    try:
+      importlib.import_module(f"westworld_jax.model.{mod}")
+    except ModuleNotFoundError as e:  # a baseline not written yet must not break the others
+      if e.name != f"westworld_jax.model.{mod}":
+        raise
 
 
 def replicated_specs(params: Params) -> Any:
-    return jax.tree.map(lambda _: P(), params)
+  return jax.tree.map(lambda _: P(), params)
 
 
 def copy_history(pred_btc: jax.Array, batch: Batch, history: int) -> jax.Array:
-    """pred with steps < history replaced by the observed values (the predict() contract)."""
-    t = batch["obs"].shape[1]
-    seen = (jnp.arange(t) < history)[None, :, None]
-    return jnp.where(seen, batch["obs"].astype(jnp.float32), pred_btc)
+  """pred with steps < history replaced by the observed values (the predict() contract)."""
+  t = batch["obs"].shape[1]
+  seen = (jnp.arange(t) < history)[None, :, None]
+  return jnp.where(seen, batch["obs"].astype(jnp.float32), pred_btc)
 
 
 # ----------------------------------------------------------------------------- WestWorld
 
 def westworld_model(config: ModelConfig) -> WorldModel:
-    module = WestWorld(config)
+  module = WestWorld(config)
 
-    def init(rng, batch):
-        return module.init({"params": rng}, batch)["params"]
+  def init(rng, batch):
+    return module.init({"params": rng}, batch)["params"]
 
-    def loss(params, batch, rng):
-        out = module.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
-        nll = next_step_loss(out["logits"], batch, first_target_step=config.first_target_step)
-        return nll + out["aux_loss"], {"nll": nll, "aux_loss": out["aux_loss"]}
+  def loss(params, batch, rng):
+    out = module.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
+    nll = next_step_loss(out["logits"], batch, first_target_step=config.first_target_step)
+    return nll + out["aux_loss"], {"nll": nll, "aux_loss": out["aux_loss"]}
 
-    def predict(params, batch):
-        logits = module.apply({"params": params}, batch)["logits"]
-        # logits[:, t] predicts obs[:, t + 1].
-        pred = jnp.concatenate([batch["obs"][:, :1].astype(jnp.float32),
-                                expectation(logits[:, :-1])], axis=1)
-        return copy_history(pred, batch, config.history)
+  def predict(params, batch):
+    logits = module.apply({"params": params}, batch)["logits"]
+    # logits[:, t] predicts obs[:, t + 1].
+    pred = jnp.concatenate([batch["obs"][:, :1].astype(jnp.float32),
+                            expectation(logits[:, :-1])], axis=1)
+    return copy_history(pred, batch, config.history)
 
-    specs = expert_param_specs if config.expert_axis else replicated_specs
-    return WorldModel("westworld", config, init, loss, predict, specs)
+  specs = expert_param_specs if config.expert_axis else replicated_specs
+  return WorldModel("westworld", config, init, loss, predict, specs)
 
 
 @register("westworld")
 def build_westworld(size: str = "base", **overrides: Any) -> WorldModel:
-    return westworld_model(get_model_config(size, **overrides))
+  return westworld_model(get_model_config(size, **overrides))

@@ -44,182 +44,182 @@ _EMBED_INIT = nn.initializers.normal(stddev=0.02)
 # ----------------------------------------------------------------------------- shared pieces
 
 class ConfigMixin:
-    """replace / to_dict / from_dict for the baselines' frozen config dataclasses."""
+  """replace / to_dict / from_dict for the baselines' frozen config dataclasses."""
 
-    def replace(self, **overrides: Any):
-        return dataclasses.replace(self, **overrides)
+  def replace(self, **overrides: Any):
+    return dataclasses.replace(self, **overrides)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]):
-        d = dict(d)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(d) - set(fields)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}; "
-                             f"known: {sorted(fields)}")
-        for k, v in d.items():  # ConfigDicts give lists; configs must stay hashable
-            if isinstance(v, list):
-                d[k] = tuple(v)
-        return cls(**d)
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]):
+    d = dict(d)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
+    if unknown:
+      raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}; "
+                       f"known: {sorted(fields)}")
+    for k, v in d.items():  # ConfigDicts give lists; configs must stay hashable
+      if isinstance(v, list):
+        d[k] = tuple(v)
+    return cls(**d)
 
 
 def sized_config(cls, sizes: Mapping[str, Mapping[str, Any]], size: str, **overrides: Any):
-    if size not in sizes:
-        raise ValueError(f"unknown {cls.__name__} size {size!r}; choose one of {sorted(sizes)}.")
-    return cls(**{**sizes[size], **overrides})
+  if size not in sizes:
+    raise ValueError(f"unknown {cls.__name__} size {size!r}; choose one of {sorted(sizes)}.")
+  return cls(**{**sizes[size], **overrides})
 
 
 def check_batch(batch: Mapping[str, Any], config: Any) -> None:
-    """Raise a ValueError that says what to change when the batch does not fit the config."""
-    required = ("obs", "act", "obs_mask", "act_mask", "time_mask")
-    missing = [k for k in required if k not in batch]
-    if missing:
-        raise ValueError(f"batch lacks {missing} (see westworld_jax/model/BATCH_SPEC.md).")
-    b, t, co = batch["obs"].shape
-    ca = batch["act"].shape[2]
-    expected = {"act": (b, t, ca), "obs_mask": (b, co), "act_mask": (b, ca), "time_mask": (b, t)}
-    for k, shape in expected.items():
-        if tuple(batch[k].shape) != shape:
-            raise ValueError(f"batch['{k}'] has shape {tuple(batch[k].shape)}, expected {shape} "
-                             f"from obs [B={b}, T={t}, Co={co}] and act [.., Ca={ca}].")
-    if co > config.max_obs_channels:
-        raise ValueError(f"batch has {co} observation channels; max_obs_channels is "
-                         f"{config.max_obs_channels}: raise it in the model config.")
-    if ca > config.max_act_channels:
-        raise ValueError(f"batch has {ca} action channels; max_act_channels is "
-                         f"{config.max_act_channels}: raise it in the model config.")
-    if t > config.max_steps:
-        raise ValueError(f"window has {t} steps; max_steps is {config.max_steps}: raise it in "
-                         "the model config.")
+  """Raise a ValueError that says what to change when the batch does not fit the config."""
+  required = ("obs", "act", "obs_mask", "act_mask", "time_mask")
+  missing = [k for k in required if k not in batch]
+  if missing:
+    raise ValueError(f"batch lacks {missing} (see westworld_jax/model/BATCH_SPEC.md).")
+  b, t, co = batch["obs"].shape
+  ca = batch["act"].shape[2]
+  expected = {"act": (b, t, ca), "obs_mask": (b, co), "act_mask": (b, ca), "time_mask": (b, t)}
+  for k, shape in expected.items():
+    if tuple(batch[k].shape) != shape:
+      raise ValueError(f"batch['{k}'] has shape {tuple(batch[k].shape)}, expected {shape} "
+                       f"from obs [B={b}, T={t}, Co={co}] and act [.., Ca={ca}].")
+  if co > config.max_obs_channels:
+    raise ValueError(f"batch has {co} observation channels; max_obs_channels is "
+                     f"{config.max_obs_channels}: raise it in the model config.")
+  if ca > config.max_act_channels:
+    raise ValueError(f"batch has {ca} action channels; max_act_channels is "
+                     f"{config.max_act_channels}: raise it in the model config.")
+  if t > config.max_steps:
+    raise ValueError(f"window has {t} steps; max_steps is {config.max_steps}: raise it in "
+                     "the model config.")
 
 
 def prepare_batch(batch: Mapping[str, Any], config: Any) -> dict[str, jax.Array]:
-    """Checked batch with float32 values and bool masks (the only keys the baselines read)."""
-    check_batch(batch, config)
-    out = {k: jnp.asarray(batch[k]).astype(jnp.float32) for k in ("obs", "act")}
-    out.update({k: jnp.asarray(batch[k]).astype(bool)
-                for k in ("obs_mask", "act_mask", "time_mask")})
-    if "env_id" in batch:
-        out["env_id"] = jnp.asarray(batch["env_id"])
-    return out
+  """Checked batch with float32 values and bool masks (the only keys the baselines read)."""
+  check_batch(batch, config)
+  out = {k: jnp.asarray(batch[k]).astype(jnp.float32) for k in ("obs", "act")}
+  out.update({k: jnp.asarray(batch[k]).astype(bool)
+              for k in ("obs_mask", "act_mask", "time_mask")})
+  if "env_id" in batch:
+    out["env_id"] = jnp.asarray(batch["env_id"])
+  return out
 
 
 def masked_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
-    """Softmax over the last axis restricted to `mask` (float32); a row without any valid
-    entry is all zero, and masked entries are exactly zero (so padding never mixes in)."""
-    logits = jnp.where(mask, logits.astype(jnp.float32), _MASKED_LOGIT)
-    return jax.nn.softmax(logits, axis=-1) * mask
+  """Softmax over the last axis restricted to `mask` (float32); a row without any valid
+  entry is all zero, and masked entries are exactly zero (so padding never mixes in)."""
+  logits = jnp.where(mask, logits.astype(jnp.float32), _MASKED_LOGIT)
+  return jax.nn.softmax(logits, axis=-1) * mask
 
 
 def channel_layout(co: int, ca: int, max_obs_channels: int) -> tuple[jax.Array, jax.Array]:
-    """(is_act_c bool [Co + Ca], channel_c int32 [Co + Ca]) for obs channels then actions;
-    action channel indices are offset by max_obs_channels (one shared channel table)."""
-    is_act_c = jnp.arange(co + ca) >= co
-    channel_c = jnp.where(is_act_c, max_obs_channels + jnp.arange(co + ca) - co,
-                          jnp.arange(co + ca)).astype(jnp.int32)
-    return is_act_c, channel_c
+  """(is_act_c bool [Co + Ca], channel_c int32 [Co + Ca]) for obs channels then actions;
+  action channel indices are offset by max_obs_channels (one shared channel table)."""
+  is_act_c = jnp.arange(co + ca) >= co
+  channel_c = jnp.where(is_act_c, max_obs_channels + jnp.arange(co + ca) - co,
+                        jnp.arange(co + ca)).astype(jnp.int32)
+  return is_act_c, channel_c
 
 
 class ScalarTokenEmbed(nn.Module):
-    """Scalar values -> tokens: value (HL-Gauss histogram, bias-free projection, one map for
-    observations and actions) + type + channel index + time step.
+  """Scalar values -> tokens: value (HL-Gauss histogram, bias-free projection, one map for
+  observations and actions) + type + channel index + time step.
 
-    values and ok (bool; False = padding or unknown -> all-zero histogram, no value
-    information) share a shape [...]; is_act, channel and step broadcast against it.
-    Returns float32 [..., d_model].
-    """
-    d_model: int
-    num_bins: int
-    num_channels: int  # max_obs_channels + max_act_channels
-    max_steps: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+  values and ok (bool; False = padding or unknown -> all-zero histogram, no value
+  information) share a shape [...]; is_act, channel and step broadcast against it.
+  Returns float32 [..., d_model].
+  """
+  d_model: int
+  num_bins: int
+  num_channels: int  # max_obs_channels + max_act_channels
+  max_steps: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
-    def setup(self):
-        embed = lambda n, name: nn.Embed(n, self.d_model, embedding_init=_EMBED_INIT,
-                                         param_dtype=self.param_dtype, name=name)
-        self.value_proj = nn.Dense(self.d_model, use_bias=False, dtype=self.dtype,
-                                   param_dtype=self.param_dtype)
-        self.type_embed = embed(2, "type")
-        self.channel_embed = embed(self.num_channels, "channel")
-        self.time_embed = embed(self.max_steps, "time")
+  def setup(self):
+    embed = lambda n, name: nn.Embed(n, self.d_model, embedding_init=_EMBED_INIT,
+                                     param_dtype=self.param_dtype, name=name)
+    self.value_proj = nn.Dense(self.d_model, use_bias=False, dtype=self.dtype,
+                               param_dtype=self.param_dtype)
+    self.type_embed = embed(2, "type")
+    self.channel_embed = embed(self.num_channels, "channel")
+    self.time_embed = embed(self.max_steps, "time")
 
-    def __call__(self, values, ok, is_act, channel, step):
-        hist = hl_gauss_histogram(values, self.num_bins, mask=ok)
-        x = (self.value_proj(hist).astype(jnp.float32) + self.type_embed(is_act.astype(jnp.int32))
-             + self.channel_embed(channel) + self.time_embed(step))
-        return x.astype(jnp.float32)
+  def __call__(self, values, ok, is_act, channel, step):
+    hist = hl_gauss_histogram(values, self.num_bins, mask=ok)
+    x = (self.value_proj(hist).astype(jnp.float32) + self.type_embed(is_act.astype(jnp.int32))
+         + self.channel_embed(channel) + self.time_embed(step))
+    return x.astype(jnp.float32)
 
 
 class QKVO(nn.Module):
-    """Multi-head projections: qkv(x [..., D]) -> 3 x [..., H, dh]; __call__(o) -> [..., D]."""
-    d_model: int
-    n_heads: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+  """Multi-head projections: qkv(x [..., D]) -> 3 x [..., H, dh]; __call__(o) -> [..., D]."""
+  d_model: int
+  n_heads: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
-    def setup(self):
-        h, dh = self.n_heads, self.d_model // self.n_heads
-        dense = lambda: nn.DenseGeneral((h, dh), dtype=self.dtype, param_dtype=self.param_dtype)
-        self.query, self.key, self.value = dense(), dense(), dense()
-        self.out = nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype,
-                                   param_dtype=self.param_dtype)
+  def setup(self):
+    h, dh = self.n_heads, self.d_model // self.n_heads
+    dense = lambda: nn.DenseGeneral((h, dh), dtype=self.dtype, param_dtype=self.param_dtype)
+    self.query, self.key, self.value = dense(), dense(), dense()
+    self.out = nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype,
+                               param_dtype=self.param_dtype)
 
-    def qkv(self, x):
-        return self.query(x), self.key(x), self.value(x)
+  def qkv(self, x):
+    return self.query(x), self.key(x), self.value(x)
 
-    def __call__(self, o):
-        return self.out(o).astype(jnp.float32)
+  def __call__(self, o):
+    return self.out(o).astype(jnp.float32)
 
 
 class FeedForward(nn.Module):
-    d_model: int
-    d_ff: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+  d_model: int
+  d_ff: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, x):
-        y = nn.Dense(self.d_ff, dtype=self.dtype, param_dtype=self.param_dtype, name="ffn_in")(x)
-        y = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype,
-                     name="ffn_out")(nn.gelu(y))
-        return y.astype(jnp.float32)
+  @nn.compact
+  def __call__(self, x):
+    y = nn.Dense(self.d_ff, dtype=self.dtype, param_dtype=self.param_dtype, name="ffn_in")(x)
+    y = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype,
+                 name="ffn_out")(nn.gelu(y))
+    return y.astype(jnp.float32)
 
 
 def layer_norm(param_dtype, name=None):
-    return nn.LayerNorm(dtype=jnp.float32, param_dtype=param_dtype, name=name)
+  return nn.LayerNorm(dtype=jnp.float32, param_dtype=param_dtype, name=name)
 
 
 # ----------------------------------------------------------------------------- config
 
 @dataclasses.dataclass(frozen=True)
 class TrajWorldConfig(ConfigMixin):
-    """Architecture of the TrajWorld baseline (module docstring)."""
-    d_model: int = 256
-    n_layers: int = 9  # blocks; 9 x 256 wide ~ WestWorld base's 14.6M (the authors use 6)
-    n_heads: int = 4
-    d_ff: int = 1024  # both FFNs of a block
-    num_bins: int = 256
-    dropout_rate: float = 0.05  # residual dropout, as the authors
-    history: int = 50
-    max_steps: int = 150
-    max_obs_channels: int = 128
-    max_act_channels: int = 64
-    loss_weighting: str = "token"  # see loss.py
-    dtype: str = "float32"  # matmuls; softmax and LayerNorm stay float32
-    param_dtype: str = "float32"
-    remat: bool = False  # rematerialise each block in the training backward pass
+  """Architecture of the TrajWorld baseline (module docstring)."""
+  d_model: int = 256
+  n_layers: int = 9  # blocks; 9 x 256 wide ~ WestWorld base's 14.6M (the authors use 6)
+  n_heads: int = 4
+  d_ff: int = 1024  # both FFNs of a block
+  num_bins: int = 256
+  dropout_rate: float = 0.05  # residual dropout, as the authors
+  history: int = 50
+  max_steps: int = 150
+  max_obs_channels: int = 128
+  max_act_channels: int = 64
+  loss_weighting: str = "token"  # see loss.py
+  dtype: str = "float32"  # matmuls; softmax and LayerNorm stay float32
+  param_dtype: str = "float32"
+  remat: bool = False  # rematerialise each block in the training backward pass
 
-    def __post_init__(self):
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}.")
-        if not 1 <= self.history <= self.max_steps:
-            raise ValueError(f"history={self.history} must be in [1, max_steps={self.max_steps}].")
-        if self.loss_weighting not in WEIGHTINGS:
-            raise ValueError(f"loss_weighting={self.loss_weighting!r}: use one of {WEIGHTINGS}.")
+  def __post_init__(self):
+    if self.d_model % self.n_heads:
+      raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}.")
+    if not 1 <= self.history <= self.max_steps:
+      raise ValueError(f"history={self.history} must be in [1, max_steps={self.max_steps}].")
+    if self.loss_weighting not in WEIGHTINGS:
+      raise ValueError(f"loss_weighting={self.loss_weighting!r}: use one of {WEIGHTINGS}.")
 
 
 TRAJWORLD_SIZES: dict[str, dict[str, Any]] = {
@@ -231,174 +231,174 @@ TRAJWORLD_SIZES: dict[str, dict[str, Any]] = {
 
 
 def get_trajworld_config(size: str = "base", **overrides: Any) -> TrajWorldConfig:
-    return sized_config(TrajWorldConfig, TRAJWORLD_SIZES, size, **overrides)
+  return sized_config(TrajWorldConfig, TRAJWORLD_SIZES, size, **overrides)
 
 
 # ----------------------------------------------------------------------------- network
 
 class TrajWorldBlock(nn.Module):
-    """One pre-LN block on x_btcd; also returns the time attention's keys/values.
+  """One pre-LN block on x_btcd; also returns the time attention's keys/values.
 
-    With kv_cache=(k_btche, v_btche) over the whole window and x for ONE step s
-    (x_b1cd), the step's keys/values are written into the cache at s and the query
-    attends to the cache (decode); otherwise x covers steps 0..T'-1 (full / prefill).
-    time_mask_bqk: which key steps each query step may attend to (causal & real).
-    """
-    config: TrajWorldConfig
-    deterministic: bool = True
+  With kv_cache=(k_btche, v_btche) over the whole window and x for ONE step s
+  (x_b1cd), the step's keys/values are written into the cache at s and the query
+  attends to the cache (decode); otherwise x covers steps 0..T'-1 (full / prefill).
+  time_mask_bqk: which key steps each query step may attend to (causal & real).
+  """
+  config: TrajWorldConfig
+  deterministic: bool = True
 
-    def setup(self):
-        cfg = self.config
-        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        self.ln_time, self.ln_ffn_time = layer_norm(pdt), layer_norm(pdt)
-        self.ln_chan, self.ln_ffn_chan = layer_norm(pdt), layer_norm(pdt)
-        self.time_attn = QKVO(cfg.d_model, cfg.n_heads, dt, pdt)
-        self.chan_attn = QKVO(cfg.d_model, cfg.n_heads, dt, pdt)
-        self.ffn_time = FeedForward(cfg.d_model, cfg.d_ff, dt, pdt)
-        self.ffn_chan = FeedForward(cfg.d_model, cfg.d_ff, dt, pdt)
-        self.drop = nn.Dropout(cfg.dropout_rate)
+  def setup(self):
+    cfg = self.config
+    dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    self.ln_time, self.ln_ffn_time = layer_norm(pdt), layer_norm(pdt)
+    self.ln_chan, self.ln_ffn_chan = layer_norm(pdt), layer_norm(pdt)
+    self.time_attn = QKVO(cfg.d_model, cfg.n_heads, dt, pdt)
+    self.chan_attn = QKVO(cfg.d_model, cfg.n_heads, dt, pdt)
+    self.ffn_time = FeedForward(cfg.d_model, cfg.d_ff, dt, pdt)
+    self.ffn_chan = FeedForward(cfg.d_model, cfg.d_ff, dt, pdt)
+    self.drop = nn.Dropout(cfg.dropout_rate)
 
-    def _res(self, x, y):
-        return x + self.drop(y, deterministic=self.deterministic)
+  def _res(self, x, y):
+    return x + self.drop(y, deterministic=self.deterministic)
 
-    def __call__(self, x_btcd, time_mask_bqk, chan_ok_bc, kv_cache=None, step=None):
-        scale = 1.0 / jnp.sqrt(self.config.d_model // self.config.n_heads)
-        # 1. causal attention over time, per channel.
-        q, k, v = self.time_attn.qkv(self.ln_time(x_btcd))  # [B, Tq, C, H, dh]
-        if kv_cache is not None:
-            k = jax.lax.dynamic_update_slice_in_dim(kv_cache[0], k.astype(kv_cache[0].dtype),
-                                                    step, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(kv_cache[1], v.astype(kv_cache[1].dtype),
-                                                    step, axis=1)
-        logits = jnp.einsum("bqche,bkche->bchqk", q, k, preferred_element_type=jnp.float32)
-        w = masked_softmax(logits * scale, time_mask_bqk[:, None, None])
-        o = jnp.einsum("bchqk,bkche->bqche", w.astype(v.dtype), v)
-        x = self._res(x_btcd, self.time_attn(o))
-        x = self._res(x, self.ffn_time(self.ln_ffn_time(x)))
-        # 2. attention across all channels (obs and actions) of each step.
-        q, kc, vc = self.chan_attn.qkv(self.ln_chan(x))  # [B, Tq, C, H, dh]
-        logits = jnp.einsum("btqhe,btkhe->bthqk", q, kc, preferred_element_type=jnp.float32)
-        w = masked_softmax(logits * scale, chan_ok_bc[:, None, None, None, :])
-        o = jnp.einsum("bthqk,btkhe->btqhe", w.astype(vc.dtype), vc)
-        x = self._res(x, self.chan_attn(o))
-        x = self._res(x, self.ffn_chan(self.ln_ffn_chan(x)))
-        return x, (k, v)
+  def __call__(self, x_btcd, time_mask_bqk, chan_ok_bc, kv_cache=None, step=None):
+    scale = 1.0 / jnp.sqrt(self.config.d_model // self.config.n_heads)
+    # 1. causal attention over time, per channel.
+    q, k, v = self.time_attn.qkv(self.ln_time(x_btcd))  # [B, Tq, C, H, dh]
+    if kv_cache is not None:
+      k = jax.lax.dynamic_update_slice_in_dim(kv_cache[0], k.astype(kv_cache[0].dtype),
+                                              step, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(kv_cache[1], v.astype(kv_cache[1].dtype),
+                                              step, axis=1)
+    logits = jnp.einsum("bqche,bkche->bchqk", q, k, preferred_element_type=jnp.float32)
+    w = masked_softmax(logits * scale, time_mask_bqk[:, None, None])
+    o = jnp.einsum("bchqk,bkche->bqche", w.astype(v.dtype), v)
+    x = self._res(x_btcd, self.time_attn(o))
+    x = self._res(x, self.ffn_time(self.ln_ffn_time(x)))
+    # 2. attention across all channels (obs and actions) of each step.
+    q, kc, vc = self.chan_attn.qkv(self.ln_chan(x))  # [B, Tq, C, H, dh]
+    logits = jnp.einsum("btqhe,btkhe->bthqk", q, kc, preferred_element_type=jnp.float32)
+    w = masked_softmax(logits * scale, chan_ok_bc[:, None, None, None, :])
+    o = jnp.einsum("bthqk,btkhe->btqhe", w.astype(vc.dtype), vc)
+    x = self._res(x, self.chan_attn(o))
+    x = self._res(x, self.ffn_chan(self.ln_ffn_chan(x)))
+    return x, (k, v)
 
 
 class TrajWorldNet(nn.Module):
-    """__call__(batch) -> next-step logits [B, T, Co, K] (teacher forced);
-    prefill / decode_step: the KV-cached rollout pieces (see trajworld_model.predict)."""
-    config: TrajWorldConfig
-    train: bool = False
+  """__call__(batch) -> next-step logits [B, T, Co, K] (teacher forced);
+  prefill / decode_step: the KV-cached rollout pieces (see trajworld_model.predict)."""
+  config: TrajWorldConfig
+  train: bool = False
 
-    def setup(self):
-        cfg = self.config
-        pdt = jnp.dtype(cfg.param_dtype)
-        self.embed = ScalarTokenEmbed(cfg.d_model, cfg.num_bins,
-                                      cfg.max_obs_channels + cfg.max_act_channels,
-                                      cfg.max_steps, jnp.dtype(cfg.dtype), pdt)
-        block = nn.remat(TrajWorldBlock) if (cfg.remat and self.train) else TrajWorldBlock
-        self.blocks = [block(cfg, deterministic=not self.train) for _ in range(cfg.n_layers)]
-        self.ln_out = layer_norm(pdt)
-        self.head = nn.Dense(cfg.num_bins, dtype=jnp.float32, param_dtype=pdt)
+  def setup(self):
+    cfg = self.config
+    pdt = jnp.dtype(cfg.param_dtype)
+    self.embed = ScalarTokenEmbed(cfg.d_model, cfg.num_bins,
+                                  cfg.max_obs_channels + cfg.max_act_channels,
+                                  cfg.max_steps, jnp.dtype(cfg.dtype), pdt)
+    block = nn.remat(TrajWorldBlock) if (cfg.remat and self.train) else TrajWorldBlock
+    self.blocks = [block(cfg, deterministic=not self.train) for _ in range(cfg.n_layers)]
+    self.ln_out = layer_norm(pdt)
+    self.head = nn.Dense(cfg.num_bins, dtype=jnp.float32, param_dtype=pdt)
 
-    def _tokens(self, obs_btc, act_btc, obs_mask_bc, act_mask_bc, time_ok_bt, t0):
-        co, ca = obs_btc.shape[2], act_btc.shape[2]
-        is_act_c, channel_c = channel_layout(co, ca, self.config.max_obs_channels)
-        chan_ok_bc = jnp.concatenate([obs_mask_bc, act_mask_bc], axis=1)
-        ok_btc = chan_ok_bc[:, None, :] & time_ok_bt[:, :, None]
-        step_t1 = (t0 + jnp.arange(obs_btc.shape[1]))[:, None]
-        x = self.embed(jnp.concatenate([obs_btc, act_btc], axis=2), ok_btc, is_act_c, channel_c,
-                       step_t1)
-        return x, chan_ok_bc
+  def _tokens(self, obs_btc, act_btc, obs_mask_bc, act_mask_bc, time_ok_bt, t0):
+    co, ca = obs_btc.shape[2], act_btc.shape[2]
+    is_act_c, channel_c = channel_layout(co, ca, self.config.max_obs_channels)
+    chan_ok_bc = jnp.concatenate([obs_mask_bc, act_mask_bc], axis=1)
+    ok_btc = chan_ok_bc[:, None, :] & time_ok_bt[:, :, None]
+    step_t1 = (t0 + jnp.arange(obs_btc.shape[1]))[:, None]
+    x = self.embed(jnp.concatenate([obs_btc, act_btc], axis=2), ok_btc, is_act_c, channel_c,
+                   step_t1)
+    return x, chan_ok_bc
 
-    def _logits(self, x_btcd, co):
-        return self.head(self.ln_out(x_btcd[:, :, :co]))  # [B, T, Co, K]
+  def _logits(self, x_btcd, co):
+    return self.head(self.ln_out(x_btcd[:, :, :co]))  # [B, T, Co, K]
 
-    def trunk(self, obs_btc, act_btc, obs_mask_bc, act_mask_bc, time_ok_bt):
-        """All steps at once (causal): (x_btcd, [(k_btche, v_btche) per layer])."""
-        x, chan_ok_bc = self._tokens(obs_btc, act_btc, obs_mask_bc, act_mask_bc, time_ok_bt, 0)
-        t = obs_btc.shape[1]
-        causal_qk = jnp.tril(jnp.ones((t, t), bool))
-        time_mask_bqk = causal_qk[None] & time_ok_bt[:, None, :]
-        kvs = []
-        for blk in self.blocks:
-            x, kv = blk(x, time_mask_bqk, chan_ok_bc)
-            kvs.append(kv)
-        return x, kvs
+  def trunk(self, obs_btc, act_btc, obs_mask_bc, act_mask_bc, time_ok_bt):
+    """All steps at once (causal): (x_btcd, [(k_btche, v_btche) per layer])."""
+    x, chan_ok_bc = self._tokens(obs_btc, act_btc, obs_mask_bc, act_mask_bc, time_ok_bt, 0)
+    t = obs_btc.shape[1]
+    causal_qk = jnp.tril(jnp.ones((t, t), bool))
+    time_mask_bqk = causal_qk[None] & time_ok_bt[:, None, :]
+    kvs = []
+    for blk in self.blocks:
+      x, kv = blk(x, time_mask_bqk, chan_ok_bc)
+      kvs.append(kv)
+    return x, kvs
 
-    def __call__(self, batch):
-        x, _ = self.trunk(batch["obs"], batch["act"], batch["obs_mask"], batch["act_mask"],
-                          batch["time_mask"])
-        return self._logits(x, batch["obs"].shape[2])
+  def __call__(self, batch):
+    x, _ = self.trunk(batch["obs"], batch["act"], batch["obs_mask"], batch["act_mask"],
+                      batch["time_mask"])
+    return self._logits(x, batch["obs"].shape[2])
 
-    def prefill(self, batch):
-        """Steps < history with the true values: (logits_bck of the last history step, which
-        predict obs[:, history]; KV caches [B, T, C, H, dh] per layer, zero beyond history)."""
-        h, t = self.config.history, batch["obs"].shape[1]
-        x, kvs = self.trunk(batch["obs"][:, :h], batch["act"][:, :h], batch["obs_mask"],
-                            batch["act_mask"], batch["time_mask"][:, :h])
-        pad = lambda a: jnp.pad(a, ((0, 0), (0, t - h), (0, 0), (0, 0), (0, 0)))
-        caches = [(pad(k), pad(v)) for k, v in kvs]
-        return self._logits(x[:, -1:], batch["obs"].shape[2])[:, 0], caches
+  def prefill(self, batch):
+    """Steps < history with the true values: (logits_bck of the last history step, which
+    predict obs[:, history]; KV caches [B, T, C, H, dh] per layer, zero beyond history)."""
+    h, t = self.config.history, batch["obs"].shape[1]
+    x, kvs = self.trunk(batch["obs"][:, :h], batch["act"][:, :h], batch["obs_mask"],
+                        batch["act_mask"], batch["time_mask"][:, :h])
+    pad = lambda a: jnp.pad(a, ((0, 0), (0, t - h), (0, 0), (0, 0), (0, 0)))
+    caches = [(pad(k), pad(v)) for k, v in kvs]
+    return self._logits(x[:, -1:], batch["obs"].shape[2])[:, 0], caches
 
-    def decode_step(self, obs_bc, act_bc, step, batch, caches):
-        """Step `step` (traced) from its obs and act values: (logits_bck predicting
-        obs[:, step + 1], updated caches). Attends to cached steps <= step only."""
-        t = batch["obs"].shape[1]
-        time_ok_bt = batch["time_mask"]
-        step_ok_b1 = jax.lax.dynamic_slice_in_dim(time_ok_bt, step, 1, axis=1)
-        x, chan_ok_bc = self._tokens(obs_bc[:, None], act_bc[:, None], batch["obs_mask"],
-                                     batch["act_mask"], step_ok_b1, step)
-        time_mask_b1k = ((jnp.arange(t) <= step)[None, None, :] & time_ok_bt[:, None, :])
-        new = []
-        for blk, cache in zip(self.blocks, caches):
-            x, kv = blk(x, time_mask_b1k, chan_ok_bc, cache, step)
-            new.append(kv)
-        return self._logits(x, obs_bc.shape[1])[:, 0], new
+  def decode_step(self, obs_bc, act_bc, step, batch, caches):
+    """Step `step` (traced) from its obs and act values: (logits_bck predicting
+    obs[:, step + 1], updated caches). Attends to cached steps <= step only."""
+    t = batch["obs"].shape[1]
+    time_ok_bt = batch["time_mask"]
+    step_ok_b1 = jax.lax.dynamic_slice_in_dim(time_ok_bt, step, 1, axis=1)
+    x, chan_ok_bc = self._tokens(obs_bc[:, None], act_bc[:, None], batch["obs_mask"],
+                                 batch["act_mask"], step_ok_b1, step)
+    time_mask_b1k = ((jnp.arange(t) <= step)[None, None, :] & time_ok_bt[:, None, :])
+    new = []
+    for blk, cache in zip(self.blocks, caches):
+      x, kv = blk(x, time_mask_b1k, chan_ok_bc, cache, step)
+      new.append(kv)
+    return self._logits(x, obs_bc.shape[1])[:, 0], new
 
 
 # ----------------------------------------------------------------------------- WorldModel
 
 def trajworld_model(config: TrajWorldConfig) -> WorldModel:
-    net, train_net = TrajWorldNet(config), TrajWorldNet(config, train=True)
-    h = config.history
+  net, train_net = TrajWorldNet(config), TrajWorldNet(config, train=True)
+  h = config.history
 
-    def init(rng, batch):
-        return net.init({"params": rng}, prepare_batch(batch, config))["params"]
+  def init(rng, batch):
+    return net.init({"params": rng}, prepare_batch(batch, config))["params"]
 
-    def loss(params, batch, rng):
-        batch = prepare_batch(batch, config)
-        logits = train_net.apply({"params": params}, batch, rngs={"dropout": rng})
-        nll = next_step_loss(logits, batch, first_target_step=1, weighting=config.loss_weighting)
-        return nll, {"nll": nll}
+  def loss(params, batch, rng):
+    batch = prepare_batch(batch, config)
+    logits = train_net.apply({"params": params}, batch, rngs={"dropout": rng})
+    nll = next_step_loss(logits, batch, first_target_step=1, weighting=config.loss_weighting)
+    return nll, {"nll": nll}
 
-    def predict(params, batch):
-        batch = prepare_batch(batch, config)
-        obs, act = batch["obs"], batch["act"]
-        t = obs.shape[1]
-        if t <= h:
-            return obs
-        variables = {"params": params}
-        logits_bck, caches = net.apply(variables, batch, method=TrajWorldNet.prefill)
-        first_bc = expectation(logits_bck)  # obs[:, h]
+  def predict(params, batch):
+    batch = prepare_batch(batch, config)
+    obs, act = batch["obs"], batch["act"]
+    t = obs.shape[1]
+    if t <= h:
+      return obs
+    variables = {"params": params}
+    logits_bck, caches = net.apply(variables, batch, method=TrajWorldNet.prefill)
+    first_bc = expectation(logits_bck)  # obs[:, h]
 
-        def body(carry, step):
-            obs_bc, caches = carry
-            act_bc = jax.lax.dynamic_index_in_dim(act, step, axis=1, keepdims=False)
-            logits_bck, caches = net.apply(variables, obs_bc, act_bc, step, batch, caches,
-                                           method=TrajWorldNet.decode_step)
-            nxt_bc = expectation(logits_bck)
-            return (nxt_bc, caches), nxt_bc
+    def body(carry, step):
+      obs_bc, caches = carry
+      act_bc = jax.lax.dynamic_index_in_dim(act, step, axis=1, keepdims=False)
+      logits_bck, caches = net.apply(variables, obs_bc, act_bc, step, batch, caches,
+                                     method=TrajWorldNet.decode_step)
+      nxt_bc = expectation(logits_bck)
+      return (nxt_bc, caches), nxt_bc
 
-        _, rest_sbc = jax.lax.scan(body, (first_bc, caches), jnp.arange(h, t - 1))
-        pred = jnp.concatenate([obs[:, :h], first_bc[:, None], jnp.swapaxes(rest_sbc, 0, 1)],
-                               axis=1)
-        return copy_history(pred, batch, h)
+    _, rest_sbc = jax.lax.scan(body, (first_bc, caches), jnp.arange(h, t - 1))
+    pred = jnp.concatenate([obs[:, :h], first_bc[:, None], jnp.swapaxes(rest_sbc, 0, 1)],
+                           axis=1)
+    return copy_history(pred, batch, h)
 
-    return WorldModel("trajworld", config, init, loss, predict, replicated_specs)
+  return WorldModel("trajworld", config, init, loss, predict, replicated_specs)
 
 
 @register("trajworld")
 def build_trajworld(size: str = "base", **overrides: Any) -> WorldModel:
-    return trajworld_model(get_trajworld_config(size, **overrides))
+  return trajworld_model(get_trajworld_config(size, **overrides))

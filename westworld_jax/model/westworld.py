@@ -49,202 +49,202 @@ _MASKED_LOGIT = -1e9  # finite, so a fully masked row gives no NaN (it is zeroed
 
 
 class ChannelAttention(nn.Module):
-    """Multi-head attention across channels within each time step.
+  """Multi-head attention across channels within each time step.
 
-    q_bqtd attends to kv_bktd (same B and T) with keys masked by key_mask_bk. Logits and
-    softmax in float32. A query with no valid key gets a zero output.
-    """
-    d_model: int
-    n_heads: int
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-    dropout_rate: float = 0.0  # on the attention weights (as upstream)
-    deterministic: bool = True
+  q_bqtd attends to kv_bktd (same B and T) with keys masked by key_mask_bk. Logits and
+  softmax in float32. A query with no valid key gets a zero output.
+  """
+  d_model: int
+  n_heads: int
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+  dropout_rate: float = 0.0  # on the attention weights (as upstream)
+  deterministic: bool = True
 
-    @nn.compact
-    def __call__(self, q_bqtd: jax.Array, kv_bktd: jax.Array, key_mask_bk: jax.Array):
-        h, dh = self.n_heads, self.d_model // self.n_heads
-        dense = lambda name: nn.DenseGeneral((h, dh), dtype=self.dtype,
-                                             param_dtype=self.param_dtype, name=name)
-        q = dense("query")(q_bqtd)  # [B, Q, T, H, dh]
-        k = dense("key")(kv_bktd)
-        v = dense("value")(kv_bktd)
-        logits = jnp.einsum("bqthe,bkthe->bthqk", q, k,
-                            preferred_element_type=jnp.float32) / jnp.sqrt(dh)
-        key_mask = key_mask_bk[:, None, None, None, :]
-        logits = jnp.where(key_mask, logits, _MASKED_LOGIT)
-        weights = jax.nn.softmax(logits, axis=-1)
-        weights = jnp.where(jnp.any(key_mask_bk, axis=-1)[:, None, None, None, None], weights, 0.0)
-        weights = nn.Dropout(self.dropout_rate)(weights, deterministic=self.deterministic)
-        out = jnp.einsum("bthqk,bkthe->bqthe", weights.astype(self.dtype), v)
-        return nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype,
-                               param_dtype=self.param_dtype, name="out")(out)
+  @nn.compact
+  def __call__(self, q_bqtd: jax.Array, kv_bktd: jax.Array, key_mask_bk: jax.Array):
+    h, dh = self.n_heads, self.d_model // self.n_heads
+    dense = lambda name: nn.DenseGeneral((h, dh), dtype=self.dtype,
+                                         param_dtype=self.param_dtype, name=name)
+    q = dense("query")(q_bqtd)  # [B, Q, T, H, dh]
+    k = dense("key")(kv_bktd)
+    v = dense("value")(kv_bktd)
+    logits = jnp.einsum("bqthe,bkthe->bthqk", q, k,
+                        preferred_element_type=jnp.float32) / jnp.sqrt(dh)
+    key_mask = key_mask_bk[:, None, None, None, :]
+    logits = jnp.where(key_mask, logits, _MASKED_LOGIT)
+    weights = jax.nn.softmax(logits, axis=-1)
+    weights = jnp.where(jnp.any(key_mask_bk, axis=-1)[:, None, None, None, None], weights, 0.0)
+    weights = nn.Dropout(self.dropout_rate)(weights, deterministic=self.deterministic)
+    out = jnp.einsum("bthqk,bkthe->bqthe", weights.astype(self.dtype), v)
+    return nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype,
+                           param_dtype=self.param_dtype, name="out")(out)
 
 
 class WestWorldBlock(nn.Module):
-    """One block on observation tokens x_bctd; returns (x_bctd, cls_out_sd, aux_loss).
+  """One block on observation tokens x_bctd; returns (x_bctd, cls_out_sd, aux_loss).
 
-    cls_in_sd: [B * Co, D] the CLS input of every channel sequence (the previous block's
-    CLS output with config.cls_from_previous_block), or None for this block's learned CLS.
-    cls_out_sd is None when the system embedding uses no CLS.
-    """
-    config: ModelConfig
-    deterministic: bool = True
+  cls_in_sd: [B * Co, D] the CLS input of every channel sequence (the previous block's
+  CLS output with config.cls_from_previous_block), or None for this block's learned CLS.
+  cls_out_sd is None when the system embedding uses no CLS.
+  """
+  config: ModelConfig
+  deterministic: bool = True
 
-    def _ln(self, name):
-        return nn.LayerNorm(dtype=jnp.float32, param_dtype=jnp.dtype(self.config.param_dtype),
-                            name=name)
+  def _ln(self, name):
+    return nn.LayerNorm(dtype=jnp.float32, param_dtype=jnp.dtype(self.config.param_dtype),
+                        name=name)
 
-    def _drop(self, y):
-        return nn.Dropout(self.config.dropout_rate)(y, deterministic=self.deterministic)
+  def _drop(self, y):
+    return nn.Dropout(self.config.dropout_rate)(y, deterministic=self.deterministic)
 
-    @nn.compact
-    def __call__(self, x_bctd, act_bctd, obs_mask_bc, act_mask_bc, cls_in_sd=None):
-        cfg = self.config
-        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        b, c, t, d = x_bctd.shape
-        attn = lambda name: ChannelAttention(d, cfg.n_heads, dt, pdt, cfg.dropout_rate,
-                                             self.deterministic, name=name)
+  @nn.compact
+  def __call__(self, x_bctd, act_bctd, obs_mask_bc, act_mask_bc, cls_in_sd=None):
+    cfg = self.config
+    dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    b, c, t, d = x_bctd.shape
+    attn = lambda name: ChannelAttention(d, cfg.n_heads, dt, pdt, cfg.dropout_rate,
+                                         self.deterministic, name=name)
 
-        # 1-3: within each time step; dropout on attention and FFN outputs (as upstream).
-        x = self._ln("ln_self")(x_bctd + self._drop(attn("self_attn")(x_bctd, x_bctd,
-                                                                      obs_mask_bc)))
-        x = self._ln("ln_cross")(x + self._drop(attn("cross_attn")(x, act_bctd, act_mask_bc)))
-        y = nn.Dense(cfg.d_ff, dtype=dt, param_dtype=pdt, name="ffn_in")(x)
-        y = nn.Dense(d, dtype=dt, param_dtype=pdt, name="ffn_out")(nn.gelu(y))
-        x = self._ln("ln_ffn")(x + self._drop(y))
+    # 1-3: within each time step; dropout on attention and FFN outputs (as upstream).
+    x = self._ln("ln_self")(x_bctd + self._drop(attn("self_attn")(x_bctd, x_bctd,
+                                                                  obs_mask_bc)))
+    x = self._ln("ln_cross")(x + self._drop(attn("cross_attn")(x, act_bctd, act_mask_bc)))
+    y = nn.Dense(cfg.d_ff, dtype=dt, param_dtype=pdt, name="ffn_in")(x)
+    y = nn.Dense(d, dtype=dt, param_dtype=pdt, name="ffn_out")(nn.gelu(y))
+    x = self._ln("ln_ffn")(x + self._drop(y))
 
-        # 4: per channel over time; the CLS token rides along as one extra step.
-        x_sld = x.reshape(b * c, t, d)
-        use_cls = cfg.system_embedding in ("cls", "robot")
-        if use_cls:
-            cls_at = min(cfg.history, t) if cfg.cls_position == "history" else t
-            if cls_in_sd is None:
-                cls_d = self.param("cls", nn.initializers.normal(0.02), (d,), pdt)
-                cls_in_sd = jnp.broadcast_to(cls_d.astype(x_sld.dtype), (b * c, d))
-            x_sld = jnp.concatenate([x_sld[:, :cls_at], cls_in_sd[:, None].astype(x_sld.dtype),
-                                     x_sld[:, cls_at:]], axis=1)
-        ssm = SelectiveSSM(d_model=d, d_state=cfg.ssm_d_state, expand=cfg.ssm_expand,
-                           d_conv=cfg.ssm_d_conv, scan_impl=cfg.ssm_scan_impl,
-                           chunk_size=cfg.ssm_chunk_size, dtype=dt, param_dtype=pdt, name="ssm")
-        if cfg.block_norms == "upstream":
-            z_sld = self._ln("ln_ssm_in")(x_sld)
-            z_sld = z_sld + ssm(z_sld).astype(jnp.float32)
-        else:
-            z_sld = self._ln("ln_ssm")(x_sld + ssm(x_sld).astype(jnp.float32))
-        cls_out_sd = None
-        if use_cls:
-            cls_z_sd = z_sld[:, cls_at]
-            z_sld = jnp.concatenate([z_sld[:, :cls_at], z_sld[:, cls_at + 1:]], axis=1)
-            cls_out_sd = self._ln("ln_cls")(cls_z_sd) if cfg.block_norms == "upstream" \
-                else cls_z_sd
+    # 4: per channel over time; the CLS token rides along as one extra step.
+    x_sld = x.reshape(b * c, t, d)
+    use_cls = cfg.system_embedding in ("cls", "robot")
+    if use_cls:
+      cls_at = min(cfg.history, t) if cfg.cls_position == "history" else t
+      if cls_in_sd is None:
+        cls_d = self.param("cls", nn.initializers.normal(0.02), (d,), pdt)
+        cls_in_sd = jnp.broadcast_to(cls_d.astype(x_sld.dtype), (b * c, d))
+      x_sld = jnp.concatenate([x_sld[:, :cls_at], cls_in_sd[:, None].astype(x_sld.dtype),
+                               x_sld[:, cls_at:]], axis=1)
+    ssm = SelectiveSSM(d_model=d, d_state=cfg.ssm_d_state, expand=cfg.ssm_expand,
+                       d_conv=cfg.ssm_d_conv, scan_impl=cfg.ssm_scan_impl,
+                       chunk_size=cfg.ssm_chunk_size, dtype=dt, param_dtype=pdt, name="ssm")
+    if cfg.block_norms == "upstream":
+      z_sld = self._ln("ln_ssm_in")(x_sld)
+      z_sld = z_sld + ssm(z_sld).astype(jnp.float32)
+    else:
+      z_sld = self._ln("ln_ssm")(x_sld + ssm(x_sld).astype(jnp.float32))
+    cls_out_sd = None
+    if use_cls:
+      cls_z_sd = z_sld[:, cls_at]
+      z_sld = jnp.concatenate([z_sld[:, :cls_at], z_sld[:, cls_at + 1:]], axis=1)
+      cls_out_sd = self._ln("ln_cls")(cls_z_sd) if cfg.block_norms == "upstream" \
+          else cls_z_sd
 
-        # 5: Sys-MoE; routing units are the token groups that share one gate.
-        gate_in = self._ln("ln_gate") if cfg.block_norms == "upstream" else (lambda v: v)
-        valid_bc = obs_mask_bc
-        if cfg.system_embedding == "cls":  # unit = one channel's sequence
-            units_gld, sys_gd, valid_g = z_sld, gate_in(cls_z_sd), valid_bc.reshape(b * c)
-        elif cfg.system_embedding == "robot":  # unit = one sample
-            w_bc1 = valid_bc.astype(jnp.float32)[..., None]
-            sys_gd = (jnp.sum(gate_in(cls_z_sd).reshape(b, c, d) * w_bc1, axis=1)
-                      / jnp.maximum(jnp.sum(w_bc1, axis=1), 1.0))
-            units_gld, valid_g = z_sld.reshape(b, c * t, d), jnp.any(valid_bc, axis=1)
-        else:  # "token": unit = one token
-            units_gld = z_sld.reshape(b * c * t, 1, d)
-            sys_gd = gate_in(z_sld.reshape(b * c * t, d))
-            valid_g = jnp.broadcast_to(valid_bc[:, :, None], (b, c, t)).reshape(-1)
-        moe = SysMoE(d_model=d, d_expert=cfg.d_expert, num_experts=cfg.num_experts,
-                     mode=cfg.moe_mode, top_k=cfg.top_k, capacity_factor=cfg.capacity_factor,
-                     lb_loss_coef=cfg.lb_loss_coef, z_loss_coef=cfg.z_loss_coef,
-                     expert_axis=cfg.expert_axis, token_axes=tuple(cfg.token_axes),
-                     dtype=dt, param_dtype=pdt, name="moe")
-        y_gld, aux = moe(units_gld, sys_gd, valid_g)
-        x_sld = self._ln("ln_moe")(z_sld + y_gld.reshape(b * c, t, d))
-        return x_sld.reshape(b, c, t, d), cls_out_sd, aux
+    # 5: Sys-MoE; routing units are the token groups that share one gate.
+    gate_in = self._ln("ln_gate") if cfg.block_norms == "upstream" else (lambda v: v)
+    valid_bc = obs_mask_bc
+    if cfg.system_embedding == "cls":  # unit = one channel's sequence
+      units_gld, sys_gd, valid_g = z_sld, gate_in(cls_z_sd), valid_bc.reshape(b * c)
+    elif cfg.system_embedding == "robot":  # unit = one sample
+      w_bc1 = valid_bc.astype(jnp.float32)[..., None]
+      sys_gd = (jnp.sum(gate_in(cls_z_sd).reshape(b, c, d) * w_bc1, axis=1)
+                / jnp.maximum(jnp.sum(w_bc1, axis=1), 1.0))
+      units_gld, valid_g = z_sld.reshape(b, c * t, d), jnp.any(valid_bc, axis=1)
+    else:  # "token": unit = one token
+      units_gld = z_sld.reshape(b * c * t, 1, d)
+      sys_gd = gate_in(z_sld.reshape(b * c * t, d))
+      valid_g = jnp.broadcast_to(valid_bc[:, :, None], (b, c, t)).reshape(-1)
+    moe = SysMoE(d_model=d, d_expert=cfg.d_expert, num_experts=cfg.num_experts,
+                 mode=cfg.moe_mode, top_k=cfg.top_k, capacity_factor=cfg.capacity_factor,
+                 lb_loss_coef=cfg.lb_loss_coef, z_loss_coef=cfg.z_loss_coef,
+                 expert_axis=cfg.expert_axis, token_axes=tuple(cfg.token_axes),
+                 dtype=dt, param_dtype=pdt, name="moe")
+    y_gld, aux = moe(units_gld, sys_gd, valid_g)
+    x_sld = self._ln("ln_moe")(z_sld + y_gld.reshape(b * c, t, d))
+    return x_sld.reshape(b, c, t, d), cls_out_sd, aux
 
 
 def check_batch(batch: dict[str, Any], config: ModelConfig) -> None:
-    """Raise a ValueError that says what to change when the batch does not fit the config."""
-    required = ("obs", "act", "obs_mask", "act_mask", "time_mask", "obs_struct", "act_struct",
-                "obs_kind", "act_kind")
-    missing = [k for k in required if k not in batch]
-    if missing:
-        raise ValueError(f"batch lacks {missing} (see westworld_jax/model/BATCH_SPEC.md).")
-    b, t, co = batch["obs"].shape
-    ca = batch["act"].shape[2]
-    expected = {"act": (b, t, ca), "obs_mask": (b, co), "act_mask": (b, ca), "time_mask": (b, t),
-                "obs_struct": (b, co, 4), "act_struct": (b, ca, 4), "obs_kind": (b, co),
-                "act_kind": (b, ca)}
-    for k, shape in expected.items():
-        if tuple(batch[k].shape) != shape:
-            raise ValueError(f"batch['{k}'] has shape {tuple(batch[k].shape)}, expected {shape} "
-                             f"from obs [B={b}, T={t}, Co={co}] and act [.., Ca={ca}].")
-    if co > config.max_obs_channels:
-        raise ValueError(f"batch has {co} observation channels; max_obs_channels is "
-                         f"{config.max_obs_channels}: raise it in the model config.")
-    if ca > config.max_act_channels:
-        raise ValueError(f"batch has {ca} action channels; max_act_channels is "
-                         f"{config.max_act_channels}: raise it in the model config.")
-    if t > config.max_steps:
-        raise ValueError(f"window has {t} steps; max_steps is {config.max_steps}: raise it in "
-                         "the model config.")
+  """Raise a ValueError that says what to change when the batch does not fit the config."""
+  required = ("obs", "act", "obs_mask", "act_mask", "time_mask", "obs_struct", "act_struct",
+              "obs_kind", "act_kind")
+  missing = [k for k in required if k not in batch]
+  if missing:
+    raise ValueError(f"batch lacks {missing} (see westworld_jax/model/BATCH_SPEC.md).")
+  b, t, co = batch["obs"].shape
+  ca = batch["act"].shape[2]
+  expected = {"act": (b, t, ca), "obs_mask": (b, co), "act_mask": (b, ca), "time_mask": (b, t),
+              "obs_struct": (b, co, 4), "act_struct": (b, ca, 4), "obs_kind": (b, co),
+              "act_kind": (b, ca)}
+  for k, shape in expected.items():
+    if tuple(batch[k].shape) != shape:
+      raise ValueError(f"batch['{k}'] has shape {tuple(batch[k].shape)}, expected {shape} "
+                       f"from obs [B={b}, T={t}, Co={co}] and act [.., Ca={ca}].")
+  if co > config.max_obs_channels:
+    raise ValueError(f"batch has {co} observation channels; max_obs_channels is "
+                     f"{config.max_obs_channels}: raise it in the model config.")
+  if ca > config.max_act_channels:
+    raise ValueError(f"batch has {ca} action channels; max_act_channels is "
+                     f"{config.max_act_channels}: raise it in the model config.")
+  if t > config.max_steps:
+    raise ValueError(f"window has {t} steps; max_steps is {config.max_steps}: raise it in "
+                     "the model config.")
 
 
 class WestWorld(nn.Module):
-    """The world model. __call__(batch, train=False) -> {"logits": [B, T, Co, K] float32,
-    "aux_loss": scalar float32 (MoE balance/z losses, already weighted)}."""
-    config: ModelConfig
+  """The world model. __call__(batch, train=False) -> {"logits": [B, T, Co, K] float32,
+  "aux_loss": scalar float32 (MoE balance/z losses, already weighted)}."""
+  config: ModelConfig
 
-    @nn.compact
-    def __call__(self, batch: dict[str, jax.Array], *, train: bool = False) -> dict[str, jax.Array]:
-        cfg = self.config
-        check_batch(batch, cfg)
-        obs_mask_bc = batch["obs_mask"].astype(bool)
-        act_mask_bc = batch["act_mask"].astype(bool)
-        batch = {**batch, "obs_mask": obs_mask_bc, "act_mask": act_mask_bc,
-                 "time_mask": batch["time_mask"].astype(bool)}
-        x_bctd, act_bctd = TokenEmbedding(cfg, name="embed")(batch)
+  @nn.compact
+  def __call__(self, batch: dict[str, jax.Array], *, train: bool = False) -> dict[str, jax.Array]:
+    cfg = self.config
+    check_batch(batch, cfg)
+    obs_mask_bc = batch["obs_mask"].astype(bool)
+    act_mask_bc = batch["act_mask"].astype(bool)
+    batch = {**batch, "obs_mask": obs_mask_bc, "act_mask": act_mask_bc,
+             "time_mask": batch["time_mask"].astype(bool)}
+    x_bctd, act_bctd = TokenEmbedding(cfg, name="embed")(batch)
 
-        block_cls = nn.remat(WestWorldBlock) if cfg.remat else WestWorldBlock
-        aux = jnp.zeros((), jnp.float32)
-        cls_sd = None
-        for i in range(cfg.n_layers):
-            x_bctd, cls_out_sd, aux_i = block_cls(cfg, deterministic=not train,
-                                                  name=f"block_{i}")(
-                x_bctd, act_bctd, obs_mask_bc, act_mask_bc, cls_sd)
-            cls_sd = cls_out_sd if cfg.cls_from_previous_block else None
-            aux = aux + aux_i
+    block_cls = nn.remat(WestWorldBlock) if cfg.remat else WestWorldBlock
+    aux = jnp.zeros((), jnp.float32)
+    cls_sd = None
+    for i in range(cfg.n_layers):
+      x_bctd, cls_out_sd, aux_i = block_cls(cfg, deterministic=not train,
+                                            name=f"block_{i}")(
+          x_bctd, act_bctd, obs_mask_bc, act_mask_bc, cls_sd)
+      cls_sd = cls_out_sd if cfg.cls_from_previous_block else None
+      aux = aux + aux_i
 
-        logits_bctk = nn.Dense(cfg.num_bins, dtype=jnp.float32,
-                               param_dtype=jnp.dtype(cfg.param_dtype), name="head")(x_bctd)
-        return {"logits": jnp.swapaxes(logits_bctk, 1, 2), "aux_loss": aux}
+    logits_bctk = nn.Dense(cfg.num_bins, dtype=jnp.float32,
+                           param_dtype=jnp.dtype(cfg.param_dtype), name="head")(x_bctd)
+    return {"logits": jnp.swapaxes(logits_bctk, 1, 2), "aux_loss": aux}
 
 
 def init_params(config: ModelConfig, batch: dict[str, jax.Array], rng: jax.Array):
-    """Parameters for `config`, shaped by one example batch."""
-    return WestWorld(config).init({"params": rng}, batch)["params"]
+  """Parameters for `config`, shaped by one example batch."""
+  return WestWorld(config).init({"params": rng}, batch)["params"]
 
 
 def dummy_batch(config: ModelConfig, batch_size: int = 2, num_steps: int | None = None,
                 num_obs: int | None = None, num_act: int | None = None) -> dict[str, jax.Array]:
-    """An all-real batch of zeros with the right shapes and dtypes (for init and eval_shape)."""
-    t = config.max_steps if num_steps is None else num_steps
-    co = min(16, config.max_obs_channels) if num_obs is None else num_obs
-    ca = min(8, config.max_act_channels) if num_act is None else num_act
-    b = batch_size
-    return {
-        "obs": jnp.zeros((b, t, co), jnp.float32), "act": jnp.zeros((b, t, ca), jnp.float32),
-        "obs_mask": jnp.ones((b, co), bool), "act_mask": jnp.ones((b, ca), bool),
-        "time_mask": jnp.ones((b, t), bool),
-        "obs_struct": jnp.zeros((b, co, 4), jnp.int32),
-        "act_struct": jnp.zeros((b, ca, 4), jnp.int32),
-        "obs_kind": jnp.zeros((b, co), jnp.int32), "act_kind": jnp.zeros((b, ca), jnp.int32),
-        "env_id": jnp.zeros((b,), jnp.int32),
-    }
+  """An all-real batch of zeros with the right shapes and dtypes (for init and eval_shape)."""
+  t = config.max_steps if num_steps is None else num_steps
+  co = min(16, config.max_obs_channels) if num_obs is None else num_obs
+  ca = min(8, config.max_act_channels) if num_act is None else num_act
+  b = batch_size
+  return {
+      "obs": jnp.zeros((b, t, co), jnp.float32), "act": jnp.zeros((b, t, ca), jnp.float32),
+      "obs_mask": jnp.ones((b, co), bool), "act_mask": jnp.ones((b, ca), bool),
+      "time_mask": jnp.ones((b, t), bool),
+      "obs_struct": jnp.zeros((b, co, 4), jnp.int32),
+      "act_struct": jnp.zeros((b, ca, 4), jnp.int32),
+      "obs_kind": jnp.zeros((b, co), jnp.int32), "act_kind": jnp.zeros((b, ca), jnp.int32),
+      "env_id": jnp.zeros((b,), jnp.int32),
+  }
 
 
 def param_count(config: ModelConfig) -> int:
-    """Number of parameters, computed abstractly (no memory, no FLOPs)."""
-    batch = dummy_batch(config, batch_size=1, num_steps=min(config.max_steps, config.history + 1))
-    shapes = jax.eval_shape(lambda r: init_params(config, batch, r), jax.random.key(0))
-    return sum(int(x.size) for x in jax.tree_util.tree_leaves(shapes))
+  """Number of parameters, computed abstractly (no memory, no FLOPs)."""
+  batch = dummy_batch(config, batch_size=1, num_steps=min(config.max_steps, config.history + 1))
+  shapes = jax.eval_shape(lambda r: init_params(config, batch, r), jax.random.key(0))
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(shapes))
