@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from experiments import pretrain  # noqa: E402
+from westworld_jax.model.batch import zeros_batch  # noqa: E402
 from westworld_jax.model.flops import train_step_flops  # noqa: E402
 from westworld_jax import inference  # noqa: E402
 from westworld_jax.training import mesh as mesh_lib, state as state_lib, step as step_lib  # noqa: E402
@@ -80,14 +81,9 @@ def run_variant(name: str, timed_steps: int) -> dict:
   bs = mesh_lib.batch_sharding(mesh)
   train_step = step_lib.make_train_step(model, tx, schedule, 0, shardings, bs)
   rng = np.random.default_rng(0)
-  host = state_lib.example_batch(model, b)
-  host = {k: v for k, v in host.items()}
+  host = zeros_batch(b, t, co, ca)
   host.update(obs=rng.uniform(size=(b, t, co)).astype(np.float32),
-              act=rng.uniform(size=(b, t, ca)).astype(np.float32),
-              obs_mask=np.ones((b, co), bool), act_mask=np.ones((b, ca), bool),
-              time_mask=np.ones((b, t), bool), obs_struct=np.zeros((b, co, 4), np.int32),
-              act_struct=np.zeros((b, ca, 4), np.int32), obs_kind=np.zeros((b, co), np.int32),
-              act_kind=np.zeros((b, ca), np.int32))
+              act=rng.uniform(size=(b, t, ca)).astype(np.float32))
   with jax.set_mesh(mesh):
     batch = jax.device_put(host, bs)
     t0 = time.perf_counter()

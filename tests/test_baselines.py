@@ -10,10 +10,11 @@ import optax
 import pytest
 
 from westworld_jax.model import registry
-from westworld_jax.model.mlp_ensemble import _Ensemble, elites, features
-from westworld_jax.model.tdm import TDMNet
+from westworld_jax.model.baselines.layers import prepare_batch
+from westworld_jax.model.baselines.mlp_ensemble import _Ensemble, elites, features
+from westworld_jax.model.baselines.tdm import TDMNet
+from westworld_jax.model.baselines.trajworld import TrajWorldNet
 from westworld_jax.model.tokenizer import expectation
-from westworld_jax.model.trajworld import TrajWorldNet, prepare_batch
 
 NAMES = ("trajworld", "tdm", "mlp_ensemble")
 B, T, CO, CA = 2, 14, 5, 3

@@ -124,15 +124,14 @@ class WorldModelBackend:
     tasks, normalisers = list(tasks), list(normalisers)
     if not tasks or len(tasks) != len(normalisers):
       raise ValueError(f"need one normaliser per task, got {len(tasks)} tasks and {len(normalisers)} normalisers")
-    cfg = world_model.config
+    cap = world_model.capacity
     self.world_model, self.params, self.tasks = world_model, params, tasks
     self.history = int(world_model.history)
     self.horizon = int(horizon)
     self.T = self.history + self.horizon
-    max_steps = getattr(cfg, "max_steps", self.T)
-    if self.T > max_steps:
+    if cap.exceeds("max_steps", self.T):
       raise ValueError(f"history {self.history} + MPPI horizon {self.horizon} = {self.T} steps exceeds the world "
-                       f"model's max_steps={max_steps}: shorten mppi.horizon to <= {max_steps - self.history}")
+                       f"model's max_steps={cap.max_steps}: shorten mppi.horizon to <= {cap.max_steps - self.history}")
     self.obs_pad = obs_pad or max(t.num_obs for t in tasks)
     self.act_pad = act_pad or max(t.num_act for t in tasks)
     self.action_dim = self.act_pad
@@ -140,15 +139,11 @@ class WorldModelBackend:
       if t.num_obs > self.obs_pad or t.num_act > self.act_pad:
         raise ValueError(f"task '{t.name}' has {t.num_obs} obs / {t.num_act} act channels, more than the padding "
                          f"{self.obs_pad} / {self.act_pad}")
-    limits = {"max_obs_channels": self.obs_pad, "max_act_channels": self.act_pad}
-    for field, need in limits.items():
-      if hasattr(cfg, field) and need > getattr(cfg, field):
-        raise ValueError(f"the world model supports {field}={getattr(cfg, field)} but {need} are needed: use a "
-                         "bigger model size or fewer channels")
+    world_model.check_fits(max_obs_channels=self.obs_pad, max_act_channels=self.act_pad,
+                           hint="use a bigger model size or fewer channels")
     for t in tasks:
-      mb = getattr(cfg, "max_bodies", None)
-      if mb is not None and max(t.robot.obs_struct().max(initial=0), t.robot.act_struct().max(initial=0)) >= mb:
-        raise ValueError(f"robot '{t.robot.name}' has more bodies than the world model's max_bodies={mb}")
+      if cap.exceeds("max_bodies", max(t.robot.obs_struct().max(initial=0), t.robot.act_struct().max(initial=0)) + 1):
+        raise ValueError(f"robot '{t.robot.name}' has more bodies than the world model's max_bodies={cap.max_bodies}")
     for t, n in zip(tasks, normalisers):
       if len(n.obs_min) != t.num_obs or len(n.act_min) != t.num_act:
         raise ValueError(f"normaliser for task '{t.name}' has {len(n.obs_min)} obs / {len(n.act_min)} act channels,"

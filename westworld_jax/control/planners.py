@@ -80,12 +80,8 @@ def pick_stats(data_stats: dict, task: tasks_lib.Task, env: str = "") -> tuple[s
 
 def spec_batch(num_obs: int, num_act: int, steps: int, batch: int = 1) -> dict:
   """An all-real BATCH_SPEC batch of zeros (to initialise any registry model)."""
-  z = lambda *s, dt=np.float32: np.zeros(s, dt)
-  return {"obs": z(batch, steps, num_obs), "act": z(batch, steps, num_act),
-          "obs_mask": np.ones((batch, num_obs), bool), "act_mask": np.ones((batch, num_act), bool),
-          "time_mask": np.ones((batch, steps), bool), "obs_struct": z(batch, num_obs, 4, dt=np.int32),
-          "act_struct": z(batch, num_act, 4, dt=np.int32), "obs_kind": z(batch, num_obs, dt=np.int32),
-          "act_kind": z(batch, num_act, dt=np.int32), "env_id": z(batch, dt=np.int32)}
+  from westworld_jax.model.batch import zeros_batch  # pylint: disable=import-outside-toplevel
+  return zeros_batch(batch, steps, num_obs, num_act)
 
 
 def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):

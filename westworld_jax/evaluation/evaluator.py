@@ -44,13 +44,13 @@ class Evaluator:
                obs_buckets: Sequence[int] = (), act_buckets: Sequence[int] = ()):
     if history != model.history:
       raise ValueError(f"history {history} differs from the model's {model.history}")
-    max_steps = getattr(model.config, "max_steps", history + horizon)
+    max_steps = history + horizon if model.capacity.max_steps is None else model.capacity.max_steps
     if history + horizon > max_steps:
       raise ValueError(f"history {history} + horizon {horizon} exceeds the model's max_steps={max_steps}")
     self.model, self.params = model, params
     self.batch_size, self.history, self.horizon = batch_size, history, horizon
-    self.max_obs = getattr(model.config, "max_obs_channels", None)
-    self.max_act = getattr(model.config, "max_act_channels", None)
+    self.max_obs = model.capacity.max_obs_channels
+    self.max_act = model.capacity.max_act_channels
     self.obs_buckets = channel_buckets(obs_buckets or pipeline.DEFAULT_OBS_BUCKETS, self.max_obs)
     self.act_buckets = channel_buckets(act_buckets or pipeline.DEFAULT_ACT_BUCKETS, self.max_act)
 
@@ -82,7 +82,7 @@ class Evaluator:
     struct = np.reshape(meta["obs_struct"] + meta["act_struct"], (-1, 4))
     for what, col, bound in (("object ids", struct[:, 0], "max_objects"), ("body ranks", struct[:, 1:], "max_bodies"),
                              ("channel kinds", np.array(meta["obs_kind"] + meta["act_kind"]), "num_kinds")):
-      cap = getattr(self.model.config, bound, None)
+      cap = self.model.capacity.limit(bound)
       if cap is not None and len(col) and col.max() >= cap:  # an embedding lookup out of range gives NaN
         raise ValueError(f"{env} has {what} up to {int(col.max())} but the model's {bound}={cap}: this robot "
                          f"needs a model built with a larger {bound}")

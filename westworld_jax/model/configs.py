@@ -1,4 +1,5 @@
-"""Model configuration: one frozen dataclass and the named sizes (tiny, control, base, large).
+"""Model configuration: one frozen dataclass and the named sizes (tiny, control, base, large),
+plus what every config dataclass of the project shares (`ConfigMixin`, `sized_config`).
 
 `ModelConfig` is plain data (hashable, so it can be a flax Module field and a jit static
 argument). Experiment configs (ml_collections) hold a `model` ConfigDict and build it with
@@ -7,12 +8,49 @@ argument). Experiment configs (ml_collections) hold a `model` ConfigDict and bui
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
+
+
+class ConfigMixin:
+  """replace / to_dict / from_dict for frozen config dataclasses (WestWorld's, the baselines',
+  MPPI's). `config_label` names the config in errors (default: the class name)."""
+  config_label: ClassVar[str] = ""
+
+  def replace(self, **overrides: Any):
+    return dataclasses.replace(self, **overrides)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def label(cls) -> str:
+    return cls.config_label or cls.__name__
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]):
+    d = dict(d)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - fields
+    if unknown:
+      raise ValueError(f"unknown {cls.label()} keys {sorted(unknown)}; known: {sorted(fields)}")
+    for k, v in d.items():  # ConfigDicts give lists; configs must stay hashable
+      if isinstance(v, list):
+        d[k] = tuple(v)
+    return cls(**d)
+
+
+def sized_config(cls, sizes: Mapping[str, Mapping[str, Any]], size: str, **overrides: Any):
+  """cls(**sizes[size], **overrides); an unknown size lists the known ones."""
+  if size not in sizes:
+    label = cls.label() if hasattr(cls, "label") else cls.__name__
+    raise ValueError(f"unknown {label} size {size!r}; choose one of {sorted(sizes)}.")
+  return cls(**{**sizes[size], **overrides})
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ConfigMixin):
   """Architecture of the WestWorld model (see DESIGN.md, section "Model")."""
+  config_label: ClassVar[str] = "model config"
 
   # Trunk.
   d_model: int = 256
@@ -115,23 +153,6 @@ class ModelConfig:
     if self.history > self.max_steps:
       raise ValueError(f"history={self.history} exceeds max_steps={self.max_steps}.")
 
-  def replace(self, **overrides: Any) -> "ModelConfig":
-    return dataclasses.replace(self, **overrides)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
-    d = dict(d)
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-      raise ValueError(f"unknown model config keys {sorted(unknown)}; "
-                       f"known: {sorted(f.name for f in dataclasses.fields(cls))}")
-    if "token_axes" in d:
-      d["token_axes"] = tuple(d["token_axes"])
-    return cls(**d)
-
 
 SIZES: dict[str, dict[str, Any]] = {
     # CPU tests: a few seconds to compile and run.
@@ -151,6 +172,4 @@ SIZES: dict[str, dict[str, Any]] = {
 
 def get_model_config(name: str = "base", **overrides: Any) -> ModelConfig:
   """The named size with `overrides` applied (e.g. get_model_config("tiny", moe_mode="topk"))."""
-  if name not in SIZES:
-    raise ValueError(f"unknown model size {name!r}; choose one of {sorted(SIZES)}.")
-  return ModelConfig(**{**SIZES[name], **overrides})
+  return sized_config(ModelConfig, SIZES, name, **overrides)

@@ -31,6 +31,9 @@ depend through its gate on later history steps, its own target included: the sam
 upstream, whose CLS after the last step sees the whole window. system_embedding="token" is
 causal everywhere. cls_position="end" is upstream exactly: the gate also sees every action
 of the window.
+
+`westworld_model(config)` / `build_westworld(size, **overrides)` wrap it as a WorldModel
+(world_model.py); the registry builds it as "westworld".
 """
 from __future__ import annotations
 
@@ -40,10 +43,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from westworld_jax.model.configs import ModelConfig
+from westworld_jax.model.batch import check_batch, zeros_batch
+from westworld_jax.model.configs import ModelConfig, get_model_config
 from westworld_jax.model.embeddings import TokenEmbedding
+from westworld_jax.model.loss import next_step_loss
 from westworld_jax.model.mamba import SelectiveSSM
-from westworld_jax.model.moe import SysMoE
+from westworld_jax.model.moe import SysMoE, expert_param_specs
+from westworld_jax.model.tokenizer import expectation
+from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, replicated_specs
 
 _MASKED_LOGIT = -1e9  # finite, so a fully masked row gives no NaN (it is zeroed anyway)
 
@@ -163,33 +170,6 @@ class WestWorldBlock(nn.Module):
     return x_sld.reshape(b, c, t, d), cls_out_sd, aux
 
 
-def check_batch(batch: dict[str, Any], config: ModelConfig) -> None:
-  """Raise a ValueError that says what to change when the batch does not fit the config."""
-  required = ("obs", "act", "obs_mask", "act_mask", "time_mask", "obs_struct", "act_struct",
-              "obs_kind", "act_kind")
-  missing = [k for k in required if k not in batch]
-  if missing:
-    raise ValueError(f"batch lacks {missing} (see westworld_jax/model/BATCH_SPEC.md).")
-  b, t, co = batch["obs"].shape
-  ca = batch["act"].shape[2]
-  expected = {"act": (b, t, ca), "obs_mask": (b, co), "act_mask": (b, ca), "time_mask": (b, t),
-              "obs_struct": (b, co, 4), "act_struct": (b, ca, 4), "obs_kind": (b, co),
-              "act_kind": (b, ca)}
-  for k, shape in expected.items():
-    if tuple(batch[k].shape) != shape:
-      raise ValueError(f"batch['{k}'] has shape {tuple(batch[k].shape)}, expected {shape} "
-                       f"from obs [B={b}, T={t}, Co={co}] and act [.., Ca={ca}].")
-  if co > config.max_obs_channels:
-    raise ValueError(f"batch has {co} observation channels; max_obs_channels is "
-                     f"{config.max_obs_channels}: raise it in the model config.")
-  if ca > config.max_act_channels:
-    raise ValueError(f"batch has {ca} action channels; max_act_channels is "
-                     f"{config.max_act_channels}: raise it in the model config.")
-  if t > config.max_steps:
-    raise ValueError(f"window has {t} steps; max_steps is {config.max_steps}: raise it in "
-                     "the model config.")
-
-
 class WestWorld(nn.Module):
   """The world model. __call__(batch, train=False) -> {"logits": [B, T, Co, K] float32,
   "aux_loss": scalar float32 (MoE balance/z losses, already weighted)}."""
@@ -227,20 +207,11 @@ def init_params(config: ModelConfig, batch: dict[str, jax.Array], rng: jax.Array
 
 def dummy_batch(config: ModelConfig, batch_size: int = 2, num_steps: int | None = None,
                 num_obs: int | None = None, num_act: int | None = None) -> dict[str, jax.Array]:
-  """An all-real batch of zeros with the right shapes and dtypes (for init and eval_shape)."""
+  """batch.zeros_batch as jax arrays, sized by default to the config (for init and eval_shape)."""
   t = config.max_steps if num_steps is None else num_steps
   co = min(16, config.max_obs_channels) if num_obs is None else num_obs
   ca = min(8, config.max_act_channels) if num_act is None else num_act
-  b = batch_size
-  return {
-      "obs": jnp.zeros((b, t, co), jnp.float32), "act": jnp.zeros((b, t, ca), jnp.float32),
-      "obs_mask": jnp.ones((b, co), bool), "act_mask": jnp.ones((b, ca), bool),
-      "time_mask": jnp.ones((b, t), bool),
-      "obs_struct": jnp.zeros((b, co, 4), jnp.int32),
-      "act_struct": jnp.zeros((b, ca, 4), jnp.int32),
-      "obs_kind": jnp.zeros((b, co), jnp.int32), "act_kind": jnp.zeros((b, ca), jnp.int32),
-      "env_id": jnp.zeros((b,), jnp.int32),
-  }
+  return {k: jnp.asarray(v) for k, v in zeros_batch(batch_size, t, co, ca).items()}
 
 
 def param_count(config: ModelConfig) -> int:
@@ -248,3 +219,31 @@ def param_count(config: ModelConfig) -> int:
   batch = dummy_batch(config, batch_size=1, num_steps=min(config.max_steps, config.history + 1))
   shapes = jax.eval_shape(lambda r: init_params(config, batch, r), jax.random.key(0))
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(shapes))
+
+
+# ----------------------------------------------------------------------------- WorldModel
+
+def westworld_model(config: ModelConfig) -> WorldModel:
+  module = WestWorld(config)
+
+  def init(rng, batch):
+    return module.init({"params": rng}, batch)["params"]
+
+  def loss(params, batch, rng):
+    out = module.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
+    nll = next_step_loss(out["logits"], batch, first_target_step=config.first_target_step)
+    return nll + out["aux_loss"], {"nll": nll, "aux_loss": out["aux_loss"]}
+
+  def predict(params, batch):
+    logits = module.apply({"params": params}, batch)["logits"]
+    # logits[:, t] predicts obs[:, t + 1].
+    pred = jnp.concatenate([batch["obs"][:, :1].astype(jnp.float32),
+                            expectation(logits[:, :-1])], axis=1)
+    return copy_history(pred, batch, config.history)
+
+  specs = expert_param_specs if config.expert_axis else replicated_specs
+  return WorldModel("westworld", config, init, loss, predict, specs, Capacity.of(config))
+
+
+def build_westworld(size: str = "base", **overrides: Any) -> WorldModel:
+  return westworld_model(get_model_config(size, **overrides))

@@ -17,6 +17,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from westworld_jax.model.batch import batch_spec
 from westworld_jax.model.flops import train_step_flops
 from westworld_jax import inference
 from westworld_jax.training import mesh as mesh_lib, state as state_lib, step as step_lib
@@ -137,11 +138,8 @@ def compile_train_step(cfg, devices: Sequence, batch: int | None = None, obs: in
   shardings = mesh_lib.state_shardings(abstract, mesh, state_lib.expert_parallel(model))
   state_in = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract, shardings)
   bs = mesh_lib.batch_sharding(mesh)
-  example = state_lib.example_batch(model, 1)
-  shapes = {"obs": (b, t, obs), "act": (b, t, act), "obs_mask": (b, obs), "act_mask": (b, act),
-            "time_mask": (b, t), "obs_struct": (b, obs, 4), "act_struct": (b, act, 4), "obs_kind": (b, obs),
-            "act_kind": (b, act), "env_id": (b,)}
-  batch_in = {k: jax.ShapeDtypeStruct(shapes[k], np.asarray(v).dtype, sharding=bs) for k, v in example.items()}
+  batch_in = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=bs)
+              for k, (shape, dtype) in batch_spec(b, t, obs, act).items()}
   train_step = step_lib.make_train_step(model, tx, schedule, cfg.seed, shardings, bs)
   with jax.set_mesh(mesh):
     compiled = train_step.lower(state_in, batch_in).compile(compiler_options)

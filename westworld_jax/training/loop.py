@@ -133,7 +133,7 @@ def _check_config(cfg, model, mesh) -> None:
   if d.history != model.history:
     raise validate.ConfigError(f"data.history={d.history} but the model's history is {model.history}: set "
                      "--config.model.history to match (or the other way round)")
-  if d.history + d.horizon > getattr(model.config, "max_steps", d.history + d.horizon):
+  if model.capacity.exceeds("max_steps", d.history + d.horizon):
     raise validate.ConfigError(f"windows of {d.history + d.horizon} steps exceed model.max_steps="
                      f"{model.config.max_steps}: raise --config.model.max_steps")
   shards = mesh_lib.batch_shards(mesh)
@@ -151,12 +151,12 @@ def check_corpus_fits_model(data_cfg, envs: list[str], model) -> None:
     meta = corpus_lib.shards.load_metadata(os.path.join(data_cfg.corpus_dir, name))
     struct = np.array(meta["obs_struct"] + meta["act_struct"]).reshape(-1, 4)
     for field, cols in bounds.items():
-      limit = getattr(cfg, field, None)
+      limit = model.capacity.limit(field)
       if limit is not None and len(struct) and int(struct[:, cols].max()) >= limit:
         raise validate.ConfigError(f"environment '{name}' has structural index {int(struct[:, cols].max())} but "
                          f"model.{field}={limit}: raise --config.model.{field}")
     kinds = meta["obs_kind"] + meta["act_kind"]
-    if getattr(cfg, "num_kinds", None) is not None and kinds and max(kinds) >= cfg.num_kinds:
+    if model.capacity.exceeds("num_kinds", max(kinds, default=-1) + 1):
       raise validate.ConfigError(f"environment '{name}' has channel kind {max(kinds)} but model.num_kinds="
                        f"{cfg.num_kinds}: raise --config.model.num_kinds")
 

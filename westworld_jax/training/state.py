@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from westworld_jax.model.batch import zeros_batch
 from westworld_jax.model.registry import WorldModel
 from westworld_jax.training import mesh as mesh_lib
 
@@ -37,21 +38,11 @@ def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransform
 
 def example_batch(model: WorldModel, batch_size: int = 1) -> dict[str, jax.Array]:
   """Smallest all-real batch that fixes parameter shapes (they do not depend on B, T or C)."""
-  cfg = model.config
-  t = min(getattr(cfg, "max_steps", cfg.history + 1), cfg.history + 2)
-  co = min(8, getattr(cfg, "max_obs_channels", 8))
-  ca = min(4, getattr(cfg, "max_act_channels", 4))
-  return {
-      "obs": np.full((batch_size, t, co), 0.5, np.float32),
-      "act": np.full((batch_size, t, ca), 0.5, np.float32),
-      "obs_mask": np.ones((batch_size, co), bool), "act_mask": np.ones((batch_size, ca), bool),
-      "time_mask": np.ones((batch_size, t), bool),
-      "obs_struct": np.zeros((batch_size, co, 4), np.int32),
-      "act_struct": np.zeros((batch_size, ca, 4), np.int32),
-      "obs_kind": np.zeros((batch_size, co), np.int32),
-      "act_kind": np.zeros((batch_size, ca), np.int32),
-      "env_id": np.zeros((batch_size,), np.int32),
-  }
+  cap, h = model.capacity, model.history
+  t = min(h + 1 if cap.max_steps is None else cap.max_steps, h + 2)
+  co = min(8, 8 if cap.max_obs_channels is None else cap.max_obs_channels)
+  ca = min(4, 4 if cap.max_act_channels is None else cap.max_act_channels)
+  return zeros_batch(batch_size, t, co, ca)
 
 
 def init_state(model: WorldModel, tx: optax.GradientTransformation, seed: int,

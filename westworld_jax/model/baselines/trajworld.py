@@ -19,178 +19,23 @@ position is a fair next-step prediction). predict() prefills the history, then r
 from step `history` with the true actions, feeding back the expectation read-out; the time
 attention keeps a KV cache (per layer: keys/values [B, T, C, H, dh] for every step and
 channel), so each new step costs O(T) instead of re-running the O(T^2) window.
-
-This module also holds what the three baselines share (config helpers, batch check,
-scalar-token embedding, masked softmax), since they live in trajworld/tdm/mlp_ensemble.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from westworld_jax.model.baselines.layers import (QKVO, UNLIMITED, FeedForward, ScalarTokenEmbed,
+                                                  channel_layout, layer_norm, masked_softmax,
+                                                  prepare_batch)
+from westworld_jax.model.configs import ConfigMixin, sized_config
 from westworld_jax.model.loss import WEIGHTINGS, next_step_loss
-from westworld_jax.model.registry import (WorldModel, copy_history, register,
-                                          replicated_specs)
-from westworld_jax.model.tokenizer import expectation, hl_gauss_histogram
-
-_MASKED_LOGIT = -1e9  # finite: a fully masked row gives no NaN (its weights are zeroed)
-_EMBED_INIT = nn.initializers.normal(stddev=0.02)
-
-
-# ----------------------------------------------------------------------------- shared pieces
-
-class ConfigMixin:
-  """replace / to_dict / from_dict for the baselines' frozen config dataclasses."""
-
-  def replace(self, **overrides: Any):
-    return dataclasses.replace(self, **overrides)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]):
-    d = dict(d)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(fields)
-    if unknown:
-      raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}; "
-                       f"known: {sorted(fields)}")
-    for k, v in d.items():  # ConfigDicts give lists; configs must stay hashable
-      if isinstance(v, list):
-        d[k] = tuple(v)
-    return cls(**d)
-
-
-def sized_config(cls, sizes: Mapping[str, Mapping[str, Any]], size: str, **overrides: Any):
-  if size not in sizes:
-    raise ValueError(f"unknown {cls.__name__} size {size!r}; choose one of {sorted(sizes)}.")
-  return cls(**{**sizes[size], **overrides})
-
-
-def check_batch(batch: Mapping[str, Any], config: Any) -> None:
-  """Raise a ValueError that says what to change when the batch does not fit the config."""
-  required = ("obs", "act", "obs_mask", "act_mask", "time_mask")
-  missing = [k for k in required if k not in batch]
-  if missing:
-    raise ValueError(f"batch lacks {missing} (see westworld_jax/model/BATCH_SPEC.md).")
-  b, t, co = batch["obs"].shape
-  ca = batch["act"].shape[2]
-  expected = {"act": (b, t, ca), "obs_mask": (b, co), "act_mask": (b, ca), "time_mask": (b, t)}
-  for k, shape in expected.items():
-    if tuple(batch[k].shape) != shape:
-      raise ValueError(f"batch['{k}'] has shape {tuple(batch[k].shape)}, expected {shape} "
-                       f"from obs [B={b}, T={t}, Co={co}] and act [.., Ca={ca}].")
-  if co > config.max_obs_channels:
-    raise ValueError(f"batch has {co} observation channels; max_obs_channels is "
-                     f"{config.max_obs_channels}: raise it in the model config.")
-  if ca > config.max_act_channels:
-    raise ValueError(f"batch has {ca} action channels; max_act_channels is "
-                     f"{config.max_act_channels}: raise it in the model config.")
-  if t > config.max_steps:
-    raise ValueError(f"window has {t} steps; max_steps is {config.max_steps}: raise it in "
-                     "the model config.")
-
-
-def prepare_batch(batch: Mapping[str, Any], config: Any) -> dict[str, jax.Array]:
-  """Checked batch with float32 values and bool masks (the only keys the baselines read)."""
-  check_batch(batch, config)
-  out = {k: jnp.asarray(batch[k]).astype(jnp.float32) for k in ("obs", "act")}
-  out.update({k: jnp.asarray(batch[k]).astype(bool)
-              for k in ("obs_mask", "act_mask", "time_mask")})
-  if "env_id" in batch:
-    out["env_id"] = jnp.asarray(batch["env_id"])
-  return out
-
-
-def masked_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
-  """Softmax over the last axis restricted to `mask` (float32); a row without any valid
-  entry is all zero, and masked entries are exactly zero (so padding never mixes in)."""
-  logits = jnp.where(mask, logits.astype(jnp.float32), _MASKED_LOGIT)
-  return jax.nn.softmax(logits, axis=-1) * mask
-
-
-def channel_layout(co: int, ca: int, max_obs_channels: int) -> tuple[jax.Array, jax.Array]:
-  """(is_act_c bool [Co + Ca], channel_c int32 [Co + Ca]) for obs channels then actions;
-  action channel indices are offset by max_obs_channels (one shared channel table)."""
-  is_act_c = jnp.arange(co + ca) >= co
-  channel_c = jnp.where(is_act_c, max_obs_channels + jnp.arange(co + ca) - co,
-                        jnp.arange(co + ca)).astype(jnp.int32)
-  return is_act_c, channel_c
-
-
-class ScalarTokenEmbed(nn.Module):
-  """Scalar values -> tokens: value (HL-Gauss histogram, bias-free projection, one map for
-  observations and actions) + type + channel index + time step.
-
-  values and ok (bool; False = padding or unknown -> all-zero histogram, no value
-  information) share a shape [...]; is_act, channel and step broadcast against it.
-  Returns float32 [..., d_model].
-  """
-  d_model: int
-  num_bins: int
-  num_channels: int  # max_obs_channels + max_act_channels
-  max_steps: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  def setup(self):
-    embed = lambda n, name: nn.Embed(n, self.d_model, embedding_init=_EMBED_INIT,
-                                     param_dtype=self.param_dtype, name=name)
-    self.value_proj = nn.Dense(self.d_model, use_bias=False, dtype=self.dtype,
-                               param_dtype=self.param_dtype)
-    self.type_embed = embed(2, "type")
-    self.channel_embed = embed(self.num_channels, "channel")
-    self.time_embed = embed(self.max_steps, "time")
-
-  def __call__(self, values, ok, is_act, channel, step):
-    hist = hl_gauss_histogram(values, self.num_bins, mask=ok)
-    x = (self.value_proj(hist).astype(jnp.float32) + self.type_embed(is_act.astype(jnp.int32))
-         + self.channel_embed(channel) + self.time_embed(step))
-    return x.astype(jnp.float32)
-
-
-class QKVO(nn.Module):
-  """Multi-head projections: qkv(x [..., D]) -> 3 x [..., H, dh]; __call__(o) -> [..., D]."""
-  d_model: int
-  n_heads: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  def setup(self):
-    h, dh = self.n_heads, self.d_model // self.n_heads
-    dense = lambda: nn.DenseGeneral((h, dh), dtype=self.dtype, param_dtype=self.param_dtype)
-    self.query, self.key, self.value = dense(), dense(), dense()
-    self.out = nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype,
-                               param_dtype=self.param_dtype)
-
-  def qkv(self, x):
-    return self.query(x), self.key(x), self.value(x)
-
-  def __call__(self, o):
-    return self.out(o).astype(jnp.float32)
-
-
-class FeedForward(nn.Module):
-  d_model: int
-  d_ff: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    y = nn.Dense(self.d_ff, dtype=self.dtype, param_dtype=self.param_dtype, name="ffn_in")(x)
-    y = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype,
-                 name="ffn_out")(nn.gelu(y))
-    return y.astype(jnp.float32)
-
-
-def layer_norm(param_dtype, name=None):
-  return nn.LayerNorm(dtype=jnp.float32, param_dtype=param_dtype, name=name)
+from westworld_jax.model.tokenizer import expectation
+from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, replicated_specs
 
 
 # ----------------------------------------------------------------------------- config
@@ -396,9 +241,9 @@ def trajworld_model(config: TrajWorldConfig) -> WorldModel:
                            axis=1)
     return copy_history(pred, batch, h)
 
-  return WorldModel("trajworld", config, init, loss, predict, replicated_specs)
+  return WorldModel("trajworld", config, init, loss, predict, replicated_specs,
+                    Capacity.of(config, UNLIMITED))
 
 
-@register("trajworld")
 def build_trajworld(size: str = "base", **overrides: Any) -> WorldModel:
   return trajworld_model(get_trajworld_config(size, **overrides))

@@ -30,9 +30,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from westworld_jax.model.registry import (WorldModel, copy_history, register,
-                                          replicated_specs)
-from westworld_jax.model.trajworld import ConfigMixin, prepare_batch, sized_config
+from westworld_jax.model.baselines.layers import UNLIMITED, prepare_batch
+from westworld_jax.model.configs import ConfigMixin, sized_config
+from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, replicated_specs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +228,8 @@ def mlp_ensemble_model(config: MLPEnsembleConfig) -> WorldModel:
     pred = jnp.concatenate([obs[:, :h], jnp.swapaxes(fut_sbc, 0, 1)], axis=1)
     return copy_history(pred, batch, h)
 
-  return WorldModel("mlp_ensemble", config, init, loss, predict, replicated_specs)
+  return WorldModel("mlp_ensemble", config, init, loss, predict, replicated_specs,
+                    Capacity.of(config, UNLIMITED))
 
 
 def elites(model: WorldModel, params, batch):
@@ -239,6 +240,5 @@ def elites(model: WorldModel, params, batch):
                        prepare_batch(batch, config), config)
 
 
-@register("mlp_ensemble")
 def build_mlp_ensemble(size: str = "base", **overrides: Any) -> WorldModel:
   return mlp_ensemble_model(get_mlp_ensemble_config(size, **overrides))

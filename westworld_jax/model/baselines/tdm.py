@@ -33,13 +33,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from westworld_jax.model.baselines.layers import (QKVO, UNLIMITED, FeedForward, ScalarTokenEmbed,
+                                                  channel_layout, layer_norm, masked_softmax,
+                                                  prepare_batch)
+from westworld_jax.model.configs import ConfigMixin, sized_config
 from westworld_jax.model.loss import WEIGHTINGS, next_step_loss
-from westworld_jax.model.registry import (WorldModel, copy_history, register,
-                                          replicated_specs)
 from westworld_jax.model.tokenizer import expectation
-from westworld_jax.model.trajworld import (QKVO, ConfigMixin, FeedForward, ScalarTokenEmbed,
-                                           channel_layout, layer_norm, masked_softmax,
-                                           prepare_batch, sized_config)
+from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, replicated_specs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,9 +258,9 @@ def tdm_model(config: TDMConfig) -> WorldModel:
     fut_btc = jnp.swapaxes(values_nb, 0, 1).reshape(b, t - h, c)[:, :, :co]
     return copy_history(jnp.concatenate([obs[:, :h], fut_btc], axis=1), batch, h)
 
-  return WorldModel("tdm", config, init, loss, predict, replicated_specs)
+  return WorldModel("tdm", config, init, loss, predict, replicated_specs,
+                    Capacity.of(config, UNLIMITED))
 
 
-@register("tdm")
 def build_tdm(size: str = "base", **overrides: Any) -> WorldModel:
   return tdm_model(get_tdm_config(size, **overrides))
