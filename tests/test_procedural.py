@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from westworld_jax.robots import procedural as P
+from westworld_jax.robots.catalogue import ASSET_DIR
 
-ASSETS = sorted(P.ASSET_DIR.glob("*.xml"))
+ASSETS = sorted(ASSET_DIR.glob("*.xml"))
 ROBOTS = P.procedural_robots()
 
 

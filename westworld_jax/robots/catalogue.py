@@ -13,10 +13,14 @@ import dataclasses
 import functools
 import importlib.util
 import os
+import pathlib
 from typing import Iterable
 
 from westworld_jax import cli
 from westworld_jax.robots import robot as robot_lib
+
+# MJCF written here from published kinematics (held-out franka_panda, cassie_like, unitree_a1).
+ASSET_DIR = pathlib.Path(__file__).parent / "assets"
 
 PRETRAIN, ZERO_SHOT, FEW_SHOT = "pretrain", "zero_shot", "few_shot"
 SPLITS = (PRETRAIN, ZERO_SHOT, FEW_SHOT)
@@ -196,7 +200,7 @@ def resolve_source(source: str) -> str:
       raise FileNotFoundError(f"package '{module}' is not installed: reinstall westworld_jax (see README)")
     return os.path.join(list(spec.submodule_search_locations)[0], rel)
   if kind == "asset":
-    return os.path.join(os.path.dirname(__file__), "assets", rest)
+    return str(ASSET_DIR / rest)
   if kind == "procedural":
     if rest not in _procedural_xml():
       raise UnknownNameError(f"no procedural robot '{rest}'")

@@ -21,230 +21,12 @@ objects, never each other. The actuated robot is always the first body under <wo
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import pathlib
 from typing import Callable, Sequence
 
-Vec = tuple[float, float, float]
-
-# Hand-written held-out robots (franka_panda, cassie_like, unitree_a1).
-ASSET_DIR = pathlib.Path(__file__).parent / "assets"
-# Timestep and solver shared by every model (MJX supports Newton/CG and pyramidal cones).
-TIMESTEP = 0.005
-_UP: Vec = (0.0, 0.0, 1.0)
-_PITCH: Vec = (0.0, -1.0, 0.0)  # planar hinge axis (dm_control convention: + swings forward)
-_YAW: Vec = (0.0, 0.0, 1.0)
-
-
-# ----------------------------------------------------------------------------------------
-# A tiny MJCF tree and its renderer.
-# ----------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Joint:
-    name: str
-    axis: Vec = _PITCH
-    range: tuple[float, float] | None = None  # None -> unlimited
-    gear: float | None = None  # None -> passive (no motor)
-    kind: str = "hinge"  # hinge | slide | free
-    attrs: tuple[tuple[str, float], ...] = ()  # per-joint overrides (damping, stiffness, ...)
-
-
-@dataclasses.dataclass
-class Body:
-    name: str
-    pos: Vec = (0.0, 0.0, 0.0)
-    joints: list[Joint] = dataclasses.field(default_factory=list)
-    geoms: list[dict] = dataclasses.field(default_factory=list)
-    children: list["Body"] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass(frozen=True)
-class Seg:
-    """One link of a serial chain: joints at its origin, a capsule along `vec` to the next."""
-
-    name: str
-    vec: Vec
-    radius: float
-    joints: tuple[Joint, ...]
-
-
-def _fmt(v) -> str:
-    if isinstance(v, str):
-        return v
-    if isinstance(v, (tuple, list)):
-        return " ".join(_fmt(x) for x in v)
-    return f"{float(v) + 0.0:.6g}"  # + 0.0 turns -0.0 into 0.0
-
-
-def _tag(tag: str, **attrs) -> str:
-    body = " ".join(f'{k}="{_fmt(v)}"' for k, v in attrs.items() if v is not None)
-    return f"<{tag} {body}/>"
-
-
-def _joint_xml(j: Joint) -> str:
-    if j.kind == "free":
-        return _tag("freejoint", name=j.name)
-    return _tag("joint", name=j.name, type=j.kind, axis=j.axis, range=j.range,
-                limited="true" if j.range else "false", **dict(j.attrs))
-
-
-def _render(body: Body, depth: int) -> list[str]:
-    pad = "  " * depth
-    lines = [f'{pad}<body name="{body.name}" pos="{_fmt(body.pos)}">']
-    lines += [pad + "  " + _joint_xml(j) for j in body.joints]
-    lines += [pad + "  " + _tag("geom", **g) for g in body.geoms]
-    for child in body.children:
-        lines += _render(child, depth + 1)
-    return lines + [pad + "</body>"]
-
-
-def _walk(body: Body):
-    yield body
-    for child in body.children:
-        yield from _walk(child)
-
-
-def _capsule(name: str, start: Vec, end: Vec, radius: float, touch: bool = True,
-             **extra) -> dict:
-    return dict(name=name, type="capsule", fromto=(*start, *end), size=radius,
-                **{"class": "touch" if touch else None}, **extra)
-
-
-def _sphere(name: str, pos: Vec, radius: float, touch: bool = True, **extra) -> dict:
-    return dict(name=name, type="sphere", pos=pos, size=radius,
-                **{"class": "touch" if touch else None}, **extra)
-
-
-def _mjcf(model: str, bodies: Sequence[Body], *, damping: float, armature: float,
-          floor: bool = True, world_geoms: Sequence[dict] = (),
-          fluid: tuple[float, float] | None = None) -> str:
-    """Wraps robot bodies into a complete model: options, defaults, floor, motors.
-
-    fluid: (density, viscosity) of a surrounding medium; MJX implements fluid drag only with
-    the Euler integrator, so those models use Euler (others the implicit-in-velocity one).
-    """
-    option = f'integrator="{"Euler" if fluid else "implicitfast"}"'
-    if fluid:
-        option += f' density="{_fmt(fluid[0])}" viscosity="{_fmt(fluid[1])}"'
-    motors = [_tag("motor", name=j.name, joint=j.name, gear=j.gear)
-              for root in bodies for b in _walk(root) for j in b.joints if j.gear is not None]
-    world = [_tag("geom", **g) for g in world_geoms]
-    if floor:
-        world.insert(0, _tag("geom", name="floor", type="plane", size=(0, 0, 0.05),
-                             contype=0, conaffinity=1, rgba=(0.4, 0.45, 0.5, 1)))
-    lines = [
-        f'<mujoco model="{model}">',
-        '  <compiler angle="radian" autolimits="true"/>',
-        f'  <option timestep="{TIMESTEP}" {option} solver="Newton" cone="pyramidal" '
-        'iterations="20" ls_iterations="10"/>',
-        "  <default>",
-        f'    <joint damping="{_fmt(damping)}" armature="{_fmt(armature)}"/>',
-        '    <geom contype="0" conaffinity="0" condim="3" friction="0.8 0.1 0.1" '
-        'rgba="0.75 0.6 0.4 1"/>',
-        '    <motor ctrlrange="-1 1" ctrllimited="true"/>',
-        '    <default class="touch"><geom contype="1"/></default>',
-        '    <default class="object"><geom contype="1" conaffinity="1" '
-        'rgba="0.3 0.5 0.8 1"/></default>',
-        "  </default>",
-        "  <worldbody>",
-        '    <light name="light" pos="0 0 4" dir="0 0 -1" directional="true"/>',
-        *["    " + w for w in world],
-        *[line for b in bodies for line in _render(b, 2)],
-        "  </worldbody>",
-    ]
-    lines += ["  <actuator>", *["    " + m for m in motors], "  </actuator>", "</mujoco>", ""]
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------
-# Shared building blocks.
-# ----------------------------------------------------------------------------------------
-def _check_int(name: str, value, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}.")
-    return value
-
-
-def _check_pos(name: str, value) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}.")
-    return float(value)
-
-
-def _add(a: Vec, b: Vec) -> Vec:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
-
-
-def _scale(v: Vec, s: float) -> Vec:
-    return (v[0] * s, v[1] * s, v[2] * s)
-
-
-def _unit(v: Vec) -> Vec:
-    n = math.sqrt(sum(x * x for x in v))
-    return _scale(v, 1.0 / n)
-
-
-def _cross(a: Vec, b: Vec) -> Vec:
-    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
-
-
-def _chain(segs: Sequence[Seg], pos: Vec, touch: bool = True) -> Body:
-    """Nests segments into a serial chain rooted at `pos` (in the parent's frame)."""
-    child = None
-    for i in reversed(range(len(segs))):
-        s = segs[i]
-        child = Body(s.name, pos if i == 0 else segs[i - 1].vec, list(s.joints),
-                     [_capsule(s.name, (0, 0, 0), s.vec, s.radius, touch)],
-                     [child] if child else [])
-    return child
-
-
-def _drop(segs: Sequence[Seg]) -> float:
-    """How far below its attachment point a chain reaches (capsule radius included)."""
-    z, lowest = 0.0, 0.0
-    for s in segs:
-        z += s.vec[2]
-        lowest = min(lowest, z - s.radius)
-    return -lowest
-
-
-def _planar_root() -> list[Joint]:
-    free = (("damping", 0), ("armature", 0))
-    return [Joint("rootz", _UP, kind="slide", attrs=free),
-            Joint("rootx", (1, 0, 0), kind="slide", attrs=free),
-            Joint("rooty", (0, 1, 0), attrs=free)]
-
-
-# Planar joint ranges by role (axis -y): hips swing mostly forward, knees fold back.
-_HIP, _KNEE, _ANKLE, _FOOT = (-0.35, 1.75), (-2.6, 0.0), (0.0, 2.0), (-0.8, 0.8)
-
-
-def _planar_leg(prefix: str, n: int, length: float, radius: float, gear: float,
-                stiffness: float = 0.0) -> list[Seg]:
-    """A planar leg of n segments: thigh, shin, [tarsus], [foot]; n >= 3 ends in a foot."""
-    n_long = n - 1 if n >= 3 else n
-    roles = [_HIP, _KNEE, _ANKLE][:n_long] + ([_FOOT] if n >= 3 else [])
-    names = ["thigh", "shin", "tarsus"][:n_long] + (["foot"] if n >= 3 else [])
-    segs = []
-    for i, (role, name) in enumerate(zip(roles, names)):
-        is_foot = name == "foot"
-        vec = (0.4 * length / 2, 0.0, 0.0) if is_foot else (0.0, 0.0, -length / n_long)
-        attrs = (("stiffness", stiffness),) if stiffness else ()
-        segs.append(Seg(f"{prefix}_{name}", vec, radius * (0.8 ** i),
-                        (Joint(f"{prefix}_{name}_j", _PITCH, role, gear * 0.6 ** i,
-                               attrs=attrs),)))
-    return segs
-
-
-def _planar_robot(model: str, torso: Body, limbs: Sequence[tuple[Vec, list[Seg]]],
-                  damping: float = 1.0) -> str:
-    """Torso on rootz/rootx/rooty with legs (and arms) attached, dropped onto the floor."""
-    height = max([_drop(segs) - pos[2] for pos, segs in limbs] + [0.3]) + 0.02
-    torso.pos = (0.0, 0.0, height)
-    torso.joints = _planar_root() + torso.joints
-    torso.children += [_chain(segs, pos) for pos, segs in limbs]
-    return _mjcf(model, [torso], damping=damping, armature=0.02)
+from westworld_jax.robots.mjcf_writer import (PITCH, UP, YAW, Body, Joint, Seg, Vec, add, capsule, chain, check_int,
+                                              check_pos, cross, drop, mjcf, planar_leg, planar_robot, scale,
+                                              sphere, unit, walk)
 
 
 # ----------------------------------------------------------------------------------------
@@ -257,62 +39,62 @@ def planar_walker(legs: Sequence[int] = (3, 3), leg_length: float = 0.95,
     if not legs or len(legs) > 3:
         raise ValueError(f"legs must list 1 to 3 legs, got {legs!r}.")
     for n in legs:
-        _check_int("segments per leg", n, 0, 4)
+        check_int("segments per leg", n, 0, 4)
     if not any(legs):
         raise ValueError("a walker needs at least one leg with >= 1 segment.")
-    leg_length, torso_length = _check_pos("leg_length", leg_length), _check_pos(
+    leg_length, torso_length = check_pos("leg_length", leg_length), check_pos(
         "torso_length", torso_length)
-    torso = Body("torso", geoms=[_capsule("torso", (0, 0, 0), (0, 0, torso_length), 0.07)])
-    limbs = [((0.0, 0.0, 0.0), _planar_leg(f"leg{k}", n, leg_length, 0.05, gear))
+    torso = Body("torso", geoms=[capsule("torso", (0, 0, 0), (0, 0, torso_length), 0.07)])
+    limbs = [((0.0, 0.0, 0.0), planar_leg(f"leg{k}", n, leg_length, 0.05, gear))
              for k, n in enumerate(legs) if n]
-    return _planar_robot(name, torso, limbs)
+    return planar_robot(name, torso, limbs)
 
 
 def hopper(segments: int = 3, leg_length: float = 0.95, name: str = "proc_hopper") -> str:
     """One-legged hopper: a short torso on one leg of 2..4 segments."""
-    _check_int("segments", segments, 2, 4)
+    check_int("segments", segments, 2, 4)
     return planar_walker((segments,), leg_length, torso_length=0.4, gear=200.0, name=name)
 
 
 def cheetah(back: int = 3, front: int = 3, leg_length: float = 0.6,
             name: str = "proc_cheetah") -> str:
     """Half-cheetah: horizontal torso, back and front legs of 0..4 segments each."""
-    _check_int("back leg segments", back, 0, 4)
-    _check_int("front leg segments", front, 0, 4)
+    check_int("back leg segments", back, 0, 4)
+    check_int("front leg segments", front, 0, 4)
     if back == front == 0:
         raise ValueError("a cheetah needs at least one leg.")
-    leg_length = _check_pos("leg_length", leg_length)
-    torso = Body("torso", geoms=[_capsule("torso", (-0.5, 0, 0), (0.5, 0, 0), 0.046),
-                                 _capsule("head", (0.5, 0, 0), (0.65, 0, 0.12), 0.046)])
+    leg_length = check_pos("leg_length", leg_length)
+    torso = Body("torso", geoms=[capsule("torso", (-0.5, 0, 0), (0.5, 0, 0), 0.046),
+                                 capsule("head", (0.5, 0, 0), (0.65, 0, 0.12), 0.046)])
     limbs = []
     for prefix, n, x in (("bleg", back, -0.5), ("fleg", front, 0.5)):
         if n:
             limbs.append(((x, 0.0, 0.0),
-                          _planar_leg(prefix, n, leg_length, 0.046, 120.0, stiffness=60.0)))
-    return _planar_robot(name, torso, limbs, damping=3.0)
+                          planar_leg(prefix, n, leg_length, 0.046, 120.0, stiffness=60.0)))
+    return planar_robot(name, torso, limbs, damping=3.0)
 
 
 def _planar_arm(side: str) -> list[Seg]:
     return [Seg(f"{side}_upper_arm", (0, 0, -0.28), 0.04,
-                (Joint(f"{side}_shoulder", _PITCH, (-1.0, 2.6), 30.0),)),
+                (Joint(f"{side}_shoulder", PITCH, (-1.0, 2.6), 30.0),)),
             Seg(f"{side}_lower_arm", (0, 0, -0.25), 0.035,
-                (Joint(f"{side}_elbow", _PITCH, (0.0, 2.5), 15.0),))]
+                (Joint(f"{side}_elbow", PITCH, (0.0, 2.5), 15.0),))]
 
 
 def humanoid2d(arms: int = 2, leg_segments: int = 3, name: str = "proc_humanoid2d") -> str:
     """Planar humanoid: pelvis, two legs, a chest on an abdomen hinge, 0..2 two-link arms."""
-    _check_int("arms", arms, 0, 2)
-    _check_int("leg_segments", leg_segments, 1, 4)
-    chest = Body("chest", (0, 0, 0.08), [Joint("abdomen", _PITCH, (-0.8, 0.8), 80.0)],
-                 [_capsule("chest", (0, 0, 0), (0, 0, 0.4), 0.08),
-                  _sphere("head", (0, 0, 0.55), 0.1)],
-                 [_chain(_planar_arm(side), (0, 0, 0.38))
+    check_int("arms", arms, 0, 2)
+    check_int("leg_segments", leg_segments, 1, 4)
+    chest = Body("chest", (0, 0, 0.08), [Joint("abdomen", PITCH, (-0.8, 0.8), 80.0)],
+                 [capsule("chest", (0, 0, 0), (0, 0, 0.4), 0.08),
+                  sphere("head", (0, 0, 0.55), 0.1)],
+                 [chain(_planar_arm(side), (0, 0, 0.38))
                   for side in ("right", "left")[:arms]])
-    pelvis = Body("pelvis", geoms=[_capsule("pelvis", (0, -0.09, 0), (0, 0.09, 0), 0.08)],
+    pelvis = Body("pelvis", geoms=[capsule("pelvis", (0, -0.09, 0), (0, 0.09, 0), 0.08)],
                   children=[chest])
-    limbs = [((0.0, 0.0, -0.05), _planar_leg(side, leg_segments, 0.85, 0.05, 100.0))
+    limbs = [((0.0, 0.0, -0.05), planar_leg(side, leg_segments, 0.85, 0.05, 100.0))
              for side in ("rleg", "lleg")]
-    return _planar_robot(name, pelvis, limbs)
+    return planar_robot(name, pelvis, limbs)
 
 
 # ----------------------------------------------------------------------------------------
@@ -324,16 +106,16 @@ _LIGHT = 250.0  # torso density (kg/m^3): a hollow shell the legs can carry
 def _spider_leg(prefix: str, out: Vec, joints: int, length: float, radius: float,
                 gear: float) -> list[Seg]:
     """Ant-style leg pointing along unit vector `out`: hip yaw, [hip pitch], knee pitch."""
-    pitch_axis = _cross(_UP, out)  # + rotation about it swings the leg downwards
-    down_out = _unit(_add(_scale(out, 0.6), (0, 0, -0.8)))
-    vecs = [_scale(out, 0.35 * length)]
+    pitch_axis = cross(UP, out)  # + rotation about it swings the leg downwards
+    down_out = unit(add(scale(out, 0.6), (0, 0, -0.8)))
+    vecs = [scale(out, 0.35 * length)]
     if joints == 3:
-        vecs.append(_scale(_unit(_add(out, (0, 0, 0.3))), 0.3 * length))
-    vecs.append(_scale(down_out, 0.6 * length))
+        vecs.append(scale(unit(add(out, (0, 0, 0.3))), 0.3 * length))
+    vecs.append(scale(down_out, 0.6 * length))
     ranges = [(-0.6, 0.6)] + [(-0.7, 0.7)] * (joints - 1)
     names = ["hip", "thigh", "shin"] if joints == 3 else ["hip", "shin"]
     return [Seg(f"{prefix}_{n}", v, radius,
-                (Joint(f"{prefix}_{n}_j", _YAW if i == 0 else pitch_axis, r, gear),))
+                (Joint(f"{prefix}_{n}_j", YAW if i == 0 else pitch_axis, r, gear),))
             for i, (n, v, r) in enumerate(zip(names, vecs, ranges))]
 
 
@@ -358,15 +140,15 @@ def legged(n_legs: int = 4, joints: int = 2, layout: str = "radial", leg_length:
     layout: "radial" (ant-like, legs spread evenly around a ball torso), "lateral" (insect:
     leg pairs along a capsule torso) or "mammal" (legs below a box-like torso, A1-like).
     """
-    _check_int("n_legs", n_legs, 1, 8)
-    _check_int("joints", joints, 2, 3)
-    leg_length = _check_pos("leg_length", leg_length)
+    check_int("n_legs", n_legs, 1, 8)
+    check_int("joints", joints, 2, 3)
+    leg_length = check_pos("leg_length", leg_length)
     gear, radius = 40.0 * leg_length, 0.05 * leg_length
     if layout == "radial":
-        torso_geoms = [_sphere("torso", (0, 0, 0), 0.2, density=_LIGHT)]
+        torso_geoms = [sphere("torso", (0, 0, 0), 0.2, density=_LIGHT)]
         outs = [(math.cos(a), math.sin(a), 0.0)
                 for a in (2 * math.pi * (k + 0.5) / n_legs for k in range(n_legs))]
-        attach = [_scale(u, 0.2) for u in outs]
+        attach = [scale(u, 0.2) for u in outs]
         legs = [_spider_leg(f"leg{k}", u, joints, leg_length, radius, gear)
                 for k, u in enumerate(outs)]
     elif layout in ("lateral", "mammal"):
@@ -374,7 +156,7 @@ def legged(n_legs: int = 4, joints: int = 2, layout: str = "radial", leg_length:
             raise ValueError(f"layout {layout!r} needs an even number of legs, got {n_legs}.")
         pairs = n_legs // 2
         half = 0.3 * (pairs - 1) / 2 + 0.15
-        torso_geoms = [_capsule("torso", (-half, 0, 0), (half, 0, 0), 0.1, density=_LIGHT)]
+        torso_geoms = [capsule("torso", (-half, 0, 0), (half, 0, 0), 0.1, density=_LIGHT)]
         xs = [half - 0.15 - 0.3 * k for k in range(pairs)] if pairs > 1 else [0.0]
         attach, legs = [], []
         for k, x in enumerate(xs):
@@ -386,32 +168,32 @@ def legged(n_legs: int = 4, joints: int = 2, layout: str = "radial", leg_length:
                             _mammal_leg(prefix, side, joints, leg_length, radius, gear))
     else:
         raise ValueError(f"layout must be 'radial', 'lateral' or 'mammal', got {layout!r}.")
-    height = max(_drop(s) for s in legs) + 0.05
+    height = max(drop(s) for s in legs) + 0.05
     torso = Body("torso", (0, 0, height), [Joint("root", kind="free")], torso_geoms,
-                 [_chain(s, p) for s, p in zip(legs, attach)])
-    return _mjcf(name, [torso], damping=1.0, armature=0.02)
+                 [chain(s, p) for s, p in zip(legs, attach)])
+    return mjcf(name, [torso], damping=1.0, armature=0.02)
 
 
 def centipede(n_segments: int = 4, body_joints: int = 1, name: str = "proc_centipede") -> str:
     """Body segments in a row joined by 1 (yaw) or 2 (yaw + pitch) hinges, two legs each."""
-    _check_int("n_segments", n_segments, 2, 7)
-    _check_int("body_joints", body_joints, 1, 2)
+    check_int("n_segments", n_segments, 2, 7)
+    check_int("body_joints", body_joints, 1, 2)
     spacing, leg_length = 0.35, 0.6
     segments = []
     for k in range(n_segments):
         joints = [Joint("root", kind="free")] if k == 0 else [
-            Joint(f"seg{k}_yaw", _YAW, (-0.5, 0.5), 30.0),
+            Joint(f"seg{k}_yaw", YAW, (-0.5, 0.5), 30.0),
             Joint(f"seg{k}_pitch", (0, 1, 0), (-0.4, 0.4), 30.0)][:body_joints]
-        legs = [_chain(_spider_leg(f"seg{k}{t}", (0, s, 0), 2, leg_length, 0.04, 25.0),
+        legs = [chain(_spider_leg(f"seg{k}{t}", (0, s, 0), 2, leg_length, 0.04, 25.0),
                        (0, 0.1 * s, 0)) for s, t in ((1.0, "l"), (-1.0, "r"))]
         segments.append(Body(f"seg{k}", (-spacing, 0, 0), joints,
-                             [_capsule(f"seg{k}", (-0.1, 0, 0), (0.1, 0, 0), 0.1,
+                             [capsule(f"seg{k}", (-0.1, 0, 0), (0.1, 0, 0), 0.1,
                                        density=_LIGHT)], legs))
     for parent, child in zip(segments, segments[1:]):
         parent.children.append(child)
-    height = _drop(_spider_leg("x", (0, 1, 0), 2, leg_length, 0.04, 1.0)) + 0.05
+    height = drop(_spider_leg("x", (0, 1, 0), 2, leg_length, 0.04, 1.0)) + 0.05
     segments[0].pos = (0, 0, height)
-    return _mjcf(name, [segments[0]], damping=1.0, armature=0.02)
+    return mjcf(name, [segments[0]], damping=1.0, armature=0.02)
 
 
 # ----------------------------------------------------------------------------------------
@@ -422,7 +204,7 @@ def _link_chain(n_links: int, length: float, radius: float, gear: float,
     """Links along -x, each after the first turning by a yaw (and optionally pitch) hinge."""
     segs = []
     for k in range(n_links):
-        joints = () if k == 0 else (Joint(f"yaw{k}", _YAW, (-1.2, 1.2), gear),) + (
+        joints = () if k == 0 else (Joint(f"yaw{k}", YAW, (-1.2, 1.2), gear),) + (
             (Joint(f"pitch{k}", (0, 1, 0), (-0.6, 0.6), gear),) if pitch else ())
         segs.append(Seg(f"link{k}", (-length, 0, 0), radius, joints))
     return segs
@@ -434,22 +216,22 @@ def snake(n_links: int = 6, pitch: bool = False, name: str = "proc_snake") -> st
     The head has a free joint: a chain confined to the x-y plane by slide joints would get no
     normal force from the floor, hence no friction to push against.
     """
-    _check_int("n_links", n_links, 3, 10)
-    head = _chain(_link_chain(n_links, 0.2, 0.04, 6.0, pitch), (0, 0, 0.045))
+    check_int("n_links", n_links, 3, 10)
+    head = chain(_link_chain(n_links, 0.2, 0.04, 6.0, pitch), (0, 0, 0.045))
     head.joints = [Joint("root", kind="free")]
-    return _mjcf(name, [head], damping=0.5, armature=0.01)
+    return mjcf(name, [head], damping=0.5, armature=0.01)
 
 
 def swimmer(n_links: int = 5, name: str = "proc_swimmer") -> str:
     """dm_control-style swimmer: planar (x, y, yaw) link chain in a viscous fluid."""
-    _check_int("n_links", n_links, 3, 10)
-    head = _chain(_link_chain(n_links, 0.1, 0.02, 0.3, pitch=False), (0, 0, 0.1),
+    check_int("n_links", n_links, 3, 10)
+    head = chain(_link_chain(n_links, 0.1, 0.02, 0.3, pitch=False), (0, 0, 0.1),
                   touch=False)
     free = (("damping", 0), ("armature", 0))
     head.joints = [Joint("rootx", (1, 0, 0), kind="slide", attrs=free),
                    Joint("rooty", (0, 1, 0), kind="slide", attrs=free),
-                   Joint("rootz", _YAW, attrs=free)]
-    return _mjcf(name, [head], damping=0.01, armature=0.001, floor=False,
+                   Joint("rootz", YAW, attrs=free)]
+    return mjcf(name, [head], damping=0.01, armature=0.001, floor=False,
                  fluid=(3000.0, 0.1))
 
 
@@ -458,16 +240,16 @@ def swimmer(n_links: int = 5, name: str = "proc_swimmer") -> str:
 # ----------------------------------------------------------------------------------------
 def arm(n_joints: int = 6, gripper: bool = False, name: str = "proc_arm") -> str:
     """Serial arm on a pedestal: hinges alternate yaw / pitch; optional 2-finger gripper."""
-    _check_int("n_joints", n_joints, 2, 7)
+    check_int("n_joints", n_joints, 2, 7)
     lengths = [0.2, 0.35, 0.3, 0.25, 0.15, 0.1, 0.08][:n_joints]
     gears = [60.0, 60.0, 35.0, 25.0, 10.0, 6.0, 4.0][:n_joints]
     segs = [Seg(f"link{k}", (0, 0, lengths[k]), 0.05 - 0.004 * k,
-                (Joint(f"joint{k}", _YAW if k % 2 == 0 else (0, 1, 0),
+                (Joint(f"joint{k}", YAW if k % 2 == 0 else (0, 1, 0),
                        (-2.9, 2.9) if k % 2 == 0 else (-1.8, 1.8), gears[k]),))
             for k in range(n_joints)]
-    base = _chain(segs, (0, 0, 0.1))
+    base = chain(segs, (0, 0, 0.1))
     if gripper:
-        last = list(_walk(base))[-1]
+        last = list(walk(base))[-1]
         fingers = [Body(f"finger_{t}", (0, 0.01 * s, 0.03), [
             Joint(f"finger_{t}_j", (0, s, 0), (0.0, 0.04), 20.0, kind="slide")],
             [dict(name=f"finger_{t}", type="box", pos=(0, 0.005 * s, 0.04),
@@ -476,13 +258,13 @@ def arm(n_joints: int = 6, gripper: bool = False, name: str = "proc_arm") -> str
         last.children.append(Body("hand", (0, 0, lengths[-1]), [], [
             dict(name="hand", type="box", size=(0.03, 0.06, 0.015), **{"class": "touch"})],
             fingers))
-    pedestal = _capsule("pedestal", (0, 0, 0), (0, 0, 0.1), 0.08, touch=False)
-    return _mjcf(name, [base], damping=2.0, armature=0.05, world_geoms=[pedestal])
+    pedestal = capsule("pedestal", (0, 0, 0), (0, 0, 0.1), 0.08, touch=False)
+    return mjcf(name, [base], damping=2.0, armature=0.05, world_geoms=[pedestal])
 
 
 def pendulum(n_links: int = 1, actuated: str = "all", name: str = "proc_pendulum") -> str:
     """n-link pendulum hanging from a fixed pivot; actuated: all | first | last (acrobot)."""
-    _check_int("n_links", n_links, 1, 4)
+    check_int("n_links", n_links, 1, 4)
     if actuated not in ("all", "first", "last"):
         raise ValueError(f"actuated must be 'all', 'first' or 'last', got {actuated!r}.")
     on = {"all": range(n_links), "first": [0], "last": [n_links - 1]}[actuated]
@@ -490,45 +272,45 @@ def pendulum(n_links: int = 1, actuated: str = "all", name: str = "proc_pendulum
     segs = [Seg(f"pole{k}", (0, 0, -length), 0.03,
                 (Joint(f"hinge{k}", (0, 1, 0), None, 4.0 if k in on else None),))
             for k in range(n_links)]
-    return _mjcf(name, [_chain(segs, (0, 0, 1.2), touch=False)], damping=0.05,
+    return mjcf(name, [chain(segs, (0, 0, 1.2), touch=False)], damping=0.05,
                  armature=0.01, floor=False)
 
 
 def cartpole(n_poles: int = 1, name: str = "proc_cartpole") -> str:
     """A cart on a rail (slide, actuated) balancing 1..3 chained passive poles."""
-    _check_int("n_poles", n_poles, 1, 3)
+    check_int("n_poles", n_poles, 1, 3)
     length = 1.0 / n_poles
     poles = [Seg(f"pole{k}", (0, 0, length), 0.025, (Joint(f"hinge{k}", (0, 1, 0)),))
              for k in range(n_poles)]
     cart = Body("cart", (0, 0, 1.0),
                 [Joint("slider", (1, 0, 0), (-3.0, 3.0), 10.0, kind="slide")],
                 [dict(name="cart", type="box", size=(0.2, 0.15, 0.1), mass=1.0)],
-                [_chain(poles, (0, 0, 0), touch=False)])
-    rail = _capsule("rail", (-3.3, 0, 1.0), (3.3, 0, 1.0), 0.02, touch=False)
-    return _mjcf(name, [cart], damping=0.05, armature=0.01, floor=False, world_geoms=[rail])
+                [chain(poles, (0, 0, 0), touch=False)])
+    rail = capsule("rail", (-3.3, 0, 1.0), (3.3, 0, 1.0), 0.02, touch=False)
+    return mjcf(name, [cart], damping=0.05, armature=0.01, floor=False, world_geoms=[rail])
 
 
 def hand(n_fingers: int = 4, joints: int = 3, abduction: bool = False, ball: bool = False,
          name: str = "proc_hand") -> str:
     """Upward-facing fixed palm with 2..4 fingers of 2..3 flexion hinges (first one a thumb
     when n_fingers >= 3), optional abduction hinges, optionally a free ball to play with."""
-    _check_int("n_fingers", n_fingers, 2, 4)
-    _check_int("joints", joints, 2, 3)
-    bases = [((-0.045 + 0.03 * k, 0, 0.02), _UP) for k in range(4)]
+    check_int("n_fingers", n_fingers, 2, 4)
+    check_int("joints", joints, 2, 3)
+    bases = [((-0.045 + 0.03 * k, 0, 0.02), UP) for k in range(4)]
     if n_fingers >= 3:  # thumb on the palm's side, pointing out and up
-        bases = [((-0.06, -0.01, -0.005), _unit((-0.6, 0, 0.8)))] + bases[1:]
+        bases = [((-0.06, -0.01, -0.005), unit((-0.6, 0, 0.8)))] + bases[1:]
     bases = bases[:n_fingers] if n_fingers >= 3 else bases[1:3]
     lengths = [0.05, 0.035, 0.025][:joints]
     fingers = []
     for f, (pos, d) in enumerate(bases):
-        flex = _cross((0, 1, 0), d)  # + rotation curls the finger towards -y (the palm side)
+        flex = cross((0, 1, 0), d)  # + rotation curls the finger towards -y (the palm side)
         segs = []
         for k, length in enumerate(lengths):
             js = (Joint(f"f{f}_flex{k}", flex, (-0.2, 1.6), 2.0 * 0.7 ** k),)
             if k == 0 and abduction:
                 js = (Joint(f"f{f}_abd", (0, 1, 0), (-0.35, 0.35), 1.0),) + js
-            segs.append(Seg(f"f{f}_phalanx{k}", _scale(d, length), 0.01, js))
-        fingers.append(_chain(segs, pos))
+            segs.append(Seg(f"f{f}_phalanx{k}", scale(d, length), 0.01, js))
+        fingers.append(chain(segs, pos))
     palm = Body("palm", (0, 0, 0.3), [], [
         dict(name="palm", type="box", size=(0.065, 0.02, 0.02), **{"class": "touch"})], fingers)
     bodies = [palm]
@@ -536,7 +318,7 @@ def hand(n_fingers: int = 4, joints: int = 3, abduction: bool = False, ball: boo
         bodies.append(Body("ball", (0.0, -0.03, 0.42), [Joint("ball", kind="free")],
                            [dict(name="ball", type="sphere", size=0.03, density=300,
                                  **{"class": "object"})]))
-    return _mjcf(name, bodies, damping=0.05, armature=0.002)
+    return mjcf(name, bodies, damping=0.05, armature=0.002)
 
 
 # ----------------------------------------------------------------------------------------
