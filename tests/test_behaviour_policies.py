@@ -25,6 +25,20 @@ def test_hopper_reward_and_termination_follow_gymnasium_v5():
   assert term.any()
 
 
+@pytest.mark.parametrize("robot", ["dmc_walker", "dmc_hopper"])
+def test_generic_reward_moves_along_world_x(robot):
+  """The generic locomotion reward pays for the root's x velocity, whatever the order of the planar
+  root's slide joints (dm_control's walker lists rootz first, its hopper rootx)."""
+  env = rl_env.VecEnv(robot, 1, seed=0)
+  env.reset()
+  x = next(env.model.jnt_qposadr[j] for j in range(env.model.njnt) if env.model.joint(j).name == "rootx")
+  x0 = env.states[0, env.sim.layout.qpos][x]
+  _, r, _, _, _ = env.step(np.zeros((1, env.num_act)))
+  x1 = env.states[0, env.sim.layout.qpos][x]
+  np.testing.assert_allclose(r[0], (x1 - x0) / env.dt + 1.0, rtol=1e-4, atol=1e-5)
+  env.close()
+
+
 def test_same_seed_same_episodes():
   runs = []
   for _ in range(2):

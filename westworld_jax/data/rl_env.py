@@ -124,10 +124,17 @@ class VecEnv:
 
   # --- physics helpers ----------------------------------------------------------------------
   def _forward_qpos(self) -> int:
-    """qpos address of the root's x position (free joint x, or the first slide joint)."""
+    """qpos address of the root's x position: the free joint's x, else the slide joint along world x
+    (planar roots order rootx/rootz differently: gym's hopper starts with rootx, dm_control's walker
+    with rootz)."""
     if self.sim.free_root_qposadr is not None:
       return self.sim.free_root_qposadr
-    return 0
+    m = self.model
+    for j in range(m.njnt):
+      if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_SLIDE and np.allclose(m.jnt_axis[j], (1.0, 0.0, 0.0)):
+        return int(m.jnt_qposadr[j])
+    raise ValueError(f"{self.robot.name}: no free joint and no slide joint along x, so no forward "
+                     "velocity for the locomotion reward")
 
   def _reset(self, idx: np.ndarray) -> np.ndarray:
     new = reset_states(self.sim, self.spec, self.rng, len(idx))
