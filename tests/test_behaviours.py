@@ -3,7 +3,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from westworld_jax.data import behaviours, episodes, simulate
+from westworld_jax.data import episodes, pd_hold, simulate
 from westworld_jax.robots import catalogue
 
 ROBOT = "unitree_a1"  # a quadruped with torque motors; cheap to simulate (4 physics steps per control)
@@ -59,7 +59,7 @@ def test_pd_hold_is_deterministic_by_seed(sim, run):
 def test_hold_pd_gains_are_stable_for_the_held_control_step():
   """The motor PD, held for frame_skip physics steps, is stable on the free-floating robot."""
   robot = catalogue.load(ROBOT)
-  h = behaviours._hold(robot)
+  h = pd_hold._hold(robot)
   m = robot.model
   d = mujoco.MjData(m)
   mujoco.mj_resetData(m, d)
@@ -82,7 +82,7 @@ def test_pd_hold_uprightness_reads_tilt_for_any_root_axes():
   has fallen: pd_hold's uprightness must say so (the body-z measure it replaced read 'upright')."""
   import dataclasses
   import types
-  h = types.SimpleNamespace(**{f.name: None for f in dataclasses.fields(behaviours._Hold)})
+  h = types.SimpleNamespace(**{f.name: None for f in dataclasses.fields(pd_hold._Hold)})
   h.root_z, h.root_angle, h.root_quat = -1, -1, np.arange(3, 7)
 
   def qmul(a, b):
@@ -97,7 +97,7 @@ def test_pd_hold_uprightness_reads_tilt_for_any_root_axes():
   qpos0, qpos = np.zeros(7), np.zeros(7)
   qpos0[3:], qpos[3:] = y_up, tipped
   one = np.ones(())
-  up, _ = behaviours._up_and_height(h, qpos, qpos0, one, one)
+  up, _ = pd_hold._up_and_height(h, qpos, qpos0, one, one)
   assert up == pytest.approx(0.0, abs=1e-9)
-  up_still, _ = behaviours._up_and_height(h, qpos0, qpos0, one, one)
+  up_still, _ = pd_hold._up_and_height(h, qpos0, qpos0, one, one)
   assert up_still == pytest.approx(1.0)

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 
 from westworld_jax.data import mpc as mpc_lib
-from westworld_jax.data import behaviours, simulate
+from westworld_jax.data import behaviours, pd_hold, simulate
 from westworld_jax.robots import catalogue
 from westworld_jax.robots.robot import Robot
 
@@ -59,7 +59,7 @@ _hold_settings: "weakref.WeakKeyDictionary[Robot, tuple[float, bool]]" = weakref
 
 def hold_start(sim: simulate.Simulator, rng: np.random.Generator, n: int) -> np.ndarray:
   """pd_hold's start states: standing still (robots may start in the air or off balance)."""
-  return sim.initial_states(rng, n, qpos=behaviours.stand_qpos(sim.robot))
+  return sim.initial_states(rng, n, qpos=pd_hold.stand_qpos(sim.robot))
 
 
 def hold_settings(sim: simulate.Simulator, per_level: int = 6, seconds: float = 5.0) -> tuple[float, bool]:
@@ -73,12 +73,12 @@ def hold_settings(sim: simulate.Simulator, per_level: int = 6, seconds: float = 
     setting = (1.0, False)
     if robot.floating:
       levels = np.asarray(HOLD_LEVELS)
-      modes = (False, True) if behaviours._hold(robot).lqr is not None else (False,)
+      modes = (False, True) if pd_hold.can_balance(robot) else (False,)
       rng = np.random.default_rng(0)
       n = len(levels) * per_level
       start = hold_start(sim, rng, n * len(modes))
       qpos0 = sim.qpos_qvel(start)[0]
-      pols = [behaviours.PDHold(robot, rng, qpos0[i * n:(i + 1) * n], np.repeat(levels, per_level), lqr)
+      pols = [pd_hold.PDHold(robot, rng, qpos0[i * n:(i + 1) * n], np.repeat(levels, per_level), lqr)
               for i, lqr in enumerate(modes)]
       act = lambda t, cur: np.concatenate(  # noqa: E731
           [p(t, *sim.qpos_qvel(cur[i * n:(i + 1) * n])) for i, p in enumerate(pols)])
@@ -167,7 +167,7 @@ def generate(sim: simulate.Simulator, behaviour: str, task: str, rng: np.random.
       else:
         level, lqr = hold_settings(sim)
         # Around the calibrated level: some episodes calmer, some bolder (and likelier to fall).
-        policy = behaviours.PDHold(robot, rng, sim.qpos_qvel(start)[0], level * rng.uniform(0.5, 1.25, n), lqr)
+        policy = pd_hold.PDHold(robot, rng, sim.qpos_qvel(start)[0], level * rng.uniform(0.5, 1.25, n), lqr)
       act = lambda t, cur: policy(t, *sim.qpos_qvel(cur))  # noqa: E731
     u, states, sens = run_closed_loop(sim, act, start, T)
     counts.sim_steps += n * T * robot.frame_skip
