@@ -90,7 +90,7 @@ def _fwd_bwd(module, *inputs):
 
 
 def run(size: str, batch: int, steps: int, co: int, ca: int, repeats: int, overrides: dict) -> dict:
-  wm = registry.build("westworld", size, max_steps=max(steps, 32), **overrides)
+  wm = registry.build("westworld", size, max_window_len=max(steps, 32), **overrides)
   cfg = wm.config
   dt = jnp.dtype(cfg.dtype)
   b, t, d, L = batch, steps, cfg.d_model, cfg.n_layers

@@ -73,7 +73,7 @@ def run_variant(name: str, timed_steps: int) -> dict:
   variant, b, t, co, ca, overrides = VARIANTS[name]
   cfg = pretrain.get_config(variant)
   cfg.model.update(overrides)
-  cfg.model.max_steps = max(cfg.model.max_steps, t)
+  cfg.model.max_window_len = max(cfg.model.max_window_len, t)
   model = inference.build_model(cfg.model)
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(dict(data=-1, expert=1)))
   tx, schedule = state_lib.make_optimizer(cfg.optim, cfg.total_steps)

@@ -224,7 +224,7 @@ def test_base_parameter_counts():
         batch = make_batch(t=model.history + 1)
         shapes = jax.eval_shape(model.init, jax.random.key(0), batch)
         counts[name] = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
-        assert model.config.history == 50 and model.config.max_steps == 150
+        assert model.config.history == 50 and model.config.max_window_len == 150
     print("base parameter counts:", counts)
     assert 13e6 < counts["trajworld"] < 16e6
     assert 13e6 < counts["tdm"] < 16e6

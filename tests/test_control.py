@@ -100,7 +100,7 @@ def perfect_predict(params, batch):
   return jax.vmap(one)(batch["obs"], batch["act"])
 
 class Cfg:
-  history, max_steps = H, 128
+  history, max_window_len = H, 128
 stub = registry.WorldModel("perfect", Cfg(), None, None, perfect_predict, None)
 perfect = mppi.MPPI(backends.WorldModelBackend(stub, None, [task], [norm], horizon=planner.config.horizon), planner.config)
 s = envs.reset(jax.random.key(3), 2)

@@ -82,11 +82,11 @@ def _check_horizon(cfg, pretrained: str) -> None:
   """Before collecting: the comparison's world-model MPPI must fit the model's window."""
   from westworld_jax import inference  # pylint: disable=import-outside-toplevel
   model = inference.read_run_config(pretrained)["model"]
-  history, max_steps = model.get("history"), model.get("max_steps")
-  if cfg.finetune.compare and history and max_steps and history + cfg.mppi.horizon > max_steps:
-    raise ValueError(f"mppi.horizon={cfg.mppi.horizon} + the model's history {history} exceeds its max_steps="
-                     f"{max_steps}: the comparison's world-model MPPI cannot run; pass "
-                     f"--config.mppi.horizon={max_steps - history} or --config.finetune.compare=False")
+  history, max_window_len = model.get("history"), model.get("max_window_len")
+  if cfg.finetune.compare and history and max_window_len and history + cfg.mppi.horizon > max_window_len:
+    raise ValueError(f"mppi.horizon={cfg.mppi.horizon} + the model's history {history} exceeds its max_window_len="
+                     f"{max_window_len}: the comparison's world-model MPPI cannot run; pass "
+                     f"--config.mppi.horizon={max_window_len - history} or --config.finetune.compare=False")
 
 
 def run(cfg, workdir: str, pretrained: str) -> dict:

@@ -113,7 +113,7 @@ class WorldModelBackend:
     tasks: the robots (tasks) this backend plans for; environments name theirs by index
       (`EnvState.robot`), so robots with different channel counts share one batch, padded.
     normalisers: one per task, the normalisation the model was trained with for that robot.
-    horizon: planning horizon Hp; the model sees T = history + Hp steps (<= its max_steps).
+    horizon: planning horizon Hp; the model sees T = history + Hp steps (<= its max_window_len).
     obs_pad / act_pad: padded channel counts (default: the largest robot's).
     sample_chunk: predict at most this many samples at once (lax.map over chunks; bounds memory).
   """
@@ -129,9 +129,9 @@ class WorldModelBackend:
     self.history = int(world_model.history)
     self.horizon = int(horizon)
     self.T = self.history + self.horizon
-    if cap.exceeds("max_steps", self.T):
+    if cap.exceeds("max_window_len", self.T):
       raise ValueError(f"history {self.history} + MPPI horizon {self.horizon} = {self.T} steps exceeds the world "
-                       f"model's max_steps={cap.max_steps}: shorten mppi.horizon to <= {cap.max_steps - self.history}")
+                       f"model's max_window_len={cap.max_window_len}: shorten mppi.horizon to <= {cap.max_window_len - self.history}")
     self.obs_pad = obs_pad or max(t.num_obs for t in tasks)
     self.act_pad = act_pad or max(t.num_act for t in tasks)
     self.action_dim = self.act_pad

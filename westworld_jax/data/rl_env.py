@@ -8,8 +8,8 @@ Rewards (`RewardSpec`): for gym's Hopper, Walker2d, HalfCheetah, Ant, Swimmer an
 the v5 definitions
 (forward velocity of qpos[0] over one control step, healthy bonus, control and contact costs,
 health ranges, observation = qpos without the x(y) position plus clipped qvel, reset noise,
-1000-step episodes); for every other locomotion robot the generic reward of data/mpc.py (forward
-velocity of the root, an alive bonus while the root stays above 70% of its start height, effort).
+1000-step episodes); for every other locomotion robot `GenericReward`: data/mpc.py's (forward velocity
+of the root, an alive bonus while the root stays above 70% of its start height, effort), with weights.
 """
 from __future__ import annotations
 
@@ -61,6 +61,18 @@ GYM_V5 = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class GenericReward:
+  """The locomotion reward of robots without a gymnasium definition (data/mpc.py's, with weights):
+  forward_weight * root x velocity + healthy_reward while the root's centre of mass stays above
+  min_height_fraction of its start height (the episode ends when it does not) - ctrl_cost_weight *
+  mean(action^2). A robot without a floating base gets no healthy reward and never terminates."""
+  forward_weight: float = 1.0
+  healthy_reward: float = 1.0
+  ctrl_cost_weight: float = 0.1
+  min_height_fraction: float = 0.7
+
+
 def reward_spec(robot_name: str) -> RewardSpec | None:
   """gymnasium's v5 reward for gym robots; None: the generic locomotion reward."""
   return GYM_V5.get(robot_name)
@@ -97,10 +109,12 @@ def reset_states(sim: simulate.Simulator, spec: RewardSpec | None, rng: np.rando
 class VecEnv:
   """n environments of one robot; actions in [-1, 1] (scaled to the actuators' ranges)."""
 
-  def __init__(self, robot_name: str, n: int, seed: int = 0, nthread: int = 0, max_steps: int = 0):
+  def __init__(self, robot_name: str, n: int, seed: int = 0, nthread: int = 0, max_steps: int = 0,
+               generic: GenericReward = GenericReward()):
     self.robot = catalogue.load(robot_name)
     self.n = n
     self.spec = reward_spec(robot_name)
+    self.generic = generic  # used where spec is None
     self.sim = simulate.Simulator(self.robot, nthread=nthread)
     self.model = self.sim.model
     self.dt = float(self.model.opt.timestep) * self.robot.frame_skip
@@ -152,7 +166,7 @@ class VecEnv:
     ok = np.all(np.isfinite(qpos), -1) & np.all(np.isfinite(qvel), -1)
     if s is None:
       h = np.array([self.sim.root_height(x) for x in states])
-      return ok & (h > 0.7 * self._h0) if self.robot.floating else ok
+      return ok & (h > self.generic.min_height_fraction * self._h0) if self.robot.floating else ok
     if s.z_index is not None:
       z = qpos[:, s.z_index]
       ok &= (z > s.healthy_z[0]) & (z < s.healthy_z[1])
@@ -191,7 +205,9 @@ class VecEnv:
     healthy = self._healthy(qpos, qvel, states)
     s = self.spec
     if s is None:
-      reward = fwd + (1.0 * healthy if self.robot.floating else 0.0) - 0.1 * np.mean(a**2, -1)
+      g = self.generic
+      reward = (g.forward_weight * fwd + (g.healthy_reward * healthy if self.robot.floating else 0.0)
+                - g.ctrl_cost_weight * np.mean(a**2, -1))
       terminated = ~healthy
     else:
       reward = (s.forward_weight * fwd + s.healthy_reward * (healthy | (not s.terminate_when_unhealthy))

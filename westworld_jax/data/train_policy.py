@@ -119,11 +119,13 @@ class _Recorder:
 
 
 def train_levels(robot: str, cfg: ppo.PPOConfig, seed: int = 0, out: str | None = None, snapshots: int = 20,
-                 eval_episodes: int = 10, progress: bool = True, replay_episodes: int = REPLAY_EPISODES) -> list[dict]:
-  """Trains, evaluates `snapshots` snapshots, saves random / medium / expert and replay.npz; rows."""
+                 eval_episodes: int = 10, progress: bool = True, replay_episodes: int = REPLAY_EPISODES,
+                 generic: rl_env.GenericReward = rl_env.GenericReward()) -> list[dict]:
+  """Trains, evaluates `snapshots` snapshots, saves random / medium / expert and replay.npz; rows.
+  `generic`: the reward of robots without a gymnasium definition."""
   out = policy_root(out)
-  env = rl_env.VecEnv(robot, cfg.num_envs, seed=seed)
-  eval_env = rl_env.VecEnv(robot, min(eval_episodes, 10), seed=seed + 10_000)
+  env = rl_env.VecEnv(robot, cfg.num_envs, seed=seed, generic=generic)
+  eval_env = rl_env.VecEnv(robot, min(eval_episodes, 10), seed=seed + 10_000, generic=generic)
   recorder = _Recorder(env)
   per_update = cfg.num_envs * cfg.steps_per_env
   updates = max(1, cfg.total_steps // per_update)
@@ -150,7 +152,7 @@ def train_levels(robot: str, cfg: ppo.PPOConfig, seed: int = 0, out: str | None 
     meta = {"robot": robot, "level": level, "num_obs": env.num_obs, "train_step": s["step"], "seed": seed,
             "return_mean": s["return_mean"], "return_std": s["return_std"], "episodes": s["episodes"],
             "length_mean": s["length_mean"], "ppo": dataclasses.asdict(cfg),
-            "reward": "gymnasium v5" if env.spec else "generic locomotion (data/rl_env.py)"}
+            "reward": "gymnasium v5" if env.spec else {"generic": dataclasses.asdict(generic)}}
     save_policy(policy_dir(robot, level, out), s["policy"], meta)
     rows.append({k: meta[k] for k in ("robot", "level", "return_mean", "return_std", "episodes", "length_mean")}
                 | {"train_step": s["step"], "train_minutes": round(s["minutes"] if level != "random" else 0.0, 2)})
@@ -183,7 +185,9 @@ def main(argv):
   from absl import flags  # pylint: disable=import-outside-toplevel
   F = flags.FLAGS
   cfg = ppo.PPOConfig(total_steps=F.steps, num_envs=F.num_envs)
-  rows = train_levels(F.robot, cfg, F.seed, F.out, eval_episodes=F.eval_episodes, replay_episodes=F.replay_episodes)
+  generic = rl_env.GenericReward(forward_weight=F.forward_weight, healthy_reward=F.healthy_reward)
+  rows = train_levels(F.robot, cfg, F.seed, F.out, eval_episodes=F.eval_episodes, replay_episodes=F.replay_episodes,
+                      generic=generic)
   if F.results:
     merge_results(F.results, rows)
   for r in rows:
@@ -199,6 +203,10 @@ if __name__ == "__main__":
   flags.DEFINE_integer("eval_episodes", 10, "Evaluation episodes per snapshot.")
   flags.DEFINE_integer("replay_episodes", REPLAY_EPISODES, "Episodes of the training run kept as the replay level "
                        "(0: all up to the medium snapshot).")
+  flags.DEFINE_float("forward_weight", rl_env.GenericReward.forward_weight,
+                     "Generic reward (robots without a gymnasium reward): weight of the forward velocity.")
+  flags.DEFINE_float("healthy_reward", rl_env.GenericReward.healthy_reward,
+                     "Generic reward: bonus per step while the root stays up.")
   flags.DEFINE_string("out", None, "Policy directory (default: westworld_jax/robots/policies).")
   flags.DEFINE_string("results", "", "JSON table to merge the rows into, e.g. benchmarks/results/behaviour_policies.json.")
   cli.run(main)

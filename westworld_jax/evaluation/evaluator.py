@@ -44,9 +44,9 @@ class Evaluator:
                obs_buckets: Sequence[int] = (), act_buckets: Sequence[int] = ()):
     if history != model.history:
       raise ValueError(f"history {history} differs from the model's {model.history}")
-    max_steps = history + horizon if model.capacity.max_steps is None else model.capacity.max_steps
-    if history + horizon > max_steps:
-      raise ValueError(f"history {history} + horizon {horizon} exceeds the model's max_steps={max_steps}")
+    max_window_len = history + horizon if model.capacity.max_window_len is None else model.capacity.max_window_len
+    if history + horizon > max_window_len:
+      raise ValueError(f"history {history} + horizon {horizon} exceeds the model's max_window_len={max_window_len}")
     self.model, self.params = model, params
     self.batch_size, self.history, self.horizon = batch_size, history, horizon
     self.max_obs = model.capacity.max_obs_channels

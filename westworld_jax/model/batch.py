@@ -57,6 +57,6 @@ def check_batch(batch: Mapping[str, Any], config: Any, structure: bool = True) -
   if ca > config.max_act_channels:
     raise ValueError(f"batch has {ca} action channels; max_act_channels is "
                      f"{config.max_act_channels}: raise it in the model config.")
-  if t > config.max_steps:
-    raise ValueError(f"window has {t} steps; max_steps is {config.max_steps}: raise it in "
+  if t > config.max_window_len:
+    raise ValueError(f"window has {t} steps; max_window_len is {config.max_window_len}: raise it in "
                      "the model config.")

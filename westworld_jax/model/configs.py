@@ -114,7 +114,7 @@ class ModelConfig(ConfigMixin):
 
   # Windows and embedding-table sizes.
   history: int = 50  # H: obs[:, :H] are seen; later obs are replaced by the query token
-  max_steps: int = 150  # time-step table (window length T <= max_steps)
+  max_window_len: int = 150  # time-step table (window length T <= max_window_len)
   max_obs_channels: int = 128
   max_act_channels: int = 64
   num_kinds: int = 16  # channel-kind ids are < num_kinds (obs and actions have own tables)
@@ -150,16 +150,16 @@ class ModelConfig(ConfigMixin):
     if self.ssm_scan_impl not in ("auto", "sequential", "chunked", "kernel"):
       raise ValueError(f"ssm_scan_impl={self.ssm_scan_impl!r}: use 'auto', 'sequential', "
                        "'chunked' or 'kernel'.")
-    if self.history > self.max_steps:
-      raise ValueError(f"history={self.history} exceeds max_steps={self.max_steps}.")
+    if self.history > self.max_window_len:
+      raise ValueError(f"history={self.history} exceeds max_window_len={self.max_window_len}.")
 
 
 SIZES: dict[str, dict[str, Any]] = {
     # CPU tests: a few seconds to compile and run.
     "tiny": dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, num_bins=32, ssm_d_state=8,
-                 ssm_chunk_size=8, num_experts=2, d_expert=64, history=8, max_steps=32,
+                 ssm_chunk_size=8, num_experts=2, d_expert=64, history=8, max_window_len=32,
                  max_obs_channels=16, max_act_channels=8, max_bodies=16),
-    # The authors' size (14.6M parameters).
+    # The authors' size: 14.38M parameters here; the paper states 14.6M (tests/test_model.py checks 2%).
     "base": dict(),
     # Small model for fast model-based control.
     "control": dict(n_layers=2, ssm_d_state=16),

@@ -83,7 +83,7 @@ class TokenEmbedding(nn.Module):
                         name="kind")
     struct_emb = StructuralEmbedding(d, cfg.max_objects, cfg.max_bodies, pdt,
                                      cfg.embed_init_std, name="structure")
-    time_emb = nn.Embed(cfg.max_steps, d, embedding_init=init, param_dtype=pdt,
+    time_emb = nn.Embed(cfg.max_window_len, d, embedding_init=init, param_dtype=pdt,
                         name="time")(time_t)
 
     obs_chan_bcd = (type_emb(jnp.zeros((), jnp.int32)) + chan_emb(jnp.arange(co))[None]

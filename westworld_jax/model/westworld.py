@@ -208,7 +208,7 @@ def init_params(config: ModelConfig, batch: dict[str, jax.Array], rng: jax.Array
 def dummy_batch(config: ModelConfig, batch_size: int = 2, num_steps: int | None = None,
                 num_obs: int | None = None, num_act: int | None = None) -> dict[str, jax.Array]:
   """batch.zeros_batch as jax arrays, sized by default to the config (for init and eval_shape)."""
-  t = config.max_steps if num_steps is None else num_steps
+  t = config.max_window_len if num_steps is None else num_steps
   co = min(16, config.max_obs_channels) if num_obs is None else num_obs
   ca = min(8, config.max_act_channels) if num_act is None else num_act
   return {k: jnp.asarray(v) for k, v in zeros_batch(batch_size, t, co, ca).items()}
@@ -216,7 +216,7 @@ def dummy_batch(config: ModelConfig, batch_size: int = 2, num_steps: int | None 
 
 def param_count(config: ModelConfig) -> int:
   """Number of parameters, computed abstractly (no memory, no FLOPs)."""
-  batch = dummy_batch(config, batch_size=1, num_steps=min(config.max_steps, config.history + 1))
+  batch = dummy_batch(config, batch_size=1, num_steps=min(config.max_window_len, config.history + 1))
   shapes = jax.eval_shape(lambda r: init_params(config, batch, r), jax.random.key(0))
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(shapes))
 

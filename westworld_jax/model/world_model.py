@@ -40,9 +40,9 @@ class CapacityError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Capacity:
   """The sizes of a model's tables. None: the model has no such limit (it never reads that part
-  of the batch). Needs are counts: a window of T steps needs T <= max_steps, Co observation
+  of the batch). Needs are counts: a window of T steps needs T <= max_window_len, Co observation
   channels Co <= max_obs_channels, a structural index or kind id i needs i + 1 <= the limit."""
-  max_steps: int | None
+  max_window_len: int | None
   max_obs_channels: int | None
   max_act_channels: int | None
   max_objects: int | None  # object ids (obs_struct[..., 0])
@@ -114,7 +114,7 @@ class WorldModel:
 
   def check_fits(self, hint: str = "", **need: int) -> None:
     """Raise a CapacityError for the first capacity field (keyword) whose need exceeds this
-    model's limit, e.g. check_fits(max_steps=T, max_obs_channels=Co); `hint` says what to do."""
+    model's limit, e.g. check_fits(max_window_len=T, max_obs_channels=Co); `hint` says what to do."""
     for field, n in need.items():
       if self.capacity.exceeds(field, n):
         limit = self.capacity.limit(field)

@@ -133,9 +133,9 @@ def _check_config(cfg, model, mesh) -> None:
   if d.history != model.history:
     raise validate.ConfigError(f"data.history={d.history} but the model's history is {model.history}: set "
                      "--config.model.history to match (or the other way round)")
-  if model.capacity.exceeds("max_steps", d.history + d.horizon):
-    raise validate.ConfigError(f"windows of {d.history + d.horizon} steps exceed model.max_steps="
-                     f"{model.config.max_steps}: raise --config.model.max_steps")
+  if model.capacity.exceeds("max_window_len", d.history + d.horizon):
+    raise validate.ConfigError(f"windows of {d.history + d.horizon} steps exceed model.max_window_len="
+                     f"{model.config.max_window_len}: raise --config.model.max_window_len")
   shards = mesh_lib.batch_shards(mesh)
   for name, b in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)):
     if b % shards or b % jax.process_count():

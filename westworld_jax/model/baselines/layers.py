@@ -56,7 +56,7 @@ class ScalarTokenEmbed(nn.Module):
   d_model: int
   num_bins: int
   num_channels: int  # max_obs_channels + max_act_channels
-  max_steps: int
+  max_window_len: int
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -67,7 +67,7 @@ class ScalarTokenEmbed(nn.Module):
                                param_dtype=self.param_dtype)
     self.type_embed = embed(2, "type")
     self.channel_embed = embed(self.num_channels, "channel")
-    self.time_embed = embed(self.max_steps, "time")
+    self.time_embed = embed(self.max_window_len, "time")
 
   def __call__(self, values, ok, is_act, channel, step):
     hist = hl_gauss_histogram(values, self.num_bins, mask=ok)

@@ -52,7 +52,7 @@ class MLPEnsembleConfig(ConfigMixin):
   bootstrap: bool = True
   clip_predictions: bool = True  # keep rollout states in the normalised [0, 1] range
   history: int = 50
-  max_steps: int = 150  # only bounds the window length (the model is Markov)
+  max_window_len: int = 150  # only bounds the window length (the model is Markov)
   max_obs_channels: int = 128
   max_act_channels: int = 64
   param_dtype: str = "float32"
@@ -61,14 +61,14 @@ class MLPEnsembleConfig(ConfigMixin):
     if not 1 <= self.n_elites <= self.n_members:
       raise ValueError(f"n_elites={self.n_elites} must be in [1, n_members="
                        f"{self.n_members}].")
-    if not 1 <= self.history <= self.max_steps:
-      raise ValueError(f"history={self.history} must be in [1, max_steps={self.max_steps}].")
+    if not 1 <= self.history <= self.max_window_len:
+      raise ValueError(f"history={self.history} must be in [1, max_window_len={self.max_window_len}].")
     if not self.weight_decay:
       raise ValueError("weight_decay needs at least one entry (the output layer's).")
 
 
 MLP_ENSEMBLE_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden=32, n_hidden=2, history=8, max_steps=32, max_obs_channels=16,
+    "tiny": dict(hidden=32, n_hidden=2, history=8, max_window_len=32, max_obs_channels=16,
                  max_act_channels=8),
     "base": dict(),  # MBPO's 4 x 200 (~1.7M parameters for 7 members)
     "wide": dict(hidden=704),  # ~13.6M: parameter-matched to WestWorld base

@@ -7,7 +7,7 @@ bias-free projection plus type, channel-index and time-step embeddings. The toke
 position is factored into (time step, channel index) rather than a flat index, so that a
 bucket with more padded channels does not move the real tokens' positions. Pre-LN blocks
 (causal self-attention, FFN), as the authors' TDM in the TrajWorld code base (width 384,
-6 heads; size "upstream" has their 6 blocks, "base" 8 blocks ~ WestWorld's 14.6M).
+6 heads; size "upstream" has their 6 blocks, "base" 8 blocks ~ WestWorld base's 14.4M).
 
 Next-token prediction over observations: the obs token at flat position p is predicted
 from the output of the last REAL token before p (so within a step channel c + 1 comes after
@@ -52,7 +52,7 @@ class TDMConfig(ConfigMixin):
   num_bins: int = 256
   dropout_rate: float = 0.05  # residual dropout, as the TrajWorld code base
   history: int = 50
-  max_steps: int = 150
+  max_window_len: int = 150
   max_obs_channels: int = 128
   max_act_channels: int = 64
   attn_chunk: int = 1024  # query block of the full-sequence attention; 0 = one block
@@ -64,15 +64,15 @@ class TDMConfig(ConfigMixin):
   def __post_init__(self):
     if self.d_model % self.n_heads:
       raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}.")
-    if not 1 <= self.history <= self.max_steps:
-      raise ValueError(f"history={self.history} must be in [1, max_steps={self.max_steps}].")
+    if not 1 <= self.history <= self.max_window_len:
+      raise ValueError(f"history={self.history} must be in [1, max_window_len={self.max_window_len}].")
     if self.loss_weighting not in WEIGHTINGS:
       raise ValueError(f"loss_weighting={self.loss_weighting!r}: use one of {WEIGHTINGS}.")
 
 
 TDM_SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, num_bins=32, dropout_rate=0.0,
-                 history=8, max_steps=32, max_obs_channels=16, max_act_channels=8,
+                 history=8, max_window_len=32, max_obs_channels=16, max_act_channels=8,
                  attn_chunk=64),
     "base": dict(),
     "upstream": dict(n_layers=6),  # the authors' size (~10.9M)
@@ -166,7 +166,7 @@ class TDMNet(nn.Module):
     pdt = jnp.dtype(cfg.param_dtype)
     self.embed = ScalarTokenEmbed(cfg.d_model, cfg.num_bins,
                                   cfg.max_obs_channels + cfg.max_act_channels,
-                                  cfg.max_steps, jnp.dtype(cfg.dtype), pdt)
+                                  cfg.max_window_len, jnp.dtype(cfg.dtype), pdt)
     block = nn.remat(TDMBlock) if (cfg.remat and self.train) else TDMBlock
     self.blocks = [block(cfg, deterministic=not self.train) for _ in range(cfg.n_layers)]
     self.ln_out = layer_norm(pdt)

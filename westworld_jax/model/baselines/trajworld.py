@@ -11,7 +11,7 @@ tokens: TrajWorld is a causal next-step model. Each pre-LN block, on x_btcd
      (padded channels masked as keys);
   4. FFN.
 The authors' block is the same sequence post-LN (width 256, 4 heads, 6 blocks: size
-"upstream"); "base" adds blocks to match WestWorld's ~14.6M parameters.
+"upstream"); "base" adds blocks to match WestWorld base's 14.4M parameters.
 
 logits[:, t, c] (read from the obs token (t, c)) is the bin distribution of obs[:, t + 1, c].
 Training is teacher forced on every real target step from 1 (it is causal, so every
@@ -44,13 +44,13 @@ from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, 
 class TrajWorldConfig(ConfigMixin):
   """Architecture of the TrajWorld baseline (module docstring)."""
   d_model: int = 256
-  n_layers: int = 9  # blocks; 9 x 256 wide ~ WestWorld base's 14.6M (the authors use 6)
+  n_layers: int = 9  # blocks; 9 x 256 wide ~ WestWorld base's 14.4M (the authors use 6)
   n_heads: int = 4
   d_ff: int = 1024  # both FFNs of a block
   num_bins: int = 256
   dropout_rate: float = 0.05  # residual dropout, as the authors
   history: int = 50
-  max_steps: int = 150
+  max_window_len: int = 150
   max_obs_channels: int = 128
   max_act_channels: int = 64
   loss_weighting: str = "token"  # see loss.py
@@ -61,15 +61,15 @@ class TrajWorldConfig(ConfigMixin):
   def __post_init__(self):
     if self.d_model % self.n_heads:
       raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}.")
-    if not 1 <= self.history <= self.max_steps:
-      raise ValueError(f"history={self.history} must be in [1, max_steps={self.max_steps}].")
+    if not 1 <= self.history <= self.max_window_len:
+      raise ValueError(f"history={self.history} must be in [1, max_window_len={self.max_window_len}].")
     if self.loss_weighting not in WEIGHTINGS:
       raise ValueError(f"loss_weighting={self.loss_weighting!r}: use one of {WEIGHTINGS}.")
 
 
 TRAJWORLD_SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, num_bins=32, dropout_rate=0.0,
-                 history=8, max_steps=32, max_obs_channels=16, max_act_channels=8),
+                 history=8, max_window_len=32, max_obs_channels=16, max_act_channels=8),
     "base": dict(),
     "upstream": dict(n_layers=6),  # the authors' size (~9.5M)
 }
@@ -141,7 +141,7 @@ class TrajWorldNet(nn.Module):
     pdt = jnp.dtype(cfg.param_dtype)
     self.embed = ScalarTokenEmbed(cfg.d_model, cfg.num_bins,
                                   cfg.max_obs_channels + cfg.max_act_channels,
-                                  cfg.max_steps, jnp.dtype(cfg.dtype), pdt)
+                                  cfg.max_window_len, jnp.dtype(cfg.dtype), pdt)
     block = nn.remat(TrajWorldBlock) if (cfg.remat and self.train) else TrajWorldBlock
     self.blocks = [block(cfg, deterministic=not self.train) for _ in range(cfg.n_layers)]
     self.ln_out = layer_norm(pdt)
