@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from westworld_jax.model.batch import check_batch
+from westworld_jax.model.loss import next_step_loss
 from westworld_jax.model.tokenizer import hl_gauss_histogram
 
 _MASKED_LOGIT = -1e9  # finite: a fully masked row gives no NaN (its weights are zeroed)
@@ -113,3 +114,19 @@ class FeedForward(nn.Module):
 
 def layer_norm(param_dtype, name=None):
   return nn.LayerNorm(dtype=jnp.float32, param_dtype=param_dtype, name=name)
+
+
+def teacher_forced_fns(net: nn.Module, train_net: nn.Module, config: Any):
+  """(init, loss) of a transformer baseline whose __call__ returns next-step logits at every
+  position: teacher forcing, every next-step target (t predicts t + 1), dropout only in training."""
+
+  def init(rng, batch):
+    return net.init({"params": rng}, prepare_batch(batch, config))["params"]
+
+  def loss(params, batch, rng):
+    batch = prepare_batch(batch, config)
+    logits = train_net.apply({"params": params}, batch, rngs={"dropout": rng})
+    nll = next_step_loss(logits, batch, first_target_step=1, weighting=config.loss_weighting)
+    return nll, {"nll": nll}
+
+  return init, loss

@@ -35,9 +35,9 @@ import jax.numpy as jnp
 
 from westworld_jax.model.baselines.layers import (QKVO, UNLIMITED, FeedForward, ScalarTokenEmbed,
                                                   channel_layout, layer_norm, masked_softmax,
-                                                  prepare_batch)
+                                                  prepare_batch, teacher_forced_fns)
 from westworld_jax.model.configs import ConfigMixin, sized_config
-from westworld_jax.model.loss import WEIGHTINGS, next_step_loss
+from westworld_jax.model.loss import WEIGHTINGS
 from westworld_jax.model.tokenizer import expectation
 from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, replicated_specs
 
@@ -224,15 +224,7 @@ class TDMNet(nn.Module):
 def tdm_model(config: TDMConfig) -> WorldModel:
   net, train_net = TDMNet(config), TDMNet(config, train=True)
   h = config.history
-
-  def init(rng, batch):
-    return net.init({"params": rng}, prepare_batch(batch, config))["params"]
-
-  def loss(params, batch, rng):
-    batch = prepare_batch(batch, config)
-    logits = train_net.apply({"params": params}, batch, rngs={"dropout": rng})
-    nll = next_step_loss(logits, batch, first_target_step=1, weighting=config.loss_weighting)
-    return nll, {"nll": nll}
+  init, loss = teacher_forced_fns(net, train_net, config)
 
   def predict(params, batch):
     batch = prepare_batch(batch, config)
