@@ -125,3 +125,13 @@ def test_held_out_policy_environments_never_reach_pretraining():
   assert {"hopper-policy_expert", "walker2d-policy_medium", "hopper-policy_replay"} <= held
   assert not names & held
   assert all(e.split == catalogue.ZERO_SHOT for e in catalogue.environments() if e.name in held)
+
+
+def test_replay_subsample_bounds_episodes_and_steps_and_keeps_order():
+  from westworld_jax.data.train_policy import subsample_episodes
+  eps = [(np.full((n, 2), i, np.float32), np.zeros((n, 1), np.float32)) for i, n in enumerate([30, 5, 50, 20, 40, 10])]
+  sub = subsample_episodes(eps, keep=4, max_steps=60, seed=3)
+  ids = [int(e[0][0, 0]) for e in sub]
+  assert len(sub) <= 4 and sum(len(e[0]) for e in sub) <= 60 and ids == sorted(ids) and ids
+  assert [int(e[0][0, 0]) for e in subsample_episodes(eps, keep=4, max_steps=60, seed=3)] == ids
+  assert subsample_episodes(eps) == eps  # no bounds: every episode

@@ -11,7 +11,7 @@ Saves, under --out (default: $WESTWORLD_POLICY_DIR, else the package's westworld
 each an orbax checkpoint of the network parameters plus policy.json (network shape, the observation
 statistics it was trained with, its evaluated return); and <robot>/replay.npz, the episodes the
 training run experienced up to the medium snapshot (D4RL's medium-replay), as robot observations and
-actions (a uniform sample of --replay_episodes of them). Returns are of the deterministic policy (its mean action) over --eval_episodes episodes.
+actions (a uniform sample of at most --replay_episodes of them and --replay_steps steps). Returns are of the deterministic policy (its mean action) over --eval_episodes episodes.
 --results merges one row per (robot, level) into a JSON table (benchmarks/results/behaviour_policies.json).
 """
 from __future__ import annotations
@@ -34,7 +34,8 @@ POLICY_DIR_ENV = "WESTWORLD_POLICY_DIR"  # overrides POLICY_DIR (your own polici
 LEVELS = ("random", "medium", "expert")
 MEDIUM_FRACTION = 1 / 3  # D4RL's medium policies reach about a third of the expert's return
 META = "policy.json"
-REPLAY_EPISODES = 256  # replay.npz keeps this many of the run's episodes (uniformly drawn): enough for a corpus, small to ship
+REPLAY_EPISODES = 256  # replay.npz keeps this many of the run's episodes (uniformly drawn): enough for a corpus,
+REPLAY_STEPS = 50_000  # and at most this many steps (robots that never fall run 1000-step episodes): small to ship
 
 
 class PolicyNotFoundError(cli.UserError, FileNotFoundError):
@@ -88,6 +89,22 @@ def load_policy(robot: str, level: str, root: str | None = None) -> tuple[ppo.Po
   return ppo.Policy(net, params, stats, meta["obs_clip"]), meta
 
 
+def subsample_episodes(eps: list, keep: int = 0, max_steps: int = 0, seed: int = 0) -> list:
+  """A uniform random subset of episodes ((obs, act) pairs), in their order: at most `keep` of them,
+  then, if they hold more than `max_steps` steps, the first of a random order that fit (0: no bound)."""
+  rng = np.random.default_rng(seed)
+  if keep and len(eps) > keep:
+    eps = [eps[i] for i in np.sort(rng.choice(len(eps), keep, replace=False))]
+  if max_steps and sum(len(e[0]) for e in eps) > max_steps:
+    order, total, idx = rng.permutation(len(eps)), 0, []
+    for i in order:
+      if total + len(eps[i][0]) <= max_steps:
+        idx.append(i)
+        total += len(eps[i][0])
+    eps = [eps[i] for i in sorted(idx)]
+  return eps
+
+
 class _Recorder:
   """The training run's episodes (robot observations and actions), for the replay level."""
 
@@ -103,12 +120,10 @@ class _Recorder:
         self.eps.append((np.stack(self.obs[j]), np.stack(self.act[j])))
         self.obs[j], self.act[j] = [], []
 
-  def save(self, path: str, upto_episode: int, keep: int = 0, seed: int = 0) -> int:
-    """The episodes before `upto_episode`; keep > 0: a uniform random subset of that many (in order)."""
-    eps = self.eps[:upto_episode]
-    if keep and len(eps) > keep:
-      idx = np.sort(np.random.default_rng(seed).choice(len(eps), keep, replace=False))
-      eps = [eps[i] for i in idx]
+  def save(self, path: str, upto_episode: int, keep: int = 0, seed: int = 0, max_steps: int = 0) -> int:
+    """The episodes before `upto_episode`: a uniform random subset (in order) of at most `keep`
+    episodes and `max_steps` steps (0: no bound)."""
+    eps = subsample_episodes(self.eps[:upto_episode], keep, max_steps, seed)
     if not eps:
       return 0
     np.savez_compressed(path + ".tmp.npz", observations=np.concatenate([e[0] for e in eps]),
@@ -120,7 +135,7 @@ class _Recorder:
 
 def train_levels(robot: str, cfg: ppo.PPOConfig, seed: int = 0, out: str | None = None, snapshots: int = 20,
                  eval_episodes: int = 10, progress: bool = True, replay_episodes: int = REPLAY_EPISODES,
-                 generic: rl_env.GenericReward = rl_env.GenericReward()) -> list[dict]:
+                 replay_steps: int = REPLAY_STEPS, generic: rl_env.GenericReward = rl_env.GenericReward()) -> list[dict]:
   """Trains, evaluates `snapshots` snapshots, saves random / medium / expert and replay.npz; rows.
   `generic`: the reward of robots without a gymnasium definition."""
   out = policy_root(out)
@@ -156,7 +171,8 @@ def train_levels(robot: str, cfg: ppo.PPOConfig, seed: int = 0, out: str | None 
     save_policy(policy_dir(robot, level, out), s["policy"], meta)
     rows.append({k: meta[k] for k in ("robot", "level", "return_mean", "return_std", "episodes", "length_mean")}
                 | {"train_step": s["step"], "train_minutes": round(s["minutes"] if level != "random" else 0.0, 2)})
-  n_replay = recorder.save(os.path.join(out, robot, "replay.npz"), medium["episodes_seen"], replay_episodes, seed)
+  n_replay = recorder.save(os.path.join(out, robot, "replay.npz"), medium["episodes_seen"], replay_episodes, seed,
+                           replay_steps)
   rows.append({"robot": robot, "level": "replay", "episodes": n_replay, "buffer_episodes": medium["episodes_seen"],
                "train_step": medium["step"],
                "train_minutes": round(minutes, 2)})
@@ -187,7 +203,7 @@ def main(argv):
   cfg = ppo.PPOConfig(total_steps=F.steps, num_envs=F.num_envs)
   generic = rl_env.GenericReward(forward_weight=F.forward_weight, healthy_reward=F.healthy_reward)
   rows = train_levels(F.robot, cfg, F.seed, F.out, eval_episodes=F.eval_episodes, replay_episodes=F.replay_episodes,
-                      generic=generic)
+                      replay_steps=F.replay_steps, generic=generic)
   if F.results:
     merge_results(F.results, rows)
   for r in rows:
@@ -203,6 +219,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("eval_episodes", 10, "Evaluation episodes per snapshot.")
   flags.DEFINE_integer("replay_episodes", REPLAY_EPISODES, "Episodes of the training run kept as the replay level "
                        "(0: all up to the medium snapshot).")
+  flags.DEFINE_integer("replay_steps", REPLAY_STEPS, "At most this many steps in the replay level (0: no bound).")
   flags.DEFINE_float("forward_weight", rl_env.GenericReward.forward_weight,
                      "Generic reward (robots without a gymnasium reward): weight of the forward velocity.")
   flags.DEFINE_float("healthy_reward", rl_env.GenericReward.healthy_reward,
