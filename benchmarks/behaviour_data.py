@@ -24,10 +24,13 @@ from westworld_jax.data import episodes, mpc as mpc_lib, rl_env, simulate
 from westworld_jax.robots import catalogue
 
 
+_FORWARD_VELOCITY = ("rootx:vel", "root:vx", "slider1:vel")
+
+
 def _stats(robot, eps, spec) -> dict:
-  """Forward speed: the root x velocity channel (rootx:vel) where the robot has one."""
+  """Forward speed: the root's x velocity channel (planar rootx:vel, free root:vx, swimmer slider1:vel)."""
   names = [c["name"] for c in robot.describe()["obs_channels"]]
-  vx = names.index("rootx:vel") if "rootx:vel" in names else None
+  vx = next((names.index(n) for n in _FORWARD_VELOCITY if n in names), None)
   lengths = np.array([len(e["obs"]) for e in eps])
   speed = float(np.mean(np.concatenate([e["obs"][:, vx] for e in eps]))) if vx is not None and eps else float("nan")
   std = float(np.mean(np.concatenate([e["obs"] for e in eps]).std(0))) if eps else float("nan")
@@ -65,11 +68,11 @@ def main():
         rows.append({"robot": name, "behaviour": b, "episodes": args.episodes, "kept": counts.kept,
                      "fell": counts.fell, **_stats(robot, eps, spec), "seconds": time.perf_counter() - t0})
       print(json.dumps(rows[-1]))
-  hdr = f"{'robot':10s} {'behaviour':15s} {'kept':>4s} {'fell':>4s} {'length':>7s} {'speed m/s':>9s} {'obs std':>8s} {'return':>8s} {'s':>6s}"
+  hdr = f"{'robot':18s} {'behaviour':15s} {'kept':>4s} {'fell':>4s} {'length':>7s} {'speed m/s':>9s} {'obs std':>8s} {'return':>8s} {'s':>6s}"
   print(hdr)
   for r in rows:
     ret = "—" if r["return_v5_approx"] is None else f"{r['return_v5_approx']:.0f}"
-    print(f"{r['robot']:10s} {r['behaviour']:15s} {r['kept']:4d} {r['fell']:4d} {r['length_mean']:7.1f} "
+    print(f"{r['robot']:18s} {r['behaviour']:15s} {r['kept']:4d} {r['fell']:4d} {r['length_mean']:7.1f} "
           f"{r['forward_speed']:9.3f} {r['obs_std_mean']:8.3f} {ret:>8s} {r['seconds']:6.1f}")
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
@@ -78,8 +81,12 @@ def main():
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   robots = list(dict.fromkeys(r["robot"] for r in rows))
-  fig, axes = plt.subplots(1, len(robots), figsize=(5 * len(robots), 3.5), squeeze=False)
-  for ax, rb in zip(axes[0], robots):
+  cols = min(4, len(robots))
+  rows_ = -(-len(robots) // cols)
+  fig, axes = plt.subplots(rows_, cols, figsize=(5 * cols, 3.5 * rows_), squeeze=False)
+  for ax in axes.flat[len(robots):]:
+    ax.axis("off")
+  for ax, rb in zip(axes.flat, robots):
     rr = [r for r in rows if r["robot"] == rb]
     ax.bar([r["behaviour"] for r in rr], [r["length_mean"] for r in rr])
     ax.set_title(f"{rb}: mean episode length (of {args.episode_len})")

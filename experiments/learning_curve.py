@@ -8,8 +8,8 @@ observation. Override the model or its size on the command line, e.g.
 `--config.model=trajworld` or `--config.model_configs.westworld.num_bins=128`.
 
 Variants:
-  cpu   (default) the CPU-scale experiment of experiments/scaling.py: 34 pretraining environments,
-        tiny models, windows of 8 + 24 steps, 3000 steps (checkpoints every 250), held-out hopper,
+  cpu   (default) the CPU-scale experiment of experiments/scaling.py: 52 pretraining environments,
+        tiny models, windows of 16 + 24 steps, 3000 steps (checkpoints every 250), held-out hopper,
         walker2d and franka.
   tiny  a smoke test on the tiny corpus: 4 steps, checkpoints every 2, held-out hopper.
 """

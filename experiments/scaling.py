@@ -7,9 +7,10 @@ and the val episodes of the first environment (`anchor`, in every run); plus, fo
 val episodes of the environments that run trained on (that set grows with N).
 
 Variants:
-  cpu   (default) what a 2-core CPU can run in ~20 minutes: 34 cheap pretraining environments (16
-        episodes of 128 steps each, one robot-behaviour pair per environment, robots of <= 40 obs /
-        16 act channels), tiny models, windows of 8 + 24 steps. This file also defines that corpus
+  cpu   (default) what a 2-core CPU can run: 52 cheap pretraining environments (16 episodes of 128
+        steps each, one robot-behaviour pair per environment, robots of <= 40 obs / 16 act channels;
+        18 of them PPO policies trained here, D4RL style), tiny models, windows of 16 + 24 steps,
+        2000 steps per run (~10 minutes on 2 cores). This file also defines that corpus
         (`data_config`, `heldout_collect`) for experiments/zero_shot.py and few_shot.py.
   tiny  a smoke test on the tiny corpus (experiments/data.py:tiny): N = 1, 2, a few steps.
   base  the paper's setting: base models, 50 + 100-step windows, the full corpus.
@@ -19,20 +20,26 @@ import ml_collections
 from westworld_jax import config_files
 from westworld_jax.config_files import model_config
 
-# Ordered so that every prefix mixes families (locomotion, arms, balance, swimmers, quadrupeds):
-# N = 5 already holds a quadruped, N = 10 an arm and a balance task. No held-out robot appears
+# Ordered so that every prefix mixes families (locomotion, arms, balance, swimmers, quadrupeds) and
+# behaviours (open-loop, pd_hold, PD targets, PPO policies trained here): N = 5 holds an arm and two
+# walking policies, N = 10 two quadrupeds, N = 20 a balance task. No held-out robot appears
 # (walker2d, hopper, franka_panda, cassie, unitree_a1, ur5e); tests/test_evaluate.py checks it.
 CPU_PRETRAIN_ENVS = (
-    "dmc_cheetah-gait", "dmc_hopper-gait", "dmc_reacher-pd_targets", "dmc_walker-gait",
-    "quad_go1-pd_hold", "gym_swimmer-gait", "proc_arm_6-pd_targets", "gym_half_cheetah-gait",
-    "dmc_cartpole-gait", "proc_walker_l2r2-gait", "gym_ant-pd_hold", "proc_hopper_3-gait",
-    "dmc_jaco_arm-pd_targets", "proc_cheetah_b2f3-gait", "proc_humanoid2d_a0-gait",
-    "dmc_finger-pd_targets", "proc_snake_5-gait", "quad_mini_cheetah-pd_hold",
-    "gym_inverted_double_pendulum-gait", "proc_walker_l3r4-gait", "proc_quadruped_j2-pd_hold",
-    "dmc_acrobot-gait", "gym_pusher-pd_targets", "proc_cheetah_b4f4-gait", "proc_swimmer_6-gait",
-    "proc_hand_f4j2-pd_targets", "dmc_ball_in_cup-pd_targets", "proc_cheetah_b3f2-gait",
-    "proc_hexapod_j2-pd_hold", "proc_arm_5-pd_targets", "dmc_cheetah-ou", "dmc_walker-pd_hold",
-    "gym_half_cheetah-ou", "proc_arm_4-ou",
+    "dmc_cheetah-gait", "dmc_walker-policy_expert", "dmc_hopper-gait", "proc_hopper_3-policy_medium",
+    "dmc_reacher-pd_targets", "gym_half_cheetah-policy_expert", "dmc_walker-gait",
+    "proc_walker_l2r2-policy_expert", "quad_go1-pd_hold", "proc_quadruped_j2-policy_medium",
+    "gym_swimmer-gait", "proc_cheetah_b2f3-policy_expert", "proc_arm_6-pd_targets", "gym_ant-policy_expert",
+    "gym_half_cheetah-gait", "proc_hopper_3-policy_expert", "dmc_cartpole-gait", "dmc_walker-policy_medium",
+    "proc_walker_l2r2-gait", "dmc_cheetah-policy_expert", "gym_ant-pd_hold",
+    "proc_quadruped_j2-policy_expert", "proc_hopper_3-gait", "proc_walker_l2r2-policy_medium",
+    "dmc_jaco_arm-pd_targets", "gym_half_cheetah-policy_medium", "proc_cheetah_b2f3-gait",
+    "gym_swimmer-policy_expert", "proc_humanoid2d_a0-gait", "proc_cheetah_b2f3-policy_medium",
+    "dmc_finger-pd_targets", "gym_ant-policy_medium", "proc_snake_5-gait", "dmc_cheetah-policy_medium",
+    "quad_mini_cheetah-pd_hold", "gym_swimmer-policy_medium", "gym_inverted_double_pendulum-gait",
+    "proc_walker_l3r4-gait", "proc_quadruped_j2-pd_hold", "dmc_acrobot-gait", "gym_pusher-pd_targets",
+    "proc_cheetah_b4f4-gait", "proc_swimmer_6-gait", "proc_hand_f4j2-pd_targets",
+    "dmc_ball_in_cup-pd_targets", "proc_cheetah_b3f2-gait", "proc_hexapod_j2-pd_hold",
+    "proc_arm_5-pd_targets", "dmc_cheetah-ou", "dmc_walker-pd_hold", "gym_half_cheetah-ou", "proc_arm_4-ou",
 )
 # Held-out hopper and walker2d as in D4RL: data of PPO policies trained here (expert and medium,
 # data/train_policy.py); franka under PD control to random targets.
@@ -58,7 +65,7 @@ def data_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.environments = CPU_PRETRAIN_ENVS
     c.episodes_per_env, c.episodes_per_shard = 16, 8  # simulation is cheap here; training steps are not
     c.mpc_episodes_per_env = 0
-    c.episode_len = 128  # 4 windows of 32
+    c.episode_len = 128  # 3 windows of 40
     c.val_fraction = 0.25
     c.checks.min_length = 40
     return c
@@ -81,9 +88,13 @@ def _cpu_scan(name: str) -> dict:
   return {"ssm_scan_impl": "sequential", "max_bodies": 32} if name == "westworld" else {}
 
 
+CPU_HISTORY, CPU_HORIZON = 16, 24  # 3 windows of 40 steps per 128-step episode
+
+
 def cpu_model(name: str) -> ml_collections.ConfigDict:
   """Tiny models whose channel tables hold every robot of the cpu corpus (cassie: 39 obs)."""
-  return model_config(name, "tiny", max_obs_channels=40, max_act_channels=16, **_cpu_scan(name))
+  return model_config(name, "tiny", max_obs_channels=40, max_act_channels=16, history=CPU_HISTORY,
+                      max_window_len=CPU_HISTORY + CPU_HORIZON, **_cpu_scan(name))
 
 
 def pretrain_config(variant: str = "cpu", model: str = "westworld") -> ml_collections.ConfigDict:
@@ -94,11 +105,12 @@ def pretrain_config(variant: str = "cpu", model: str = "westworld") -> ml_collec
     c.data.corpus_dir = CPU_CORPUS
     c.data.collect = data_config("cpu")
     c.data.environments = CPU_PRETRAIN_ENVS
+    c.data.history, c.data.horizon = CPU_HISTORY, CPU_HORIZON
     c.data.batch_size = c.data.eval_batch_size = 8
     c.data.obs_buckets = (16, 32, 40)  # 3 shapes: few compilations, little padding
     c.data.act_buckets = (8, 16)
     c.data.num_threads = 1
-    c.total_steps = 250  # ~1.4 epochs of the corpus's training windows at batch 8
+    c.total_steps = 2000  # where the held-out error of every model flattens (learning_curve_cpu)
     c.optim.update(lr=2e-3, warmup_steps=30, final_lr_fraction=0.1)
     c.checkpoint.update(every=250, keep=1, async_save=False)
     c.eval.update(every=10**9, max_batches=0)  # the drivers evaluate with westworld_jax.evaluation

@@ -118,6 +118,23 @@ def test_collection_with_a_saved_policy_is_deterministic(pendulum_policies, monk
   assert len(keys) == 3 and not keys & {e["obs"].tobytes() for e in second}
 
 
+def test_policy_episodes_end_where_their_environment_does():
+  """gymnasium's HalfCheetah never terminates, so its policies' episodes run whole even where the
+  cheetah ends up on its back (below the collector's fall height); a hopper policy's episodes end
+  when the hopper falls, as in its environment."""
+  from westworld_jax.data import episodes, simulate
+  from westworld_jax.robots import catalogue
+  checks = simulate.EpisodeChecks(min_length=1, fall_fraction=0.4)
+  with simulate.Simulator(catalogue.load("gym_half_cheetah")) as sim:
+    eps, counts = episodes.generate(sim, "policy_expert", catalogue.LOCOMOTION, np.random.default_rng(0), 2, 96,
+                                    checks)
+  assert counts.fell == 0 and [len(e["obs"]) for e in eps] == [96, 96]
+  with simulate.Simulator(catalogue.load("hopper")) as sim:
+    _, counts = episodes.generate(sim, "policy_random", catalogue.LOCOMOTION, np.random.default_rng(0), 4, 300,
+                                  checks)
+  assert counts.fell > 0
+
+
 def test_held_out_policy_environments_never_reach_pretraining():
   from westworld_jax.robots import catalogue
   names = {e.name for e in catalogue.environments_in(catalogue.PRETRAIN)}

@@ -179,6 +179,10 @@ def generate(sim: simulate.Simulator, behaviour: str, task: str, rng: np.random.
   obs = np.concatenate([sim.observe(start)[:, None], sim.observe(states[:, :-1])], axis=1)
   episodes = []
   terminate = task == catalogue.LOCOMOTION and behaviour != "random"
+  if behaviour in behaviours.TRAINED:  # a trained policy's episodes end where its own environment's do
+    from westworld_jax.data import rl_env  # pylint: disable=import-outside-toplevel
+    spec = rl_env.reward_spec(robot.name)
+    terminate &= spec is None or spec.terminate_when_unhealthy
   for i in range(n):
     end, reason = simulate.episode_end(sim, start[i], states[i], sens[i], checks, terminate)
     if reason == "unstable":
