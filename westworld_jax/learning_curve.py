@@ -32,9 +32,7 @@ def _errors(ckpt: ev.Checkpoint, cfg) -> dict:
                                max_windows=cfg.eval.max_windows, keep_examples=0)
   out = {}
   for robot, s in ev.env_summaries(res)["robots"].items():
-    first = s["mae_by_step"][0]
-    out[robot] = {"mae_x100": s["mae_x100"], "mse_x100": s["mse_x100"],
-                  "first_step_mae_x100": None if first is None else ev.X100 * first}
+    out[robot] = {"mae_x100": s["mae_x100"], "mse_x100": s["mse_x100"], "first_step_mae_x100": ev.first_step_mae_x100(s)}
   return out
 
 

@@ -23,5 +23,5 @@ from westworld_jax.evaluation.checkpoints import (Checkpoint, HeldOutLeakError, 
 from westworld_jax.evaluation.evaluator import (EnvResult, Evaluator, channel_buckets, ensure_environments,
                                                 env_summaries, evaluate_checkpoint)
 from westworld_jax.evaluation.metrics import X100, Pooled, pooled_errors
-from westworld_jax.evaluation.report import (PROTOCOL, fmt, markdown_table, mean_std, plot_error_vs_horizon,
+from westworld_jax.evaluation.report import (PROTOCOL, first_step_mae_x100, fmt, markdown_table, mean_std, plot_error_vs_horizon,
                                              plot_examples, report, run_record, safe_name, save_figure, write_json)

@@ -12,6 +12,7 @@ import numpy as np
 
 from westworld_jax.evaluation.checkpoints import Checkpoint
 from westworld_jax.evaluation.evaluator import EnvResult, env_summaries
+from westworld_jax.evaluation.metrics import X100
 from westworld_jax.training import logs
 
 PROTOCOL = ("windows of history+horizon steps from each environment's held-out (val) episodes, normalised "
@@ -105,6 +106,21 @@ def plot_examples(outdir: str, label: str, res: EnvResult, history: int) -> list
           for i, (obs, pred) in enumerate(res.examples)]
 
 
+def first_step_mae_x100(summary: dict) -> float | None:
+  """MAE x100 of the first predicted step, from an env_summaries entry."""
+  first = summary["mae_by_step"][0] if summary["mae_by_step"] else None
+  return None if first is None else X100 * first
+
+
+def _mean_curve(curves: Sequence[Sequence[float | None]]) -> list[float | None]:
+  """Step-wise mean of error curves (None where no curve has a value)."""
+  out = []
+  for ys in zip(*curves):
+    v = [y for y in ys if y is not None]
+    out.append(float(np.mean(v)) if v else None)
+  return out
+
+
 def report(outdir: str, runs: list[dict], environments: Sequence[str], title: str, extra: dict | None = None) -> dict:
   """results.json, results.md (MAE and MSE x100 per environment and robot; mean ± std over seeds) and
   error-vs-horizon plots, from runs = [{"label", "checkpoint", "step", "history", "horizon", **env_summaries}]."""
@@ -121,7 +137,9 @@ def report(outdir: str, runs: list[dict], environments: Sequence[str], title: st
         if vals:
           seeds = max(seeds, len(vals))
           summary[lab][kind][k] = {"seeds": len(vals), **{
-              f"{m}_{s}": v for m in ("mae_x100", "mse_x100") for s, v in zip(("mean", "std"), mean_std([x[m] for x in vals]))}}
+              f"{m}_{s}": v for m in ("mae_x100", "mse_x100") for s, v in zip(("mean", "std"), mean_std([x[m] for x in vals]))},
+              **dict(zip(("first_step_mae_x100_mean", "first_step_mae_x100_std"),
+                         mean_std([first_step_mae_x100(x) for x in vals])))}
   hist, hor = runs[0].get("history"), runs[0].get("horizon")
   md = [f"# {title}", "", f"Protocol: {PROTOCOL}. History {hist}, horizon {hor}.",
         "Values: error x100 (lower is better; bold = best per column); "
@@ -135,14 +153,17 @@ def report(outdir: str, runs: list[dict], environments: Sequence[str], title: st
            markdown_table(labels, list(environments),
                           lambda lab, e: [r["envs"][e][metric] for r in by[lab] if e in r["envs"]], "model",
                           bold_min="col"), ""]
+  md += ["## First predicted step: MAE x100 per robot", "",
+         markdown_table(labels, robots, lambda lab, rb: [first_step_mae_x100(r["robots"][rb]) for r in by[lab]
+                                                         if rb in r["robots"]], "model", bold_min="col"), ""]
   md += ["## Runs", "", "| label | checkpoint | step | windows evaluated |", "|---|---|---|---|"]
   for r in runs:
     md.append(f"| {r['label']} | {r['checkpoint']} | {r['step']} | "
               f"{sum(v['windows'] for v in r['envs'].values())} |")
   md.append("")
   plots = []
-  for e in environments:  # error vs horizon: one curve per label (its first run on e)
-    curves = {lab: next(r for r in by[lab] if e in r["envs"])["envs"][e]["mae_by_step"]
+  for e in environments:  # error vs horizon: one curve per label, the mean over its runs (seeds)
+    curves = {lab: _mean_curve([r["envs"][e]["mae_by_step"] for r in by[lab] if e in r["envs"]])
               for lab in labels if any(e in r["envs"] for r in by[lab])}
     if curves:
       plots.append(plot_error_vs_horizon(os.path.join(outdir, "plots", f"error_vs_horizon_{safe_name(e)}.png"),
