@@ -108,6 +108,22 @@ def test_report_mean_std_over_seeds(tmp_path):
   assert "2.00 ± 1.41" in open(tmp_path / "results.md").read()
 
 
+@pytest.mark.parametrize("name", ["westworld", "trajworld", "tdm", "mlp_ensemble"])
+def test_hold_last_reference_takes_what_its_model_takes(name):
+  """The reference repeats obs[:, history - 1] and accepts the windows its checkpoint's model does,
+  for every model (MLPEnsemble's config has max_* fields that bound no input)."""
+  from westworld_jax.model import registry
+  from westworld_jax.model.batch import zeros_batch
+  model = registry.build(name, "tiny")
+  ref = ev.hold_last_reference(ev.Checkpoint(name, "-", model, {}, {}, {}, 0))
+  assert ref.model.capacity == model.capacity
+  batch = zeros_batch(1, 12, 4, 2)
+  batch["obs"] = np.arange(batch["obs"].size, dtype=np.float32).reshape(batch["obs"].shape)
+  pred = ref.model.predict({}, batch)
+  h = model.history
+  np.testing.assert_array_equal(pred[:, h:], jnp.broadcast_to(batch["obs"][:, h - 1:h], pred[:, h:].shape))
+
+
 def test_pretraining_never_holds_heldout_robots(tiny):
   heldout = {s.name for s in catalogue.iter_robots() if s.split != catalogue.PRETRAIN}
   assert {"walker2d", "hopper", "franka_panda", "cassie", "unitree_a1", "ur5e"} <= heldout

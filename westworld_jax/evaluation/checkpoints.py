@@ -61,7 +61,7 @@ def hold_last_reference(ckpt: Checkpoint) -> Checkpoint:
   def predict(params, batch):
     obs = batch["obs"].astype(jnp.float32)
     return registry.copy_history(jnp.broadcast_to(obs[:, h - 1:h], obs.shape), batch, h)
-  model = registry.WorldModel("hold_last", ckpt.model.config, None, None, predict, None)
+  model = registry.WorldModel("hold_last", ckpt.model.config, None, None, predict, None, ckpt.model.capacity)
   return Checkpoint("hold last obs (reference)", "-", model, {}, {}, ckpt.run_config, 0)
 
 
