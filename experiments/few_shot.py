@@ -8,7 +8,7 @@ episodes, westworld_jax/evaluation's protocol.
 
 Variants:
   cpu   (default) the CPU-scale experiment (corpus/cpu, experiments/scaling.py): cassie-pd_hold,
-        unitree_a1-pd_hold, ur5e-pd_targets; 100 steps at lr 1e-4 (tiny models pretrained at 2e-3;
+        unitree_a1-policy_expert, ur5e-pd_targets; 100 steps at lr 1e-4 (tiny models pretrained at 2e-3;
         upstream's 300 steps at 1e-5 are for the base model pretrained at 2e-4).
   tiny  a smoke test on the tiny corpus: ur5e-pd_targets, 2 episodes, 4 steps.
   base  upstream's recipe: 300 steps at lr 1e-5, batch 14, the full corpus.

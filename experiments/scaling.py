@@ -47,8 +47,9 @@ CPU_ZERO_SHOT_ENVS = ("hopper-policy_expert", "hopper-policy_medium", "walker2d-
                       "walker2d-policy_medium", "franka_panda-pd_targets")
 # The open-loop gait data of the same robots (they topple within ~100 steps): the `cpu_gait` zero-shot variant.
 CPU_ZERO_SHOT_GAIT_ENVS = ("hopper-gait", "walker2d-gait", "franka_panda-pd_targets")
-# Legged robots under pd_hold: open-loop gaits topple them (cassie kept 2 of 24 episodes).
-CPU_FEW_SHOT_ENVS = ("cassie-pd_hold", "unitree_a1-pd_hold", "ur5e-pd_targets")
+# Unitree A1 under its trained PPO expert (it walks); Cassie under pd_hold (PPO did not make it walk,
+# docs/behaviour_policies.md; open-loop gaits topple it: 2 of 24 episodes kept); UR5e under PD targets.
+CPU_FEW_SHOT_ENVS = ("cassie-pd_hold", "unitree_a1-policy_expert", "ur5e-pd_targets")
 CPU_CORPUS = "corpus/cpu"
 
 

@@ -159,8 +159,9 @@ def robot_specs() -> dict[str, RobotSpec]:
 # Robots with behaviour policies trained here (python -m westworld_jax.data.train_policy; saved in
 # westworld_jax/robots/policies/): each gets D4RL's levels as environments, e.g. hopper-policy_medium.
 POLICY_LEVELS = ("policy_random", "policy_medium", "policy_expert", "policy_replay")
-POLICY_ROBOTS = ("hopper", "walker2d", "gym_half_cheetah", "gym_swimmer", "gym_ant", "dmc_cheetah", "dmc_walker",
-                 "proc_walker_l2r2", "proc_hopper_3", "proc_cheetah_b2f3", "proc_quadruped_j2")
+POLICY_ROBOTS = ("hopper", "walker2d", "unitree_a1", "gym_half_cheetah", "gym_swimmer", "gym_ant", "dmc_cheetah",
+                 "dmc_walker", "proc_walker_l2r2", "proc_hopper_3", "proc_cheetah_b2f3", "proc_cheetah_b3f3",
+                 "proc_quadruped_j2")
 
 
 @functools.cache
