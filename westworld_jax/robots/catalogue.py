@@ -161,7 +161,7 @@ def robot_specs() -> dict[str, RobotSpec]:
 POLICY_LEVELS = ("policy_random", "policy_medium", "policy_expert", "policy_replay")
 POLICY_ROBOTS = ("hopper", "walker2d", "unitree_a1", "gym_half_cheetah", "gym_swimmer", "gym_ant", "dmc_cheetah",
                  "dmc_walker", "proc_walker_l2r2", "proc_hopper_3", "proc_cheetah_b2f3", "proc_cheetah_b3f3",
-                 "proc_quadruped_j2")
+                 "proc_quadruped_j2", "proc_ant_j2")
 
 
 @functools.cache
