@@ -32,10 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_environments = sc.eval_environments
   c.eval_collect = sc.eval_collect
   c.eval = ml_collections.ConfigDict(dict(batch_size=8, max_windows=0))
-  if variant == "cpu":
-    c.pretrain.total_steps = 3000
+  if variant == "cpu":  # scaling.py's runs (3000 steps), with a checkpoint every 250
     c.pretrain.checkpoint.update(every=250, keep=1000, async_save=False)
-    c.pretrain.optim.final_lr_fraction = 0.1
   else:
     c.pretrain.data.environments = sc.environments
     c.pretrain.total_steps = 4
