@@ -34,7 +34,7 @@ import json, math, tempfile, time, warnings
 warnings.filterwarnings("ignore")
 import numpy as np
 import jax, jax.numpy as jnp
-from westworld_jax.control import backends, collect, env, mppi, rollout, tasks
+from westworld_jax.control import backends, env, mppi, mppi_corpus, rollout, tasks
 RES = {}
 def emit():
   print("RESULT", json.dumps(RES))
@@ -64,11 +64,11 @@ RES["oracle"] = {"cost": float(-log.rewards.mean()), "random_cost": float(-rnd.r
 
 # --- 2. control data: best episodes -> corpus -> the training pipeline reads it -------------------
 eps = log.episodes() + rnd.episodes()
-best = collect.select_best(eps, 0.25)
+best = mppi_corpus.select_best(eps, 0.25)
 corpus = tempfile.mkdtemp()
-meta = collect.write_corpus(task, best, corpus, val_fraction=0.0)
+meta = mppi_corpus.write_corpus(task, best, corpus, val_fraction=0.0)
 try:
-  collect.write_corpus(task, best, corpus, val_fraction=0.0)
+  mppi_corpus.write_corpus(task, best, corpus, val_fraction=0.0)
   again = None
 except FileExistsError as e:
   again = str(e)

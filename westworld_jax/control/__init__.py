@@ -7,7 +7,7 @@
   env.py     batched MJX environments with observation history
   rollout.py   closed-loop episodes, random baseline, summaries
   planners.py  planners from a config (oracle / world model from a checkpoint or untrained / random)
-  collect.py   MPPI rollouts -> corpus environment for world-model fine-tuning
+  mppi_corpus.py   MPPI rollouts -> corpus environment for world-model fine-tuning
   render.py  videos (MuJoCo offscreen renderer) and trajectory plots
   experiment.py  one control run (what the CLI runs): episodes per policy, summaries, videos
   adapt.py       world-model fine-tuning on oracle-MPPI control data (collect, keep the best, fine-tune)

@@ -6,7 +6,7 @@
   1. collect    cfg.collect.episodes closed-loop oracle-MPPI episodes of cfg.task (cfg.mppi,
                 cfg.collect.n_envs at a time, cfg.episode_len steps); the best cfg.collect.keep_fraction
                 by return become corpus environment '<robot>-mppi_oracle' in OUT/corpus (or
-                cfg.collect.corpus_dir) -- control/collect.py;
+                cfg.collect.corpus_dir) -- control/mppi_corpus.py;
   2. fine-tune  training.loop.train from PRETRAINED's weights with its model and recipe
                 (westworld_jax.few_shot.run_config: a fresh optimizer, cfg.finetune.steps steps at
                 cfg.finetune.lr, batch cfg.finetune.batch_size) on the kept training episodes -> OUT/model,
@@ -34,7 +34,7 @@ _CONFIG = _WORKDIR = _CHECKPOINT = _PIN_CPU = None  # flags, defined only when r
 
 def collect(cfg, corpus_dir: str) -> dict:
   """Step 1: oracle-MPPI episodes -> the best ones as a corpus environment (reused when present)."""
-  from westworld_jax.control import collect as collect_lib  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import mppi_corpus  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import mppi as mppi_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.data import shards  # pylint: disable=import-outside-toplevel
@@ -46,7 +46,7 @@ def collect(cfg, corpus_dir: str) -> dict:
     logging.info("reusing the control data in %s (--config.collect.overwrite=True recollects)", env_dir)
     out = {"env": env, "reused": True}
   else:
-    out = collect_lib.collect(task, mppi_lib.MPPIConfig.from_dict(cfg.mppi), corpus_dir, cfg.collect.episodes,
+    out = mppi_corpus.collect(task, mppi_lib.MPPIConfig.from_dict(cfg.mppi), corpus_dir, cfg.collect.episodes,
                            cfg.episode_len or task.episode_len, n_envs=cfg.collect.n_envs,
                            keep_fraction=cfg.collect.keep_fraction, seed=cfg.seed,
                            val_fraction=cfg.collect.val_fraction, overwrite=cfg.collect.overwrite)

@@ -91,7 +91,7 @@ def _table(rows: dict) -> str:
 
 def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import collect as collect_lib  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import mppi_corpus  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import env as env_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import rollout as rollout_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import planners as planners_lib  # pylint: disable=import-outside-toplevel
@@ -157,8 +157,8 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
       raise ValueError("collect.corpus_dir is set but 'oracle' is not among the policies: control data comes "
                        "from oracle MPPI episodes")
     eps = [e for l in logs_by_policy["oracle"] for e in l.episodes()]
-    best = collect_lib.select_best(eps, cfg.collect.keep_fraction)
-    meta = collect_lib.write_corpus(task, best, cfg.collect.corpus_dir, val_fraction=cfg.collect.val_fraction,
+    best = mppi_corpus.select_best(eps, cfg.collect.keep_fraction)
+    meta = mppi_corpus.write_corpus(task, best, cfg.collect.corpus_dir, val_fraction=cfg.collect.val_fraction,
                                  overwrite=cfg.collect.overwrite)
     summary["collected"] = {"corpus_dir": cfg.collect.corpus_dir, "env": meta["env"], "episodes_run": len(eps),
                             "episodes_kept": len(best)}
