@@ -273,3 +273,8 @@ def test_scaling_driver_tiny(tiny, tmp_path):
   for r in recs.values():
     assert r["heldout"]["all"]["windows"] > 0 and r["anchor"]["envs"].keys() == {PRETRAIN[0]}
   assert os.path.exists(tmp_path / "sc" / "plots" / "error_vs_num_envs.png")
+  # hold-last beside the models on the same windows: per N, one value per set, in the table
+  hold = out["summary_mae_x100_mean_std"][scaling_lib.HOLD]
+  assert set(hold["heldout"]) == {"1", "2"} and hold["anchor"]["1"] == hold["anchor"]["2"]
+  assert hold["heldout"]["1"][0] > 0 and os.path.exists(tmp_path / "sc" / "hold_last" / "n002.json")
+  assert scaling_lib.HOLD in (tmp_path / "sc" / "results.md").read_text()

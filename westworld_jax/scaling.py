@@ -10,7 +10,8 @@ first N of `environments` with the same steps, batch and schedule for every N, t
            here as a dense model's error rising with N).
 Every run writes OUT/runs/<model>-n<N>-s<seed>/scaling_record.json; a rerun skips finished runs, and the
 report (OUT/results.json, results.md, plots/error_vs_num_envs.png) gathers every record under OUT/runs,
-so later invocations (e.g. more models at N = all) add to the same report.
+so later invocations (e.g. more models at N = all) add to the same report. Beside the models, each set
+reports holding the last observation (OUT/hold_last/n<N>.json, on the windows of an N run's checkpoint).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from westworld_jax import cli
 _CONFIG = _WORKDIR = None  # flags, defined only when run as a program
 RECORD = "scaling_record.json"
 SETS = ("heldout", "anchor", "trained")
+HOLD = "hold last obs (reference)"
 
 
 def plan(cfg) -> tuple[list[str], list[int]]:
@@ -81,13 +83,34 @@ def run_one(cfg, model: str, envs: list[str], seed: int, outdir: str) -> dict:
   return rec
 
 
-def report(cfg, outdir: str, records: list[dict]) -> dict:
+def hold_last(cfg, outdir: str, records: list[dict]) -> dict[int, dict]:
+  """N -> {set: summaries} of the hold-last reference on each set's windows (cached per N)."""
+  out = {}
+  for n in sorted({r["num_envs"] for r in records}):
+    path = os.path.join(outdir, "hold_last", f"n{n:03d}.json")
+    if not os.path.exists(path):
+      rec = next(r for r in records if r["num_envs"] == n)
+      ckpt = ev.hold_last_reference(ev.load_checkpoint(os.path.join(outdir, "runs", os.path.basename(rec["workdir"]))))
+      envs = rec["environments"]
+      sets = (("heldout", list(cfg.eval_environments)), ("anchor", list(envs[: cfg.anchor]) if cfg.anchor else []),
+              ("trained", list(corpus_lib.validation_environments(cfg.pretrain.data, envs))))
+      res = {name: _eval(cfg, ckpt, es, False) for name, es in sets}
+      ev.write_json(path, {name: _without_steps(r[0]) if r else None for name, r in res.items()})
+    with open(path) as f:
+      out[n] = json.load(f)
+  return out
+
+
+def report(cfg, outdir: str, records: list[dict], hold: dict[int, dict] | None = None) -> dict:
   models = list(dict.fromkeys(r["model"] for r in sorted(records, key=lambda r: r["model"])))
   ns = sorted({r["num_envs"] for r in records})
   get = lambda rec, s: None if not rec.get(s) else rec[s]["all"]["mae_x100"]
   cell = {}
   for r in records:
     cell.setdefault((r["model"], r["num_envs"]), []).append(r)
+  for n, h in (hold or {}).items():
+    cell[(HOLD, n)] = [h]
+  cols = models + ([HOLD] if hold else [])
   md = ["# Scaling with the number of pretraining environments", "",
         f"Pretraining on the first N environments of a fixed list (same steps for every N: "
         f"{cfg.pretrain.total_steps}, batch {cfg.pretrain.data.batch_size}). MAE x100 (pooled over valid elements, "
@@ -97,7 +120,7 @@ def report(cfg, outdir: str, records: list[dict]) -> dict:
         f"- anchor: val episodes of the first {cfg.anchor} environment(s) (trained on in every run)",
         "- trained: val episodes of the run's own N environments (the set grows with N)", ""]
   for s in SETS:
-    md += [f"## {s}", "", ev.markdown_table([str(n) for n in ns], models,
+    md += [f"## {s}", "", ev.markdown_table([str(n) for n in ns], cols,
                                             lambda n, m: [get(r, s) for r in cell.get((m, int(n)), []) if get(r, s) is not None],
                                             "N envs", bold_min="row"), ""]
   md += ["## Runs", "", "| model | N | seed | steps | train s | eval s | final loss |", "|---|---|---|---|---|---|---|"]
@@ -105,13 +128,13 @@ def report(cfg, outdir: str, records: list[dict]) -> dict:
     loss = f"{r['final_loss']:.3f}" if r.get("final_loss") is not None else "—"
     md.append(f"| {r['model']} | {r['num_envs']} | {r['seed']} | {r['step']} | {r['train_seconds']:.0f} | "
               f"{r['eval_seconds']:.0f} | {loss} |")
-  plot = plot_scaling(os.path.join(outdir, "plots", "error_vs_num_envs.png"), models, ns, cell, get)
+  plot = plot_scaling(os.path.join(outdir, "plots", "error_vs_num_envs.png"), cols, ns, cell, get)
   md += ["", f"![error vs N](plots/{os.path.basename(plot)})", ""]
   os.makedirs(outdir, exist_ok=True)
   with open(os.path.join(outdir, "results.md"), "w") as f:
     f.write("\n".join(md))
   summary = {m: {s: {str(n): ev.mean_std([get(r, s) for r in cell.get((m, n), []) if get(r, s) is not None])
-                     for n in ns if (m, n) in cell} for s in SETS} for m in models}
+                     for n in ns if (m, n) in cell} for s in SETS} for m in cols}
   slim = [{**r, "trained": _without_steps(r.get("trained"))} for r in records]  # full detail stays in runs/
   out = {"title": "scaling", "protocol": ev.PROTOCOL, "summary_mae_x100_mean_std": summary, "records": slim,
          "config": cfg.to_dict()}
@@ -140,7 +163,9 @@ def plot_scaling(path, models, ns, cell, get) -> str:
         if vals:
           mu, sd = ev.mean_std(vals)
           xs.append(n); ys.append(mu); es.append(sd)
-      if xs:
+      if xs and m == HOLD:
+        ax.plot(xs, ys, "k--", lw=1.2, label="hold last obs")
+      elif xs:
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, lw=1.4, label=m)
     ax.set_xscale("log")
     ax.set_xticks(ns)
@@ -170,7 +195,7 @@ def scaling(cfg, outdir: str) -> dict:
   for path in sorted(glob.glob(os.path.join(outdir, "runs", "*", RECORD))):
     with open(path) as f:
       records.append(json.load(f))
-  return report(cfg, outdir, records)
+  return report(cfg, outdir, records, hold_last(cfg, outdir, records))
 
 
 def main(argv):
