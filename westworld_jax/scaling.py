@@ -50,8 +50,19 @@ def _eval(cfg, ckpt, envs, require_unseen) -> dict | None:
   return ev.env_summaries(res), res
 
 
+def run_dir(outdir: str, model: str, num_envs: int, seed: int) -> str:
+  return os.path.join(outdir, "runs", f"{model}-n{num_envs:03d}-s{seed}")
+
+
+def eval_sets(cfg, envs: list[str]) -> list[tuple[str, list[str], bool]]:
+  """(set name, environments, must be unseen) for a run on `envs`: heldout, anchor, trained."""
+  return [("heldout", list(cfg.eval_environments), True),
+          ("anchor", list(envs[: cfg.anchor]) if cfg.anchor else [], False),
+          ("trained", list(corpus_lib.validation_environments(cfg.pretrain.data, envs)), False)]
+
+
 def run_one(cfg, model: str, envs: list[str], seed: int, outdir: str) -> dict:
-  workdir = os.path.join(outdir, "runs", f"{model}-n{len(envs):03d}-s{seed}")
+  workdir = run_dir(outdir, model, len(envs), seed)
   path = os.path.join(workdir, RECORD)
   if os.path.exists(path):
     with open(path) as f:
@@ -64,15 +75,12 @@ def run_one(cfg, model: str, envs: list[str], seed: int, outdir: str) -> dict:
   result = loop.train(rc, workdir)
   seconds = time.perf_counter() - t0
   ckpt = ev.load_checkpoint(workdir, model)
-  anchor = list(envs[: cfg.anchor]) if cfg.anchor else []
-  trained = [e for e in corpus_lib.validation_environments(rc.data, envs)]
   rec = {"model": model, "num_envs": len(envs), "seed": int(seed), "environments": list(envs),
          "workdir": workdir, "step": ckpt.step, "train_seconds": seconds,
          "final_loss": next((r.get("loss_mean", r.get("loss")) for r in reversed(result.rows) if "loss" in r), None),
          "params": ev.run_record(ckpt, {})["params"]}
   t1 = time.perf_counter()
-  for name, es, unseen in (("heldout", list(cfg.eval_environments), True), ("anchor", anchor, False),
-                           ("trained", trained, False)):
+  for name, es, unseen in eval_sets(cfg, envs):
     out = _eval(cfg, ckpt, es, unseen)
     rec[name] = out[0] if out else None
     if out and name == "heldout":
@@ -90,11 +98,8 @@ def hold_last(cfg, outdir: str, records: list[dict]) -> dict[int, dict]:
     path = os.path.join(outdir, "hold_last", f"n{n:03d}.json")
     if not os.path.exists(path):
       rec = next(r for r in records if r["num_envs"] == n)
-      ckpt = ev.hold_last_reference(ev.load_checkpoint(os.path.join(outdir, "runs", os.path.basename(rec["workdir"]))))
-      envs = rec["environments"]
-      sets = (("heldout", list(cfg.eval_environments)), ("anchor", list(envs[: cfg.anchor]) if cfg.anchor else []),
-              ("trained", list(corpus_lib.validation_environments(cfg.pretrain.data, envs))))
-      res = {name: _eval(cfg, ckpt, es, False) for name, es in sets}
+      ckpt = ev.hold_last_reference(ev.load_checkpoint(run_dir(outdir, rec["model"], n, rec["seed"])))
+      res = {name: _eval(cfg, ckpt, es, False) for name, es, _ in eval_sets(cfg, rec["environments"])}
       ev.write_json(path, {name: _without_steps(r[0]) if r else None for name, r in res.items()})
     with open(path) as f:
       out[n] = json.load(f)

@@ -104,9 +104,9 @@ def mjcf(model: str, bodies: Sequence[Body], *, damping: float, armature: float,
           fluid: tuple[float, float] | None = None) -> str:
   """Wraps robot bodies into a complete model: options, defaults, floor, motors.
 
-    fluid: (density, viscosity) of a surrounding medium; MJX implements fluid drag only with
-    the Euler integrator, so those models use Euler (others the implicit-in-velocity one).
-    """
+  fluid: (density, viscosity) of a surrounding medium; MJX implements fluid drag only with
+  the Euler integrator, so those models use Euler (others the implicit-in-velocity one).
+  """
   option = f'integrator="{"Euler" if fluid else "implicitfast"}"'
   if fluid:
     option += f' density="{fmt(fluid[0])}" viscosity="{fmt(fluid[1])}"'

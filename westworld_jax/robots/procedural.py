@@ -137,9 +137,9 @@ def legged(n_legs: int = 4, joints: int = 2, layout: str = "radial", leg_length:
            name: str = "proc_legged") -> str:
   """Free-floating torso with n legs of 2..3 hinges.
 
-    layout: "radial" (ant-like, legs spread evenly around a ball torso), "lateral" (insect:
-    leg pairs along a capsule torso) or "mammal" (legs below a box-like torso, A1-like).
-    """
+  layout: "radial" (ant-like, legs spread evenly around a ball torso), "lateral" (insect:
+  leg pairs along a capsule torso) or "mammal" (legs below a box-like torso, A1-like).
+  """
   check_int("n_legs", n_legs, 1, 8)
   check_int("joints", joints, 2, 3)
   leg_length = check_pos("leg_length", leg_length)
@@ -213,9 +213,9 @@ def _link_chain(n_links: int, length: float, radius: float, gear: float,
 def snake(n_links: int = 6, pitch: bool = False, name: str = "proc_snake") -> str:
   """A link chain lying on a frictional floor, yaw (+ pitch) hinges between links.
 
-    The head has a free joint: a chain confined to the x-y plane by slide joints would get no
-    normal force from the floor, hence no friction to push against.
-    """
+  The head has a free joint: a chain confined to the x-y plane by slide joints would get no
+  normal force from the floor, hence no friction to push against.
+  """
   check_int("n_links", n_links, 3, 10)
   head = chain(_link_chain(n_links, 0.2, 0.04, 6.0, pitch), (0, 0, 0.045))
   head.joints = [Joint("root", kind="free")]
@@ -293,7 +293,7 @@ def cartpole(n_poles: int = 1, name: str = "proc_cartpole") -> str:
 def hand(n_fingers: int = 4, joints: int = 3, abduction: bool = False, ball: bool = False,
          name: str = "proc_hand") -> str:
   """Upward-facing fixed palm with 2..4 fingers of 2..3 flexion hinges (first one a thumb
-    when n_fingers >= 3), optional abduction hinges, optionally a free ball to play with."""
+  when n_fingers >= 3), optional abduction hinges, optionally a free ball to play with."""
   check_int("n_fingers", n_fingers, 2, 4)
   check_int("joints", joints, 2, 3)
   bases = [((-0.045 + 0.03 * k, 0, 0.02), UP) for k in range(4)]
@@ -381,7 +381,7 @@ def procedural_robots() -> list[tuple[str, str]]:
 
 def topology_signature(model) -> str:
   """Canonical string of a compiled MjModel's kinematic tree: the body tree shape plus the
-    joint types of each body (children unordered, so mirror images count as one)."""
+  joint types of each body (children unordered, so mirror images count as one)."""
   kind = "FBSH"  # mjJNT_FREE, BALL, SLIDE, HINGE
   children: dict[int, list[int]] = {}
   for b in range(1, model.nbody):
