@@ -9,6 +9,7 @@ mean forward speed of the root (m/s, over the kept steps), the gymnasium v5 retu
 has one, the mean per-channel std of the observations (how much the data moves) and seconds of
 simulation. Prints a table, writes benchmarks/results/behaviour_data.json and a bar plot.
 """
+
 from __future__ import annotations
 
 import common  # noqa: F401  (sets sys.path; before project imports)
@@ -37,10 +38,20 @@ def _stats(robot, eps, spec) -> dict:
   ret = None
   if spec is not None and eps and vx is not None:  # v5 reward: forward velocity + healthy bonus - ctrl cost
     a = [np.clip((e["act"] - robot.act_low) / (robot.act_high - robot.act_low) * 2 - 1, -1, 1) for e in eps]
-    ret = float(np.mean([np.sum(e["obs"][:, vx] * spec.forward_weight + spec.healthy_reward
-                                - spec.ctrl_cost_weight * np.sum(u**2, -1)) for e, u in zip(eps, a)]))
-  return {"length_mean": float(lengths.mean()) if eps else 0.0, "forward_speed": speed, "obs_std_mean": std,
-          "return_v5_approx": ret}
+    ret = float(
+      np.mean(
+        [
+          np.sum(e["obs"][:, vx] * spec.forward_weight + spec.healthy_reward - spec.ctrl_cost_weight * np.sum(u**2, -1))
+          for e, u in zip(eps, a)
+        ]
+      )
+    )
+  return {
+    "length_mean": float(lengths.mean()) if eps else 0.0,
+    "forward_speed": speed,
+    "obs_std_mean": std,
+    "return_v5_approx": ret,
+  }
 
 
 def main():
@@ -62,29 +73,49 @@ def main():
     for b in behaviours:
       with simulate.Simulator(robot, nthread=os.cpu_count() or 1) as sim:
         t0 = time.perf_counter()
-        eps, counts = episodes.generate(sim, b, task, episodes.episode_rng(0, f"{name}-{b}", 0), args.episodes,
-                                        args.episode_len, simulate.EpisodeChecks(min_length=1),
-                                        mpc_lib.MPCConfig())
-        rows.append({"robot": name, "behaviour": b, "episodes": args.episodes, "kept": counts.kept,
-                     "fell": counts.fell, **_stats(robot, eps, spec), "seconds": time.perf_counter() - t0})
+        eps, counts = episodes.generate(
+          sim,
+          b,
+          task,
+          episodes.episode_rng(0, f"{name}-{b}", 0),
+          args.episodes,
+          args.episode_len,
+          simulate.EpisodeChecks(min_length=1),
+          mpc_lib.MPCConfig(),
+        )
+        rows.append(
+          {
+            "robot": name,
+            "behaviour": b,
+            "episodes": args.episodes,
+            "kept": counts.kept,
+            "fell": counts.fell,
+            **_stats(robot, eps, spec),
+            "seconds": time.perf_counter() - t0,
+          }
+        )
       print(json.dumps(rows[-1]))
   hdr = f"{'robot':18s} {'behaviour':15s} {'kept':>4s} {'fell':>4s} {'length':>7s} {'speed m/s':>9s} {'obs std':>8s} {'return':>8s} {'s':>6s}"
   print(hdr)
   for r in rows:
     ret = "—" if r["return_v5_approx"] is None else f"{r['return_v5_approx']:.0f}"
-    print(f"{r['robot']:18s} {r['behaviour']:15s} {r['kept']:4d} {r['fell']:4d} {r['length_mean']:7.1f} "
-          f"{r['forward_speed']:9.3f} {r['obs_std_mean']:8.3f} {ret:>8s} {r['seconds']:6.1f}")
+    print(
+      f"{r['robot']:18s} {r['behaviour']:15s} {r['kept']:4d} {r['fell']:4d} {r['length_mean']:7.1f} "
+      f"{r['forward_speed']:9.3f} {r['obs_std_mean']:8.3f} {ret:>8s} {r['seconds']:6.1f}"
+    )
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump({"episode_len": args.episode_len, "rows": rows}, f, indent=1)
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   robots = list(dict.fromkeys(r["robot"] for r in rows))
   cols = min(4, len(robots))
   rows_ = -(-len(robots) // cols)
   fig, axes = plt.subplots(rows_, cols, figsize=(5 * cols, 3.5 * rows_), squeeze=False)
-  for ax in axes.flat[len(robots):]:
+  for ax in axes.flat[len(robots) :]:
     ax.axis("off")
   for ax, rb in zip(axes.flat, robots):
     rr = [r for r in rows if r["robot"] == rb]

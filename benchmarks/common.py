@@ -1,4 +1,5 @@
 """Shared by the benchmark scripts: the repository root on sys.path and where results go."""
+
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ def median_ms(fn, args, repeats: int) -> float:
   import statistics  # pylint: disable=import-outside-toplevel
   import time  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
+
   jax.block_until_ready(fn(*args))
   times = []
   for _ in range(repeats):
@@ -26,6 +28,7 @@ def device_peak_bytes() -> int | None:
   """The first device's allocator peak (a running peak of this process; None where the backend
   keeps no such statistic, e.g. CPU)."""
   import jax  # pylint: disable=import-outside-toplevel
+
   stats = jax.devices()[0].memory_stats() or {}
   peak = stats.get("peak_bytes_in_use")
   return None if peak is None else int(peak)

@@ -12,6 +12,7 @@ whole model's forward + backward, so "rest" (residual adds, reshapes, the CLS sp
 across component boundaries) is what the pieces do not explain. Same run, same device: read the
 shares, not the absolute times, on a CPU. Writes benchmarks/results/components_<backend>.json.
 """
+
 from __future__ import annotations
 
 import common  # noqa: F401  (sets sys.path; before project imports)
@@ -96,8 +97,10 @@ def run(size: str, batch: int, steps: int, co: int, ca: int, repeats: int, overr
   b, t, d, L = batch, steps, cfg.d_model, cfg.n_layers
   rng = np.random.default_rng(0)
   data = dummy_batch(cfg, batch_size=b, num_steps=t, num_obs=co, num_act=ca)
-  data.update(obs=jnp.asarray(rng.uniform(size=(b, t, co)), jnp.float32),
-              act=jnp.asarray(rng.uniform(size=(b, t, ca)), jnp.float32))
+  data.update(
+    obs=jnp.asarray(rng.uniform(size=(b, t, co)), jnp.float32),
+    act=jnp.asarray(rng.uniform(size=(b, t, ca)), jnp.float32),
+  )
   x = jnp.asarray(rng.normal(size=(b, co, t, d)), jnp.float32)
   act = jnp.asarray(rng.normal(size=(b, ca, t, d)), jnp.float32)
   obs_mask, act_mask = jnp.ones((b, co), bool), jnp.ones((b, ca), bool)
@@ -105,21 +108,36 @@ def run(size: str, batch: int, steps: int, co: int, ca: int, repeats: int, overr
   x_sld = jnp.asarray(rng.normal(size=(b * co, t + cls, d)), jnp.float32)
   sys_sd = jnp.asarray(rng.normal(size=(b * co, d)), jnp.float32)
 
-  moe = SysMoE(d_model=d, d_expert=cfg.d_expert, num_experts=cfg.num_experts, mode=cfg.moe_mode, top_k=cfg.top_k,
-               capacity_factor=cfg.capacity_factor, lb_loss_coef=cfg.lb_loss_coef, z_loss_coef=cfg.z_loss_coef,
-               dtype=dt)
-  ssm = SelectiveSSM(d_model=d, d_state=cfg.ssm_d_state, expand=cfg.ssm_expand, d_conv=cfg.ssm_d_conv,
-                     scan_impl=cfg.ssm_scan_impl, chunk_size=cfg.ssm_chunk_size, dtype=dt)
+  moe = SysMoE(
+    d_model=d,
+    d_expert=cfg.d_expert,
+    num_experts=cfg.num_experts,
+    mode=cfg.moe_mode,
+    top_k=cfg.top_k,
+    capacity_factor=cfg.capacity_factor,
+    lb_loss_coef=cfg.lb_loss_coef,
+    z_loss_coef=cfg.z_loss_coef,
+    dtype=dt,
+  )
+  ssm = SelectiveSSM(
+    d_model=d,
+    d_state=cfg.ssm_d_state,
+    expand=cfg.ssm_expand,
+    d_conv=cfg.ssm_d_conv,
+    scan_impl=cfg.ssm_scan_impl,
+    chunk_size=cfg.ssm_chunk_size,
+    dtype=dt,
+  )
   # name -> (module, inputs, times per step)
   parts = {
-      "embedding": (TokenEmbedding(cfg), (data,), 1),
-      "self-attention": (ChannelAttention(d, cfg.n_heads, dt), (x, x, obs_mask), L),
-      "cross-attention": (ChannelAttention(d, cfg.n_heads, dt), (x, act, act_mask), L),
-      "ffn": (_FFN(cfg.d_ff, dt), (x,), L),
-      f"ssm layer ({ssm_lib.resolve_impl(cfg.ssm_scan_impl)} scan)": (ssm, (x_sld,), L),
-      f"sys-moe ({cfg.moe_mode}, {cfg.num_experts} experts)": (moe, (x_sld[:, :t], sys_sd), L),
-      "layernorms (5 per block)": (_LayerNorms(), (x,), L),
-      "head + loss": (_HeadLoss(cfg.num_bins, cfg.history), (x, data), 1),
+    "embedding": (TokenEmbedding(cfg), (data,), 1),
+    "self-attention": (ChannelAttention(d, cfg.n_heads, dt), (x, x, obs_mask), L),
+    "cross-attention": (ChannelAttention(d, cfg.n_heads, dt), (x, act, act_mask), L),
+    "ffn": (_FFN(cfg.d_ff, dt), (x,), L),
+    f"ssm layer ({ssm_lib.resolve_impl(cfg.ssm_scan_impl)} scan)": (ssm, (x_sld,), L),
+    f"sys-moe ({cfg.moe_mode}, {cfg.num_experts} experts)": (moe, (x_sld[:, :t], sys_sd), L),
+    "layernorms (5 per block)": (_LayerNorms(), (x,), L),
+    "head + loss": (_HeadLoss(cfg.num_bins, cfg.history), (x, data), 1),
   }
   rows = []
   for name, (module, inputs, times) in parts.items():
@@ -127,8 +145,12 @@ def run(size: str, batch: int, steps: int, co: int, ca: int, repeats: int, overr
       params = jax.jit(module.init)(jax.random.key(0), data)["params"]
       out = jax.eval_shape(lambda p: module.apply({"params": p}, data), params)
       cots = [jax.random.normal(jax.random.key(1), o.shape, jnp.float32) for o in out]
-      fn = lambda p, c: jax.grad(lambda p: sum(jnp.sum(o.astype(jnp.float32) * ci)  # noqa: E731
-                                               for o, ci in zip(module.apply({"params": p}, data), c)))(p)
+      fn = lambda p, c: jax.grad(
+        lambda p: sum(
+          jnp.sum(o.astype(jnp.float32) * ci)  # noqa: E731
+          for o, ci in zip(module.apply({"params": p}, data), c)
+        )
+      )(p)
       args = (params, cots)
     elif name == "head + loss":
       params = jax.jit(module.init)(jax.random.key(0), x, data)["params"]
@@ -137,8 +159,15 @@ def run(size: str, batch: int, steps: int, co: int, ca: int, repeats: int, overr
     else:
       fn, args = _fwd_bwd(module, *inputs)
     compile_s, ms = _timed(fn, args, repeats)
-    rows.append({"component": name, "ms": ms, "times_per_step": times, "ms_per_step": ms * times,
-                 "compile_s": round(compile_s, 2)})
+    rows.append(
+      {
+        "component": name,
+        "ms": ms,
+        "times_per_step": times,
+        "ms_per_step": ms * times,
+        "compile_s": round(compile_s, 2),
+      }
+    )
     print(f"{name:34} {ms:9.2f} ms x {times}", flush=True)
 
   params = jax.jit(wm.init)(jax.random.key(0), data)
@@ -147,10 +176,21 @@ def run(size: str, batch: int, steps: int, co: int, ca: int, repeats: int, overr
   total = sum(r["ms_per_step"] for r in rows)
   for r in rows:
     r["share_of_sum"] = r["ms_per_step"] / total
-  return {"size": size, "batch": b, "steps": t, "obs_channels": co, "act_channels": ca, "dtype": cfg.dtype,
-          "scan": ssm_lib.resolve_impl(cfg.ssm_scan_impl), "n_layers": L, "components": rows,
-          "sum_ms": total, "model_fwd_bwd_ms": full_ms, "model_compile_s": round(compile_s, 2),
-          "rest_ms": full_ms - total}
+  return {
+    "size": size,
+    "batch": b,
+    "steps": t,
+    "obs_channels": co,
+    "act_channels": ca,
+    "dtype": cfg.dtype,
+    "scan": ssm_lib.resolve_impl(cfg.ssm_scan_impl),
+    "n_layers": L,
+    "components": rows,
+    "sum_ms": total,
+    "model_fwd_bwd_ms": full_ms,
+    "model_compile_s": round(compile_s, 2),
+    "rest_ms": full_ms - total,
+  }
 
 
 def main(argv=None):
@@ -160,7 +200,9 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=0, help="window length (0: 32 for tiny, 150 otherwise)")
   p.add_argument("--obs_channels", type=int, default=0, help="0: 16 for tiny, 60 otherwise (benchmarks/train.py)")
   p.add_argument("--act_channels", type=int, default=0, help="0: 8 for tiny, 18 otherwise")
-  p.add_argument("--dtype", default="", help="compute dtype override (base trains in bfloat16: experiments/pretrain.py)")
+  p.add_argument(
+    "--dtype", default="", help="compute dtype override (base trains in bfloat16: experiments/pretrain.py)"
+  )
   p.add_argument("--scan", default="", help="ssm_scan_impl override (default: the size's, 'auto')")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--out", default=None)
@@ -175,13 +217,18 @@ def main(argv=None):
   if a.dtype or size == "base":  # base trains in bf16 (experiments/pretrain.py:base)
     overrides["dtype"] = a.dtype or "bfloat16"
   res = run(size, batch, steps, co, ca, a.repeats, overrides)
-  res.update(backend=backend, device=jax.devices()[0].device_kind, jax_version=jax.__version__,
-             python=platform.python_version())
-  print(f"\n{res['device']}: {size} model, batch {batch}, {steps} steps, {co} obs + {ca} act channels, {res['dtype']}, "
-        f"{res['scan']} scan; fwd+bwd")
+  res.update(
+    backend=backend, device=jax.devices()[0].device_kind, jax_version=jax.__version__, python=platform.python_version()
+  )
+  print(
+    f"\n{res['device']}: {size} model, batch {batch}, {steps} steps, {co} obs + {ca} act channels, {res['dtype']}, "
+    f"{res['scan']} scan; fwd+bwd"
+  )
   print(f"{'component':34} {'ms':>9} {'x':>3} {'ms/step':>9} {'share':>6}")
   for r in res["components"]:
-    print(f"{r['component']:34} {r['ms']:9.2f} {r['times_per_step']:3d} {r['ms_per_step']:9.2f} {r['share_of_sum']:6.1%}")
+    print(
+      f"{r['component']:34} {r['ms']:9.2f} {r['times_per_step']:3d} {r['ms_per_step']:9.2f} {r['share_of_sum']:6.1%}"
+    )
   print(f"{'sum of components':34} {'':9} {'':3} {res['sum_ms']:9.2f}")
   print(f"{'whole model fwd+bwd':34} {'':9} {'':3} {res['model_fwd_bwd_ms']:9.2f}")
   print(f"{'rest (glue, fusion across parts)':34} {'':9} {'':3} {res['rest_ms']:9.2f}")

@@ -16,6 +16,7 @@ DESIGN.md; the world-model latency section uses every core):
                   and uniform random actions, from the same start states.
 Latency is the median wall time of jitted replans after compilation (compile time reported apart).
 """
+
 from __future__ import annotations
 
 import common  # noqa: F401  (sets sys.path; before project imports)
@@ -42,11 +43,18 @@ def _args(argv=None):
   p.add_argument("--calls", type=int, default=3, help="timed replans per oracle latency row")
   p.add_argument("--wm_calls", type=int, default=0, help="timed replans per world-model row (0: 1 on CPU, else 3)")
   p.add_argument("--wm_batched_samples", type=int, default=0, help="0: 32 on CPU, else --samples")
-  p.add_argument("--wm_sample_chunk", type=int, default=-1,
-                 help="world-model samples per predict call (-1: 64 on CPU to bound memory, else 0 = all)")
-  p.add_argument("--wm_dtypes", default="",
-                 help="compute dtypes of the world-model latency rows, comma-separated (default: float32 on CPU, "
-                      "float32,bfloat16 elsewhere; bf16 matmuls, f32 params, scan and softmax)")
+  p.add_argument(
+    "--wm_sample_chunk",
+    type=int,
+    default=-1,
+    help="world-model samples per predict call (-1: 64 on CPU to bound memory, else 0 = all)",
+  )
+  p.add_argument(
+    "--wm_dtypes",
+    default="",
+    help="compute dtypes of the world-model latency rows, comma-separated (default: float32 on CPU, "
+    "float32,bfloat16 elsewhere; bf16 matmuls, f32 params, scan and softmax)",
+  )
   p.add_argument("--tasks", default="hopper,walker2d")
   p.add_argument("--wm_tasks", default="hopper", help="tasks whose returns include world-model MPPI")
   p.add_argument("--episodes", type=int, default=2)
@@ -69,18 +77,25 @@ def _sizes(a, backend: str) -> dict:
   """Resolved sizes: the paper's on accelerators (or --full), small ones on a CPU."""
   cpu = backend == "cpu" and not a.full
   pick = lambda v, small, full: v or (small if cpu else full)
-  return {"wm_calls": pick(a.wm_calls, 1, 3), "wm_batched_samples": pick(a.wm_batched_samples, 32, a.samples),
-          "episode_len": pick(a.episode_len, 100, 0), "return_samples": pick(a.return_samples, 64, a.samples),
-          "return_horizon": pick(a.return_horizon, 30, a.horizon), "wm_return_samples": pick(a.wm_return_samples, 16, a.samples),
-          "wm_episode_len": pick(a.wm_episode_len, 25, 0),
-          "wm_sample_chunk": a.wm_sample_chunk if a.wm_sample_chunk >= 0 else (64 if cpu else 0),
-          "wm_dtypes": a.wm_dtypes.split(",") if a.wm_dtypes else (["float32"] if cpu else ["float32", "bfloat16"])}
+  return {
+    "wm_calls": pick(a.wm_calls, 1, 3),
+    "wm_batched_samples": pick(a.wm_batched_samples, 32, a.samples),
+    "episode_len": pick(a.episode_len, 100, 0),
+    "return_samples": pick(a.return_samples, 64, a.samples),
+    "return_horizon": pick(a.return_horizon, 30, a.horizon),
+    "wm_return_samples": pick(a.wm_return_samples, 16, a.samples),
+    "wm_episode_len": pick(a.wm_episode_len, 25, 0),
+    "wm_sample_chunk": a.wm_sample_chunk if a.wm_sample_chunk >= 0 else (64 if cpu else 0),
+    "wm_dtypes": a.wm_dtypes.split(",") if a.wm_dtypes else (["float32"] if cpu else ["float32", "bfloat16"]),
+  }
 
 
 # --- sections (run in a child process) ------------------------------------------------------------
 
+
 def _time_replan(planner, state, calls: int) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
+
   plan = planner.init(jax.random.key(1), state)
   t0 = time.perf_counter()
   compiled = planner.replan.lower(plan, state).compile()
@@ -92,14 +107,19 @@ def _time_replan(planner, state, calls: int) -> dict:
     jax.block_until_ready(u)
     times.append(time.perf_counter() - t0)
   med = sorted(times)[len(times) // 2]
-  return {"compile_s": round(compile_s, 2), "replan_ms": round(med * 1e3, 1), "replan_hz": round(1.0 / med, 3),
-          "calls": calls}
+  return {
+    "compile_s": round(compile_s, 2),
+    "replan_ms": round(med * 1e3, 1),
+    "replan_hz": round(1.0 / med, 3),
+    "calls": calls,
+  }
 
 
 def section_latency(a, which: str) -> list[dict]:
   import jax  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import backends, env, mppi, planners, tasks  # pylint: disable=import-outside-toplevel
   from westworld_jax.model import flops, registry, ssm  # pylint: disable=import-outside-toplevel
+
   sizes = _sizes(a, jax.default_backend())
   task = tasks.make_task("hopper")
   rows = []
@@ -111,12 +131,27 @@ def section_latency(a, which: str) -> list[dict]:
     norm = backends.Normaliser.from_stats(planners.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act)
     for dtype in sizes["wm_dtypes"]:
       wm = registry.build("westworld", "control", dtype=dtype)
-      params = jax.jit(wm.init)(jax.random.key(0), planners.spec_batch(task.num_obs, task.num_act, wm.history + a.horizon))
+      params = jax.jit(wm.init)(
+        jax.random.key(0), planners.spec_batch(task.num_obs, task.num_act, wm.history + a.horizon)
+      )
       backend = backends.WorldModelBackend(wm, params, [task], [norm], a.horizon, sample_chunk=sizes["wm_sample_chunk"])
-      info = {"model": "westworld/control (untrained)", "dtype": dtype, "scan": ssm.resolve_impl(wm.config.ssm_scan_impl),
-              "history": wm.history, "sample_chunk": sizes["wm_sample_chunk"]}
-      setups.append((backend, wm.history, sizes["wm_calls"], [(1, a.samples), (a.envs, sizes["wm_batched_samples"])],
-                     info, wm.config))
+      info = {
+        "model": "westworld/control (untrained)",
+        "dtype": dtype,
+        "scan": ssm.resolve_impl(wm.config.ssm_scan_impl),
+        "history": wm.history,
+        "sample_chunk": sizes["wm_sample_chunk"],
+      }
+      setups.append(
+        (
+          backend,
+          wm.history,
+          sizes["wm_calls"],
+          [(1, a.samples), (a.envs, sizes["wm_batched_samples"])],
+          info,
+          wm.config,
+        )
+      )
   for backend, history, calls, variants, info, model_cfg in setups:
     envs = env.Envs(task, history=history)
     for n_envs, samples in variants:
@@ -125,8 +160,15 @@ def section_latency(a, which: str) -> list[dict]:
       state = envs.reset(jax.random.key(a.seed), n_envs)
       r = _time_replan(planner, state, calls)
       rollouts = n_envs * samples * a.horizon
-      r.update(backend=which if which == "oracle" else "world_model", task="hopper", envs=n_envs, samples=samples,
-               horizon=a.horizon, rollout_steps_per_s=round(rollouts / (r["replan_ms"] / 1e3)), **info)
+      r.update(
+        backend=which if which == "oracle" else "world_model",
+        task="hopper",
+        envs=n_envs,
+        samples=samples,
+        horizon=a.horizon,
+        rollout_steps_per_s=round(rollouts / (r["replan_ms"] / 1e3)),
+        **info,
+      )
       if model_cfg is None:
         r["physics_steps_per_s"] = round(rollouts * task.frame_skip / (r["replan_ms"] / 1e3))
       else:  # model FLOPs of the replan's forward pass(es): what a < 30 ms replan asks of the device
@@ -141,6 +183,7 @@ def section_returns(a) -> list[dict]:
   import jax  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import env, planners, rollout, tasks  # pylint: disable=import-outside-toplevel
   from experiments import control as control_cfg  # pylint: disable=import-outside-toplevel
+
   sizes = _sizes(a, jax.default_backend())
   rows = []
   for name in a.tasks.split(","):
@@ -165,12 +208,23 @@ def section_returns(a) -> list[dict]:
         key, sub = jax.random.split(key)
         logs.append(rollout.run_episode(envs, policy, 1, steps, sub))
       s = rollout.summarize(logs)
-      row = {"task": name, "policy": pol, "episodes": s["episodes"], "episode_len": steps,
-             "return_mean": round(s["return_mean"], 2), "return_std": round(s["return_std"], 2),
-             "length_mean": s["length_mean"], "returns": [round(float(r), 2) for l in logs for r in l.returns],
-             "seconds": round(time.perf_counter() - t0, 1)}
+      row = {
+        "task": name,
+        "policy": pol,
+        "episodes": s["episodes"],
+        "episode_len": steps,
+        "return_mean": round(s["return_mean"], 2),
+        "return_std": round(s["return_std"], 2),
+        "length_mean": s["length_mean"],
+        "returns": [round(float(r), 2) for l in logs for r in l.returns],
+        "seconds": round(time.perf_counter() - t0, 1),
+      }
       if pol != "random":
-        row.update(samples=cfg.mppi.samples, horizon=cfg.mppi.horizon, replan_ms=round(s.get("replan_ms_median", float("nan")), 1))
+        row.update(
+          samples=cfg.mppi.samples,
+          horizon=cfg.mppi.horizon,
+          replan_ms=round(s.get("replan_ms_median", float("nan")), 1),
+        )
       if pol == "world_model":
         row["trained"] = bool(desc.get("trained"))
         row["note"] = desc.get("note", "")
@@ -193,11 +247,13 @@ def _child(a) -> None:
 
 def _run_section(name: str, argv: list[str]) -> list[dict]:
   pin = name != "latency_wm" and _small_machine()
-  code = ("import os, sys, runpy\n"
-          + f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
-          + ("os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n" if pin else "")
-          + f"sys.argv = {[__file__] + argv + ['--section', name]!r}\n"
-          + f"runpy.run_path({__file__!r}, run_name='__main__')\n")
+  code = (
+    "import os, sys, runpy\n"
+    + f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+    + ("os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n" if pin else "")
+    + f"sys.argv = {[__file__] + argv + ['--section', name]!r}\n"
+    + f"runpy.run_path({__file__!r}, run_name='__main__')\n"
+  )
   env = dict(os.environ)
   env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "westworld_jax_jit"))
   t0 = time.perf_counter()
@@ -206,7 +262,7 @@ def _run_section(name: str, argv: list[str]) -> list[dict]:
   if proc.returncode or not lines:
     raise SystemExit(f"section {name} failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
   print(f"section {name}: {time.perf_counter() - t0:.0f}s (pinned to one core: {pin})", flush=True)
-  return json.loads(lines[-1][len("RESULT "):])
+  return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> None:
@@ -220,11 +276,18 @@ def main() -> None:
   if bad:
     raise SystemExit(f"unknown sections {bad}: choose from {SECTIONS}")
   import jax  # pylint: disable=import-outside-toplevel
+
   backend = jax.default_backend()
-  result = {"backend": backend, "device": str(jax.devices()[0].device_kind), "jax_version": jax.__version__,
-            "python": platform.python_version(), "cpu_cores": len(os.sched_getaffinity(0)),
-            "sizes": {"samples": a.samples, "horizon": a.horizon, "envs": a.envs, **_sizes(a, backend)},
-            "latency": [], "returns": []}
+  result = {
+    "backend": backend,
+    "device": str(jax.devices()[0].device_kind),
+    "jax_version": jax.__version__,
+    "python": platform.python_version(),
+    "cpu_cores": len(os.sched_getaffinity(0)),
+    "sizes": {"samples": a.samples, "horizon": a.horizon, "envs": a.envs, **_sizes(a, backend)},
+    "latency": [],
+    "returns": [],
+  }
   for s in sections:
     rows = _run_section(s, argv)
     result["latency" if s.startswith("latency") else "returns"] += rows
@@ -233,19 +296,27 @@ def main() -> None:
     notes.append("world-model returns use an UNTRAINED model (no --checkpoint): they measure the loop, not control")
   result["notes"] = notes
   print(f"\nMPPI replanning latency ({result['device']}, {result['cpu_cores']} cores)")
-  print(f"{'backend':<12} {'dtype':<9} {'scan':<8} {'envs':>4} {'samples':>7} {'horizon':>7} {'replan ms':>10} {'Hz':>8} "
-        f"{'TFLOP/s':>8} {'compile s':>9}")
+  print(
+    f"{'backend':<12} {'dtype':<9} {'scan':<8} {'envs':>4} {'samples':>7} {'horizon':>7} {'replan ms':>10} {'Hz':>8} "
+    f"{'TFLOP/s':>8} {'compile s':>9}"
+  )
   for r in result["latency"]:
     tf = f"{r['model_tflops']:.2f}" if "model_tflops" in r else "-"
-    print(f"{r['backend']:<12} {r.get('dtype', '-'):<9} {r.get('scan') or '-':<8} {r['envs']:>4} {r['samples']:>7} "
-          f"{r['horizon']:>7} {r['replan_ms']:>10.1f} {r['replan_hz']:>8.3f} {tf:>8} {r['compile_s']:>9.1f}")
+    print(
+      f"{r['backend']:<12} {r.get('dtype', '-'):<9} {r.get('scan') or '-':<8} {r['envs']:>4} {r['samples']:>7} "
+      f"{r['horizon']:>7} {r['replan_ms']:>10.1f} {r['replan_hz']:>8.3f} {tf:>8} {r['compile_s']:>9.1f}"
+    )
   if result["returns"]:
     print("\nEpisode returns (same start states per task)")
-    print(f"{'task':<9} {'policy':<12} {'episodes':>8} {'steps':>5} {'samples x H':>11} {'return':>9} {'± std':>7} {'length':>6}")
+    print(
+      f"{'task':<9} {'policy':<12} {'episodes':>8} {'steps':>5} {'samples x H':>11} {'return':>9} {'± std':>7} {'length':>6}"
+    )
     for r in result["returns"]:
       sh = f"{r['samples']}x{r['horizon']}" if "samples" in r else "-"
-      print(f"{r['task']:<9} {r['policy']:<12} {r['episodes']:>8} {r['episode_len']:>5} {sh:>11} {r['return_mean']:>9.1f} "
-            f"{r['return_std']:>7.1f} {r['length_mean']:>6.0f}")
+      print(
+        f"{r['task']:<9} {r['policy']:<12} {r['episodes']:>8} {r['episode_len']:>5} {sh:>11} {r['return_mean']:>9.1f} "
+        f"{r['return_std']:>7.1f} {r['length_mean']:>6.0f}"
+      )
   for n in notes:
     print("note:", n)
   common.write_result(result, f"control_{backend}", a.out)

@@ -8,6 +8,7 @@ number of environments, steps and threads, with precomputed controls. The ratio 
 collector keeps of the simulator's speed (goal >= 0.8). Prints a table and writes
 benchmarks/results/data_cpu.json.
 """
+
 from __future__ import annotations
 
 import common  # noqa: F401  (sets sys.path; before project imports)
@@ -34,8 +35,11 @@ def _throughput(robot_name, n, T, nthread, reps):
   task = catalogue.robot_specs()[robot_name].task
   m = robot.model
   raw_best = ours_best = np.inf
-  with tempfile.TemporaryDirectory() as d, simulate.Simulator(robot, nthread=nthread) as sim, \
-      rollout.Rollout(nthread=nthread) as pool:
+  with (
+    tempfile.TemporaryDirectory() as d,
+    simulate.Simulator(robot, nthread=nthread) as sim,
+    rollout.Rollout(nthread=nthread) as pool,
+  ):
     rng = np.random.default_rng(0)  # consumed exactly as episodes.generate consumes it
     start = sim.initial_states(rng, n)
     u = behaviours.open_loop("ou", robot, rng, n, T)
@@ -80,15 +84,30 @@ def main():
   rows = []
   for name in args.robots.split(","):
     raw, ours, counts = _throughput(name, args.envs, args.steps, args.nthread, args.reps)
-    rows.append({"robot": name, "raw_steps_per_s": raw, "collector_steps_per_s": ours, "ratio": ours / raw,
-                 "kept_episodes": counts.kept})
+    rows.append(
+      {
+        "robot": name,
+        "raw_steps_per_s": raw,
+        "collector_steps_per_s": ours,
+        "ratio": ours / raw,
+        "kept_episodes": counts.kept,
+      }
+    )
   loader = _loader(min(2, args.nthread))
   print(f"{'robot':16s} {'raw rollout steps/s':>20s} {'collector steps/s':>18s} {'ratio':>6s}")
   for r in rows:
     print(f"{r['robot']:16s} {r['raw_steps_per_s']:20.0f} {r['collector_steps_per_s']:18.0f} {r['ratio']:6.2f}")
   print(f"loader: {loader:.0f} windows/s (150 steps, batch 16, 4 environments)")
-  out = {"host": platform.node(), "cpu_count": os.cpu_count(), "nthread": args.nthread, "envs": args.envs,
-         "steps": args.steps, "mujoco": mujoco.__version__, "rows": rows, "loader_windows_per_s": loader}
+  out = {
+    "host": platform.node(),
+    "cpu_count": os.cpu_count(),
+    "nthread": args.nthread,
+    "envs": args.envs,
+    "steps": args.steps,
+    "mujoco": mujoco.__version__,
+    "rows": rows,
+    "loader_windows_per_s": loader,
+  }
   common.write_result(out, "data_cpu")
 
 

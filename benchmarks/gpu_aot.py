@@ -18,6 +18,7 @@ Sections: ssm (one scan at the base size, batch 14: chunked vs kernel, fwd and f
 model on 8 GPUs), replan (the world-model MPPI replan, 256 x 100), kernels. Writes
 benchmarks/results/gpu_aot.json.
 """
+
 from __future__ import annotations
 
 import common  # noqa: F401  (sets sys.path; before project imports)
@@ -46,9 +47,9 @@ H100_GIB = 84929347584 / 2**30  # device memory XLA reports for an H100 80GB HBM
 DEFAULT_POOL_GIB = 0.75 * H100_GIB
 # (name, pretrain variant, batch, GPUs, mesh expert, model overrides)
 TRAIN_ROWS = [
-    ("base_b14", "base", 14, 1, 1, {}),
-    ("base_b128", "base", 128, 1, 1, {}),
-    ("base_b128_remat", "base", 128, 1, 1, {"remat": True}),
+  ("base_b14", "base", 14, 1, 1, {}),
+  ("base_b128", "base", 128, 1, 1, {}),
+  ("base_b128_remat", "base", 128, 1, 1, {"remat": True}),
 ]
 LARGE_ROW = ("large_b128", "large", 128, 8, 4, {})  # mesh data 2 x expert 4
 MEASURED_PEAK_GIB = {("base_b14", "kernel"): 39.68, ("base_b14", "chunked"): 45.02}  # train_gpu.json
@@ -74,9 +75,18 @@ def ssm_rows(dev) -> list[dict]:
     for mode, fn in zip(("fwd", "fwd+bwd"), _scan_fns(impl=impl, chunk_size=chunk)):
       t0 = time.perf_counter()
       mem = jax.jit(fn).lower(*args).compile(aot.GPU_AOT_OPTIONS).memory_analysis()
-      rows.append({"section": "ssm", "device": dev.device_kind, "impl": impl, "chunk": chunk,
-                   "mode": mode, **SSM_BASE_B14, "temp_gib": mem.temp_size_in_bytes / 2**30,
-                   "compile_s": time.perf_counter() - t0})
+      rows.append(
+        {
+          "section": "ssm",
+          "device": dev.device_kind,
+          "impl": impl,
+          "chunk": chunk,
+          "mode": mode,
+          **SSM_BASE_B14,
+          "temp_gib": mem.temp_size_in_bytes / 2**30,
+          "compile_s": time.perf_counter() - t0,
+        }
+      )
       print(rows[-1], flush=True)
   return rows
 
@@ -87,13 +97,26 @@ def train_row(devices, name, variant, batch, gpus, expert, overrides, impl) -> d
   cfg.mesh.expert = expert
   t0 = time.perf_counter()
   step = aot.compile_train_step(cfg, devices[:gpus], batch, compiler_options=aot.GPU_AOT_OPTIONS)
-  row = {"section": "train", "row": name, "variant": variant, "batch": batch, "gpus": gpus, "impl": impl,
-         "remat": bool(cfg.model.remat), "device": devices[0].device_kind, "mesh": step.mesh,
-         "params": step.params, "argument_gib": step.argument_gib, "temp_gib": step.temp_gib,
-         "total_gib": step.total_gib, "fits_80gb": step.total_gib <= H100_GIB,
-         "fits_default_pool": step.total_gib <= DEFAULT_POOL_GIB,
-         "measured_peak_gib": MEASURED_PEAK_GIB.get((name, impl)), "model_tflop": step.model_tflop,
-         "compile_s": time.perf_counter() - t0}
+  row = {
+    "section": "train",
+    "row": name,
+    "variant": variant,
+    "batch": batch,
+    "gpus": gpus,
+    "impl": impl,
+    "remat": bool(cfg.model.remat),
+    "device": devices[0].device_kind,
+    "mesh": step.mesh,
+    "params": step.params,
+    "argument_gib": step.argument_gib,
+    "temp_gib": step.temp_gib,
+    "total_gib": step.total_gib,
+    "fits_80gb": step.total_gib <= H100_GIB,
+    "fits_default_pool": step.total_gib <= DEFAULT_POOL_GIB,
+    "measured_peak_gib": MEASURED_PEAK_GIB.get((name, impl)),
+    "model_tflop": step.model_tflop,
+    "compile_s": time.perf_counter() - t0,
+  }
   print(row, flush=True)
   return row
 
@@ -103,6 +126,7 @@ def replan_rows(dev) -> list[dict]:
   kernel scan): what benchmarks/control.py times on a GPU, compiled for one."""
   from westworld_jax.control import backends, env, mppi, planners, tasks  # pylint: disable=import-outside-toplevel
   from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
+
   task = tasks.make_task("hopper")
   norm = backends.Normaliser.from_stats(planners.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act)
   sh = jax.sharding.SingleDeviceSharding(dev)
@@ -113,18 +137,29 @@ def replan_rows(dev) -> list[dict]:
     # the same parameters, initialised here with the host's scan (the kernel would be interpreted)
     init = registry.build("westworld", "control", dtype=dtype).init
     params = jax.jit(init)(jax.random.key(0), planners.spec_batch(task.num_obs, task.num_act, wm.history + 100))
-    planner = mppi.MPPI(backends.WorldModelBackend(wm, params, [task], [norm], 100),
-                        mppi.MPPIConfig(samples=256, horizon=100))
+    planner = mppi.MPPI(
+      backends.WorldModelBackend(wm, params, [task], [norm], 100), mppi.MPPIConfig(samples=256, horizon=100)
+    )
     state = env.Envs(task, history=wm.history).reset(jax.random.key(0), 1)
     plan = planner.init(jax.random.key(1), state)
     t0 = time.perf_counter()
-    compiled = planner.replan.trace(jax.tree.map(to_sds, plan), jax.tree.map(to_sds, state)).lower().compile(
-        aot.GPU_AOT_OPTIONS)
+    compiled = (
+      planner.replan.trace(jax.tree.map(to_sds, plan), jax.tree.map(to_sds, state)).lower().compile(aot.GPU_AOT_OPTIONS)
+    )
     hlo = compiled.as_text()
-    rows.append({"section": "replan", "device": dev.device_kind, "dtype": dtype, "samples": 256, "horizon": 100,
-                 "temp_gib": compiled.memory_analysis().temp_size_in_bytes / 2**30,
-                 "scan_kernels": hlo.count("__gpu$xla.gpu.triton"), "fusions": hlo.count(" fusion("),
-                 "compile_s": time.perf_counter() - t0})
+    rows.append(
+      {
+        "section": "replan",
+        "device": dev.device_kind,
+        "dtype": dtype,
+        "samples": 256,
+        "horizon": 100,
+        "temp_gib": compiled.memory_analysis().temp_size_in_bytes / 2**30,
+        "scan_kernels": hlo.count("__gpu$xla.gpu.triton"),
+        "fusions": hlo.count(" fusion("),
+        "compile_s": time.perf_counter() - t0,
+      }
+    )
     print(rows[-1], flush=True)
   return rows
 
@@ -145,13 +180,22 @@ def kernel_rows(dev, configs) -> list[dict]:
         entry = re.search(r"\.entry (selective_scan_\w+)\(", text)
         if not entry:
           continue
-        out = subprocess.run([ptxas, "-arch=sm_90a", "-v", ptx, "-o", os.devnull],
-                             capture_output=True, text=True, check=True).stderr
+        out = subprocess.run(
+          [ptxas, "-arch=sm_90a", "-v", ptx, "-o", os.devnull], capture_output=True, text=True, check=True
+        ).stderr
         regs = re.search(r"Used (\d+) registers", out)
         stack = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", out)
-        rows.append({"section": "kernels", "kernel": entry.group(1), "config": f"1x{bd}x{warps}x{chunk}",
-                     "regs": int(regs.group(1)), "stack_bytes": int(stack.group(1)),
-                     "spill_store_bytes": int(stack.group(2)), "spill_load_bytes": int(stack.group(3))})
+        rows.append(
+          {
+            "section": "kernels",
+            "kernel": entry.group(1),
+            "config": f"1x{bd}x{warps}x{chunk}",
+            "regs": int(regs.group(1)),
+            "stack_bytes": int(stack.group(1)),
+            "spill_store_bytes": int(stack.group(2)),
+            "spill_load_bytes": int(stack.group(3)),
+          }
+        )
         print(rows[-1], flush=True)
   return rows
 
@@ -160,18 +204,29 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--sections", default="ssm,train,replan,kernels")
   p.add_argument("--plugin", default=None, help="XLA's xla_cuda_plugin.so (default: the installed one)")
-  p.add_argument("--kernel_configs", default="16x4x8,16x4x16",
-                 help="block_d x num_warps x chunk of the Triton kernels to read (kernels section)")
+  p.add_argument(
+    "--kernel_configs",
+    default="16x4x8,16x4x16",
+    help="block_d x num_warps x chunk of the Triton kernels to read (kernels section)",
+  )
   p.add_argument("--out", default=None)
   args = p.parse_args(argv)
   sections = args.sections.split(",")
   devices = aot.gpu_devices(8 if "train" in sections else 1, plugin=args.plugin)
   rows = []
   save = lambda: common.write_result(  # noqa: E731
-      {"what": "compiled memory for NVIDIA H100s (XLA AOT, no GPU attached); speed unmeasured",
-       "jax": jax.__version__, "python": platform.python_version(), "h100_gib": H100_GIB,
-       "default_pool_gib": DEFAULT_POOL_GIB, "xla_options": aot.GPU_AOT_OPTIONS, "rows": rows},
-      "gpu_aot", args.out)
+    {
+      "what": "compiled memory for NVIDIA H100s (XLA AOT, no GPU attached); speed unmeasured",
+      "jax": jax.__version__,
+      "python": platform.python_version(),
+      "h100_gib": H100_GIB,
+      "default_pool_gib": DEFAULT_POOL_GIB,
+      "xla_options": aot.GPU_AOT_OPTIONS,
+      "rows": rows,
+    },
+    "gpu_aot",
+    args.out,
+  )
   if "ssm" in sections:
     rows += ssm_rows(devices[0])
     save()
@@ -206,8 +261,10 @@ def _print_tables(rows):
     print(f"\nTraining step per H100 (GiB; 80 GB = {H100_GIB:.1f} GiB, JAX's default pool {DEFAULT_POOL_GIB:.1f})")
     print(f"{'row':16} {'impl':8} {'gpus':>4} {'GiB':>8} {'measured':>8} {'fits 80GB':>9}")
     for r in train:
-      print(f"{r['row']:16} {r['impl']:8} {r['gpus']:4d} {fmt(r['total_gib']):>8} "
-            f"{fmt(r['measured_peak_gib']):>8} {'yes' if r['fits_80gb'] else 'no':>9}")
+      print(
+        f"{r['row']:16} {r['impl']:8} {r['gpus']:4d} {fmt(r['total_gib']):>8} "
+        f"{fmt(r['measured_peak_gib']):>8} {'yes' if r['fits_80gb'] else 'no':>9}"
+      )
   replan = [r for r in rows if r["section"] == "replan"]
   if replan:
     print("\nWorld-model MPPI replan (Hopper, control size, 256 x 100, kernel scan) on an H100")
@@ -217,8 +274,10 @@ def _print_tables(rows):
   if kernels:
     print("\nXLA's build of the Triton scan kernels (ptxas -v, sm_90a)")
     for r in kernels:
-      print(f"{r['kernel']:20} {r['config']:10} regs {r['regs']:3d}  stack {r['stack_bytes']:5d} B  "
-            f"spill st/ld {r['spill_store_bytes']}/{r['spill_load_bytes']} B")
+      print(
+        f"{r['kernel']:20} {r['config']:10} regs {r['regs']:3d}  stack {r['stack_bytes']:5d} B  "
+        f"spill st/ld {r['spill_store_bytes']}/{r['spill_load_bytes']} B"
+      )
 
 
 if __name__ == "__main__":

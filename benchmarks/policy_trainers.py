@@ -10,6 +10,7 @@ wall-clock minutes (compilation included) and the deterministic return reached, 
 trainer on its own environment. Prints a table and writes benchmarks/results/policy_trainers.json.
 Both run in this process one after the other, so the ratio is measured under the same load.
 """
+
 from __future__ import annotations
 
 import common  # noqa: F401  (sets sys.path; before project imports)
@@ -25,6 +26,7 @@ def _device_put_replicated(x, devices):
   it): x stacked once per device, as one array sharded over those devices."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   mesh = jax.sharding.Mesh(np.array(devices), ("d",))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
   return jax.tree.map(lambda a: jax.device_put(np.stack([np.asarray(a)] * len(devices)), sharding), x)
@@ -32,41 +34,72 @@ def _device_put_replicated(x, devices):
 
 def brax_ppo(env_name: str, steps: int, num_envs: int, seed: int) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
+
   try:
     jax.device_put_replicated  # noqa: B018
   except AttributeError:
     jax.device_put_replicated = _device_put_replicated
   from brax import envs  # pylint: disable=import-outside-toplevel
   from brax.training.agents.ppo import train as ppo_train  # pylint: disable=import-outside-toplevel
+
   env = envs.get_environment(env_name, backend="mjx")
   evals = []
   t0 = time.perf_counter()
 
   def progress(step, metrics):
-    evals.append({"step": int(step), "minutes": (time.perf_counter() - t0) / 60,
-                  "return": float(metrics["eval/episode_reward"])})
+    evals.append(
+      {"step": int(step), "minutes": (time.perf_counter() - t0) / 60, "return": float(metrics["eval/episode_reward"])}
+    )
 
   # brax's published Hopper settings (training notebook), with fewer environments for a CPU.
-  ppo_train.train(environment=env, num_timesteps=steps, num_evals=4, reward_scaling=10, episode_length=1000,
-                  normalize_observations=True, action_repeat=1, unroll_length=5, num_minibatches=8,
-                  num_updates_per_batch=4, discounting=0.97, learning_rate=3e-4, entropy_cost=1e-2,
-                  num_envs=num_envs, batch_size=num_envs // 2, seed=seed, num_eval_envs=10,
-                  deterministic_eval=True, progress_fn=progress)
+  ppo_train.train(
+    environment=env,
+    num_timesteps=steps,
+    num_evals=4,
+    reward_scaling=10,
+    episode_length=1000,
+    normalize_observations=True,
+    action_repeat=1,
+    unroll_length=5,
+    num_minibatches=8,
+    num_updates_per_batch=4,
+    discounting=0.97,
+    learning_rate=3e-4,
+    entropy_cost=1e-2,
+    num_envs=num_envs,
+    batch_size=num_envs // 2,
+    seed=seed,
+    num_eval_envs=10,
+    deterministic_eval=True,
+    progress_fn=progress,
+  )
   minutes = (time.perf_counter() - t0) / 60
-  return {"trainer": "brax PPO on MJX", "steps": steps, "minutes": minutes, "steps_per_s": steps / (60 * minutes),
-          "return": evals[-1]["return"], "evals": evals}
+  return {
+    "trainer": "brax PPO on MJX",
+    "steps": steps,
+    "minutes": minutes,
+    "steps_per_s": steps / (60 * minutes),
+    "return": evals[-1]["return"],
+    "evals": evals,
+  }
 
 
 def project_ppo(robot: str, steps: int, seed: int) -> dict:
   from westworld_jax.data import ppo, rl_env  # pylint: disable=import-outside-toplevel
+
   t0 = time.perf_counter()
   env = rl_env.VecEnv(robot, 16, seed=seed)
   policy, _ = ppo.train(env, ppo.PPOConfig(total_steps=steps), seed=seed, progress=False)
   minutes = (time.perf_counter() - t0) / 60
   res = ppo.evaluate(policy, rl_env.VecEnv(robot, 10, seed=seed + 10_000), 10, seed=seed)
   env.close()
-  return {"trainer": "project PPO on MuJoCo C", "steps": steps, "minutes": minutes,
-          "steps_per_s": steps / (60 * minutes), "return": res["return_mean"]}
+  return {
+    "trainer": "project PPO on MuJoCo C",
+    "steps": steps,
+    "minutes": minutes,
+    "steps_per_s": steps / (60 * minutes),
+    "return": res["return_mean"],
+  }
 
 
 def main():

@@ -17,6 +17,7 @@ Sections:
          vs kernel; and the large model (16 experts, expert-parallel) on a v5p slice.
 Writes benchmarks/results/tpu_aot.json.
 """
+
 from __future__ import annotations
 
 import common  # noqa: F401  (sets sys.path; before project imports)
@@ -38,9 +39,9 @@ CHIPS = {"v5e": "v5e:2x2", "v6e": "v6e:2x2", "v5p": "v5p:2x2x1", "v4": "v4:2x2x1
 SSM_BASE_B14 = dict(S=1092, L=151, Dm=512, N=64)
 # (name, pretrain variant, batch, chips of the slice, mesh expert, model overrides)
 TRAIN_ROWS = [
-    ("base_b14", "base", 14, 1, 1, {}),
-    ("base_b14_remat", "base", 14, 1, 1, {"remat": True}),
-    ("base_b128_remat", "base", 128, 1, 1, {"remat": True}),
+  ("base_b14", "base", 14, 1, 1, {}),
+  ("base_b14_remat", "base", 14, 1, 1, {"remat": True}),
+  ("base_b128_remat", "base", 128, 1, 1, {"remat": True}),
 ]
 LARGE_ROW = ("large_b128", "large", 128, 8, 4, {})  # v5p:2x2x2, mesh data 2 x expert 4
 
@@ -95,19 +96,43 @@ def ssm_rows(chip: str) -> list[dict]:
   return rows
 
 
-def train_row(chip: str, name: str, variant: str, batch: int, chips: int, expert: int, overrides: dict,
-              impl: str, topology: str | None = None) -> dict:
+def train_row(
+  chip: str,
+  name: str,
+  variant: str,
+  batch: int,
+  chips: int,
+  expert: int,
+  overrides: dict,
+  impl: str,
+  topology: str | None = None,
+) -> dict:
   cfg = pretrain.get_config(variant)
   cfg.model.update({**overrides, "ssm_scan_impl": impl})
   cfg.mesh.expert = expert
   devices = aot.tpu_devices(topology or CHIPS[chip])[:chips]
-  row = {"section": "train", "chip": chip, "row": name, "variant": variant, "batch": batch, "chips": chips,
-         "impl": impl, "remat": bool(cfg.model.remat), "device": devices[0].device_kind}
+  row = {
+    "section": "train",
+    "chip": chip,
+    "row": name,
+    "variant": variant,
+    "batch": batch,
+    "chips": chips,
+    "impl": impl,
+    "remat": bool(cfg.model.remat),
+    "device": devices[0].device_kind,
+  }
 
   def compile_fn():
     step = aot.compile_train_step(cfg, devices, batch)
-    return dict(mesh=step.mesh, params=step.params, argument_gib=step.argument_gib, temp_gib=step.temp_gib,
-                total_gib=step.total_gib, model_tflop=step.model_tflop)
+    return dict(
+      mesh=step.mesh,
+      params=step.params,
+      argument_gib=step.argument_gib,
+      temp_gib=step.temp_gib,
+      total_gib=step.total_gib,
+      model_tflop=step.model_tflop,
+    )
 
   return _compiled(row, compile_fn)
 
@@ -122,8 +147,15 @@ def main(argv=None):
   sections = args.sections.split(",")
   rows = []
   save = lambda: common.write_result(  # noqa: E731
-      {"what": "compiled memory on TPU chips (AOT, no TPU attached); speed unmeasured", "jax": jax.__version__,
-       "python": platform.python_version(), "rows": rows}, "tpu_aot", args.out)
+    {
+      "what": "compiled memory on TPU chips (AOT, no TPU attached); speed unmeasured",
+      "jax": jax.__version__,
+      "python": platform.python_version(),
+      "rows": rows,
+    },
+    "tpu_aot",
+    args.out,
+  )
   if "ssm" in sections:
     for chip in args.chips.split(","):
       rows += ssm_rows(chip)
@@ -151,13 +183,16 @@ def _print_tables(rows):
         print(f"{chip:5} {mode:8} {fmt(t['chunked']['temp_gib']):>9} {fmt(t['kernel']['temp_gib']):>9}")
   train = [r for r in rows if r["section"] == "train"]
   if train:
-    print("\nTraining step per chip: GiB needed (total when it compiles; the compiler's temporaries when it "
-          "does not fit, marked OOM)")
+    print(
+      "\nTraining step per chip: GiB needed (total when it compiles; the compiler's temporaries when it "
+      "does not fit, marked OOM)"
+    )
     print(f"{'chip':5} {'row':16} {'impl':8} {'chips':>5} {'GiB':>8} {'fits':>5}")
     for r in train:
       gib = r.get("total_gib", r.get("temp_gib"))
-      print(f"{r['chip']:5} {r['row']:16} {r['impl']:8} {r['chips']:5d} {fmt(gib):>8} "
-            f"{'yes' if r['fits'] else 'OOM':>5}")
+      print(
+        f"{r['chip']:5} {r['row']:16} {r['impl']:8} {r['chips']:5d} {fmt(gib):>8} {'yes' if r['fits'] else 'OOM':>5}"
+      )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Tokens/s counts every (step, channel) token of the padded batch, observation and
 The authors' code: 800 ms/step at batch 14 on one H100 (17.5 samples/s).
 Writes benchmarks/results/train_<backend>.json.
 """
+
 from __future__ import annotations
 
 import common  # noqa: F401  (sets sys.path; before project imports)
@@ -32,15 +33,15 @@ from westworld_jax.training import mesh as mesh_lib, state as state_lib, step as
 
 # name -> (pretrain variant, batch, steps, obs channels, action channels, model overrides)
 VARIANTS = {
-    "tiny": ("tiny", 16, 32, 32, 8, {}),
-    "base_b14": ("base", 14, 150, 60, 18, {}),  # ssm_scan_impl "auto": the kernel on GPU
-    "base_b14_chunked": ("base", 14, 150, 60, 18, {"ssm_scan_impl": "chunked"}),
-    "base_b14_kernel": ("base", 14, 150, 60, 18, {"ssm_scan_impl": "kernel"}),
-    # Kernel checkpoints every 8 steps instead of 16: XLA's build of the backward spills ~900 B per
-    # thread at 16 and ~50 B at 8 (gpu_aot.json), for 2.7 GB more checkpoints per layer.
-    "base_b14_c8": ("base", 14, 150, 60, 18, {"ssm_chunk_size": 8}),
-    "base_b128": ("base", 128, 150, 60, 18, {"remat": True}),
-    "base_b128_kernel": ("base", 128, 150, 60, 18, {"remat": True, "ssm_scan_impl": "kernel"}),
+  "tiny": ("tiny", 16, 32, 32, 8, {}),
+  "base_b14": ("base", 14, 150, 60, 18, {}),  # ssm_scan_impl "auto": the kernel on GPU
+  "base_b14_chunked": ("base", 14, 150, 60, 18, {"ssm_scan_impl": "chunked"}),
+  "base_b14_kernel": ("base", 14, 150, 60, 18, {"ssm_scan_impl": "kernel"}),
+  # Kernel checkpoints every 8 steps instead of 16: XLA's build of the backward spills ~900 B per
+  # thread at 16 and ~50 B at 8 (gpu_aot.json), for 2.7 GB more checkpoints per layer.
+  "base_b14_c8": ("base", 14, 150, 60, 18, {"ssm_chunk_size": 8}),
+  "base_b128": ("base", 128, 150, 60, 18, {"remat": True}),
+  "base_b128_kernel": ("base", 128, 150, 60, 18, {"remat": True, "ssm_scan_impl": "kernel"}),
 }
 DEFAULTS = {"cpu": ["tiny"], "gpu": ["base_b14", "base_b14_chunked", "base_b128"]}
 AUTHORS_MS_B14 = 800.0
@@ -56,7 +57,7 @@ def measured_cpu_peak(n: int = 1024, reps: int = 10) -> float:
   for _ in range(reps):
     out = f(a)
   out.block_until_ready()
-  return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+  return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
 def peak_flops(backend: str) -> tuple[float, str]:
@@ -82,8 +83,7 @@ def run_variant(name: str, timed_steps: int) -> dict:
   train_step = step_lib.make_train_step(model, tx, schedule, 0, shardings, bs)
   rng = np.random.default_rng(0)
   host = zeros_batch(b, t, co, ca)
-  host.update(obs=rng.uniform(size=(b, t, co)).astype(np.float32),
-              act=rng.uniform(size=(b, t, ca)).astype(np.float32))
+  host.update(obs=rng.uniform(size=(b, t, co)).astype(np.float32), act=rng.uniform(size=(b, t, ca)).astype(np.float32))
   with jax.set_mesh(mesh):
     batch = jax.device_put(host, bs)
     t0 = time.perf_counter()
@@ -98,15 +98,28 @@ def run_variant(name: str, timed_steps: int) -> dict:
       times.append(time.perf_counter() - t0)
   ms = 1e3 * float(np.median(times))
   flops = train_step_flops(model.config, b, t, co, ca)
-  return {"variant": name, "size": variant, "batch": b, "steps": t, "obs_channels": co, "act_channels": ca,
-          "dtype": model.config.dtype, "scan": model.config.ssm_scan_impl, "remat": model.config.remat,
-          "params": state_lib.param_count(state), "compile_s": compile_s, "ms_per_step": ms,
-          "steps_per_s": 1e3 / ms, "samples_per_s": b * 1e3 / ms, "tokens_per_s": b * t * (co + ca) * 1e3 / ms,
-          "model_tflop_per_step": flops / 1e12, "model_tflops": flops / ms / 1e9,
-          "loss_finite": bool(np.isfinite(float(m["loss"]))),
-          # The allocator's running peak of this process (variants run in order, largest last).
-          "peak_memory_gib_so_far": None if (peak := common.device_peak_bytes()) is None
-          else round(peak / 2**30, 2)}
+  return {
+    "variant": name,
+    "size": variant,
+    "batch": b,
+    "steps": t,
+    "obs_channels": co,
+    "act_channels": ca,
+    "dtype": model.config.dtype,
+    "scan": model.config.ssm_scan_impl,
+    "remat": model.config.remat,
+    "params": state_lib.param_count(state),
+    "compile_s": compile_s,
+    "ms_per_step": ms,
+    "steps_per_s": 1e3 / ms,
+    "samples_per_s": b * 1e3 / ms,
+    "tokens_per_s": b * t * (co + ca) * 1e3 / ms,
+    "model_tflop_per_step": flops / 1e12,
+    "model_tflops": flops / ms / 1e9,
+    "loss_finite": bool(np.isfinite(float(m["loss"]))),
+    # The allocator's running peak of this process (variants run in order, largest last).
+    "peak_memory_gib_so_far": None if (peak := common.device_peak_bytes()) is None else round(peak / 2**30, 2),
+  }
 
 
 def main(argv=None):
@@ -137,14 +150,24 @@ def main(argv=None):
     if "error" in r:
       print(f"{r['variant']:18} {r['error']}")
       continue
-    print(f"{r['variant']:18} {r['batch']:5d} {r['ms_per_step']:9.1f} {r['steps_per_s']:8.2f} "
-          f"{r['samples_per_s']:9.1f} {r['tokens_per_s'] / 1e6:7.3f} {r['model_tflops']:8.3f} {r['mfu']:6.1%}")
+    print(
+      f"{r['variant']:18} {r['batch']:5d} {r['ms_per_step']:9.1f} {r['steps_per_s']:8.2f} "
+      f"{r['samples_per_s']:9.1f} {r['tokens_per_s'] / 1e6:7.3f} {r['model_tflops']:8.3f} {r['mfu']:6.1%}"
+    )
 
 
 def _write(rows, peak, peak_src, backend, out):
-  result = {"device": jax.devices()[0].device_kind, "device_count": jax.device_count(), "backend": backend,
-            "jax": jax.__version__, "python": platform.python_version(), "peak_tflops": peak / 1e12,
-            "peak_source": peak_src, "authors_ms_per_step_b14_h100": AUTHORS_MS_B14, "rows": rows}
+  result = {
+    "device": jax.devices()[0].device_kind,
+    "device_count": jax.device_count(),
+    "backend": backend,
+    "jax": jax.__version__,
+    "python": platform.python_version(),
+    "peak_tflops": peak / 1e12,
+    "peak_source": peak_src,
+    "authors_ms_per_step_b14_h100": AUTHORS_MS_B14,
+    "rows": rows,
+  }
   common.write_result(result, f"train_{backend}", out)
 
 

@@ -22,12 +22,22 @@ World-model fine-tuning on control data (oracle MPPI episodes, the best 10% kept
   python -m westworld_jax.control.adapt --config experiments/control.py:VARIANT --checkpoint DIR --workdir OUT
 Override anything on the command line, e.g. --config.mppi.samples=512 --config.policies="('oracle',)".
 """
+
 import ml_collections
 
 # variant -> the control task it runs (westworld_jax/control/tasks.py)
-TASKS = {"hopper": "hopper", "walker2d": "walker2d", "hopper_cpu": "hopper", "hopper_tiny": "hopper",
-         "walker2d_tiny": "walker2d", "go1": "go1", "franka": "franka", "pendulum": "pendulum",
-         "reacher": "reacher", "tiny": "pendulum"}
+TASKS = {
+  "hopper": "hopper",
+  "walker2d": "walker2d",
+  "hopper_cpu": "hopper",
+  "hopper_tiny": "hopper",
+  "walker2d_tiny": "walker2d",
+  "go1": "go1",
+  "franka": "franka",
+  "pendulum": "pendulum",
+  "reacher": "reacher",
+  "tiny": "pendulum",
+}
 VARIANTS = tuple(TASKS)
 
 
@@ -43,9 +53,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.episode_len = 0  # control steps; 0 = the task's default
   c.seed = 0
   c.workdir = ""  # default workdirs/control/<task>; --workdir overrides
-  c.mppi = ml_collections.ConfigDict(dict(
-      samples=256, horizon=100, iterations=1, noise=0.3, noise_kind="ou", correlation=0.9, knots=8,
-      temperature=0.1, normalize_costs=True, discount=1.0, noise_decay=0.5, keep_mean=True))
+  c.mppi = ml_collections.ConfigDict(
+    dict(
+      samples=256,
+      horizon=100,
+      iterations=1,
+      noise=0.3,
+      noise_kind="ou",
+      correlation=0.9,
+      knots=8,
+      temperature=0.1,
+      normalize_costs=True,
+      discount=1.0,
+      noise_decay=0.5,
+      keep_mean=True,
+    )
+  )
   # The world model when no --checkpoint is given (untrained: latency only) and its batching.
   c.model = ml_collections.ConfigDict(dict(name="westworld", size="control", overrides={}))
   c.wm_sample_chunk = 0  # predict at most this many samples at once (0 = all): bounds memory
@@ -57,12 +80,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Control data for fine-tuning: keep the best fraction of the oracle episodes as a corpus environment.
   # The control CLI collects from its evaluation episodes when corpus_dir is set; the fine-tuning
   # command (python -m westworld_jax.control.adapt) runs `episodes` oracle episodes, n_envs at a time.
-  c.collect = ml_collections.ConfigDict(dict(corpus_dir="", keep_fraction=0.1, val_fraction=0.1, overwrite=False,
-                                             episodes=64, n_envs=8))
+  c.collect = ml_collections.ConfigDict(
+    dict(corpus_dir="", keep_fraction=0.1, val_fraction=0.1, overwrite=False, episodes=64, n_envs=8)
+  )
   # World-model fine-tuning on that data (westworld_jax.control.adapt): the pretrained run's model
   # and recipe (westworld_jax.few_shot.run_config) from its weights, then control with both models.
-  c.finetune = ml_collections.ConfigDict(dict(steps=300, lr=1e-5, warmup_steps=0, final_lr_fraction=1.0,
-                                              batch_size=8, compare=True))
+  c.finetune = ml_collections.ConfigDict(
+    dict(steps=300, lr=1e-5, warmup_steps=0, final_lr_fraction=1.0, batch_size=8, compare=True)
+  )
 
   if variant in ("hopper", "walker2d"):
     c.episodes = 3

@@ -61,6 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif variant == "base":
     c.corpus_dir = "corpus/full"
     from westworld_jax.robots import catalogue
+
     c.environments = tuple(e.name for e in catalogue.environments_in(catalogue.FEW_SHOT))
     c.collect = sc.heldout_collect("base", c.environments)
     c.batch_size = c.eval.batch_size = 14

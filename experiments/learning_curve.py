@@ -13,6 +13,7 @@ Variants:
         walker2d and franka.
   tiny  a smoke test on the tiny corpus: 4 steps, checkpoints every 2, held-out hopper.
 """
+
 import ml_collections
 
 from westworld_jax import config_files

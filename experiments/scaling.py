@@ -15,6 +15,7 @@ Variants:
   tiny  a smoke test on the tiny corpus (experiments/data.py:tiny): N = 1, 2, a few steps.
   base  the paper's setting: base models, 50 + 100-step windows, the full corpus.
 """
+
 import ml_collections
 
 from westworld_jax import config_files
@@ -25,26 +26,68 @@ from westworld_jax.config_files import model_config
 # walking policies, N = 10 two quadrupeds, N = 20 a balance task. No held-out robot appears
 # (walker2d, hopper, franka_panda, cassie, unitree_a1, ur5e); tests/test_evaluate.py checks it.
 CPU_PRETRAIN_ENVS = (
-    "dmc_cheetah-gait", "dmc_walker-policy_expert", "dmc_hopper-gait", "proc_hopper_3-policy_medium",
-    "dmc_reacher-pd_targets", "gym_half_cheetah-policy_expert", "dmc_walker-gait",
-    "proc_walker_l2r2-policy_expert", "quad_go1-pd_hold", "proc_quadruped_j2-policy_medium",
-    "gym_swimmer-gait", "proc_cheetah_b2f3-policy_expert", "proc_arm_6-pd_targets", "gym_ant-policy_expert",
-    "gym_half_cheetah-gait", "proc_hopper_3-policy_expert", "dmc_cartpole-gait", "dmc_walker-policy_medium",
-    "proc_walker_l2r2-gait", "dmc_cheetah-policy_expert", "gym_ant-pd_hold",
-    "proc_quadruped_j2-policy_expert", "proc_hopper_3-gait", "proc_walker_l2r2-policy_medium",
-    "dmc_jaco_arm-pd_targets", "gym_half_cheetah-policy_medium", "proc_cheetah_b2f3-gait",
-    "gym_swimmer-policy_expert", "proc_humanoid2d_a0-gait", "proc_cheetah_b2f3-policy_medium",
-    "dmc_finger-pd_targets", "gym_ant-policy_medium", "proc_snake_5-gait", "dmc_cheetah-policy_medium",
-    "quad_mini_cheetah-pd_hold", "gym_swimmer-policy_medium", "gym_inverted_double_pendulum-gait",
-    "proc_walker_l3r4-gait", "proc_quadruped_j2-pd_hold", "dmc_acrobot-gait", "gym_pusher-pd_targets",
-    "proc_cheetah_b4f4-gait", "proc_swimmer_6-gait", "proc_hand_f4j2-pd_targets",
-    "dmc_ball_in_cup-pd_targets", "proc_cheetah_b3f2-gait", "proc_hexapod_j2-pd_hold",
-    "proc_arm_5-pd_targets", "dmc_cheetah-ou", "dmc_walker-pd_hold", "gym_half_cheetah-ou", "proc_arm_4-ou",
+  "dmc_cheetah-gait",
+  "dmc_walker-policy_expert",
+  "dmc_hopper-gait",
+  "proc_hopper_3-policy_medium",
+  "dmc_reacher-pd_targets",
+  "gym_half_cheetah-policy_expert",
+  "dmc_walker-gait",
+  "proc_walker_l2r2-policy_expert",
+  "quad_go1-pd_hold",
+  "proc_quadruped_j2-policy_medium",
+  "gym_swimmer-gait",
+  "proc_cheetah_b2f3-policy_expert",
+  "proc_arm_6-pd_targets",
+  "gym_ant-policy_expert",
+  "gym_half_cheetah-gait",
+  "proc_hopper_3-policy_expert",
+  "dmc_cartpole-gait",
+  "dmc_walker-policy_medium",
+  "proc_walker_l2r2-gait",
+  "dmc_cheetah-policy_expert",
+  "gym_ant-pd_hold",
+  "proc_quadruped_j2-policy_expert",
+  "proc_hopper_3-gait",
+  "proc_walker_l2r2-policy_medium",
+  "dmc_jaco_arm-pd_targets",
+  "gym_half_cheetah-policy_medium",
+  "proc_cheetah_b2f3-gait",
+  "gym_swimmer-policy_expert",
+  "proc_humanoid2d_a0-gait",
+  "proc_cheetah_b2f3-policy_medium",
+  "dmc_finger-pd_targets",
+  "gym_ant-policy_medium",
+  "proc_snake_5-gait",
+  "dmc_cheetah-policy_medium",
+  "quad_mini_cheetah-pd_hold",
+  "gym_swimmer-policy_medium",
+  "gym_inverted_double_pendulum-gait",
+  "proc_walker_l3r4-gait",
+  "proc_quadruped_j2-pd_hold",
+  "dmc_acrobot-gait",
+  "gym_pusher-pd_targets",
+  "proc_cheetah_b4f4-gait",
+  "proc_swimmer_6-gait",
+  "proc_hand_f4j2-pd_targets",
+  "dmc_ball_in_cup-pd_targets",
+  "proc_cheetah_b3f2-gait",
+  "proc_hexapod_j2-pd_hold",
+  "proc_arm_5-pd_targets",
+  "dmc_cheetah-ou",
+  "dmc_walker-pd_hold",
+  "gym_half_cheetah-ou",
+  "proc_arm_4-ou",
 )
 # Held-out hopper and walker2d as in D4RL: data of PPO policies trained here (expert and medium,
 # data/train_policy.py); franka under PD control to random targets.
-CPU_ZERO_SHOT_ENVS = ("hopper-policy_expert", "hopper-policy_medium", "walker2d-policy_expert",
-                      "walker2d-policy_medium", "franka_panda-pd_targets")
+CPU_ZERO_SHOT_ENVS = (
+  "hopper-policy_expert",
+  "hopper-policy_medium",
+  "walker2d-policy_expert",
+  "walker2d-policy_medium",
+  "franka_panda-pd_targets",
+)
 # The open-loop gait data of the same robots (they topple within ~100 steps): the `cpu_gait` zero-shot variant.
 CPU_ZERO_SHOT_GAIT_ENVS = ("hopper-gait", "walker2d-gait", "franka_panda-pd_targets")
 # Unitree A1 under its trained PPO expert (it walks); Cassie under pd_hold (PPO did not make it walk,
@@ -101,8 +144,16 @@ _CPU_BINS = {"trajworld": 64}
 def cpu_model(name: str) -> ml_collections.ConfigDict:
   """Tiny models whose channel tables hold every robot of the cpu corpus (cassie: 39 obs)."""
   bins = {"num_bins": _CPU_BINS[name]} if name in _CPU_BINS else {}
-  return model_config(name, "tiny", max_obs_channels=40, max_act_channels=16, history=CPU_HISTORY,
-                      max_window_len=CPU_HISTORY + CPU_HORIZON, **bins, **_cpu_scan(name))
+  return model_config(
+    name,
+    "tiny",
+    max_obs_channels=40,
+    max_act_channels=16,
+    history=CPU_HISTORY,
+    max_window_len=CPU_HISTORY + CPU_HORIZON,
+    **bins,
+    **_cpu_scan(name),
+  )
 
 
 def pretrain_config(variant: str = "cpu", model: str = "westworld") -> ml_collections.ConfigDict:
@@ -147,8 +198,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.num_envs = (1, 2, 5, 10, 20, 30, 0)  # 0 = every environment of `environments`
   c.seeds = (0,)
   c.pretrain = pretrain_config(variant, "westworld")  # template; .model is replaced per model
-  c.model_configs = ml_collections.ConfigDict({m: pretrain_config(variant, m).model
-                                               for m in ("westworld", "trajworld", "tdm", "mlp_ensemble")})
+  c.model_configs = ml_collections.ConfigDict(
+    {m: pretrain_config(variant, m).model for m in ("westworld", "trajworld", "tdm", "mlp_ensemble")}
+  )
   c.environments = tuple(c.pretrain.data.environments) if c.pretrain.data.environments else ()
   c.eval_environments = CPU_ZERO_SHOT_ENVS
   c.eval_collect = heldout_collect(variant, CPU_ZERO_SHOT_ENVS)
@@ -164,8 +216,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pretrain.total_steps = 50_000
     c.environments = ()  # resolved by the driver: every pretraining environment of the corpus
     c.num_envs = (1, 2, 5, 10, 20, 30, 0)
-    c.eval_environments = ("walker2d-policy_expert", "walker2d-policy_medium", "hopper-policy_expert",
-                           "hopper-policy_medium", "franka_panda-pd_targets")
+    c.eval_environments = (
+      "walker2d-policy_expert",
+      "walker2d-policy_medium",
+      "hopper-policy_expert",
+      "hopper-policy_medium",
+      "franka_panda-pd_targets",
+    )
     c.eval_collect = heldout_collect(variant, c.eval_environments)
     c.eval.batch_size = 14
   return c

@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.collect = sc.heldout_collect("tiny", c.environments)
   elif variant == "base":
     from westworld_jax.robots import catalogue
+
     c.corpus_dir = "corpus/full"
     c.environments = tuple(e.name for e in catalogue.environments_in(catalogue.ZERO_SHOT))
     c.collect = sc.heldout_collect("base", c.environments)

@@ -11,6 +11,7 @@ state and batch with their shardings, nothing allocated; westworld_jax/training/
 prints per-device memory from the compiled executable and the step's analytic model FLOPs.
 For a TPU topology the selective scan is the Mosaic kernel (--scan_impl to change it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,9 @@ def main() -> None:
   p.add_argument("--batch", type=int, default=None, help="global batch (default: the variant's)")
   p.add_argument("--obs", type=int, default=60, help="observation channels of the batch bucket")
   p.add_argument("--act", type=int, default=18, help="action channels of the batch bucket")
-  p.add_argument("--scan_impl", default="", help="model.ssm_scan_impl (default: 'kernel' for --topology, "
-                 "else the config's)")
+  p.add_argument(
+    "--scan_impl", default="", help="model.ssm_scan_impl (default: 'kernel' for --topology, else the config's)"
+  )
   args = p.parse_args()
   if args.cpu_devices:
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.cpu_devices}"
@@ -41,7 +43,7 @@ def main() -> None:
   from westworld_jax.training import aot
 
   devices = aot.tpu_devices(args.topology) if args.topology else jax.devices()
-  devices = devices[:args.devices] if args.devices else devices
+  devices = devices[: args.devices] if args.devices else devices
   cfg = pretrain.get_config(args.variant)
   if args.mesh_expert is not None:
     cfg.mesh.expert = args.mesh_expert
@@ -51,11 +53,15 @@ def main() -> None:
     step = aot.compile_train_step(cfg, devices, args.batch, args.obs, args.act)
   except ValueError as e:
     raise SystemExit(str(e))
-  print(f"variant {args.variant}: {step.params / 1e6:.1f}M params, scan {cfg.model.ssm_scan_impl}, mesh "
-        f"{step.mesh} on {step.num_devices} x {step.device_kind}, batch {step.batch} x {step.steps} steps x "
-        f"({args.obs}+{args.act}) channels")
-  print(f"per device: arguments {step.argument_gib:.2f} GiB, outputs {step.output_gib:.2f} GiB "
-        f"({step.alias_gib:.2f} aliased), temporaries {step.temp_gib:.2f} GiB; total {step.total_gib:.2f} GiB")
+  print(
+    f"variant {args.variant}: {step.params / 1e6:.1f}M params, scan {cfg.model.ssm_scan_impl}, mesh "
+    f"{step.mesh} on {step.num_devices} x {step.device_kind}, batch {step.batch} x {step.steps} steps x "
+    f"({args.obs}+{args.act}) channels"
+  )
+  print(
+    f"per device: arguments {step.argument_gib:.2f} GiB, outputs {step.output_gib:.2f} GiB "
+    f"({step.alias_gib:.2f} aliased), temporaries {step.temp_gib:.2f} GiB; total {step.total_gib:.2f} GiB"
+  )
   print(f"model FLOPs per step: {step.model_tflop:.1f} TFLOP")
   print("AOT compile OK")
 

@@ -1,4 +1,5 @@
 """Behaviour-policy training: batched environments with gymnasium's rewards and PPO."""
+
 import json
 
 import numpy as np
@@ -71,14 +72,23 @@ def test_ppo_learns_to_balance_the_inverted_pendulum():
 def pendulum_policies(tmp_path_factory):
   """random / medium / expert / replay of the inverted pendulum, trained in a few seconds."""
   from westworld_jax.data import train_policy
+
   root = str(tmp_path_factory.mktemp("policies"))
-  rows = train_policy.train_levels("gym_inverted_pendulum", ppo.PPOConfig(total_steps=8192, num_envs=8), seed=0,
-                                   out=root, snapshots=8, eval_episodes=8, progress=False)
+  rows = train_policy.train_levels(
+    "gym_inverted_pendulum",
+    ppo.PPOConfig(total_steps=8192, num_envs=8),
+    seed=0,
+    out=root,
+    snapshots=8,
+    eval_episodes=8,
+    progress=False,
+  )
   return root, {r["level"]: r for r in rows}
 
 
 def test_levels_are_ordered_and_saved(pendulum_policies, tmp_path):
   from westworld_jax.data import train_policy
+
   root, rows = pendulum_policies
   assert rows["random"]["return_mean"] < rows["medium"]["return_mean"] <= rows["expert"]["return_mean"]
   assert rows["replay"]["episodes"] > 0
@@ -97,14 +107,16 @@ def test_levels_are_ordered_and_saved(pendulum_policies, tmp_path):
 def test_collection_with_a_saved_policy_is_deterministic(pendulum_policies, monkeypatch):
   from westworld_jax.data import episodes, simulate, train_policy
   from westworld_jax.robots import catalogue
+
   root, _ = pendulum_policies
   monkeypatch.setenv(train_policy.POLICY_DIR_ENV, root)
   checks = simulate.EpisodeChecks(min_length=5)
   out = []
   for _ in range(2):
     with simulate.Simulator(catalogue.load("gym_inverted_pendulum")) as sim:
-      eps, counts = episodes.generate(sim, "policy_expert", catalogue.BALANCE, episodes.episode_rng(0, "x", 0), 4, 60,
-                                      checks)
+      eps, counts = episodes.generate(
+        sim, "policy_expert", catalogue.BALANCE, episodes.episode_rng(0, "x", 0), 4, 60, checks
+      )
     out.append(eps)
   assert counts.kept == 4
   for a, b in zip(*out):
@@ -124,19 +136,19 @@ def test_policy_episodes_end_where_their_environment_does():
   when the hopper falls, as in its environment."""
   from westworld_jax.data import episodes, simulate
   from westworld_jax.robots import catalogue
+
   checks = simulate.EpisodeChecks(min_length=1, fall_fraction=0.4)
   with simulate.Simulator(catalogue.load("gym_half_cheetah")) as sim:
-    eps, counts = episodes.generate(sim, "policy_expert", catalogue.LOCOMOTION, np.random.default_rng(0), 2, 96,
-                                    checks)
+    eps, counts = episodes.generate(sim, "policy_expert", catalogue.LOCOMOTION, np.random.default_rng(0), 2, 96, checks)
   assert counts.fell == 0 and [len(e["obs"]) for e in eps] == [96, 96]
   with simulate.Simulator(catalogue.load("hopper")) as sim:
-    _, counts = episodes.generate(sim, "policy_random", catalogue.LOCOMOTION, np.random.default_rng(0), 4, 300,
-                                  checks)
+    _, counts = episodes.generate(sim, "policy_random", catalogue.LOCOMOTION, np.random.default_rng(0), 4, 300, checks)
   assert counts.fell > 0
 
 
 def test_held_out_policy_environments_never_reach_pretraining():
   from westworld_jax.robots import catalogue
+
   names = {e.name for e in catalogue.environments_in(catalogue.PRETRAIN)}
   held = {e.name for e in catalogue.environments() if e.robot in ("hopper", "walker2d")}
   assert {"hopper-policy_expert", "walker2d-policy_medium", "hopper-policy_replay"} <= held
@@ -146,6 +158,7 @@ def test_held_out_policy_environments_never_reach_pretraining():
 
 def test_replay_subsample_bounds_episodes_and_steps_and_keeps_order():
   from westworld_jax.data.train_policy import subsample_episodes
+
   eps = [(np.full((n, 2), i, np.float32), np.zeros((n, 1), np.float32)) for i, n in enumerate([30, 5, 50, 20, 40, 10])]
   sub = subsample_episodes(eps, keep=4, max_steps=60, seed=3)
   ids = [int(e[0][0, 0]) for e in sub]

@@ -1,4 +1,5 @@
 """pd_hold: legged robots stay up for long episodes, move, and are deterministic by seed."""
+
 import mujoco
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ def test_pd_hold_keeps_a_quadruped_up(sim, run):
   quat, height = kinds.index("root_quat"), kinds.index("root_height")
   up = 0
   for e in eps:
-    tilt_ok = simulate.up_in_body(e["obs"][:, quat:quat + 4])[:, 2] > 0.5  # < 60 degrees of tilt
+    tilt_ok = simulate.up_in_body(e["obs"][:, quat : quat + 4])[:, 2] > 0.5  # < 60 degrees of tilt
     height_ok = e["obs"][:, height] > 0.6 * e["obs"][0, height]
     up += len(e["obs"]) >= 300 and bool((tilt_ok & height_ok).all())
   assert up >= N - 1, f"only {up} of {N} episodes stayed up for 300 steps"
@@ -71,8 +72,9 @@ def test_hold_pd_gains_are_stable_for_the_held_control_step():
   np.add.at(K, (h.vadr[h.motor], h.vadr[h.motor]), h.kp[h.motor])
   np.add.at(D, (h.vadr[h.motor], h.vadr[h.motor]), h.kd[h.motor])
   eye = np.eye(nv)
-  A = np.block([[eye - dt * dt / 2 * Minv @ K, dt * eye - dt * dt / 2 * Minv @ D],
-                [-dt * Minv @ K, eye - dt * Minv @ D]])
+  A = np.block(
+    [[eye - dt * dt / 2 * Minv @ K, dt * eye - dt * dt / 2 * Minv @ D], [-dt * Minv @ K, eye - dt * Minv @ D]]
+  )
   assert np.abs(np.linalg.eigvals(A)).max() <= 1 + 1e-6  # unactuated (free-base) modes sit at 1
   assert h.motor.all() and (h.kp > 0).all() and h.stand_qpos is not None
 
@@ -82,14 +84,21 @@ def test_pd_hold_uprightness_reads_tilt_for_any_root_axes():
   has fallen: pd_hold's uprightness must say so (the body-z measure it replaced read 'upright')."""
   import dataclasses
   import types
+
   h = types.SimpleNamespace(**{f.name: None for f in dataclasses.fields(pd_hold._Hold)})
   h.root_z, h.root_angle, h.root_quat = -1, -1, np.arange(3, 7)
 
   def qmul(a, b):
     w1, x1, y1, z1 = a
     w2, x2, y2, z2 = b
-    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+    return np.array(
+      [
+        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+      ]
+    )
 
   c = np.cos(np.pi / 4)
   y_up = np.array([c, c, 0, 0])  # +90 degrees about x: body y -> world z, body z -> world -y

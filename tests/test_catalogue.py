@@ -1,4 +1,5 @@
 """The catalogue: size, diversity, held-out splits, and no leak of held-out robots into pretraining."""
+
 import json
 import subprocess
 import sys
@@ -7,14 +8,21 @@ import pytest
 
 from westworld_jax.robots import catalogue
 
-HELD_OUT = {"walker2d": "zero_shot", "hopper": "zero_shot", "franka_panda": "zero_shot",
-            "cassie": "few_shot", "unitree_a1": "few_shot", "ur5e": "few_shot"}
+HELD_OUT = {
+  "walker2d": "zero_shot",
+  "hopper": "zero_shot",
+  "franka_panda": "zero_shot",
+  "cassie": "few_shot",
+  "unitree_a1": "few_shot",
+  "ur5e": "few_shot",
+}
 
 
 @pytest.fixture(scope="module")
 def listing():
-  out = subprocess.run([sys.executable, "-m", "westworld_jax.robots", "list", "--json"], capture_output=True,
-                       text=True, timeout=280)
+  out = subprocess.run(
+    [sys.executable, "-m", "westworld_jax.robots", "list", "--json"], capture_output=True, text=True, timeout=280
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   return json.loads(out.stdout)
 

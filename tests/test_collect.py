@@ -1,4 +1,5 @@
 """Physics collection: deterministic, resumable, bad episodes dropped and counted, never written."""
+
 import glob
 import os
 
@@ -89,6 +90,7 @@ def test_root_height_of_a_state_matches_the_task_sensor():
   import mujoco
   from westworld_jax.data import simulate
   from westworld_jax.robots import catalogue
+
   robot = catalogue.load("quad_go1")
   with simulate.Simulator(robot) as sim:
     states = sim.initial_states(np.random.default_rng(0), 3, noise=0.2)
@@ -104,6 +106,7 @@ def test_a_quadruped_tipped_on_its_side_has_fallen_though_its_height_is_fine():
   that step even while its root stays high; small tilts do not."""
   from westworld_jax.data import simulate
   from westworld_jax.robots import catalogue
+
   robot = catalogue.load("quad_go1")
   with simulate.Simulator(robot) as sim:
     start = sim.initial_states(np.random.default_rng(0), 1, noise=0.0)[0]
@@ -113,7 +116,7 @@ def test_a_quadruped_tipped_on_its_side_has_fallen_though_its_height_is_fine():
     states[:, 0] = start[0] + 0.01 * np.arange(1, 11)  # time moves on
     qpos = states[:, sim.layout.qpos]
     roll = np.radians(np.r_[np.zeros(3), np.full(3, 30.0), np.full(4, 90.0)])  # about body x
-    qpos[:, qa + 3:qa + 7] = np.stack([np.cos(roll / 2), np.sin(roll / 2), 0 * roll, 0 * roll], -1)
+    qpos[:, qa + 3 : qa + 7] = np.stack([np.cos(roll / 2), np.sin(roll / 2), 0 * roll, 0 * roll], -1)
     states[:, sim.layout.qpos] = qpos
     h0 = sim.root_height(start)
     sens = np.zeros((10, robot.model.nsensordata))
@@ -122,5 +125,6 @@ def test_a_quadruped_tipped_on_its_side_has_fallen_though_its_height_is_fine():
     assert simulate.episode_end(sim, start, states, sens, checks, True) == (6, "fell")
     no_tilt = simulate.EpisodeChecks(max_abs_qvel=1e9, max_tilt_deg=0.0)
     assert simulate.episode_end(sim, start, states, sens, no_tilt, True) == (10, "ok")
-  assert simulate.tilt_deg(np.array([1.0, 0, 0, 0]), np.array([[np.cos(0.5), 0, np.sin(0.5), 0]]))[0] == \
-      pytest.approx(57.2958, abs=1e-3)  # 1 rad of pitch
+  assert simulate.tilt_deg(np.array([1.0, 0, 0, 0]), np.array([[np.cos(0.5), 0, np.sin(0.5), 0]]))[0] == pytest.approx(
+    57.2958, abs=1e-3
+  )  # 1 rad of pitch

@@ -13,6 +13,7 @@ start together when the module's first test needs them and run on different core
 Unit tests of pure functions (noise, weights, trajectory cost, normaliser, config errors, GL
 backend selection) run here.
 """
+
 import json
 import os
 import subprocess
@@ -236,8 +237,9 @@ _PRETRAIN_STEPS = 8  # training-API steps of the tiny world model (then 2 fine-t
 def _start(code: str, core: int, extra_env: dict | None = None, render: bool = False) -> subprocess.Popen:
   env = dict(os.environ, **(extra_env or {}))
   src = textwrap.dedent(_PRELUDE.replace("{CORE}", "{%d}" % core).replace("RENDER", str(render)) + code)
-  return subprocess.Popen([sys.executable, "-c", src], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          cwd=_ROOT, env=env)
+  return subprocess.Popen(
+    [sys.executable, "-c", src], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=_ROOT, env=env
+  )
 
 
 def _finish(proc: subprocess.Popen, what: str, timeout: float) -> dict:
@@ -249,14 +251,16 @@ def _finish(proc: subprocess.Popen, what: str, timeout: float) -> dict:
     pytest.fail(f"{what} subprocess timed out after {timeout}s (compile too slow or jaxlib deadlock): {err[-3000:]}")
   lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
   assert proc.returncode == 0 and lines, f"{what}: rc={proc.returncode}\nstdout:{out[-3000:]}\nstderr:{err[-5000:]}"
-  return json.loads(lines[-1][len("RESULT "):])
+  return json.loads(lines[-1][len("RESULT ") :])
 
 
 @pytest.fixture(scope="module")
 def procs():
   cores = sorted(os.sched_getaffinity(0))
-  started = {"main": _start(_MAIN.replace("PRETRAIN_STEPS", str(_PRETRAIN_STEPS)), cores[0], render=True),
-             "aux": _start(_AUX, cores[-1], {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})}
+  started = {
+    "main": _start(_MAIN.replace("PRETRAIN_STEPS", str(_PRETRAIN_STEPS)), cores[0], render=True),
+    "aux": _start(_AUX, cores[-1], {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}),
+  }
   yield started
   for p in started.values():
     if p.poll() is None:
@@ -273,6 +277,7 @@ def _result(procs, name):
 
 
 # --- subprocess checks ------------------------------------------------------------------------------
+
 
 @pytest.mark.timeout(480)
 def test_oracle_mppi_swings_the_pendulum_up(procs):
@@ -345,18 +350,21 @@ def test_sharded_replan_equals_unsharded(procs):
 
 # --- pure functions (in process, no MJX) -------------------------------------------------------------
 
+
 @pytest.mark.timeout(60)
 def test_ou_noise_is_correlated_and_unit_variance():
   import jax
   from westworld_jax.control import mppi
+
   cfg = mppi.MPPIConfig(samples=2048, horizon=20, correlation=0.9)
   eps = np.asarray(mppi.sample_noise(jax.random.key(0), cfg, (2048, 20, 2)))
   assert eps.shape == (2048, 20, 2)
   assert abs(eps.std() - 1.0) < 0.05
   lag1 = np.mean(eps[:, 1:] * eps[:, :-1])
   assert abs(lag1 - 0.9) < 0.05
-  smooth = np.asarray(mppi.sample_noise(jax.random.key(1), mppi.MPPIConfig(noise_kind="smooth", knots=4),
-                                        (2048, 20, 1)))
+  smooth = np.asarray(
+    mppi.sample_noise(jax.random.key(1), mppi.MPPIConfig(noise_kind="smooth", knots=4), (2048, 20, 1))
+  )
   assert abs(smooth.std() - 1.0) < 0.1 and np.mean(smooth[:, 1:] * smooth[:, :-1]) > 0.8
 
 
@@ -364,6 +372,7 @@ def test_ou_noise_is_correlated_and_unit_variance():
 def test_weights_and_trajectory_cost():
   import jax.numpy as jnp
   from westworld_jax.control import mppi, tasks
+
   cfg = mppi.MPPIConfig(temperature=0.1)
   w = np.asarray(mppi.mppi_weights(jnp.array([1.0, 2.0, jnp.nan, 3.0]), cfg))
   assert w[2] == 0.0 and abs(w.sum() - 1.0) < 1e-6 and w[0] > w[1] > w[3]
@@ -382,6 +391,7 @@ def test_normaliser_round_trip_and_constant_channels():
   import jax.numpy as jnp
   from westworld_jax.control import backends
   from westworld_jax.data import normalise
+
   lo, hi = np.array([0.0, 1.0, -2.0], np.float32), np.array([2.0, 1.0, 2.0], np.float32)
   span = jnp.asarray(normalise.span(lo, hi))
   x = jnp.array([1.0, 5.0, 3.0])
@@ -395,6 +405,7 @@ def test_normaliser_round_trip_and_constant_channels():
 @pytest.mark.timeout(60)
 def test_bad_configs_say_what_to_do():
   from westworld_jax.control import mppi, tasks
+
   with pytest.raises(ValueError, match="noise_kind"):
     mppi.MPPIConfig(noise_kind="pink")
   with pytest.raises(ValueError, match="unknown MPPI config keys"):
@@ -403,6 +414,7 @@ def test_bad_configs_say_what_to_do():
     tasks.make_task("cartwheel")
   sys.path.insert(0, _ROOT)
   from experiments import control as control_cfg
+
   with pytest.raises(ValueError, match="unknown control config variant"):
     control_cfg.get_config("hoper")
   assert control_cfg.get_config("tiny").task == "pendulum"
@@ -413,6 +425,7 @@ def test_gym_locomotion_reward_and_termination():
   """Hopper/Walker2d: reward = vx + 1 - 1e-3 |u|^2; gym's healthy ranges (no MJX program is run)."""
   import jax.numpy as jnp
   from westworld_jax.control import tasks
+
   hopper = tasks.make_task("hopper")
   names = [c.name for c in hopper.robot.obs_channels]
   assert names[:2] == ["rootz", "rooty"] and "rootx:vel" in names and hopper.terminates
@@ -440,6 +453,7 @@ def test_reach_forward_kinematics_matches_mujoco(name):
   import jax.numpy as jnp
   import mujoco
   from westworld_jax.control import tasks
+
   task = tasks.make_task(name)
   m, d = task.model, mujoco.MjData(task.model)
   rng = np.random.default_rng(0)
@@ -456,6 +470,7 @@ def test_a_missing_gl_backend_is_reported_not_fatal(monkeypatch):
   """The CLI probes MUJOCO_GL before mujoco is imported: a backend that cannot work (here an invalid
   name; on a machine without libOSMesa also 'osmesa') becomes a message and MUJOCO_GL=disabled."""
   from westworld_jax.control import experiment
+
   monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)  # restored afterwards, as MUJOCO_GL
   monkeypatch.setenv("MUJOCO_GL", "nonexistent")
   err = experiment.select_gl()

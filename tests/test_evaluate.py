@@ -1,6 +1,7 @@
 """Evaluation, few-shot and scaling drivers: the metric against a hand computation, no statistics of
 held-out robots from pretraining, the evaluate CLI end to end (also on a user's own robot and data),
 fine-tuning on exactly N episodes, and the scaling driver on a tiny setting."""
+
 import json
 import os
 import shutil
@@ -90,6 +91,7 @@ def test_metric_matches_hand_computation():
   np.testing.assert_allclose(out["mse_by_step"], [(0.01 + 0.04 + 0.09 + 0.25) / 5, 0.16 / 3], rtol=1e-6)
   # Pooling over batches == one batch with every window (sums, not means of means).
   from westworld_jax.training import step as step_lib
+
   a, b = ev.Pooled(2), ev.Pooled(2)
   a.add(step_lib.horizon_errors(jnp.asarray(pred[:1]), _batch(obs[:1], mask_c[:1], mask_t[:1]), 2), 1)
   b.add(step_lib.horizon_errors(jnp.asarray(pred[1:]), _batch(obs[1:], mask_c[1:], mask_t[1:]), 2), 1)
@@ -101,8 +103,18 @@ def test_metric_matches_hand_computation():
 def test_report_mean_std_over_seeds(tmp_path):
   assert ev.fmt([1.0]) == "1.00" and ev.fmt([1.0, 3.0]) == "2.00 ± 1.41"
   env = {"robot": "r", "mae_x100": 1.0, "mse_x100": 2.0, "windows": 1, "mae_by_step": [0.01], "split": "val"}
-  runs = [{"label": "m", "checkpoint": "a", "step": 1, "history": 1, "horizon": 1,
-           "envs": {"e": {**env, "mae_x100": v}}, "robots": {"r": {**env, "mae_x100": v}}} for v in (1.0, 3.0)]
+  runs = [
+    {
+      "label": "m",
+      "checkpoint": "a",
+      "step": 1,
+      "history": 1,
+      "horizon": 1,
+      "envs": {"e": {**env, "mae_x100": v}},
+      "robots": {"r": {**env, "mae_x100": v}},
+    }
+    for v in (1.0, 3.0)
+  ]
   out = ev.report(str(tmp_path), runs, ["e"], "t")
   assert out["summary"]["m"]["envs"]["e"]["mae_x100_mean"] == 2.0
   assert "2.00 ± 1.41" in open(tmp_path / "results.md").read()
@@ -114,6 +126,7 @@ def test_hold_last_reference_takes_what_its_model_takes(name):
   for every model (MLPEnsemble's config has max_* fields that bound no input)."""
   from westworld_jax.model import registry
   from westworld_jax.model.batch import zeros_batch
+
   model = registry.build(name, "tiny")
   ref = ev.hold_last_reference(ev.Checkpoint(name, "-", model, {}, {}, {}, 0))
   assert ref.model.capacity == model.capacity
@@ -121,7 +134,7 @@ def test_hold_last_reference_takes_what_its_model_takes(name):
   batch["obs"] = np.arange(batch["obs"].size, dtype=np.float32).reshape(batch["obs"].shape)
   pred = ref.model.predict({}, batch)
   h = model.history
-  np.testing.assert_array_equal(pred[:, h:], jnp.broadcast_to(batch["obs"][:, h - 1:h], pred[:, h:].shape))
+  np.testing.assert_array_equal(pred[:, h:], jnp.broadcast_to(batch["obs"][:, h - 1 : h], pred[:, h:].shape))
 
 
 def test_pretraining_never_holds_heldout_robots(tiny):
@@ -130,8 +143,9 @@ def test_pretraining_never_holds_heldout_robots(tiny):
   for variant in ("tiny", "cpu"):  # every pretraining environment list the experiments use
     envs = corpus_lib.training_environments(scaling_config.pretrain_config(variant).data)
     assert envs and not {catalogue.env_spec(e).robot for e in envs} & heldout, variant
-    assert not set(scaling_config.get_config(variant).environments) & {e.name for e in catalogue.environments()
-                                                                       if e.robot in heldout}
+    assert not set(scaling_config.get_config(variant).environments) & {
+      e.name for e in catalogue.environments() if e.robot in heldout
+    }
   # The pretraining run's statistics cover its training environments only.
   with open(os.path.join(tiny["ckpt"], "data_stats.json")) as f:
     assert set(json.load(f)) == set(PRETRAIN)
@@ -177,10 +191,21 @@ def test_heldout_normalisation_is_its_own_and_pretraining_stats_are_never_read(t
 def test_evaluate_cli_end_to_end(tiny, tmp_path):
   out = str(tmp_path / "zs")
   proc = subprocess.run(
-      [sys.executable, "-m", "westworld_jax.evaluate", f"--config={REPO_ROOT}/experiments/zero_shot.py:tiny",
-       f"--checkpoint=westworld={tiny['ckpt']}", f"--workdir={out}", f"--config.corpus_dir={tiny['corpus']}",
-       f"--config.environments=('{ZERO_SHOT}',)"],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=190)
+    [
+      sys.executable,
+      "-m",
+      "westworld_jax.evaluate",
+      f"--config={REPO_ROOT}/experiments/zero_shot.py:tiny",
+      f"--checkpoint=westworld={tiny['ckpt']}",
+      f"--workdir={out}",
+      f"--config.corpus_dir={tiny['corpus']}",
+      f"--config.environments=('{ZERO_SHOT}',)",
+    ],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=190,
+  )
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   with open(os.path.join(out, "results.json")) as f:
     res = json.load(f)
@@ -202,12 +227,17 @@ def test_evaluate_own_robot_and_data(tiny, tmp_path):
   meta = shards.load_metadata(env_dir)
   eps = shards.read_shard(env_dir, 0)
   data = str(tmp_path / "my_arm.npz")
-  np.savez(data, observations=np.concatenate([e["obs"] for e in eps]),
-           actions=np.concatenate([e["act"] for e in eps]),
-           terminals=np.concatenate([np.arange(len(e["obs"])) == len(e["obs"]) - 1 for e in eps]))
+  np.savez(
+    data,
+    observations=np.concatenate([e["obs"] for e in eps]),
+    actions=np.concatenate([e["act"] for e in eps]),
+    terminals=np.concatenate([np.arange(len(e["obs"])) == len(e["obs"]) - 1 for e in eps]),
+  )
   cfg = zero_shot_config.get_config("tiny")
   cfg.reference = False
-  out = evaluate_cli.evaluate(cfg, [("westworld", tiny["ckpt"])], str(tmp_path / "own"), robot=meta["robot"]["source"], data=data)
+  out = evaluate_cli.evaluate(
+    cfg, [("westworld", tiny["ckpt"])], str(tmp_path / "own"), robot=meta["robot"]["source"], data=data
+  )
   e = out["runs"][0]["envs"]["my_arm"]
   assert e["windows"] > 0 and 0 < e["mae"] < 1
 
@@ -215,8 +245,9 @@ def test_evaluate_own_robot_and_data(tiny, tmp_path):
 @pytest.mark.timeout(200)
 def test_finetune_on_exactly_n_episodes(tiny, tmp_path):
   with pytest.raises(shards.CorpusError, match="max_episodes=99"):
-    pipeline.load_env(pipeline.PipelineConfig(tiny["corpus"], (FEW_SHOT,), max_episodes=99, history=8, horizon=24),
-                      0, FEW_SHOT)
+    pipeline.load_env(
+      pipeline.PipelineConfig(tiny["corpus"], (FEW_SHOT,), max_episodes=99, history=8, horizon=24), 0, FEW_SHOT
+    )
   cfg = few_shot_config.get_config("tiny")
   # The label twice = two pretraining seeds (a copy of the workdir stands in for the second).
   second = shutil.copytree(tiny["ckpt"], str(tmp_path / "pretrained_seed1"))
@@ -228,8 +259,11 @@ def test_finetune_on_exactly_n_episodes(tiny, tmp_path):
   out_dir = str(tmp_path / "fs")
   out = ft.finetune(cfg, out_dir)
   modes = [(r["label"], r["mode"]) for r in out["runs"]]
-  assert sorted(modes) == sorted([("westworld zero-shot", "zero_shot")] * 2 + [("westworld fine-tuned", "finetune")] * 2
-                                 + [("westworld scratch", "scratch")])  # scratch: once per seed, not per checkpoint
+  assert sorted(modes) == sorted(
+    [("westworld zero-shot", "zero_shot")] * 2
+    + [("westworld fine-tuned", "finetune")] * 2
+    + [("westworld scratch", "scratch")]
+  )  # scratch: once per seed, not per checkpoint
   fine = [r for r in out["runs"] if r["mode"] == "finetune"]
   assert [os.path.basename(r["checkpoint"]) for r in fine] == ["westworld-finetune-s0", "westworld-finetune-s0-p1"]
   assert [r["pretrained"] for r in fine] == [os.path.abspath(tiny["ckpt"]), os.path.abspath(second)]
@@ -248,12 +282,17 @@ def test_finetune_on_exactly_n_episodes(tiny, tmp_path):
       assert rc["init_from"] == (r["pretrained"] if r["mode"] == "finetune" else "")
       # What the run's training pipeline reads: exactly the first two training episodes.
       import ml_collections
+
       pc = corpus_lib.pipeline_config(ml_collections.ConfigDict(rc).data, [FEW_SHOT], 0)
       wins = pipeline.load_env(pc, 0, FEW_SHOT).windows
       assert sorted({(int(w[0]), int(w[1])) for w in wins}) == first_two
       # ... while its validation keeps every held-out episode.
-      assert pipeline.load_env(corpus_lib.pipeline_config(ml_collections.ConfigDict(rc).data, [FEW_SHOT], 0, "val"),
-                               0, FEW_SHOT).windows.shape[0] > 0
+      assert (
+        pipeline.load_env(
+          corpus_lib.pipeline_config(ml_collections.ConfigDict(rc).data, [FEW_SHOT], 0, "val"), 0, FEW_SHOT
+        ).windows.shape[0]
+        > 0
+      )
       assert r["envs"][FEW_SHOT]["windows"] > 0
   assert os.path.exists(os.path.join(out_dir, "results.md"))
 

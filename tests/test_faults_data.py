@@ -1,6 +1,7 @@
 """Injected data faults: re-imports, damaged shards, edited metadata, bad import files. Each one is
 refused with a CorpusError that names the environment (and the shard) and says what to do; the
 collector repairs what it wrote; nothing is lost or left half-written."""
+
 import json
 import logging
 import os
@@ -72,6 +73,7 @@ def _episodes(env_dir):
 
 # --- imports ---------------------------------------------------------------------------------
 
+
 def test_reimport_under_an_existing_name_is_refused_and_overwrite_replaces_it_whole(tmp_path):
   out = tmp_path / "corpus"
   big = _npz(tmp_path / "big.npz", [60] * 10)
@@ -87,8 +89,9 @@ def test_reimport_under_an_existing_name_is_refused_and_overwrite_replaces_it_wh
   eps = _episodes(out / "X")
   assert [len(e["obs"]) for e in eps] == [70, 70]
   np.testing.assert_array_equal(eps[0]["obs"], np.load(small)["observations"][:70])
-  ds, _ = pipeline.make_dataset(pipeline.PipelineConfig(str(out), ["X"], batch_size=1, history=50, horizon=20,
-                                                         num_threads=0))
+  ds, _ = pipeline.make_dataset(
+    pipeline.PipelineConfig(str(out), ["X"], batch_size=1, history=50, horizon=20, num_threads=0)
+  )
   assert ds[0]["time_mask"].sum() == 70
 
 
@@ -114,8 +117,12 @@ def test_failed_import_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_import_of_a_file_without_episodes_says_so(tmp_path):
   r = catalogue.load("hopper")
   path = tmp_path / "empty.npz"
-  np.savez(path, observations=np.zeros((0, r.num_obs), np.float32), actions=np.zeros((0, r.num_act), np.float32),
-           timeouts=np.zeros(0, bool))
+  np.savez(
+    path,
+    observations=np.zeros((0, r.num_obs), np.float32),
+    actions=np.zeros((0, r.num_act), np.float32),
+    timeouts=np.zeros(0, bool),
+  )
   with pytest.raises(shards.CorpusError, match="has no episodes"):
     importers.import_file("hopper", str(path), str(tmp_path / "corpus"), "E")
   assert not (tmp_path / "corpus").exists()
@@ -137,6 +144,7 @@ def test_too_short_episodes_are_reported_and_all_short_is_an_error(tmp_path, cap
 
 
 # --- damaged corpora -------------------------------------------------------------------------
+
 
 def test_truncated_shard_fails_at_load_and_the_collector_redoes_it(corpus, caplog):
   ref = _episodes(corpus / ENV)
@@ -166,15 +174,20 @@ def test_deleted_shard_fails_at_load_and_the_collector_redoes_it(corpus):
   _load(corpus)
 
 
-@pytest.mark.parametrize("edit, match", [
+@pytest.mark.parametrize(
+  "edit, match",
+  [
     (lambda m: m["episodes"].pop(), r"shard-00001.array_record holds 2 records but metadata.json lists 1"),
     (lambda m: m.update(num_shards=1), r"metadata.json lists episodes of shard 1 but num_shards is 1"),
-    (lambda m: m.update(num_shards=1, episodes=[e for e in m["episodes"] if e["shard"] == 0]),
-     r"shard-00001.array_record is not part of metadata.json"),
+    (
+      lambda m: m.update(num_shards=1, episodes=[e for e in m["episodes"] if e["shard"] == 0]),
+      r"shard-00001.array_record is not part of metadata.json",
+    ),
     (lambda m: m.update(num_shards=3), r"shard-00002.array_record is missing"),
     (lambda m: m["episodes"][0].update(length=79), r"lengths in metadata.json for .*shard-00000"),
     (lambda m: m["episodes"][1].update(index=5), r"episode indices \[0, 5\]"),
-])
+  ],
+)
 def test_metadata_edited_by_hand_is_caught_at_load(corpus, edit, match):
   path = corpus / ENV / shards.METADATA
   meta = json.loads(path.read_text())
@@ -192,14 +205,18 @@ def test_collector_refuses_an_environment_collected_with_other_settings(corpus):
     collect.collect(_collect_cfg(corpus, episodes_per_env=6))
   assert (corpus / ENV / shards.METADATA).read_text() == before
   meta = collect.collect(_collect_cfg(corpus, episodes_per_env=2), overwrite=True)[0]
-  assert meta["num_shards"] == 1 and _entries(corpus / ENV) == ["metadata.json", "shard-00000.array_record",
-                                                                "shard-00000.json"]
+  assert meta["num_shards"] == 1 and _entries(corpus / ENV) == [
+    "metadata.json",
+    "shard-00000.array_record",
+    "shard-00000.json",
+  ]
   _load(corpus)
 
 
 def test_training_stops_on_a_damaged_shard_before_writing_its_workdir(corpus, tmp_path):
   from experiments import pretrain as pretrain_config
   from westworld_jax.training import loop
+
   os.remove(shards.shard_path(str(corpus / ENV), 1))
   c = pretrain_config.get_config("tiny")
   c.data.corpus_dir, c.data.environments, c.data.collect = str(corpus), (ENV,), None
@@ -213,9 +230,26 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path):
   out = tmp_path / "corpus"
   data = _npz(tmp_path / "d.npz", [60] * 2)
   importers.import_file("hopper", data, str(out), "X")
-  proc = subprocess.run([sys.executable, "-m", "westworld_jax.data.importers", "--robot", "hopper", "--data", data,
-                         "--out", str(out), "--name", "X"], cwd=REPO_ROOT, capture_output=True, text=True,
-                        timeout=120, env={**os.environ, "WESTWORLD_TRACEBACK": ""})
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "westworld_jax.data.importers",
+      "--robot",
+      "hopper",
+      "--data",
+      data,
+      "--out",
+      str(out),
+      "--name",
+      "X",
+    ],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env={**os.environ, "WESTWORLD_TRACEBACK": ""},
+  )
   assert proc.returncode == 2, proc.stderr
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and "already exists" in errors[0] and "--overwrite" in errors[0], proc.stderr

@@ -2,6 +2,7 @@
 a changed config on resume (optimizer changes reported field by field and kept per checkpoint,
 model changes refused), bad numeric fields, a disk full during a save, a checkpoint of another
 version, and the command line's one-line errors."""
+
 import errno
 import glob
 import json
@@ -43,8 +44,9 @@ def _copy(base, name):
 
 
 def _truncate_largest(wd, step):
-  path = max(glob.glob(os.path.join(wd, "checkpoints", str(step), "state", "ocdbt.process_0", "d", "*")),
-             key=os.path.getsize)
+  path = max(
+    glob.glob(os.path.join(wd, "checkpoints", str(step), "state", "ocdbt.process_0", "d", "*")), key=os.path.getsize
+  )
   with open(path, "r+b") as f:
     f.truncate(1000)
 
@@ -77,8 +79,10 @@ def test_every_checkpoint_damaged_is_one_error_listing_them(base):
   _truncate_largest(wd, 4)
   with open(os.path.join(wd, "checkpoints", "2", "state", "_METADATA"), "r+b") as f:
     f.truncate(100)
-  with pytest.raises(ckpt_lib.CheckpointDamagedError,
-                     match=r"(?s)no checkpoint in .* can be restored:\n  step 4 .*OUT_OF_RANGE.*\n  step 2 .*2/state/_METADATA"):
+  with pytest.raises(
+    ckpt_lib.CheckpointDamagedError,
+    match=r"(?s)no checkpoint in .* can be restored:\n  step 4 .*OUT_OF_RANGE.*\n  step 2 .*2/state/_METADATA",
+  ):
     loop.train(_c(base["corpus"], max_steps_per_run=1), wd)
   assert _steps(wd) == [2, 4]  # nothing moved or deleted
 
@@ -115,7 +119,9 @@ def test_changed_lr_is_reported_and_each_checkpoint_keeps_its_config(base, caplo
 def test_changed_model_or_seed_is_refused(base):
   wd = _copy(base, "model")
   rate = _c(base["corpus"]).model.dropout_rate
-  with pytest.raises(ckpt_lib.CheckpointMismatchError, match=rf"model\.dropout_rate: checkpoint {rate} vs config {rate + 0.25}"):
+  with pytest.raises(
+    ckpt_lib.CheckpointMismatchError, match=rf"model\.dropout_rate: checkpoint {rate} vs config {rate + 0.25}"
+  ):
     loop.train(_c(base["corpus"], **{"model.dropout_rate": rate + 0.25}), wd)
   with pytest.raises(ckpt_lib.CheckpointMismatchError, match=r"seed: 0 -> 1"):
     loop.train(_c(base["corpus"], seed=1), wd)
@@ -126,7 +132,9 @@ def test_numeric_fields_are_checked_before_any_work(tmp_path):
   corpus = tmp_path / "no_corpus"  # nothing is generated: the check comes first
   with pytest.raises(validate.ConfigError, match=r"^data\.batch_size must be > 0 \(got 0\)$"):
     loop.train(_c(corpus, **{"data.batch_size": 0}), str(tmp_path / "w"))
-  with pytest.raises(validate.ConfigError, match=r"total_steps must be > 0.*optim\.lr must be >= 0.*log\.every must be > 0"):
+  with pytest.raises(
+    validate.ConfigError, match=r"total_steps must be > 0.*optim\.lr must be >= 0.*log\.every must be > 0"
+  ):
     loop.train(_c(corpus, total_steps=0, **{"optim.lr": -1.0, "log.every": 0}), str(tmp_path / "w"))
   assert not os.path.exists(corpus) and not os.path.exists(tmp_path / "w")
 
@@ -134,13 +142,16 @@ def test_numeric_fields_are_checked_before_any_work(tmp_path):
 @pytest.mark.timeout(150)
 def test_disk_full_during_a_save_stops_cleanly_and_the_rerun_resumes(base, monkeypatch):
   from orbax.checkpoint._src.handlers import json_checkpoint_handler as json_handler
+
   wd = _copy(base, "disk_full")
 
   def full(self, x, directory):
     raise OSError(errno.ENOSPC, "No space left on device")
+
   monkeypatch.setattr(json_handler.JsonCheckpointHandler, "_save_fn", full)
-  with pytest.raises(ckpt_lib.CheckpointSaveError,
-                     match=r"saving checkpoint step 5 .*No space left on device.*intact \(latest: step 4\)"):
+  with pytest.raises(
+    ckpt_lib.CheckpointSaveError, match=r"saving checkpoint step 5 .*No space left on device.*intact \(latest: step 4\)"
+  ):
     loop.train(_c(base["corpus"], max_steps_per_run=1), wd)
   monkeypatch.undo()
   assert _steps(wd) == [2, 4]
@@ -157,7 +168,9 @@ def test_checkpoint_of_another_version_is_refused_clearly(base, monkeypatch):
     record = json.load(f)
   with open(path, "w") as f:
     json.dump({**record, "format": 99, "version": "9.9"}, f)
-  with pytest.raises(ckpt_lib.CheckpointMismatchError, match=r"format 99 \(written by westworld_jax 9\.9\).*new --workdir"):
+  with pytest.raises(
+    ckpt_lib.CheckpointMismatchError, match=r"format 99 \(written by westworld_jax 9\.9\).*new --workdir"
+  ):
     loop.train(_c(base["corpus"]), wd)
   with open(path, "w") as f:
     json.dump(record, f)
@@ -168,17 +181,27 @@ def test_checkpoint_of_another_version_is_refused_clearly(base, monkeypatch):
   def renamed(*args):
     s = real(*args)
     return {**s, "params": {**s["params"], "extra": jax.ShapeDtypeStruct((3,), "float32")}}
+
   monkeypatch.setattr(loop.state_lib, "abstract_state", renamed)
-  with pytest.raises(ckpt_lib.CheckpointMismatchError,
-                     match=r"(?s)params\.extra: in this model, not in the checkpoint.*another version.*new --workdir"):
+  with pytest.raises(
+    ckpt_lib.CheckpointMismatchError,
+    match=r"(?s)params\.extra: in this model, not in the checkpoint.*another version.*new --workdir",
+  ):
     loop.train(_c(base["corpus"]), wd)
   assert _steps(wd) == [2, 4]
 
 
 @pytest.mark.timeout(120)
 def test_cli_prints_one_error_line_and_exits_2(tmp_path):
-  cmd = [sys.executable, "-m", "westworld_jax.train", "--config", "experiments/pretrain.py:tiny",
-         f"--workdir={tmp_path / 'w'}", "--config.data.batch_size=0"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "westworld_jax.train",
+    "--config",
+    "experiments/pretrain.py:tiny",
+    f"--workdir={tmp_path / 'w'}",
+    "--config.data.batch_size=0",
+  ]
   proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=110)
   lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
   assert proc.returncode == 2, proc.stdout + proc.stderr

@@ -1,4 +1,5 @@
 """Import of D4RL-style HDF5 / .npz trajectories for a user's robot."""
+
 import h5py
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ def _d4rl_like(n_eps=5, T=80, seed=0):
   obs = rng.normal(size=(n_eps * T, r.num_obs)).astype(np.float32)
   act = rng.uniform(-1, 1, (n_eps * T, r.num_act)).astype(np.float32)
   timeouts = np.zeros(n_eps * T, bool)
-  timeouts[T - 1::T] = True
+  timeouts[T - 1 :: T] = True
   return obs, act, timeouts
 
 
@@ -28,8 +29,9 @@ def test_hdf5_import_roundtrip(tmp_path):
   eps = shards.read_shard(str(tmp_path / "corpus" / "hopper-mine"), 0)
   np.testing.assert_array_equal(eps[0]["obs"], obs[:80])
   np.testing.assert_array_equal(eps[1]["obs"], obs[160:240])
-  ds, _ = pipeline.make_dataset(pipeline.PipelineConfig(str(tmp_path / "corpus"), ["hopper-mine"], batch_size=2,
-                                                         history=50, horizon=30))
+  ds, _ = pipeline.make_dataset(
+    pipeline.PipelineConfig(str(tmp_path / "corpus"), ["hopper-mine"], batch_size=2, history=50, horizon=30)
+  )
   assert ds[0]["obs"].shape == (2, 80, 16)
 
 

@@ -1,4 +1,5 @@
 """Learning-curve report: every (seed, step) evaluation pooled per step, beside hold-last."""
+
 import json
 import os
 
@@ -9,8 +10,12 @@ from westworld_jax import learning_curve as lc
 
 
 def _rec(seed, step, mae):
-  return {"model": "westworld", "seed": seed, "step": step,
-          "robots": {"hopper": {"mae_x100": mae, "mse_x100": mae / 4, "first_step_mae_x100": mae / 10}}}
+  return {
+    "model": "westworld",
+    "seed": seed,
+    "step": step,
+    "robots": {"hopper": {"mae_x100": mae, "mse_x100": mae / 4, "first_step_mae_x100": mae / 10}},
+  }
 
 
 @pytest.mark.timeout(60)

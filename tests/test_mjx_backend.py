@@ -4,6 +4,7 @@ Every check runs in a subprocess pinned to one core before jax is imported: jaxl
 cores can deadlock at the first call of a large vmapped MJX program. The persistent compilation
 cache (conftest.py) is inherited, so reruns skip most of the ~50 s CPU compile of an MJX rollout.
 """
+
 import json
 import os
 import subprocess
@@ -56,7 +57,9 @@ with mjx_backend.MJXSimulator(robot, sensors=SENSORS) as sim, simulate.Simulator
 
 # No jit here: adaptation and put_model only.
 _ADAPTED = ("gym_humanoid", "dmc_cartpole", "dmc_quadruped", "quad_hyqreal1", "quad_go1")
-_ADAPT = f"NAMES = {_ADAPTED!r}\n" + """
+_ADAPT = (
+  f"NAMES = {_ADAPTED!r}\n"
+  + """
 from mujoco.mjx._src import collision_driver
 from mujoco import mjx
 from westworld_jax.robots import catalogue, robot as robot_lib
@@ -96,18 +99,25 @@ except ValueError as e:
   res["bad"] = str(e)
 print("RESULT", json.dumps(res))
 """
+)
 
 
 def _run(code: str, timeout: float = 200.0) -> dict:
   try:
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(_PRELUDE + code)], capture_output=True,
-                         text=True, timeout=timeout, cwd=os.path.dirname(os.path.dirname(__file__)))
+    out = subprocess.run(
+      [sys.executable, "-c", textwrap.dedent(_PRELUDE + code)],
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
   except subprocess.TimeoutExpired as e:
-    pytest.fail(f"MJX subprocess timed out after {timeout}s (compile too slow or jaxlib deadlock): "
-                f"{(e.stderr or b'')[-2000:]!r}")
+    pytest.fail(
+      f"MJX subprocess timed out after {timeout}s (compile too slow or jaxlib deadlock): {(e.stderr or b'')[-2000:]!r}"
+    )
   lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
   assert out.returncode == 0 and lines, f"rc={out.returncode}\nstdout:{out.stdout[-3000:]}\nstderr:{out.stderr[-3000:]}"
-  return json.loads(lines[-1][len("RESULT "):])
+  return json.loads(lines[-1][len("RESULT ") :])
 
 
 @pytest.mark.timeout(240)

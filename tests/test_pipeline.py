@@ -1,4 +1,5 @@
 """grain window pipeline: masks, normalisation, splits, mixture, per-host sharding, exact resume."""
+
 import collections
 
 import numpy as np

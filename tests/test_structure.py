@@ -1,6 +1,6 @@
 """LCRS structure indices against hand computations."""
+
 import numpy as np
-import pytest
 
 from westworld_jax.robots import load_robot
 from westworld_jax.robots.structure import body_indices, lcrs_ranks

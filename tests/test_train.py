@@ -1,6 +1,7 @@
 """Training: corpus auto-generation, logs, exact resume (clean stop and SIGTERM), config-mismatch
 and non-finite-loss errors, and on 8 forced CPU devices: sharded step == single-device step and
 resume onto a different device count."""
+
 import json
 import os
 import shutil
@@ -63,8 +64,14 @@ def runs(tmp_path_factory):
   corpus = root / "corpus"
   ref = loop.train(_cfg(corpus, max_steps_per_run=6), str(root / "ref"))
   part = loop.train(_cfg(corpus, max_steps_per_run=3), str(root / "part"))
-  return {"root": root, "corpus": corpus, "ref": ref, "ref_dir": str(root / "ref"),
-          "part": part, "part_dir": str(root / "part")}
+  return {
+    "root": root,
+    "corpus": corpus,
+    "ref": ref,
+    "ref_dir": str(root / "ref"),
+    "part": part,
+    "part_dir": str(root / "part"),
+  }
 
 
 def _copy(runs, name):
@@ -114,16 +121,30 @@ def test_sigterm_saves_and_resume_is_bitwise_identical(runs, tmp_path):
   wd = str(tmp_path / "killed")
   flags = [f"--config={os.path.join(REPO_ROOT, 'experiments', 'pretrain.py')}:tiny", f"--workdir={wd}"]
   cfg = _cfg(runs["corpus"], max_steps_per_run=6)
-  for k in ("data.corpus_dir", "data.batch_size", "data.eval_batch_size", "data.num_threads",
-            "total_steps", "max_steps_per_run", "log.every", "checkpoint.every", "eval.every"):
+  for k in (
+    "data.corpus_dir",
+    "data.batch_size",
+    "data.eval_batch_size",
+    "data.num_threads",
+    "total_steps",
+    "max_steps_per_run",
+    "log.every",
+    "checkpoint.every",
+    "eval.every",
+  ):
     node = cfg
     for p in k.split("."):
       node = node[p]
     flags.append(f"--config.{k}={node}")
   flags.append("--config.log.progress=False")
   flags.append(f"--config.data.environments={tuple(cfg.data.environments)!r}".replace(" ", ""))
-  proc = subprocess.Popen([sys.executable, "-m", "westworld_jax.train", *flags], cwd=REPO_ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "westworld_jax.train", *flags],
+    cwd=REPO_ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
   metrics = os.path.join(wd, "metrics.jsonl")
   deadline = time.time() + 200
   while time.time() < deadline and proc.poll() is None:
@@ -145,7 +166,9 @@ def test_sigterm_saves_and_resume_is_bitwise_identical(runs, tmp_path):
 @pytest.mark.timeout(120)
 def test_checkpoint_of_another_config_fails_clearly(runs):
   wd = _copy(runs, "mismatch")
-  with pytest.raises(ckpt_lib.CheckpointMismatchError, match=r"(?s)model\.d_model: checkpoint 32 vs config 48.*--workdir"):
+  with pytest.raises(
+    ckpt_lib.CheckpointMismatchError, match=r"(?s)model\.d_model: checkpoint 32 vs config 48.*--workdir"
+  ):
     loop.train(_cfg(runs["corpus"], **{"model.d_model": 48}), wd)
 
 
@@ -240,8 +263,14 @@ def test_sharded_step_and_restore_on_8_devices(runs, tmp_path):
   ref = str(tmp_path / "ref.npz")
   np.savez(ref, **{f"p{i}": a for i, a in enumerate(_params(runs["ref"].state))})
   env = {**os.environ, "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-  proc = subprocess.run([sys.executable, "-c", _EIGHT_DEVICES, REPO_ROOT, str(runs["corpus"]), wd, ref],
-                        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=280)
+  proc = subprocess.run(
+    [sys.executable, "-c", _EIGHT_DEVICES, REPO_ROOT, str(runs["corpus"]), wd, ref],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=280,
+  )
   assert proc.returncode == 0 and "EIGHT_OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
@@ -264,22 +293,33 @@ _WORKER = textwrap.dedent("""
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.skipif(not os.environ.get("WESTWORLD_MULTIPROCESS_TESTS"),
-                    reason="two JAX processes: ~100 s, and gloo's fixed 30 s rendezvous times out on an "
-                           "overloaded 2-core machine; set WESTWORLD_MULTIPROCESS_TESTS=1 to run")
+@pytest.mark.skipif(
+  not os.environ.get("WESTWORLD_MULTIPROCESS_TESTS"),
+  reason="two JAX processes: ~100 s, and gloo's fixed 30 s rendezvous times out on an "
+  "overloaded 2-core machine; set WESTWORLD_MULTIPROCESS_TESTS=1 to run",
+)
 def test_two_processes_train_and_checkpoint_together(runs, tmp_path):
   # Two JAX processes (2 CPU devices each) as on a 2-host slice: each reads its own slice of
   # the windows, the step runs on the 4-device global mesh, orbax saves one checkpoint with
   # one iterator state per process, and both processes end with the same parameters.
   import socket
+
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
   wd = str(tmp_path / "two")
   env = {**os.environ, "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-  procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(i), str(port), str(runs["corpus"]), wd],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-c", _WORKER, str(i), str(port), str(runs["corpus"]), wd],
+      cwd=REPO_ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=380)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-4000:]
@@ -288,5 +328,7 @@ def test_two_processes_train_and_checkpoint_together(runs, tmp_path):
   assert lines[0].split("params_crc")[1] == lines[1].split("params_crc")[1], lines
   data_dir = os.path.join(wd, "checkpoints", "3", "data")
   assert sorted(f for f in os.listdir(data_dir) if f.endswith(".json")) == [
-      "process_0-of-2.json", "process_1-of-2.json"]
+    "process_0-of-2.json",
+    "process_1-of-2.json",
+  ]
   assert sorted(_rows(wd)) == [1, 2, 3]  # one writer

@@ -7,6 +7,7 @@ with `--verbosity=1` (absl's flag) or `WESTWORLD_TRACEBACK=1` in the environment
 (a bug) keeps its traceback. Logging is the project's INFO and everyone's warnings, unless
 --verbosity is given (training/logs.py: project_logging).
 """
+
 from __future__ import annotations
 
 import os
@@ -38,14 +39,19 @@ def wants_traceback() -> bool:
 def enable_compilation_cache(path: str | None = None) -> None:
   """Persistent XLA cache: the many runs of one experiment share programs (compiles drop ~5x)."""
   import jax  # pylint: disable=import-outside-toplevel
-  path = path or os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
-      os.path.expanduser("~"), ".cache", "westworld_jax_jit")
+
+  path = (
+    path
+    or os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    or os.path.join(os.path.expanduser("~"), ".cache", "westworld_jax_jit")
+  )
   jax.config.update("jax_compilation_cache_dir", path)
 
 
 def _guarded(main: Callable) -> Callable:
   def wrapped(argv):
     from westworld_jax.training import logs
+
     logs.project_logging()  # quiet by default: other libraries' INFO logs only with --verbosity
     try:
       return main(argv)
@@ -54,6 +60,7 @@ def _guarded(main: Callable) -> Callable:
         raise
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
+
   return wrapped
 
 

@@ -1,6 +1,7 @@
 """Config files load one another by path: ml_collections' config_flags loads `experiments/x.py` as a
 file, not as a package module, so a config that builds on another one (few_shot on scaling, scaling
 on data and pretrain) cannot rely on `import experiments.y` from wherever the command runs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,6 +27,7 @@ def model_config(name: str, size: str, **overrides) -> ml_collections.ConfigDict
   """Every field of the model's config (so each is overridable on the command line), plus its registry
   name and size: what a training config's `model` holds."""
   from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
+
   fields = dataclasses.asdict(registry.build(name, size, **overrides).config)
   fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
   return ml_collections.ConfigDict({"name": name, "size": size, **fields})

@@ -11,6 +11,7 @@ westworld_jax/evaluation (held-out episodes, each environment's own normalisatio
 from one predict call), beside the hold-last-observation reference.
 Writes OUT/results.json, OUT/results.md, OUT/plots/*.png.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,9 @@ class EvaluationError(cli.UserError, ValueError):
   """The evaluation command was given inputs that do not go together; the message says what to pass."""
 
 
-def evaluate(cfg, checkpoints: Sequence[tuple[str | None, str]], outdir: str, robot: str | None = None,
-             data: str | None = None) -> dict:
+def evaluate(
+  cfg, checkpoints: Sequence[tuple[str | None, str]], outdir: str, robot: str | None = None, data: str | None = None
+) -> dict:
   """The whole evaluation command: every checkpoint on every environment; writes the report."""
   if not checkpoints:
     raise EvaluationError("no checkpoint: pass --checkpoint DIR (a training workdir), or set config.checkpoints")
@@ -38,31 +40,59 @@ def evaluate(cfg, checkpoints: Sequence[tuple[str | None, str]], outdir: str, ro
   ckpts = [ev.load_checkpoint(path, label) for label, path in checkpoints]  # a bad --checkpoint fails before any work
   if robot:  # the user's own robot: import it as a corpus environment first
     from westworld_jax.data import importers
+
     name = ev.safe_name(os.path.splitext(os.path.basename(data))[0])
     corpus_dir = os.path.join(outdir, "imported")
     # Imported anew each time (overwrite): the same outdir may be reused with other data.
     history = min(c.model.history for c in ckpts)
-    importers.import_file(robot, data, corpus_dir, name, split="zero_shot", val_fraction=cfg.import_val_fraction,
-                          overwrite=True, history=history)
+    importers.import_file(
+      robot,
+      data,
+      corpus_dir,
+      name,
+      split="zero_shot",
+      val_fraction=cfg.import_val_fraction,
+      overwrite=True,
+      history=history,
+    )
     envs = [name]
   else:
     ev.ensure_environments(corpus_dir, envs, cfg.get("collect"))
   runs, t0 = [], time.perf_counter()
   for ckpt in ckpts:
-    res = ev.evaluate_checkpoint(ckpt, corpus_dir, envs, require_unseen=cfg.require_unseen,
-                                 batch_size=cfg.batch_size, horizon=cfg.horizon, max_windows=cfg.max_windows,
-                                 keep_examples=cfg.plot_windows)
+    res = ev.evaluate_checkpoint(
+      ckpt,
+      corpus_dir,
+      envs,
+      require_unseen=cfg.require_unseen,
+      batch_size=cfg.batch_size,
+      horizon=cfg.horizon,
+      max_windows=cfg.max_windows,
+      keep_examples=cfg.plot_windows,
+    )
     for r in res.values():
       ev.plot_examples(outdir, ckpt.label, r, ckpt.model.history)
     runs.append(ev.run_record(ckpt, res, cfg.horizon))
   if cfg.get("reference", True):
     ref = ev.hold_last_reference(ckpt)
-    res = ev.evaluate_checkpoint(ref, corpus_dir, envs, require_unseen=True, batch_size=cfg.batch_size,
-                                 horizon=cfg.horizon, max_windows=cfg.max_windows, keep_examples=0)
+    res = ev.evaluate_checkpoint(
+      ref,
+      corpus_dir,
+      envs,
+      require_unseen=True,
+      batch_size=cfg.batch_size,
+      horizon=cfg.horizon,
+      max_windows=cfg.max_windows,
+      keep_examples=0,
+    )
     runs.append(ev.run_record(ref, res, cfg.horizon))
-  return ev.report(outdir, runs, envs, cfg.get("title", "Zero-shot trajectory prediction"),
-                   {"config": cfg.to_dict(), "corpus_dir": os.path.abspath(corpus_dir),
-                    "seconds": time.perf_counter() - t0})
+  return ev.report(
+    outdir,
+    runs,
+    envs,
+    cfg.get("title", "Zero-shot trajectory prediction"),
+    {"config": cfg.to_dict(), "corpus_dir": os.path.abspath(corpus_dir), "seconds": time.perf_counter() - t0},
+  )
 
 
 def main(argv):
@@ -79,11 +109,19 @@ def main(argv):
 if __name__ == "__main__":
   # Flags only when run as a program: importing this module defines none.
   from ml_collections import config_flags
-  _ROBOT = flags.DEFINE_string("robot", None, "Your robot's MJCF/URDF (or a catalogue name): evaluate on "
-                               "its trajectories (--data), imported as a zero-shot environment.")
+
+  _ROBOT = flags.DEFINE_string(
+    "robot",
+    None,
+    "Your robot's MJCF/URDF (or a catalogue name): evaluate on "
+    "its trajectories (--data), imported as a zero-shot environment.",
+  )
   _DATA = flags.DEFINE_string("data", None, "Trajectories of --robot: HDF5 (D4RL/Minari layout) or .npz.")
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/zero_shot.py", "Evaluation config file.")
-  _CHECKPOINT = flags.DEFINE_string("checkpoint", "", "Training workdir(s): DIR or label=DIR, comma-separated "
-                                    "(a label twice = seeds). Default: config.checkpoints.")
+  _CHECKPOINT = flags.DEFINE_string(
+    "checkpoint",
+    "",
+    "Training workdir(s): DIR or label=DIR, comma-separated (a label twice = seeds). Default: config.checkpoints.",
+  )
   _WORKDIR = flags.DEFINE_string("workdir", "workdirs/evaluate", "Output directory (results.json, results.md, plots).")
   cli.run(main)

@@ -18,6 +18,7 @@ checkpoint is fine-tuned once per seed in `seeds` (runs ...-finetune-s<seed>-p<i
 scratch runs, which use no pretrained weights, run once per seed in `scratch_seeds` (default
 `seeds`). The tables pool every run of a label: mean ± std over pretraining x fine-tuning seeds.
 """
+
 from __future__ import annotations
 
 import collections
@@ -38,21 +39,44 @@ from westworld_jax import cli
 _CONFIG = _WORKDIR = None  # flags, defined only when run as a program
 
 
-def run_config(pretrained_workdir: str, *, env: str, corpus_dir: str, episodes: int, steps: int, lr: float,
-               warmup_steps: int, final_lr_fraction: float, batch_size: int, seed: int,
-               init_from: bool) -> ml_collections.ConfigDict:
+def run_config(
+  pretrained_workdir: str,
+  *,
+  env: str,
+  corpus_dir: str,
+  episodes: int,
+  steps: int,
+  lr: float,
+  warmup_steps: int,
+  final_lr_fraction: float,
+  batch_size: int,
+  seed: int,
+  init_from: bool,
+) -> ml_collections.ConfigDict:
   """A training config for one adaptation run: the pretrained run's model and recipe, restricted to
   the first `episodes` training episodes of `env`, with the given schedule."""
   d = copy.deepcopy(inference.read_run_config(pretrained_workdir))
   model = d["model"]
   data = d["data"]
-  data.update(corpus_dir=corpus_dir, collect=None, environments=[env], max_episodes=int(episodes), weights=[],
-              batch_size=batch_size, eval_batch_size=batch_size, num_threads=1,
-              # the robot may exceed the pretraining buckets (e.g. cassie's 39 obs channels)
-              obs_buckets=list(ev.channel_buckets(data["obs_buckets"], model.get("max_obs_channels"))),
-              act_buckets=list(ev.channel_buckets(data["act_buckets"], model.get("max_act_channels"))))
-  d.update(seed=int(seed), total_steps=int(steps), max_steps_per_run=0,
-           init_from=os.path.abspath(pretrained_workdir) if init_from else "")
+  data.update(
+    corpus_dir=corpus_dir,
+    collect=None,
+    environments=[env],
+    max_episodes=int(episodes),
+    weights=[],
+    batch_size=batch_size,
+    eval_batch_size=batch_size,
+    num_threads=1,
+    # the robot may exceed the pretraining buckets (e.g. cassie's 39 obs channels)
+    obs_buckets=list(ev.channel_buckets(data["obs_buckets"], model.get("max_obs_channels"))),
+    act_buckets=list(ev.channel_buckets(data["act_buckets"], model.get("max_act_channels"))),
+  )
+  d.update(
+    seed=int(seed),
+    total_steps=int(steps),
+    max_steps_per_run=0,
+    init_from=os.path.abspath(pretrained_workdir) if init_from else "",
+  )
   d["optim"].update(lr=float(lr), warmup_steps=int(warmup_steps), final_lr_fraction=float(final_lr_fraction))
   d["checkpoint"] = {"every": int(steps), "keep": 1, "async_save": False}
   d["eval"] = {"every": 10**9, "max_batches": 0}  # evaluated below with westworld_jax.evaluation
@@ -67,16 +91,25 @@ def training_episodes(cfg) -> int:
   return len({(int(w[0]), int(w[1])) for w in wins})
 
 
-def adapt(cfg, label: str, pretrained: str, env: str, mode: str, seed: int, outdir: str,
-          pretrain_index: int = 0) -> dict:
+def adapt(
+  cfg, label: str, pretrained: str, env: str, mode: str, seed: int, outdir: str, pretrain_index: int = 0
+) -> dict:
   """One fine-tuning ('finetune') or from-scratch ('scratch') run on env; returns its evaluated record.
   pretrain_index: which checkpoint of a label given several times (pretraining seeds) this run starts from."""
   steps = cfg.steps if mode == "finetune" else cfg.scratch_steps
-  rc = run_config(pretrained, env=env, corpus_dir=cfg.corpus_dir, episodes=cfg.episodes, steps=steps,
-                  lr=cfg.lr if mode == "finetune" else cfg.scratch_lr,
-                  warmup_steps=cfg.warmup_steps if mode == "finetune" else cfg.scratch_warmup_steps,
-                  final_lr_fraction=cfg.final_lr_fraction, batch_size=cfg.batch_size, seed=seed,
-                  init_from=mode == "finetune")
+  rc = run_config(
+    pretrained,
+    env=env,
+    corpus_dir=cfg.corpus_dir,
+    episodes=cfg.episodes,
+    steps=steps,
+    lr=cfg.lr if mode == "finetune" else cfg.scratch_lr,
+    warmup_steps=cfg.warmup_steps if mode == "finetune" else cfg.scratch_warmup_steps,
+    final_lr_fraction=cfg.final_lr_fraction,
+    batch_size=cfg.batch_size,
+    seed=seed,
+    init_from=mode == "finetune",
+  )
   n_eps = training_episodes(rc)
   if n_eps != cfg.episodes:
     raise AssertionError(f"{env}: the training pipeline reads {n_eps} episodes, not {cfg.episodes}")
@@ -86,35 +119,63 @@ def adapt(cfg, label: str, pretrained: str, env: str, mode: str, seed: int, outd
   result = loop.train(rc, workdir)  # resumes / returns at once when the run is already finished
   seconds = time.perf_counter() - t0
   ckpt = ev.load_checkpoint(workdir, f"{label} {'fine-tuned' if mode == 'finetune' else 'scratch'}")
-  res = ev.evaluate_checkpoint(ckpt, cfg.corpus_dir, [env], require_unseen=False, batch_size=cfg.eval.batch_size,
-                               max_windows=cfg.eval.max_windows, keep_examples=cfg.eval.plot_windows)
+  res = ev.evaluate_checkpoint(
+    ckpt,
+    cfg.corpus_dir,
+    [env],
+    require_unseen=False,
+    batch_size=cfg.eval.batch_size,
+    max_windows=cfg.eval.max_windows,
+    keep_examples=cfg.eval.plot_windows,
+  )
   for r in res.values():
     ev.plot_examples(outdir, ckpt.label, r, ckpt.model.history)
   last = next((r for r in reversed(result.rows) if "loss" in r), {})
-  return {**ev.run_record(ckpt, res), "env": env, "mode": mode, "seed": seed, "pretrained": pretrained,
-          "pretrain_index": pretrain_index if mode == "finetune" else None, "train_episodes": n_eps, "train_steps": steps, "lr": rc.optim.lr, "train_seconds": seconds,
-          "final_loss": last.get("loss")}
+  return {
+    **ev.run_record(ckpt, res),
+    "env": env,
+    "mode": mode,
+    "seed": seed,
+    "pretrained": pretrained,
+    "pretrain_index": pretrain_index if mode == "finetune" else None,
+    "train_episodes": n_eps,
+    "train_steps": steps,
+    "lr": rc.optim.lr,
+    "train_seconds": seconds,
+    "final_loss": last.get("loss"),
+  }
 
 
 def zero_shot(cfg, label: str, pretrained: str, env: str, outdir: str) -> dict:
   ckpt = ev.load_checkpoint(pretrained, f"{label} zero-shot")
-  res = ev.evaluate_checkpoint(ckpt, cfg.corpus_dir, [env], require_unseen=True, batch_size=cfg.eval.batch_size,
-                               max_windows=cfg.eval.max_windows, keep_examples=0)
+  res = ev.evaluate_checkpoint(
+    ckpt,
+    cfg.corpus_dir,
+    [env],
+    require_unseen=True,
+    batch_size=cfg.eval.batch_size,
+    max_windows=cfg.eval.max_windows,
+    keep_examples=0,
+  )
   return {**ev.run_record(ckpt, res), "env": env, "mode": "zero_shot", "seed": None, "pretrained": pretrained}
 
 
 def finetune(cfg, outdir: str) -> dict:
   pretrained = ev.parse_checkpoints(cfg.pretrained)
   if not pretrained:
-    raise ValueError("set --config.pretrained=label=DIR[,label=DIR...] (pretraining workdirs, e.g. from "
-                     "`python -m westworld_jax.scaling` or `python -m westworld_jax.train`)")
+    raise ValueError(
+      "set --config.pretrained=label=DIR[,label=DIR...] (pretraining workdirs, e.g. from "
+      "`python -m westworld_jax.scaling` or `python -m westworld_jax.train`)"
+    )
   pretrained = [(lab or ev.load_checkpoint(p).label, os.path.abspath(p)) for lab, p in pretrained]
   for lab in cfg.scratch:
     if lab not in dict(pretrained):
       raise ValueError(f"scratch label {lab!r} is not among the pretrained labels {[l for l, _ in pretrained]}")
   if len(set(pretrained)) != len(pretrained):
-    raise ValueError(f"a checkpoint is given twice under one label in --config.pretrained={cfg.pretrained!r}: "
-                     "a repeated label means several pretraining seeds, each its own workdir")
+    raise ValueError(
+      f"a checkpoint is given twice under one label in --config.pretrained={cfg.pretrained!r}: "
+      "a repeated label means several pretraining seeds, each its own workdir"
+    )
   scratch_seeds = tuple(cfg.get("scratch_seeds") or cfg.seeds)
   envs = list(cfg.environments)
   ev.ensure_environments(cfg.corpus_dir, envs, cfg.get("collect"))
@@ -133,8 +194,15 @@ def finetune(cfg, outdir: str) -> dict:
       ev.write_json(os.path.join(outdir, "runs.partial.json"), runs)  # progress survives an interruption
     if cfg.get("reference", True):
       ref = ev.hold_last_reference(ev.load_checkpoint(pretrained[0][1]))
-      res = ev.evaluate_checkpoint(ref, cfg.corpus_dir, [env], require_unseen=True, batch_size=cfg.eval.batch_size,
-                                   max_windows=cfg.eval.max_windows, keep_examples=0)
+      res = ev.evaluate_checkpoint(
+        ref,
+        cfg.corpus_dir,
+        [env],
+        require_unseen=True,
+        batch_size=cfg.eval.batch_size,
+        max_windows=cfg.eval.max_windows,
+        keep_examples=0,
+      )
       runs.append({**ev.run_record(ref, res), "env": env, "mode": "reference", "seed": None})
   title = f"Few-shot adaptation ({cfg.episodes} episodes per robot)"
   return ev.report(outdir, runs, envs, title, {"config": cfg.to_dict(), "seconds": time.perf_counter() - t0})
@@ -151,6 +219,7 @@ def main(argv):
 
 if __name__ == "__main__":
   from ml_collections import config_flags
+
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/few_shot.py", "Few-shot config file.")
   _WORKDIR = flags.DEFINE_string("workdir", "workdirs/few_shot", "Output directory (runs, results, plots).")
   cli.run(main)

@@ -5,6 +5,7 @@ A training workdir (`python -m westworld_jax.train --workdir DIR`) holds run_con
 run's full config), data_stats.json (the training environments and their normalisation) and
 checkpoints/<step>/ (each with the config it was written with).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,10 @@ def read_run_config(workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   path = os.path.join(workdir, ckpt_lib.RUN_FILE)
   if not os.path.exists(path):
-    raise ckpt_lib.NoCheckpointError(f"{workdir}: not a training workdir (no {ckpt_lib.RUN_FILE}); pass the "
-                                     "--workdir of a `python -m westworld_jax.train` run")
+    raise ckpt_lib.NoCheckpointError(
+      f"{workdir}: not a training workdir (no {ckpt_lib.RUN_FILE}); pass the "
+      "--workdir of a `python -m westworld_jax.train` run"
+    )
   with open(path) as f:
     return json.load(f)
 

@@ -7,6 +7,7 @@ westworld_jax/evaluation, beside the hold-last-observation reference. Writes DIR
 (per seed, step and robot: MAE/MSE x100 and the error of the first predicted step), results.md
 (mean ± std over seeds) and plots/learning_curve.png.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,12 +28,22 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/learning_curve", "Output dir
 
 def _errors(ckpt: ev.Checkpoint, cfg) -> dict:
   """{robot: {mae_x100, mse_x100, first_step_mae_x100}} on the held-out environments."""
-  res = ev.evaluate_checkpoint(ckpt, cfg.pretrain.data.corpus_dir, list(cfg.eval_environments),
-                               require_unseen=True, batch_size=cfg.eval.batch_size,
-                               max_windows=cfg.eval.max_windows, keep_examples=0)
+  res = ev.evaluate_checkpoint(
+    ckpt,
+    cfg.pretrain.data.corpus_dir,
+    list(cfg.eval_environments),
+    require_unseen=True,
+    batch_size=cfg.eval.batch_size,
+    max_windows=cfg.eval.max_windows,
+    keep_examples=0,
+  )
   out = {}
   for robot, s in ev.env_summaries(res)["robots"].items():
-    out[robot] = {"mae_x100": s["mae_x100"], "mse_x100": s["mse_x100"], "first_step_mae_x100": ev.first_step_mae_x100(s)}
+    out[robot] = {
+      "mae_x100": s["mae_x100"],
+      "mse_x100": s["mse_x100"],
+      "first_step_mae_x100": ev.first_step_mae_x100(s),
+    }
   return out
 
 
@@ -61,15 +72,18 @@ def run_seed(cfg, seed: int, outdir: str) -> tuple[list[dict], dict]:
     records.append(rec)
     logging.info("seed %d step %d: %s", seed, step, rec["robots"])
   model, params, stats = inference.load_for_inference(workdir, steps[-1])
-  hold = _errors(ev.hold_last_reference(ev.Checkpoint(cfg.model, workdir, model, params, stats, run_cfg,
-                                                      steps[-1])), cfg)
+  hold = _errors(
+    ev.hold_last_reference(ev.Checkpoint(cfg.model, workdir, model, params, stats, run_cfg, steps[-1])), cfg
+  )
   return records, hold
 
 
 def _plot(path: str, records: list[dict], hold: dict, robots: list[str], title: str) -> str:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, axes = plt.subplots(2, len(robots), figsize=(4.2 * len(robots), 6.4), squeeze=False)
   steps = sorted({r["step"] for r in records})
   for j, robot in enumerate(robots):
@@ -93,24 +107,45 @@ def _plot(path: str, records: list[dict], hold: dict, robots: list[str], title: 
 def report(cfg, outdir: str, records: list[dict], hold: dict) -> dict:
   robots = sorted(hold)
   steps = sorted({r["step"] for r in records})
-  title = (f"{cfg.model}: held-out error vs training steps ({len(cfg.seeds)} seed(s), batch "
-           f"{cfg.pretrain.data.batch_size}, lr {cfg.pretrain.optim.lr}, cosine over {cfg.pretrain.total_steps})")
+  title = (
+    f"{cfg.model}: held-out error vs training steps ({len(cfg.seeds)} seed(s), batch "
+    f"{cfg.pretrain.data.batch_size}, lr {cfg.pretrain.optim.lr}, cosine over {cfg.pretrain.total_steps})"
+  )
   cell = lambda s, robot, key: [r["robots"][robot][key] for r in records if r["step"] == s]
-  md = [f"# {title}", "", "Zero-shot on held-out robots (protocol: westworld_jax/evaluation). Cells: MAE x100 "
-        "(mean ± sample std over seeds), first predicted step's MAE x100 in brackets.", "",
-        "| step | " + " | ".join(robots) + " |", "|---" * (len(robots) + 1) + "|"]
+  md = [
+    f"# {title}",
+    "",
+    "Zero-shot on held-out robots (protocol: westworld_jax/evaluation). Cells: MAE x100 "
+    "(mean ± sample std over seeds), first predicted step's MAE x100 in brackets.",
+    "",
+    "| step | " + " | ".join(robots) + " |",
+    "|---" * (len(robots) + 1) + "|",
+  ]
   for s in steps:
-    md.append(f"| {s} | " + " | ".join(f"{ev.fmt(cell(s, r, 'mae_x100'))} ({ev.fmt(cell(s, r, 'first_step_mae_x100'))})"
-                                       for r in robots) + " |")
-  md.append("| hold last obs (reference) | " + " | ".join(
-      f"{hold[r]['mae_x100']:.2f} ({hold[r]['first_step_mae_x100']:.2f})" for r in robots) + " |")
+    md.append(
+      f"| {s} | "
+      + " | ".join(f"{ev.fmt(cell(s, r, 'mae_x100'))} ({ev.fmt(cell(s, r, 'first_step_mae_x100'))})" for r in robots)
+      + " |"
+    )
+  md.append(
+    "| hold last obs (reference) | "
+    + " | ".join(f"{hold[r]['mae_x100']:.2f} ({hold[r]['first_step_mae_x100']:.2f})" for r in robots)
+    + " |"
+  )
   plot = _plot(os.path.join(outdir, "plots", "learning_curve.png"), records, hold, robots, title)
   md += ["", f"![learning curve](plots/{os.path.basename(plot)})", ""]
   os.makedirs(outdir, exist_ok=True)
   with open(os.path.join(outdir, "results.md"), "w") as f:
     f.write("\n".join(md))
-  out = {"title": "learning_curve", "protocol": ev.PROTOCOL, "model": cfg.model, "seeds": list(cfg.seeds),
-         "records": records, "hold_last": hold, "config": cfg.to_dict()}
+  out = {
+    "title": "learning_curve",
+    "protocol": ev.PROTOCOL,
+    "model": cfg.model,
+    "seeds": list(cfg.seeds),
+    "records": records,
+    "hold_last": hold,
+    "config": cfg.to_dict(),
+  }
   ev.write_json(os.path.join(outdir, "results.json"), out)
   return out
 

@@ -13,6 +13,7 @@ report (OUT/results.json, results.md, plots/error_vs_num_envs.png) gathers every
 so later invocations (e.g. more models at N = all) add to the same report. Beside the models, each set
 reports holding the last observation (OUT/hold_last/n<N>.json, on the windows of an N run's checkpoint).
 """
+
 from __future__ import annotations
 
 import glob
@@ -44,9 +45,15 @@ def plan(cfg) -> tuple[list[str], list[int]]:
 def _eval(cfg, ckpt, envs, require_unseen) -> dict | None:
   if not envs:
     return None
-  res = ev.evaluate_checkpoint(ckpt, cfg.pretrain.data.corpus_dir, envs, require_unseen=require_unseen,
-                               batch_size=cfg.eval.batch_size, max_windows=cfg.eval.max_windows,
-                               keep_examples=cfg.eval.plot_windows if require_unseen else 0)
+  res = ev.evaluate_checkpoint(
+    ckpt,
+    cfg.pretrain.data.corpus_dir,
+    envs,
+    require_unseen=require_unseen,
+    batch_size=cfg.eval.batch_size,
+    max_windows=cfg.eval.max_windows,
+    keep_examples=cfg.eval.plot_windows if require_unseen else 0,
+  )
   return ev.env_summaries(res), res
 
 
@@ -56,9 +63,11 @@ def run_dir(outdir: str, model: str, num_envs: int, seed: int) -> str:
 
 def eval_sets(cfg, envs: list[str]) -> list[tuple[str, list[str], bool]]:
   """(set name, environments, must be unseen) for a run on `envs`: heldout, anchor, trained."""
-  return [("heldout", list(cfg.eval_environments), True),
-          ("anchor", list(envs[: cfg.anchor]) if cfg.anchor else [], False),
-          ("trained", list(corpus_lib.validation_environments(cfg.pretrain.data, envs)), False)]
+  return [
+    ("heldout", list(cfg.eval_environments), True),
+    ("anchor", list(envs[: cfg.anchor]) if cfg.anchor else [], False),
+    ("trained", list(corpus_lib.validation_environments(cfg.pretrain.data, envs)), False),
+  ]
 
 
 def run_one(cfg, model: str, envs: list[str], seed: int, outdir: str) -> dict:
@@ -75,10 +84,17 @@ def run_one(cfg, model: str, envs: list[str], seed: int, outdir: str) -> dict:
   result = loop.train(rc, workdir)
   seconds = time.perf_counter() - t0
   ckpt = ev.load_checkpoint(workdir, model)
-  rec = {"model": model, "num_envs": len(envs), "seed": int(seed), "environments": list(envs),
-         "workdir": workdir, "step": ckpt.step, "train_seconds": seconds,
-         "final_loss": next((r.get("loss_mean", r.get("loss")) for r in reversed(result.rows) if "loss" in r), None),
-         "params": ev.run_record(ckpt, {})["params"]}
+  rec = {
+    "model": model,
+    "num_envs": len(envs),
+    "seed": int(seed),
+    "environments": list(envs),
+    "workdir": workdir,
+    "step": ckpt.step,
+    "train_seconds": seconds,
+    "final_loss": next((r.get("loss_mean", r.get("loss")) for r in reversed(result.rows) if "loss" in r), None),
+    "params": ev.run_record(ckpt, {})["params"],
+  }
   t1 = time.perf_counter()
   for name, es, unseen in eval_sets(cfg, envs):
     out = _eval(cfg, ckpt, es, unseen)
@@ -116,33 +132,64 @@ def report(cfg, outdir: str, records: list[dict], hold: dict[int, dict] | None =
   for n, h in (hold or {}).items():
     cell[(HOLD, n)] = [h]
   cols = models + ([HOLD] if hold else [])
-  md = ["# Scaling with the number of pretraining environments", "",
-        f"Pretraining on the first N environments of a fixed list (same steps for every N: "
-        f"{cfg.pretrain.total_steps}, batch {cfg.pretrain.data.batch_size}). MAE x100 (pooled over valid elements, "
-        "normalised space; lower is better), "
-        + ("mean ± sample std over seeds." if len(cfg.seeds) > 1 else "one seed.") + "",
-        "", f"- heldout: fixed zero-shot robots {list(cfg.eval_environments)}",
-        f"- anchor: val episodes of the first {cfg.anchor} environment(s) (trained on in every run)",
-        "- trained: val episodes of the run's own N environments (the set grows with N)", ""]
+  md = [
+    "# Scaling with the number of pretraining environments",
+    "",
+    f"Pretraining on the first N environments of a fixed list (same steps for every N: "
+    f"{cfg.pretrain.total_steps}, batch {cfg.pretrain.data.batch_size}). MAE x100 (pooled over valid elements, "
+    "normalised space; lower is better), "
+    + ("mean ± sample std over seeds." if len(cfg.seeds) > 1 else "one seed.")
+    + "",
+    "",
+    f"- heldout: fixed zero-shot robots {list(cfg.eval_environments)}",
+    f"- anchor: val episodes of the first {cfg.anchor} environment(s) (trained on in every run)",
+    "- trained: val episodes of the run's own N environments (the set grows with N)",
+    "",
+  ]
   for s in SETS:
-    md += [f"## {s}", "", ev.markdown_table([str(n) for n in ns], cols,
-                                            lambda n, m: [get(r, s) for r in cell.get((m, int(n)), []) if get(r, s) is not None],
-                                            "N envs", bold_min="row"), ""]
+    md += [
+      f"## {s}",
+      "",
+      ev.markdown_table(
+        [str(n) for n in ns],
+        cols,
+        lambda n, m: [get(r, s) for r in cell.get((m, int(n)), []) if get(r, s) is not None],
+        "N envs",
+        bold_min="row",
+      ),
+      "",
+    ]
   md += ["## Runs", "", "| model | N | seed | steps | train s | eval s | final loss |", "|---|---|---|---|---|---|---|"]
   for r in sorted(records, key=lambda r: (r["model"], r["num_envs"], r["seed"])):
     loss = f"{r['final_loss']:.3f}" if r.get("final_loss") is not None else "—"
-    md.append(f"| {r['model']} | {r['num_envs']} | {r['seed']} | {r['step']} | {r['train_seconds']:.0f} | "
-              f"{r['eval_seconds']:.0f} | {loss} |")
+    md.append(
+      f"| {r['model']} | {r['num_envs']} | {r['seed']} | {r['step']} | {r['train_seconds']:.0f} | "
+      f"{r['eval_seconds']:.0f} | {loss} |"
+    )
   plot = plot_scaling(os.path.join(outdir, "plots", "error_vs_num_envs.png"), cols, ns, cell, get)
   md += ["", f"![error vs N](plots/{os.path.basename(plot)})", ""]
   os.makedirs(outdir, exist_ok=True)
   with open(os.path.join(outdir, "results.md"), "w") as f:
     f.write("\n".join(md))
-  summary = {m: {s: {str(n): ev.mean_std([get(r, s) for r in cell.get((m, n), []) if get(r, s) is not None])
-                     for n in ns if (m, n) in cell} for s in SETS} for m in cols}
+  summary = {
+    m: {
+      s: {
+        str(n): ev.mean_std([get(r, s) for r in cell.get((m, n), []) if get(r, s) is not None])
+        for n in ns
+        if (m, n) in cell
+      }
+      for s in SETS
+    }
+    for m in cols
+  }
   slim = [{**r, "trained": _without_steps(r.get("trained"))} for r in records]  # full detail stays in runs/
-  out = {"title": "scaling", "protocol": ev.PROTOCOL, "summary_mae_x100_mean_std": summary, "records": slim,
-         "config": cfg.to_dict()}
+  out = {
+    "title": "scaling",
+    "protocol": ev.PROTOCOL,
+    "summary_mae_x100_mean_std": summary,
+    "records": slim,
+    "config": cfg.to_dict(),
+  }
   ev.write_json(os.path.join(outdir, "results.json"), out)
   return out
 
@@ -151,14 +198,19 @@ def _without_steps(summaries: dict | None) -> dict | None:
   if not summaries:
     return summaries
   drop = lambda d: {k: v for k, v in d.items() if not k.endswith("_by_step")}
-  return {"envs": {e: drop(v) for e, v in summaries["envs"].items()},
-          "robots": {e: drop(v) for e, v in summaries["robots"].items()}, "all": drop(summaries["all"])}
+  return {
+    "envs": {e: drop(v) for e, v in summaries["envs"].items()},
+    "robots": {e: drop(v) for e, v in summaries["robots"].items()},
+    "all": drop(summaries["all"]),
+  }
 
 
 def plot_scaling(path, models, ns, cell, get) -> str:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, axes = plt.subplots(1, len(SETS), figsize=(4.2 * len(SETS), 3.6), squeeze=False)
   for ax, s in zip(axes[0], SETS):
     for m in models:
@@ -167,7 +219,9 @@ def plot_scaling(path, models, ns, cell, get) -> str:
         vals = [get(r, s) for r in cell.get((m, n), []) if get(r, s) is not None]
         if vals:
           mu, sd = ev.mean_std(vals)
-          xs.append(n); ys.append(mu); es.append(sd)
+          xs.append(n)
+          ys.append(mu)
+          es.append(sd)
       if xs and m == HOLD:
         ax.plot(xs, ys, "k--", lw=1.2, label="hold last obs")
       elif xs:
@@ -194,8 +248,13 @@ def scaling(cfg, outdir: str) -> dict:
     for n in ns:
       for seed in cfg.seeds:
         rec = run_one(cfg, model, envs[:n], seed, outdir)
-        logging.info("%s N=%d seed %d: heldout MAE x100 %s", model, n, seed,
-                     rec["heldout"]["all"]["mae_x100"] if rec.get("heldout") else None)
+        logging.info(
+          "%s N=%d seed %d: heldout MAE x100 %s",
+          model,
+          n,
+          seed,
+          rec["heldout"]["all"]["mae_x100"] if rec.get("heldout") else None,
+        )
   records = []
   for path in sorted(glob.glob(os.path.join(outdir, "runs", "*", RECORD))):
     with open(path) as f:
@@ -215,6 +274,7 @@ def main(argv):
 
 if __name__ == "__main__":
   from ml_collections import config_flags
+
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/scaling.py", "Scaling config file.")
   _WORKDIR = flags.DEFINE_string("workdir", "workdirs/scaling", "Output directory (runs, results, plots).")
   cli.run(main)

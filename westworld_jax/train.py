@@ -6,6 +6,7 @@ Any config field can be overridden (--config.optim.lr=1e-4). Rerunning with the 
 resumes from its latest checkpoint. Writes DIR/metrics.jsonl, TensorBoard events, plots and
 orbax checkpoints. See westworld_jax/training/loop.py.
 """
+
 import os
 
 from absl import app, flags
@@ -28,6 +29,7 @@ def main(argv):
   # an H100 for 64.4 GiB of its 79.1 (benchmarks/results/gpu_aot.json). Read when the backend starts.
   os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
   from westworld_jax.training.loop import maybe_initialize_distributed
+
   maybe_initialize_distributed(_CONFIG.value)  # before any other JAX call
   result = train(_CONFIG.value, _WORKDIR.value)
   msg = f"stopped at step {result.step}; rerun to continue" if result.stopped_early else f"done at step {result.step}"

@@ -18,6 +18,7 @@
 OUT/finetune.json summarises the three. A rerun reuses the collected data (unless
 cfg.collect.overwrite) and resumes or skips the finished training run.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,6 +39,7 @@ def collect(cfg, corpus_dir: str) -> dict:
   from westworld_jax.control import mppi as mppi_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.data import shards  # pylint: disable=import-outside-toplevel
+
   task = tasks_lib.make_task(cfg.task)
   env = f"{task.robot.name}-mppi_oracle"
   env_dir = os.path.join(corpus_dir, env)
@@ -46,15 +48,26 @@ def collect(cfg, corpus_dir: str) -> dict:
     logging.info("reusing the control data in %s (--config.collect.overwrite=True recollects)", env_dir)
     out = {"env": env, "reused": True}
   else:
-    out = mppi_corpus.collect(task, mppi_lib.MPPIConfig.from_dict(cfg.mppi), corpus_dir, cfg.collect.episodes,
-                           cfg.episode_len or task.episode_len, n_envs=cfg.collect.n_envs,
-                           keep_fraction=cfg.collect.keep_fraction, seed=cfg.seed,
-                           val_fraction=cfg.collect.val_fraction, overwrite=cfg.collect.overwrite)
+    out = mppi_corpus.collect(
+      task,
+      mppi_lib.MPPIConfig.from_dict(cfg.mppi),
+      corpus_dir,
+      cfg.collect.episodes,
+      cfg.episode_len or task.episode_len,
+      n_envs=cfg.collect.n_envs,
+      keep_fraction=cfg.collect.keep_fraction,
+      seed=cfg.seed,
+      val_fraction=cfg.collect.val_fraction,
+      overwrite=cfg.collect.overwrite,
+    )
   meta = shards.load_metadata(env_dir)
-  out.update(corpus_dir=os.path.abspath(corpus_dir), seconds=time.perf_counter() - t0,
-             train_episodes=sum(not e["val"] for e in meta["episodes"]),
-             val_episodes=sum(bool(e["val"]) for e in meta["episodes"]),
-             episode_lengths=[e["length"] for e in meta["episodes"]])
+  out.update(
+    corpus_dir=os.path.abspath(corpus_dir),
+    seconds=time.perf_counter() - t0,
+    train_episodes=sum(not e["val"] for e in meta["episodes"]),
+    val_episodes=sum(bool(e["val"]) for e in meta["episodes"]),
+    episode_lengths=[e["length"] for e in meta["episodes"]],
+  )
   return out
 
 
@@ -62,37 +75,62 @@ def finetune_model(cfg, pretrained: str, corpus_dir: str, env: str, episodes: in
   """Step 2: the pretrained run's model and recipe, from its weights, on the control data."""
   from westworld_jax import few_shot as ft  # pylint: disable=import-outside-toplevel
   from westworld_jax.training import loop  # pylint: disable=import-outside-toplevel
+
   f = cfg.finetune
-  rc = ft.run_config(pretrained, env=env, corpus_dir=os.path.abspath(corpus_dir), episodes=episodes,
-                     steps=f.steps, lr=f.lr, warmup_steps=f.warmup_steps, final_lr_fraction=f.final_lr_fraction,
-                     batch_size=f.batch_size, seed=cfg.seed, init_from=True)
+  rc = ft.run_config(
+    pretrained,
+    env=env,
+    corpus_dir=os.path.abspath(corpus_dir),
+    episodes=episodes,
+    steps=f.steps,
+    lr=f.lr,
+    warmup_steps=f.warmup_steps,
+    final_lr_fraction=f.final_lr_fraction,
+    batch_size=f.batch_size,
+    seed=cfg.seed,
+    init_from=True,
+  )
   window = rc.data.history + rc.data.horizon
   if (cfg.episode_len or 0) and cfg.episode_len < window:
-    raise ValueError(f"episodes of {cfg.episode_len} steps are shorter than the model's training windows "
-                     f"({window} = history {rc.data.history} + horizon {rc.data.horizon}): raise episode_len")
+    raise ValueError(
+      f"episodes of {cfg.episode_len} steps are shorter than the model's training windows "
+      f"({window} = history {rc.data.history} + horizon {rc.data.horizon}): raise episode_len"
+    )
   t0 = time.perf_counter()
   result = loop.train(rc, workdir)  # resumes / returns at once when the run is already finished
   losses = [r["loss"] for r in result.rows if "loss" in r]
-  return {"workdir": os.path.abspath(workdir), "pretrained": os.path.abspath(pretrained), "steps": result.step,
-          "lr": f.lr, "batch_size": f.batch_size, "loss_first": losses[0] if losses else None,
-          "loss_last": losses[-1] if losses else None, "seconds": time.perf_counter() - t0}
+  return {
+    "workdir": os.path.abspath(workdir),
+    "pretrained": os.path.abspath(pretrained),
+    "steps": result.step,
+    "lr": f.lr,
+    "batch_size": f.batch_size,
+    "loss_first": losses[0] if losses else None,
+    "loss_last": losses[-1] if losses else None,
+    "seconds": time.perf_counter() - t0,
+  }
 
 
 def _check_horizon(cfg, pretrained: str) -> None:
   """Before collecting: the comparison's world-model MPPI must fit the model's window."""
   from westworld_jax import inference  # pylint: disable=import-outside-toplevel
+
   model = inference.read_run_config(pretrained)["model"]
   history, max_window_len = model.get("history"), model.get("max_window_len")
   if cfg.finetune.compare and history and max_window_len and history + cfg.mppi.horizon > max_window_len:
-    raise ValueError(f"mppi.horizon={cfg.mppi.horizon} + the model's history {history} exceeds its max_window_len="
-                     f"{max_window_len}: the comparison's world-model MPPI cannot run; pass "
-                     f"--config.mppi.horizon={max_window_len - history} or --config.finetune.compare=False")
+    raise ValueError(
+      f"mppi.horizon={cfg.mppi.horizon} + the model's history {history} exceeds its max_window_len="
+      f"{max_window_len}: the comparison's world-model MPPI cannot run; pass "
+      f"--config.mppi.horizon={max_window_len - history} or --config.finetune.compare=False"
+    )
 
 
 def run(cfg, workdir: str, pretrained: str) -> dict:
   if not pretrained:
-    raise ValueError("fine-tuning needs --checkpoint PRETRAINED (a training workdir, e.g. from "
-                     "`python -m westworld_jax.train --config experiments/pretrain.py:tiny --workdir DIR`)")
+    raise ValueError(
+      "fine-tuning needs --checkpoint PRETRAINED (a training workdir, e.g. from "
+      "`python -m westworld_jax.train --config experiments/pretrain.py:tiny --workdir DIR`)"
+    )
   _check_horizon(cfg, pretrained)
   os.makedirs(workdir, exist_ok=True)
   corpus_dir = cfg.collect.corpus_dir or os.path.join(workdir, "corpus")
@@ -111,9 +149,11 @@ def run(cfg, workdir: str, pretrained: str) -> dict:
     for label, ckpt in (("pretrained", pretrained), ("finetuned", model_dir)):
       out = os.path.join(workdir, f"control_{label}")
       s = experiment.run(ccfg, out, ckpt)["policies"]["world_model"]
-      summary["compare"][label] = {"workdir": os.path.abspath(out), "stats_from": s.get("stats_from"),
-                                   **{k: s.get(k) for k in ("return_mean", "return_std", "replan_ms_median",
-                                                             "video")}}
+      summary["compare"][label] = {
+        "workdir": os.path.abspath(out),
+        "stats_from": s.get("stats_from"),
+        **{k: s.get(k) for k in ("return_mean", "return_std", "replan_ms_median", "video")},
+      }
   with open(os.path.join(workdir, "finetune.json"), "w") as f:
     json.dump(summary, f, indent=2)
   return summary
@@ -131,24 +171,38 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join("workdirs", "control_finetune", cfg.task)
   s = run(cfg, workdir, _CHECKPOINT.value)
   c, f = s["collect"], s["finetune"]
-  lines = [f"control data: {c['env']} in {c['corpus_dir']}: {c['train_episodes']} training episodes"
-           + (f" kept of {c['episodes_run']} (returns: mean {c['return_mean_all']:.1f}, best {c['return_max']:.1f})"
-              if "episodes_run" in c else " (reused)"),
-           f"fine-tuned {f['steps']} steps from {f['pretrained']}: loss {_fmt(f['loss_first'])} -> "
-           f"{_fmt(f['loss_last'])} ({f['seconds']:.0f}s) -> {f['workdir']}"]
+  lines = [
+    f"control data: {c['env']} in {c['corpus_dir']}: {c['train_episodes']} training episodes"
+    + (
+      f" kept of {c['episodes_run']} (returns: mean {c['return_mean_all']:.1f}, best {c['return_max']:.1f})"
+      if "episodes_run" in c
+      else " (reused)"
+    ),
+    f"fine-tuned {f['steps']} steps from {f['pretrained']}: loss {_fmt(f['loss_first'])} -> "
+    f"{_fmt(f['loss_last'])} ({f['seconds']:.0f}s) -> {f['workdir']}",
+  ]
   for label, r in s.get("compare", {}).items():
-    lines.append(f"world-model MPPI, {label}: return {r['return_mean']:.1f} ± {r['return_std']:.1f}, "
-                 f"replan {r['replan_ms_median']:.1f} ms")
-  lines.append(f"wrote {os.path.join(workdir, 'finetune.json')}; control with the fine-tuned model: "
-               f"python -m westworld_jax.control --config experiments/control.py:<variant> --checkpoint {f['workdir']}")
+    lines.append(
+      f"world-model MPPI, {label}: return {r['return_mean']:.1f} ± {r['return_std']:.1f}, "
+      f"replan {r['replan_ms_median']:.1f} ms"
+    )
+  lines.append(
+    f"wrote {os.path.join(workdir, 'finetune.json')}; control with the fine-tuned model: "
+    f"python -m westworld_jax.control --config experiments/control.py:<variant> --checkpoint {f['workdir']}"
+  )
   print("\n".join(lines))
 
 
 if __name__ == "__main__":
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/control.py:tiny", "Control config file.")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default workdirs/control_finetune/<task>).")
   _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Pretrained training workdir to fine-tune (required).")
-  _PIN_CPU = flags.DEFINE_enum("pin_cpu", "auto", ["auto", "yes", "no"],
-                               "Pin the process to one core before importing jax (see control/__main__.py).")
+  _PIN_CPU = flags.DEFINE_enum(
+    "pin_cpu",
+    "auto",
+    ["auto", "yes", "no"],
+    "Pin the process to one core before importing jax (see control/__main__.py).",
+  )
   cli.run(main)

@@ -9,6 +9,7 @@ The oracle steps MJX (vmap over samples of a lax.scan of mjx.step); the world mo
 whole horizon of every sample in ONE `predict` call from the last H observed steps and the sampled
 actions (BATCH_SPEC.md), and the task's observation cost is applied to the de-normalised prediction.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,6 +26,7 @@ from westworld_jax.data import normalise
 
 # --- oracle: MJX ----------------------------------------------------------------------------------
 
+
 class OracleContext(NamedTuple):
   d: Any  # mjx.Data
   goal: jax.Array
@@ -32,6 +34,7 @@ class OracleContext(NamedTuple):
 
 class OracleBackend:
   """Rollouts in MJX from the environment's true state (the upper bound a world model can reach)."""
+
   kind = "oracle"
   history = 1  # the oracle needs no observation history
 
@@ -63,30 +66,37 @@ class OracleBackend:
 
 # --- world model ----------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Normaliser:
   """The per-channel min-max a world model was trained with (data/normalise.py, as the input pipeline)."""
+
   obs_min: np.ndarray
   obs_max: np.ndarray
   act_min: np.ndarray
   act_max: np.ndarray
 
   @classmethod
-  def from_stats(cls, stats: dict, num_obs: int | None = None, num_act: int | None = None,
-                 where: str = "stats") -> "Normaliser":
+  def from_stats(
+    cls, stats: dict, num_obs: int | None = None, num_act: int | None = None, where: str = "stats"
+  ) -> "Normaliser":
     missing = {"obs_min", "obs_max", "act_min", "act_max"} - set(stats)
     if missing:
-      raise ValueError(f"{where}: normalisation stats lack {sorted(missing)} (expected a corpus "
-                       "metadata['stats'] dict)")
+      raise ValueError(
+        f"{where}: normalisation stats lack {sorted(missing)} (expected a corpus metadata['stats'] dict)"
+      )
     n = cls(*(np.asarray(stats[k], np.float32) for k in ("obs_min", "obs_max", "act_min", "act_max")))
     if num_obs is not None and (len(n.obs_min) != num_obs or len(n.act_min) != num_act):
-      raise ValueError(f"{where}: stats have {len(n.obs_min)} obs / {len(n.act_min)} act channels but the "
-                       f"robot has {num_obs} / {num_act}: the stats belong to another robot")
+      raise ValueError(
+        f"{where}: stats have {len(n.obs_min)} obs / {len(n.act_min)} act channels but the "
+        f"robot has {num_obs} / {num_act}: the stats belong to another robot"
+      )
     return n
 
 
 class HistoryView(NamedTuple):
   """What the world-model backend reads of an EnvState (stackable across robots)."""
+
   obs_hist: jax.Array
   act_hist: jax.Array
   goal: jax.Array
@@ -117,10 +127,20 @@ class WorldModelBackend:
     obs_pad / act_pad: padded channel counts (default: the largest robot's).
     sample_chunk: predict at most this many samples at once (lax.map over chunks; bounds memory).
   """
+
   kind = "world_model"
 
-  def __init__(self, world_model, params, tasks: Sequence[tasks_lib.Task], normalisers: Sequence[Normaliser],
-               horizon: int, obs_pad: int | None = None, act_pad: int | None = None, sample_chunk: int = 0):
+  def __init__(
+    self,
+    world_model,
+    params,
+    tasks: Sequence[tasks_lib.Task],
+    normalisers: Sequence[Normaliser],
+    horizon: int,
+    obs_pad: int | None = None,
+    act_pad: int | None = None,
+    sample_chunk: int = 0,
+  ):
     tasks, normalisers = list(tasks), list(normalisers)
     if not tasks or len(tasks) != len(normalisers):
       raise ValueError(f"need one normaliser per task, got {len(tasks)} tasks and {len(normalisers)} normalisers")
@@ -130,35 +150,42 @@ class WorldModelBackend:
     self.horizon = int(horizon)
     self.T = self.history + self.horizon
     if cap.exceeds("max_window_len", self.T):
-      raise ValueError(f"history {self.history} + MPPI horizon {self.horizon} = {self.T} steps exceeds the world "
-                       f"model's max_window_len={cap.max_window_len}: shorten mppi.horizon to <= {cap.max_window_len - self.history}")
+      raise ValueError(
+        f"history {self.history} + MPPI horizon {self.horizon} = {self.T} steps exceeds the world "
+        f"model's max_window_len={cap.max_window_len}: shorten mppi.horizon to <= {cap.max_window_len - self.history}"
+      )
     self.obs_pad = obs_pad or max(t.num_obs for t in tasks)
     self.act_pad = act_pad or max(t.num_act for t in tasks)
     self.action_dim = self.act_pad
     for t in tasks:
       if t.num_obs > self.obs_pad or t.num_act > self.act_pad:
-        raise ValueError(f"task '{t.name}' has {t.num_obs} obs / {t.num_act} act channels, more than the padding "
-                         f"{self.obs_pad} / {self.act_pad}")
-    world_model.check_fits(max_obs_channels=self.obs_pad, max_act_channels=self.act_pad,
-                           hint="use a bigger model size or fewer channels")
+        raise ValueError(
+          f"task '{t.name}' has {t.num_obs} obs / {t.num_act} act channels, more than the padding "
+          f"{self.obs_pad} / {self.act_pad}"
+        )
+    world_model.check_fits(
+      max_obs_channels=self.obs_pad, max_act_channels=self.act_pad, hint="use a bigger model size or fewer channels"
+    )
     for t in tasks:
       if cap.exceeds("max_bodies", max(t.robot.obs_struct().max(initial=0), t.robot.act_struct().max(initial=0)) + 1):
         raise ValueError(f"robot '{t.robot.name}' has more bodies than the world model's max_bodies={cap.max_bodies}")
     for t, n in zip(tasks, normalisers):
       if len(n.obs_min) != t.num_obs or len(n.act_min) != t.num_act:
-        raise ValueError(f"normaliser for task '{t.name}' has {len(n.obs_min)} obs / {len(n.act_min)} act channels,"
-                         f" the robot {t.num_obs} / {t.num_act}: pass the stats of this robot's environment")
+        raise ValueError(
+          f"normaliser for task '{t.name}' has {len(n.obs_min)} obs / {len(n.act_min)} act channels,"
+          f" the robot {t.num_obs} / {t.num_act}: pass the stats of this robot's environment"
+        )
     self.sample_chunk = int(sample_chunk)
     co, ca = self.obs_pad, self.act_pad
     pad = lambda a, n, v=0: np.pad(np.asarray(a), [(0, n - len(a))] + [(0, 0)] * (np.ndim(a) - 1), constant_values=v)
     r = [t.robot for t in tasks]
     self._static = {
-        "obs_mask": np.stack([np.arange(co) < t.num_obs for t in tasks]),
-        "act_mask": np.stack([np.arange(ca) < t.num_act for t in tasks]),
-        "obs_struct": np.stack([pad(x.obs_struct(), co) for x in r]).astype(np.int32),
-        "act_struct": np.stack([pad(x.act_struct(), ca) for x in r]).astype(np.int32),
-        "obs_kind": np.stack([pad(x.obs_kinds(), co) for x in r]).astype(np.int32),
-        "act_kind": np.stack([pad(x.act_kinds(), ca) for x in r]).astype(np.int32),
+      "obs_mask": np.stack([np.arange(co) < t.num_obs for t in tasks]),
+      "act_mask": np.stack([np.arange(ca) < t.num_act for t in tasks]),
+      "obs_struct": np.stack([pad(x.obs_struct(), co) for x in r]).astype(np.int32),
+      "act_struct": np.stack([pad(x.act_struct(), ca) for x in r]).astype(np.int32),
+      "obs_kind": np.stack([pad(x.obs_kinds(), co) for x in r]).astype(np.int32),
+      "act_kind": np.stack([pad(x.act_kinds(), ca) for x in r]).astype(np.int32),
     }
     self._obs_lo = np.stack([pad(n.obs_min, co) for n in normalisers])
     self._obs_span = np.stack([pad(normalise.span(n.obs_min, n.obs_max), co) for n in normalisers])
@@ -168,13 +195,19 @@ class WorldModelBackend:
     self._bound_hi = np.stack([pad(t.act_high, ca) for t in tasks]).astype(np.float32)
 
   def context(self, env_state) -> WMContext:
-    obs_hist = env_state.obs_hist[-self.history:]
-    act_hist = env_state.act_hist[env_state.act_hist.shape[0] - (self.history - 1):]
+    obs_hist = env_state.obs_hist[-self.history :]
+    act_hist = env_state.act_hist[env_state.act_hist.shape[0] - (self.history - 1) :]
     if obs_hist.shape[0] != self.history:
-      raise ValueError(f"the environment keeps {obs_hist.shape[0]} observations of history, the world model needs "
-                       f"{self.history}: create the environments with history={self.history}")
-    return WMContext(jnp.asarray(env_state.robot, jnp.int32), _pad_last(obs_hist, self.obs_pad),
-                     _pad_last(act_hist, self.act_pad), env_state.goal)
+      raise ValueError(
+        f"the environment keeps {obs_hist.shape[0]} observations of history, the world model needs "
+        f"{self.history}: create the environments with history={self.history}"
+      )
+    return WMContext(
+      jnp.asarray(env_state.robot, jnp.int32),
+      _pad_last(obs_hist, self.obs_pad),
+      _pad_last(act_hist, self.act_pad),
+      env_state.goal,
+    )
 
   def bounds(self, ctx: WMContext):
     return jnp.asarray(self._bound_lo)[ctx.robot], jnp.asarray(self._bound_hi)[ctx.robot]
@@ -186,10 +219,13 @@ class WorldModelBackend:
     """
     pad = lambda x, n: _pad_last(x, n)
     return HistoryView(
-        obs_hist=jnp.concatenate([pad(s.obs_hist[:, -self.history:], self.obs_pad) for s in states]),
-        act_hist=jnp.concatenate([pad(s.act_hist[:, s.act_hist.shape[1] - (self.history - 1):], self.act_pad)
-                                  for s in states]),
-        goal=jnp.concatenate([s.goal for s in states]), robot=jnp.concatenate([s.robot for s in states]))
+      obs_hist=jnp.concatenate([pad(s.obs_hist[:, -self.history :], self.obs_pad) for s in states]),
+      act_hist=jnp.concatenate(
+        [pad(s.act_hist[:, s.act_hist.shape[1] - (self.history - 1) :], self.act_pad) for s in states]
+      ),
+      goal=jnp.concatenate([s.goal for s in states]),
+      robot=jnp.concatenate([s.robot for s in states]),
+    )
 
   def batch(self, ctx: WMContext, u_kha: jax.Array) -> dict:
     """The model batch (BATCH_SPEC.md) for K sampled action sequences [K, Hp, Ca]."""
@@ -208,14 +244,16 @@ class WorldModelBackend:
     act = jnp.where(act_mask, normalise.normalise(act, act_lo, act_span, jnp), 0.0)
     bcast = lambda x: jnp.broadcast_to(x[None], (K,) + x.shape)
     return {
-        "obs": obs, "act": act.astype(jnp.float32),
-        "obs_mask": bcast(obs_mask), "act_mask": bcast(act_mask),
-        "time_mask": jnp.ones((K, T), bool),
-        "obs_struct": bcast(jnp.asarray(self._static["obs_struct"])[r]),
-        "act_struct": bcast(jnp.asarray(self._static["act_struct"])[r]),
-        "obs_kind": bcast(jnp.asarray(self._static["obs_kind"])[r]),
-        "act_kind": bcast(jnp.asarray(self._static["act_kind"])[r]),
-        "env_id": jnp.zeros((K,), jnp.int32),
+      "obs": obs,
+      "act": act.astype(jnp.float32),
+      "obs_mask": bcast(obs_mask),
+      "act_mask": bcast(act_mask),
+      "time_mask": jnp.ones((K, T), bool),
+      "obs_struct": bcast(jnp.asarray(self._static["obs_struct"])[r]),
+      "act_struct": bcast(jnp.asarray(self._static["act_struct"])[r]),
+      "obs_kind": bcast(jnp.asarray(self._static["obs_kind"])[r]),
+      "act_kind": bcast(jnp.asarray(self._static["act_kind"])[r]),
+      "env_id": jnp.zeros((K,), jnp.int32),
     }
 
   def predict(self, ctx: WMContext, u_kha: jax.Array) -> jax.Array:
@@ -231,14 +269,14 @@ class WorldModelBackend:
     else:
       pred = self.world_model.predict(self.params, self.batch(ctx, u_kha))
     r = ctx.robot
-    fut = pred[:, self.history:].astype(jnp.float32)
+    fut = pred[:, self.history :].astype(jnp.float32)
     obs_lo, obs_span = jnp.asarray(self._obs_lo)[r], jnp.asarray(self._obs_span)[r]
     mask = jnp.asarray(self._static["obs_mask"])[r]
     return jnp.where(mask, normalise.denormalise(jnp.clip(fut, 0.0, 1.0), obs_lo, obs_span), 0.0)
 
   def _task_costs(self, task, fut_khc, u_kha, goal):
-    obs = fut_khc[..., :task.num_obs]
-    u = u_kha[..., :task.num_act]
+    obs = fut_khc[..., : task.num_obs]
+    u = u_kha[..., : task.num_act]
     c, h = jax.vmap(jax.vmap(task.cost, in_axes=(0, 0, None)), in_axes=(0, 0, None))(obs, u, goal)
     term = jax.vmap(task.terminal_cost, in_axes=(0, None))(obs[:, -1], goal)
     return c.astype(jnp.float32), h.astype(bool), term.astype(jnp.float32)

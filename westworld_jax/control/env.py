@@ -5,6 +5,7 @@ actions (what a world-model planner conditions on), the return so far and whethe
 is still alive. Before the first step the history is the first observation repeated with the
 task's neutral (zero-torque) control: a world model then sees the robot at rest.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -41,16 +42,23 @@ class Envs:
     d, goal = task.reset(key)
     obs = task.observe(d)
     neutral = jnp.asarray(task.neutral_ctrl())
-    return EnvState(d, goal, jnp.broadcast_to(obs, (H, task.num_obs)),
-                    jnp.broadcast_to(neutral, (H - 1, task.num_act)), jnp.int32(self.robot_index),
-                    jnp.asarray(True), jnp.float32(0.0), jnp.int32(0))
+    return EnvState(
+      d,
+      goal,
+      jnp.broadcast_to(obs, (H, task.num_obs)),
+      jnp.broadcast_to(neutral, (H - 1, task.num_act)),
+      jnp.int32(self.robot_index),
+      jnp.asarray(True),
+      jnp.float32(0.0),
+      jnp.int32(0),
+    )
 
   def _reset(self, key, n: int) -> EnvState:
     return jax.vmap(self._reset_one)(jax.random.split(key, n))
 
   def _step_one(self, s: EnvState, ctrl):
     task = self.task
-    ctrl = jnp.clip(ctrl[:task.num_act], task.act_low, task.act_high)
+    ctrl = jnp.clip(ctrl[: task.num_act], task.act_low, task.act_high)
     d = task.step(s.d, ctrl)
     cost, healthy = task.state_cost(d, ctrl, s.goal)
     reward = jnp.where(s.alive, -cost, 0.0).astype(jnp.float32)

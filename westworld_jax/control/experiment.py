@@ -3,6 +3,7 @@
 `run(cfg, workdir, checkpoint)` is what `python -m westworld_jax.control` runs (see __main__.py for
 the files it writes); `prepare_process` must run before jax / mujoco are imported.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,9 +55,11 @@ def select_gl() -> str | None:
     errors.append(err)
   os.environ["MUJOCO_GL"] = "disabled"
   os.environ.pop("PYOPENGL_PLATFORM", None)
-  return ("MuJoCo's offscreen renderer does not work here (" + "; ".join(errors) + "). Install "
-          "Mesa's EGL (libegl1, libgl1; works without a GPU) or OSMesa (libosmesa6) and set MUJOCO_GL=egl or "
-          "osmesa; the trajectory plots are written regardless.")
+  return (
+    "MuJoCo's offscreen renderer does not work here (" + "; ".join(errors) + "). Install "
+    "Mesa's EGL (libegl1, libgl1; works without a GPU) or OSMesa (libosmesa6) and set MUJOCO_GL=egl or "
+    "osmesa; the trajectory plots are written regardless."
+  )
 
 
 def prepare_process(pin_cpu: str = "auto", render: bool = True) -> None:
@@ -73,16 +76,21 @@ def prepare_process(pin_cpu: str = "auto", render: bool = True) -> None:
     _gl_error = select_gl()
     if _gl_error:
       logging.warning("%s", _gl_error)
-  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                        os.path.join(os.path.expanduser("~"), ".cache", "westworld_jax_jit"))
+  os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "westworld_jax_jit")
+  )
 
 
 def _table(rows: dict) -> str:
-  cols = [("return", "return_mean", "{:.1f}"), ("± std", "return_std", "{:.1f}"), ("length", "length_mean", "{:.0f}"),
-          ("replan ms (median)", "replan_ms_median", "{:.1f}"), ("replan Hz", "replan_hz", "{:.1f}"),
-          ("first replan s (compile)", "first_replan_s", "{:.1f}")]
-  lines = ["| policy | episodes | " + " | ".join(c[0] for c in cols) + " |",
-           "|---|---|" + "---|" * len(cols)]
+  cols = [
+    ("return", "return_mean", "{:.1f}"),
+    ("± std", "return_std", "{:.1f}"),
+    ("length", "length_mean", "{:.0f}"),
+    ("replan ms (median)", "replan_ms_median", "{:.1f}"),
+    ("replan Hz", "replan_hz", "{:.1f}"),
+    ("first replan s (compile)", "first_replan_s", "{:.1f}"),
+  ]
+  lines = ["| policy | episodes | " + " | ".join(c[0] for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
   for name, s in rows.items():
     vals = [fmt.format(s[k]) if k in s else "-" for _, k, fmt in cols]
     lines.append(f"| {name} | {s['episodes']} | " + " | ".join(vals) + " |")
@@ -104,17 +112,27 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
   unknown = [p for p in cfg.policies if p not in planners_lib.POLICIES]
   if unknown or not cfg.policies:
     raise ValueError(f"config policies {tuple(cfg.policies)}: choose from {planners_lib.POLICIES}")
-  summary = {"task": task.describe(), "episode_len": steps, "n_envs": cfg.n_envs, "episodes": cfg.episodes,
-             "mppi": dict(cfg.mppi), "device": str(jax.devices()[0]), "policies": {}}
+  summary = {
+    "task": task.describe(),
+    "episode_len": steps,
+    "n_envs": cfg.n_envs,
+    "episodes": cfg.episodes,
+    "mppi": dict(cfg.mppi),
+    "device": str(jax.devices()[0]),
+    "policies": {},
+  }
   mesh = None
   if cfg.shard_samples and jax.device_count() > 1:
     from jax.sharding import AxisType  # pylint: disable=import-outside-toplevel
+
     mesh = jax.make_mesh((jax.device_count(),), ("samples",), axis_types=(AxisType.Auto,))
     summary["mesh"] = f"samples sharded over {jax.device_count()} devices"
   returns, lat_rows, rows = {}, [], {}
   logs_by_policy, envs_by_history = {}, {}
   for name in cfg.policies:
-    policy, history, desc = planners_lib.make_policy(name, task, cfg, checkpoint, mesh=mesh if name != "random" else None)
+    policy, history, desc = planners_lib.make_policy(
+      name, task, cfg, checkpoint, mesh=mesh if name != "random" else None
+    )
     if history not in envs_by_history:  # one compiled environment per history length
       envs_by_history[history] = env_lib.Envs(task, history=history)
     envs = envs_by_history[history]
@@ -122,10 +140,17 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
     for ep in range(cfg.episodes):
       key, sub = jax.random.split(key)  # the same start states for every policy
       t0 = time.perf_counter()
-      log = rollout_lib.run_episode(envs, policy, cfg.n_envs, steps, sub,
-                                 progress=f"{task.name} {name} episode {ep + 1}/{cfg.episodes}")
-      logging.info("%s %s episode %d: returns %s in %.1fs", task.name, name, ep, log.returns.round(1).tolist(),
-                   time.perf_counter() - t0)
+      log = rollout_lib.run_episode(
+        envs, policy, cfg.n_envs, steps, sub, progress=f"{task.name} {name} episode {ep + 1}/{cfg.episodes}"
+      )
+      logging.info(
+        "%s %s episode %d: returns %s in %.1fs",
+        task.name,
+        name,
+        ep,
+        log.returns.round(1).tolist(),
+        time.perf_counter() - t0,
+      )
       logs.append(log)
       lat_rows += [(name, ep, t, float(s)) for t, s in enumerate(log.latency_s)]
     logs_by_policy[name] = logs
@@ -134,19 +159,23 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
     if name != "random":
       s["trace_count"] = policy.trace_count
     summary["policies"][name] = rows[name] = s
-    returns[name] = {"returns": [float(r) for l in logs for r in l.returns],
-                     "lengths": [int(n) for l in logs for n in l.lengths]}
+    returns[name] = {
+      "returns": [float(r) for l in logs for r in l.returns],
+      "lengths": [int(n) for l in logs for n in l.lengths],
+    }
     log0 = logs[0]
     summary["policies"][name]["trajectory_plot"] = render_lib.plot_trajectory(
-        log0, task, os.path.join(workdir, f"trajectory_{name}.png"))
+      log0, task, os.path.join(workdir, f"trajectory_{name}.png")
+    )
     if cfg.render.enabled and _gl_error:
       s["video"] = None
       summary["render_error"] = _gl_error
     elif cfg.render.enabled:
       try:
         n = int(log0.lengths[0]) + 1
-        s["video"] = render_lib.render_video(task, log0.qpos[:n, 0], os.path.join(workdir, f"video_{name}"),
-                                             cfg.render.width, cfg.render.height)
+        s["video"] = render_lib.render_video(
+          task, log0.qpos[:n, 0], os.path.join(workdir, f"video_{name}"), cfg.render.width, cfg.render.height
+        )
       except render_lib.RenderError as e:
         logging.warning("%s", e)
         s["video"] = None
@@ -154,14 +183,20 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
 
   if cfg.collect.corpus_dir:
     if "oracle" not in logs_by_policy:
-      raise ValueError("collect.corpus_dir is set but 'oracle' is not among the policies: control data comes "
-                       "from oracle MPPI episodes")
+      raise ValueError(
+        "collect.corpus_dir is set but 'oracle' is not among the policies: control data comes from oracle MPPI episodes"
+      )
     eps = [e for l in logs_by_policy["oracle"] for e in l.episodes()]
     best = mppi_corpus.select_best(eps, cfg.collect.keep_fraction)
-    meta = mppi_corpus.write_corpus(task, best, cfg.collect.corpus_dir, val_fraction=cfg.collect.val_fraction,
-                                 overwrite=cfg.collect.overwrite)
-    summary["collected"] = {"corpus_dir": cfg.collect.corpus_dir, "env": meta["env"], "episodes_run": len(eps),
-                            "episodes_kept": len(best)}
+    meta = mppi_corpus.write_corpus(
+      task, best, cfg.collect.corpus_dir, val_fraction=cfg.collect.val_fraction, overwrite=cfg.collect.overwrite
+    )
+    summary["collected"] = {
+      "corpus_dir": cfg.collect.corpus_dir,
+      "env": meta["env"],
+      "episodes_run": len(eps),
+      "episodes_kept": len(best),
+    }
 
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
@@ -171,9 +206,15 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
     w = csv.writer(f)
     w.writerow(["policy", "episode", "step", "seconds"])
     w.writerows(lat_rows)
-  md = [f"# Control: {task.name} ({task.robot.name}), {cfg.episodes} x {cfg.n_envs} episodes of {steps} steps",
-        "", f"MPPI: {cfg.mppi.samples} samples x horizon {cfg.mppi.horizon}, {cfg.mppi.iterations} iteration(s); "
-        f"device {summary['device']}", "", _table(rows), ""]
+  md = [
+    f"# Control: {task.name} ({task.robot.name}), {cfg.episodes} x {cfg.n_envs} episodes of {steps} steps",
+    "",
+    f"MPPI: {cfg.mppi.samples} samples x horizon {cfg.mppi.horizon}, {cfg.mppi.iterations} iteration(s); "
+    f"device {summary['device']}",
+    "",
+    _table(rows),
+    "",
+  ]
   for name, s in rows.items():
     if s.get("note"):
       md.append(f"- {name}: {s['note']}")

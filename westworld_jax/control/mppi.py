@@ -11,6 +11,7 @@ Backends (control/backends.py: the MJX oracle and a world model) provide the rol
 Devices: with `mesh`, the samples axis is sharded over the mesh axis `axis` (NamedSharding), so
 rollouts/predictions run data-parallel over devices and the weighted mean is an all-reduce.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,10 @@ class MPPIConfig:
 
   def __post_init__(self):
     if self.samples < 2 or self.horizon < 1 or self.iterations < 1:
-      raise ValueError(f"MPPI needs samples >= 2, horizon >= 1, iterations >= 1; got samples={self.samples}, "
-                       f"horizon={self.horizon}, iterations={self.iterations}")
+      raise ValueError(
+        f"MPPI needs samples >= 2, horizon >= 1, iterations >= 1; got samples={self.samples}, "
+        f"horizon={self.horizon}, iterations={self.iterations}"
+      )
     if self.noise_kind not in NOISE_KINDS:
       raise ValueError(f"noise_kind '{self.noise_kind}' unknown: choose one of {NOISE_KINDS}")
     if not 0.0 <= self.correlation < 1.0:
@@ -85,7 +88,7 @@ def sample_noise(key: jax.Array, cfg: MPPIConfig, shape_kha: tuple[int, int, int
     frac = (grid - lo)[None, :, None]
     out = z[:, lo] * (1 - frac) + z[:, lo + 1] * frac
     # Interpolation shrinks the variance between knots; rescale to unit variance per step.
-    return out / jnp.sqrt((1 - frac)**2 + frac**2)
+    return out / jnp.sqrt((1 - frac) ** 2 + frac**2)
   # Stationary OU / AR(1): x_t = c x_{t-1} + sqrt(1 - c^2) n_t, x_0 ~ N(0, 1).
   c = cfg.correlation
   z = jax.random.normal(key, (h, k, a))
@@ -107,7 +110,7 @@ def mppi_weights(costs_k: jax.Array, cfg: MPPIConfig) -> jax.Array:
   c = c - jnp.min(jnp.where(finite, c, jnp.inf))
   if cfg.normalize_costs:
     mean = jnp.sum(jnp.where(finite, c, 0.0)) / n
-    spread = jnp.sqrt(jnp.sum(jnp.where(finite, c - mean, 0.0)**2) / n)
+    spread = jnp.sqrt(jnp.sum(jnp.where(finite, c - mean, 0.0) ** 2) / n)
     c = c / (spread + 1e-6)
   logits = jnp.where(finite, -c / cfg.temperature, -jnp.inf)
   return jax.nn.softmax(jnp.where(jnp.any(finite), logits, 0.0))
@@ -136,9 +139,12 @@ def replan_one(backend, cfg: MPPIConfig, plan: PlanState, ctx: Any, sharding: Na
     costs = total_costs(cost_kh, healthy_kh, terminal_k, cfg.discount)
     w = mppi_weights(costs, cfg)
     new_mean = jnp.einsum("k,kha->ha", w, u)
-    stats = {"cost_min": jnp.min(jnp.where(jnp.isfinite(costs), costs, jnp.inf)),
-             "cost_mean": jnp.mean(jnp.where(jnp.isfinite(costs), costs, jnp.nan)),
-             "cost_plan": costs[0], "ess": 1.0 / jnp.sum(w**2)}
+    stats = {
+      "cost_min": jnp.min(jnp.where(jnp.isfinite(costs), costs, jnp.inf)),
+      "cost_mean": jnp.mean(jnp.where(jnp.isfinite(costs), costs, jnp.nan)),
+      "cost_plan": costs[0],
+      "ess": 1.0 / jnp.sum(w**2),
+    }
     return new_mean, stats
 
   scales = jnp.asarray(cfg.noise_decay, jnp.float32) ** jnp.arange(cfg.iterations, dtype=jnp.float32)
@@ -169,8 +175,9 @@ class MPPI:
       if axis not in mesh.axis_names:
         raise ValueError(f"mesh has axes {mesh.axis_names}; MPPI shards samples over '{axis}'")
       if config.samples % mesh.shape[axis]:
-        raise ValueError(f"samples={config.samples} must be divisible by the {mesh.shape[axis]} devices of "
-                         f"mesh axis '{axis}'")
+        raise ValueError(
+          f"samples={config.samples} must be divisible by the {mesh.shape[axis]} devices of mesh axis '{axis}'"
+        )
       sharding = NamedSharding(mesh, P(axis))
     self._sharding = sharding
 

@@ -7,6 +7,7 @@ model is built untrained from the registry (useful for latency, useless for cont
 so). Robots the checkpoint never saw (zero-shot) are normalised with a corpus environment's
 metadata.json (cfg.stats.corpus_env) or, failing that, short OU-noise rollouts in C MuJoCo.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,12 @@ def stats_from_rollouts(task: tasks_lib.Task, episodes: int = 16, steps: int = 2
   obs = obs[np.isfinite(obs).all(axis=(1, 2))]
   if not len(obs):
     raise ValueError(f"every OU rollout of '{task.robot.name}' diverged; give stats from a corpus instead")
-  return {"obs_min": obs.min((0, 1)).tolist(), "obs_max": obs.max((0, 1)).tolist(),
-          "act_min": ctrl.min((0, 1)).tolist(), "act_max": ctrl.max((0, 1)).tolist()}
+  return {
+    "obs_min": obs.min((0, 1)).tolist(),
+    "obs_max": obs.max((0, 1)).tolist(),
+    "act_min": ctrl.min((0, 1)).tolist(),
+    "act_max": ctrl.max((0, 1)).tolist(),
+  }
 
 
 def stats_from_corpus(env_dir: str) -> dict:
@@ -59,17 +64,19 @@ def pick_stats(data_stats: dict, task: tasks_lib.Task, env: str = "") -> tuple[s
     stats = v.get("stats", v)
     names = v.get("obs_channels")
     if names is not None and list(names) != [c.name for c in task.robot.obs_channels]:
-      raise ValueError(f"checkpoint environment '{name}' has observation channels {names}, robot '{robot}' has "
-                       f"{[c.name for c in task.robot.obs_channels]}: pick stats of this robot (--config.stats.env)")
+      raise ValueError(
+        f"checkpoint environment '{name}' has observation channels {names}, robot '{robot}' has "
+        f"{[c.name for c in task.robot.obs_channels]}: pick stats of this robot (--config.stats.env)"
+      )
     return name, stats
 
   if env:
     if env not in data_stats:
-      raise KeyError(f"the checkpoint has no normalisation stats for environment '{env}'; it has "
-                     f"{sorted(data_stats)}")
+      raise KeyError(f"the checkpoint has no normalisation stats for environment '{env}'; it has {sorted(data_stats)}")
     return entry(env)
-  mine = sorted(k for k, v in data_stats.items()
-                if (isinstance(v, dict) and v.get("robot") == robot) or k.startswith(robot + "-"))
+  mine = sorted(
+    k for k, v in data_stats.items() if (isinstance(v, dict) and v.get("robot") == robot) or k.startswith(robot + "-")
+  )
   for k in mine:
     if k.endswith("-mpc"):
       return entry(k)
@@ -81,6 +88,7 @@ def pick_stats(data_stats: dict, task: tasks_lib.Task, env: str = "") -> tuple[s
 def spec_batch(num_obs: int, num_act: int, steps: int, batch: int = 1) -> dict:
   """An all-real BATCH_SPEC batch of zeros (to initialise any registry model)."""
   from westworld_jax.model.batch import zeros_batch  # pylint: disable=import-outside-toplevel
+
   return zeros_batch(batch, steps, num_obs, num_act)
 
 
@@ -89,21 +97,27 @@ def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
   desc = {}
   if checkpoint:
     from westworld_jax import inference  # pylint: disable=import-outside-toplevel
+
     wm, params, data_stats = inference.load_for_inference(checkpoint)
     env, stats = pick_stats(data_stats or {}, task, cfg.stats.env)
     desc.update(trained=True, checkpoint=os.path.abspath(checkpoint))
     if not stats:
-      logging.warning("the checkpoint has no data of robot '%s' (zero-shot): normalising with other stats",
-                      task.robot.name)
+      logging.warning(
+        "the checkpoint has no data of robot '%s' (zero-shot): normalising with other stats", task.robot.name
+      )
   else:
     from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
+
     wm = registry.build(cfg.model.name, cfg.model.size, **dict(cfg.model.overrides))
     T = wm.history + cfg.mppi.horizon
     params = jax.jit(wm.init)(jax.random.key(cfg.seed), spec_batch(task.num_obs, task.num_act, T))
     env, stats = "", {}
     desc.update(trained=False, note="untrained world model (random init): pass --checkpoint for real control")
-    logging.warning("world-model MPPI with an UNTRAINED %s/%s model: latency is meaningful, returns are not; "
-                    "pass --checkpoint DIR", cfg.model.name, cfg.model.size)
+    logging.warning(
+      "world-model MPPI with an UNTRAINED %s/%s model: latency is meaningful, returns are not; pass --checkpoint DIR",
+      cfg.model.name,
+      cfg.model.size,
+    )
   if not stats and cfg.stats.corpus_env:
     env, stats = cfg.stats.corpus_env, stats_from_corpus(cfg.stats.corpus_env)
   if not stats:

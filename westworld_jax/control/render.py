@@ -7,6 +7,7 @@ software driver works on a machine without a GPU) and, when none works, sets MUJ
 writes the reason into summary.json instead of a video. When rendering fails anyway,
 `render_video` raises RenderError saying so, and the caller writes the trajectory plot only.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,17 +33,19 @@ def _camera(model: mujoco.MjModel, body: int) -> mujoco.MjvCamera:
   return cam
 
 
-def render_frames(model: mujoco.MjModel, qpos_tq: np.ndarray, body: int = 1, width: int = 320,
-                  height: int = 240) -> np.ndarray:
+def render_frames(
+  model: mujoco.MjModel, qpos_tq: np.ndarray, body: int = 1, width: int = 320, height: int = 240
+) -> np.ndarray:
   """uint8 [T, height, width, 3] frames of the qpos trajectory (kinematics only)."""
   try:
     renderer = mujoco.Renderer(model, height, width)
   except Exception as e:  # pylint: disable=broad-except  # GL setup errors come in many types
     gl = os.environ.get("MUJOCO_GL", "(unset: glfw, needs a display)")
     raise RenderError(
-        f"MuJoCo's offscreen renderer is unavailable with MUJOCO_GL={gl}: {type(e).__name__}: {e}. Set "
-        "MUJOCO_GL=egl (libEGL; Mesa's software EGL works without a GPU) or MUJOCO_GL=osmesa (libOSMesa) "
-        "before starting Python; without either, only the trajectory plot is written.") from e
+      f"MuJoCo's offscreen renderer is unavailable with MUJOCO_GL={gl}: {type(e).__name__}: {e}. Set "
+      "MUJOCO_GL=egl (libEGL; Mesa's software EGL works without a GPU) or MUJOCO_GL=osmesa (libOSMesa) "
+      "before starting Python; without either, only the trajectory plot is written."
+    ) from e
   try:
     d = mujoco.MjData(model)
     cam = _camera(model, body)
@@ -62,6 +65,7 @@ def write_video(frames: np.ndarray, path_stem: str, fps: float) -> str:
   h, w = frames.shape[1:3]
   try:
     import cv2  # pylint: disable=import-outside-toplevel
+
     path = path_stem + ".mp4"
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
     if writer.isOpened():
@@ -73,14 +77,16 @@ def write_video(frames: np.ndarray, path_stem: str, fps: float) -> str:
   except ImportError:
     pass
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   path = path_stem + ".gif"
   imgs = [Image.fromarray(f) for f in frames]
   imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=max(1, int(1000 / fps)), loop=0)
   return path
 
 
-def render_video(task, qpos_tq: np.ndarray, path_stem: str, width: int = 320, height: int = 240,
-                 max_fps: float = 30.0) -> str:
+def render_video(
+  task, qpos_tq: np.ndarray, path_stem: str, width: int = 320, height: int = 240, max_fps: float = 30.0
+) -> str:
   """Renders a qpos trajectory [T, nq] of `task` (frames subsampled to <= max_fps); returns the path."""
   stride = max(1, int(round(1.0 / (task.dt * max_fps))))
   qpos = np.asarray(qpos_tq)[::stride]
@@ -91,8 +97,10 @@ def render_video(task, qpos_tq: np.ndarray, path_stem: str, width: int = 320, he
 def plot_trajectory(log, task, path: str, env: int = 0) -> str:
   """PNG: reward and every observation channel over time, for one environment of an EpisodeLog."""
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   t_obs = np.arange(log.obs.shape[0]) * task.dt
   t_act = np.arange(log.rewards.shape[0]) * task.dt
   names = [c.name for c in task.robot.obs_channels]

@@ -5,6 +5,7 @@ control steps with an MPPI planner (any backend) or `RandomPolicy`, and returns 
 with returns, per-step rewards, observations, controls, qpos (for rendering) and the wall time of
 every replanning call (the first one includes compilation).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,8 +61,15 @@ class EpisodeLog:
     return out
 
 
-def run_episode(envs: env_lib.Envs, policy, n_envs: int, steps: int, key: jax.Array,
-                stop_when_done: bool = True, progress: str | None = None) -> EpisodeLog:
+def run_episode(
+  envs: env_lib.Envs,
+  policy,
+  n_envs: int,
+  steps: int,
+  key: jax.Array,
+  stop_when_done: bool = True,
+  progress: str | None = None,
+) -> EpisodeLog:
   """Runs n_envs episodes of envs.task for up to `steps` control steps with `policy`.
 
   policy: MPPI (its backend must fit envs: a world-model backend needs envs.history == its history)
@@ -99,10 +107,19 @@ def run_episode(envs: env_lib.Envs, policy, n_envs: int, steps: int, key: jax.Ar
     bar.close()
   stack = lambda xs: np.asarray(jnp.stack(xs))
   return EpisodeLog(
-      task=task.name, policy=getattr(getattr(policy, "backend", None), "kind", "random"),
-      returns=np.asarray(s.ret), lengths=np.asarray(s.steps) if task.terminates else np.full(n_envs, len(rewards)),
-      rewards=stack(rewards), alive=stack(alive), obs=stack(obs), ctrl=stack(ctrls), qpos=stack(qpos),
-      goal=np.asarray(s.goal), latency_s=np.asarray(lat), info={k: stack(v) for k, v in infos.items()})
+    task=task.name,
+    policy=getattr(getattr(policy, "backend", None), "kind", "random"),
+    returns=np.asarray(s.ret),
+    lengths=np.asarray(s.steps) if task.terminates else np.full(n_envs, len(rewards)),
+    rewards=stack(rewards),
+    alive=stack(alive),
+    obs=stack(obs),
+    ctrl=stack(ctrls),
+    qpos=stack(qpos),
+    goal=np.asarray(s.goal),
+    latency_s=np.asarray(lat),
+    info={k: stack(v) for k, v in infos.items()},
+  )
 
 
 def run_multi_robot(envs_list, planner, n_envs: int, steps: int, key: jax.Array) -> dict:
@@ -121,8 +138,10 @@ def run_multi_robot(envs_list, planner, n_envs: int, steps: int, key: jax.Array)
     u, plan, _ = planner.replan(plan, backend.stack_states(states))
     u = jax.block_until_ready(u)
     lat.append(time.perf_counter() - t0)
-    states = [e.step(s, u[i * n_envs:(i + 1) * n_envs, :e.task.num_act])[0]
-              for i, (e, s) in enumerate(zip(envs_list, states))]
+    states = [
+      e.step(s, u[i * n_envs : (i + 1) * n_envs, : e.task.num_act])[0]
+      for i, (e, s) in enumerate(zip(envs_list, states))
+    ]
   return {"returns": np.stack([np.asarray(s.ret) for s in states]), "latency_s": np.asarray(lat)}
 
 
@@ -132,13 +151,30 @@ def summarize(logs: list[EpisodeLog]) -> dict:
   lens = np.concatenate([l.lengths for l in logs])
   lat = np.concatenate([l.latency_s[1:] for l in logs]) if any(len(l.latency_s) > 1 for l in logs) else np.zeros(0)
   out = {
-      "episodes": int(len(rets)), "return_mean": float(rets.mean()), "return_std": float(rets.std()),
-      "return_min": float(rets.min()), "return_max": float(rets.max()), "length_mean": float(lens.mean()),
-      "mean_reward_per_step": float(np.mean([l.rewards[:, e][l.alive[:, e]].mean() if l.alive[:, e].any() else 0.0
-                                             for l in logs for e in range(l.returns.shape[0])])),
-      "first_replan_s": float(logs[0].latency_s[0]) if len(logs[0].latency_s) else float("nan"),
+    "episodes": int(len(rets)),
+    "return_mean": float(rets.mean()),
+    "return_std": float(rets.std()),
+    "return_min": float(rets.min()),
+    "return_max": float(rets.max()),
+    "length_mean": float(lens.mean()),
+    "mean_reward_per_step": float(
+      np.mean(
+        [
+          l.rewards[:, e][l.alive[:, e]].mean() if l.alive[:, e].any() else 0.0
+          for l in logs
+          for e in range(l.returns.shape[0])
+        ]
+      )
+    ),
+    "first_replan_s": float(logs[0].latency_s[0]) if len(logs[0].latency_s) else float("nan"),
   }
   if len(lat):
-    out.update({"replan_ms_median": float(np.median(lat) * 1e3), "replan_ms_mean": float(lat.mean() * 1e3),
-                "replan_ms_p90": float(np.percentile(lat, 90) * 1e3), "replan_hz": float(1.0 / np.median(lat))})
+    out.update(
+      {
+        "replan_ms_median": float(np.median(lat) * 1e3),
+        "replan_ms_mean": float(lat.mean() * 1e3),
+        "replan_ms_p90": float(np.percentile(lat, 90) * 1e3),
+        "replan_hz": float(1.0 / np.median(lat)),
+      }
+    )
   return out

@@ -19,6 +19,7 @@ Tasks (see TASKS): 'pendulum' (dm_control pendulum swing-up from hanging down), 
 locomotion: x velocity + healthy bonus - 1e-3 |u|^2, gym's unhealthy conditions), 'go1' (walk
 forward while upright), 'franka' (Franka Panda end-effector reach).
 """
+
 from __future__ import annotations
 
 import functools
@@ -67,8 +68,10 @@ class Task:
       self.mx = mjx.put_model(self.model, impl=mjx_backend._IMPL)  # pylint: disable=protected-access
       self._d0 = mjx.make_data(self.mx, impl=mjx_backend._IMPL)  # pylint: disable=protected-access
     except (NotImplementedError, ValueError, TypeError, KeyError) as e:
-      raise ValueError(f"task '{self.name}': robot '{r.name}' does not run in MJX ({e}); choose another "
-                       "robot or adapt its MJCF (see westworld_jax/data/mjx_backend.py)") from e
+      raise ValueError(
+        f"task '{self.name}': robot '{r.name}' does not run in MJX ({e}); choose another "
+        "robot or adapt its MJCF (see westworld_jax/data/mjx_backend.py)"
+      ) from e
     self.act_low = np.asarray(r.act_low, np.float32)
     self.act_high = np.asarray(r.act_high, np.float32)
     self._gather = jnp.asarray(r._obs_gather)  # pylint: disable=protected-access
@@ -95,8 +98,10 @@ class Task:
     """Indices of the observation channels of one kind (e.g. 'root_height'), in channel order."""
     idx = [i for i, c in enumerate(self.robot.obs_channels) if c.kind == kind]
     if not idx:
-      raise ValueError(f"task '{self.name}' needs a '{kind}' observation channel but robot "
-                       f"'{self.robot.name}' has none (channels: {[c.kind for c in self.robot.obs_channels]})")
+      raise ValueError(
+        f"task '{self.name}' needs a '{kind}' observation channel but robot "
+        f"'{self.robot.name}' has none (channels: {[c.kind for c in self.robot.obs_channels]})"
+      )
     return idx
 
   def neutral_ctrl(self) -> np.ndarray:
@@ -153,14 +158,21 @@ class Task:
     return self.terminal_cost(self.observe(d), goal)
 
   def describe(self) -> dict:
-    return {"task": self.name, "robot": self.robot.name, "dt": self.dt, "num_obs": self.num_obs,
-            "num_act": self.num_act, "act_low": self.act_low.tolist(), "act_high": self.act_high.tolist(),
-            "terminates": self.terminates, "episode_len": self.episode_len,
-            "mjx_adaptations": list(self.adaptations)}
+    return {
+      "task": self.name,
+      "robot": self.robot.name,
+      "dt": self.dt,
+      "num_obs": self.num_obs,
+      "num_act": self.num_act,
+      "act_low": self.act_low.tolist(),
+      "act_high": self.act_high.tolist(),
+      "terminates": self.terminates,
+      "episode_len": self.episode_len,
+      "mjx_adaptations": list(self.adaptations),
+    }
 
 
-def trajectory_cost(costs_t: jax.Array, healthy_t: jax.Array, terminal: jax.Array,
-                    discount: float = 1.0) -> jax.Array:
+def trajectory_cost(costs_t: jax.Array, healthy_t: jax.Array, terminal: jax.Array, discount: float = 1.0) -> jax.Array:
   """Total cost of one rollout: sum_t g^t alive_t c_t + g^T alive_T terminal.
 
   alive_t = every state before step t was healthy: a step that falls still counts (as gym's reward
@@ -176,12 +188,14 @@ def trajectory_cost(costs_t: jax.Array, healthy_t: jax.Array, terminal: jax.Arra
 
 # --- tasks ---------------------------------------------------------------------------------------
 
+
 class PendulumSwingUp(Task):
   """dm_control pendulum: swing up from hanging down (1 Nm torque vs 4.9 Nm of gravity: it must pump).
 
   reward = (1 + cos(angle)) / 2 (1 upright, 0 hanging) - 1e-3 u^2; dm_control's reward is a sparse
   tolerance on the same uprightness, smoothed here so sampling planners get a gradient.
   """
+
   name, robot_name, episode_len = "pendulum", "dmc_pendulum", 250
 
   def __init__(self, robot=None, start: str = "bottom", exact_physics: bool = False):
@@ -217,6 +231,7 @@ class Reach(Task):
   The end effector is computed from the observed joint positions with MJX forward kinematics, so
   the world-model backend evaluates it on predicted joint angles exactly as the oracle does.
   """
+
   ee_body = ""
   ee_offset = (0.0, 0.0, 0.0)  # in the end-effector body's frame
   goal_spread = 0.6  # target joint angles: home +- this (rad), within joint ranges
@@ -235,8 +250,10 @@ class Reach(Task):
     self._pos_adr = np.array([chans[i].address for i in self._pos_obs])
     self._vel_obs = np.array([i for i, c in enumerate(chans) if c.kind in ("joint_vel", "slide_vel")])
     if len(self._pos_adr) != m.nq:
-      raise ValueError(f"task '{self.name}' needs every qpos observed (a fixed-base robot); robot "
-                       f"'{self.robot.name}' observes {len(self._pos_adr)} of {m.nq}")
+      raise ValueError(
+        f"task '{self.name}' needs every qpos observed (a fixed-base robot); robot "
+        f"'{self.robot.name}' observes {len(self._pos_adr)} of {m.nq}"
+      )
     lo, hi = m.jnt_range[:, 0], m.jnt_range[:, 1]
     limited = m.jnt_limited.astype(bool)
     q0 = m.qpos0[m.jnt_qposadr]
@@ -255,13 +272,16 @@ class Reach(Task):
     return self.ee_from_qpos(qpos)
 
   def sample_goal(self, key):
-    q = jnp.asarray(self._qpos0).at[self._goal_adr].set(
-        jax.random.uniform(key, (len(self._goal_adr),), minval=self._goal_lo, maxval=self._goal_hi))
+    q = (
+      jnp.asarray(self._qpos0)
+      .at[self._goal_adr]
+      .set(jax.random.uniform(key, (len(self._goal_adr),), minval=self._goal_lo, maxval=self._goal_hi))
+    )
     return self.ee_from_qpos(q)
 
   def cost(self, obs, ctrl, goal):
     dist = jnp.linalg.norm(self.ee_from_obs(obs) - goal)
-    c = dist + self.vel_cost * jnp.sum(obs[self._vel_obs]**2) + 1e-3 * jnp.sum((ctrl / self._u_scale)**2)
+    c = dist + self.vel_cost * jnp.sum(obs[self._vel_obs] ** 2) + 1e-3 * jnp.sum((ctrl / self._u_scale) ** 2)
     return c, jnp.asarray(True)
 
   def terminal_cost(self, obs, goal):
@@ -270,6 +290,7 @@ class Reach(Task):
 
 class Reacher(Reach):
   """dm_control reacher (2 links, planar): fingertip to a random target."""
+
   name, robot_name = "reacher", "dmc_reacher"
   ee_body = "finger"
   goal_spread = 2.5
@@ -281,6 +302,7 @@ class Reacher(Reach):
 
 class FrankaReach(Reach):
   """Franka Panda (torque motors, gravity on): tool centre point (10.34 cm past the hand) to a target."""
+
   name, robot_name = "franka", "franka_panda"
   ee_body = "hand"
   ee_offset = (0.0, 0.0, 0.1034)
@@ -299,6 +321,7 @@ class GymLocomotion(Task):
   as brax's MJX Hopper/Walker2d: Euler instead of gym's RK4 and 4 solver iterations (~20x faster
   on a CPU; exact_physics=True keeps RK4).
   """
+
   terminates = True
   physics = {"integrator": mujoco.mjtIntegrator.mjINT_EULER, "iterations": 4, "ls_iterations": 8}
   healthy_z = (0.7, float("inf"))
@@ -314,8 +337,13 @@ class GymLocomotion(Task):
   def healthy(self, obs):
     z, a = obs[self._z], obs[self._angle]
     rest = jnp.delete(obs, self._z, assume_unique_indices=True)
-    return ((z > self.healthy_z[0]) & (z < self.healthy_z[1]) & (a > self.healthy_angle[0])
-            & (a < self.healthy_angle[1]) & jnp.all(jnp.abs(rest) < 100.0))
+    return (
+      (z > self.healthy_z[0])
+      & (z < self.healthy_z[1])
+      & (a > self.healthy_angle[0])
+      & (a < self.healthy_angle[1])
+      & jnp.all(jnp.abs(rest) < 100.0)
+    )
 
   def cost(self, obs, ctrl, goal):
     reward = obs[self._vx] + 1.0 - 1e-3 * jnp.sum(ctrl**2)
@@ -340,6 +368,7 @@ class Go1Walk(Task):
   60% of its standing height or tilts past ~45 degrees. Self-collisions are off in MJX (world
   contacts kept): with them the model does not fit in memory on CPU.
   """
+
   name, robot_name = "go1", "quad_go1"
   self_collisions = False
   terminates = True
@@ -367,8 +396,12 @@ class Go1Walk(Task):
     _, qx, qy, _ = (obs[i] for i in self._quat)
     upright = 1.0 - 2.0 * (qx**2 + qy**2)
     healthy = (obs[self._z] > 0.6 * self._h0) & (upright > 0.7)
-    reward = (jnp.minimum(obs[self._v[0]], self.target_speed) + 1.0 - 0.5 * (1.0 - upright)
-              - 1e-3 * jnp.sum((ctrl / self._u_scale)**2))
+    reward = (
+      jnp.minimum(obs[self._v[0]], self.target_speed)
+      + 1.0
+      - 0.5 * (1.0 - upright)
+      - 1e-3 * jnp.sum((ctrl / self._u_scale) ** 2)
+    )
     return -reward, healthy
 
 
@@ -404,9 +437,18 @@ def chain_fk(model: mujoco.MjModel, body: int) -> Callable[[jax.Array], tuple[ja
       if jtype not in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE):
         raise ValueError(f"chain_fk supports hinge and slide joints; joint {j} of body {b} has type {jtype}")
       adr = int(model.jnt_qposadr[j])
-      joints.append((jtype == mujoco.mjtJoint.mjJNT_HINGE, adr, float(model.qpos0[adr]),
-                     np.asarray(model.jnt_axis[j], np.float64), np.asarray(model.jnt_pos[j], np.float32)))
-    steps.append((np.asarray(model.body_pos[b], np.float32), _quat_to_mat(model.body_quat[b]).astype(np.float32), joints))
+      joints.append(
+        (
+          jtype == mujoco.mjtJoint.mjJNT_HINGE,
+          adr,
+          float(model.qpos0[adr]),
+          np.asarray(model.jnt_axis[j], np.float64),
+          np.asarray(model.jnt_pos[j], np.float32),
+        )
+      )
+    steps.append(
+      (np.asarray(model.body_pos[b], np.float32), _quat_to_mat(model.body_quat[b]).astype(np.float32), joints)
+    )
 
   def fk(qpos):
     pos, mat = jnp.zeros(3, jnp.float32), jnp.eye(3, dtype=jnp.float32)
@@ -434,8 +476,12 @@ def _hinge_qpos_mask(model: mujoco.MjModel) -> np.ndarray:
 
 
 TASKS: dict[str, Callable[..., Task]] = {
-    "pendulum": PendulumSwingUp, "reacher": Reacher, "hopper": Hopper, "walker2d": Walker2d,
-    "go1": Go1Walk, "franka": FrankaReach,
+  "pendulum": PendulumSwingUp,
+  "reacher": Reacher,
+  "hopper": Hopper,
+  "walker2d": Walker2d,
+  "go1": Go1Walk,
+  "franka": FrankaReach,
 }
 
 

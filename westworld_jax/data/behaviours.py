@@ -20,6 +20,7 @@ All controls are drawn in the normalised box [-1, 1] and mapped to the actuators
                (data/train_policy.py), sampled from their Gaussian; policy_replay: the episodes the
                training run experienced up to the medium policy (D4RL's medium-replay)
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -8,6 +8,7 @@ with a warning. Shards are written into a staging directory next to the environm
 replaces it when complete. An environment collected with other settings (shard count, seed,
 episode length, checks) is refused unless --overwrite, which replaces it whole.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,6 +52,7 @@ def _simulator_factory(cfg):
     return lambda robot: simulate.Simulator(robot, nthread=nthread)
   if cfg.backend == "mjx":
     from westworld_jax.data import mjx_backend  # jax/mjx only when asked for
+
     return mjx_backend.MJXSimulator
   raise ValueError(f"unknown backend '{cfg.backend}': use 'rollout' or 'mjx'")
 
@@ -129,9 +131,11 @@ def collect_environment(cfg, env: catalogue.EnvSpec, bar: tqdm.tqdm | None = Non
   else:
     changed = _changed(env_dir, num_shards, settings)
     if changed:
-      raise shards.CorpusError(f"environment '{env.name}' in {cfg.corpus_dir} was collected with other settings "
-                               f"({changed}): collect into another corpus_dir, or rerun with --overwrite to "
-                               "replace it")
+      raise shards.CorpusError(
+        f"environment '{env.name}' in {cfg.corpus_dir} was collected with other settings "
+        f"({changed}): collect into another corpus_dir, or rerun with --overwrite to "
+        "replace it"
+      )
     if all(problem(env_dir, s) is None for s in range(num_shards)):
       # Complete on disk: only the metadata is rewritten (atomically), e.g. for a new val_fraction.
       shutil.rmtree(stage, ignore_errors=True)
@@ -152,8 +156,9 @@ def collect_environment(cfg, env: catalogue.EnvSpec, bar: tqdm.tqdm | None = Non
       continue
     for d in (stage,) if overwrite else (env_dir, stage):
       if shards.shard_files(d).get(s):
-        logging.warning("environment %s: %s does not verify (%s); redoing the shard", env.name,
-                        shards.shard_path(d, s), problem(d, s))
+        logging.warning(
+          "environment %s: %s does not verify (%s); redoing the shard", env.name, shards.shard_path(d, s), problem(d, s)
+        )
         break
     _remove_shard(stage, s)
     seen.pop((stage, s), None)
@@ -165,11 +170,21 @@ def collect_environment(cfg, env: catalogue.EnvSpec, bar: tqdm.tqdm | None = Non
       for shard in todo:
         rng = episodes_lib.episode_rng(cfg.seed, env.name, shard)
         t0 = time.perf_counter()
-        eps, counts = episodes_lib.generate(sim, env.behaviour, task, rng, sizes[shard], cfg.episode_len, checks,
-                                            mpc_cfg, first_episode=shard * cfg.episodes_per_shard)
+        eps, counts = episodes_lib.generate(
+          sim,
+          env.behaviour,
+          task,
+          rng,
+          sizes[shard],
+          cfg.episode_len,
+          checks,
+          mpc_cfg,
+          first_episode=shard * cfg.episodes_per_shard,
+        )
         elapsed = time.perf_counter() - t0
-        shards.write_shard(stage, shard, eps, {"counts": dataclasses.asdict(counts), "seconds": elapsed,
-                                               "settings": settings[shard]})
+        shards.write_shard(
+          stage, shard, eps, {"counts": dataclasses.asdict(counts), "seconds": elapsed, "settings": settings[shard]}
+        )
         if bar is not None:
           bar.set_postfix(env=env.name, sim_steps_per_s=f"{counts.sim_steps / max(elapsed, 1e-9):.3g}")
           bar.update(1)
@@ -179,13 +194,20 @@ def collect_environment(cfg, env: catalogue.EnvSpec, bar: tqdm.tqdm | None = Non
 
 
 def _finalize(cfg, env: catalogue.EnvSpec, env_dir: str, robot, num_shards: int, checks) -> dict:
-  meta = shards.finalize(env_dir, env.name, robot, env.behaviour, env.split, num_shards, cfg.val_fraction,
-                         origin="collect")
+  meta = shards.finalize(
+    env_dir, env.name, robot, env.behaviour, env.split, num_shards, cfg.val_fraction, origin="collect"
+  )
   shards.verify_env(env_dir, meta)
   c = meta["counts"]
   if c.get("unstable", 0) or c.get("too_short", 0):
-    logging.info("%s: kept %d episodes; dropped %d unstable, %d too short (< %d steps)", env.name,
-                 c.get("kept", 0), c.get("unstable", 0), c.get("too_short", 0), checks.min_length)
+    logging.info(
+      "%s: kept %d episodes; dropped %d unstable, %d too short (< %d steps)",
+      env.name,
+      c.get("kept", 0),
+      c.get("unstable", 0),
+      c.get("too_short", 0),
+      checks.min_length,
+    )
   return meta
 
 
@@ -207,12 +229,17 @@ def main(argv):
   metas = collect(cfg, overwrite=_OVERWRITE.value)
   kept = sum(m["counts"].get("kept", 0) for m in metas)
   steps = sum(sum(e["length"] for e in m["episodes"]) for m in metas)
-  print(f"corpus at {cfg.corpus_dir}: {len(metas)} environments, {kept} episodes, {steps} steps "
-        f"in {time.perf_counter() - t0:.1f}s")
+  print(
+    f"corpus at {cfg.corpus_dir}: {len(metas)} environments, {kept} episodes, {steps} steps "
+    f"in {time.perf_counter() - t0:.1f}s"
+  )
 
 
 if __name__ == "__main__":
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/data.py", "Data config file.")
-  _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace environments collected with other settings "
-                                 "(recollected whole) instead of refusing them.")
+  _OVERWRITE = flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace environments collected with other settings (recollected whole) instead of refusing them.",
+  )
   cli.run(main)

@@ -1,4 +1,5 @@
 """Generate episodes of one environment (robot x behaviour) with physics, checked and truncated."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +18,7 @@ from westworld_jax.robots.robot import Robot
 @dataclasses.dataclass
 class Counts:
   """Episodes kept and dropped (never silently): why each ended or was rejected."""
+
   kept: int = 0
   fell: int = 0  # kept, truncated at the fall
   unstable: int = 0  # dropped: non-finite or exploding physics
@@ -34,8 +36,9 @@ def episode_rng(seed: int, env_name: str, shard: int) -> np.random.Generator:
   return np.random.default_rng([seed, zlib.crc32(env_name.encode()), shard])
 
 
-def run_closed_loop(sim: simulate.Simulator, act: Callable[[int, np.ndarray], np.ndarray], start: np.ndarray,
-                    T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def run_closed_loop(
+  sim: simulate.Simulator, act: Callable[[int, np.ndarray], np.ndarray], start: np.ndarray, T: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Steps n environments T control steps with u_t = act(t, states_t) (normalised [n, nu]).
 
   Returns actions [n, T, nu], states [n, T, nstate] after each step, sensordata [n, T, nsensordata]."""
@@ -78,15 +81,20 @@ def hold_settings(sim: simulate.Simulator, per_level: int = 6, seconds: float = 
       n = len(levels) * per_level
       start = hold_start(sim, rng, n * len(modes))
       qpos0 = sim.qpos_qvel(start)[0]
-      pols = [pd_hold.PDHold(robot, rng, qpos0[i * n:(i + 1) * n], np.repeat(levels, per_level), lqr)
-              for i, lqr in enumerate(modes)]
-      act = lambda t, cur: np.concatenate(  # noqa: E731
-          [p(t, *sim.qpos_qvel(cur[i * n:(i + 1) * n])) for i, p in enumerate(pols)])
+      pols = [
+        pd_hold.PDHold(robot, rng, qpos0[i * n : (i + 1) * n], np.repeat(levels, per_level), lqr)
+        for i, lqr in enumerate(modes)
+      ]
+      act = (
+        lambda t, cur: np.concatenate(  # noqa: E731
+          [p(t, *sim.qpos_qvel(cur[i * n : (i + 1) * n])) for i, p in enumerate(pols)]
+        )
+      )
       _, states, _ = run_closed_loop(sim, act, start, max(10, int(seconds / robot.dt)))
       qpos = sim.qpos_qvel(states)[0]
       best = (-1, -1.0, 0)
       for i, (p, lqr) in enumerate(zip(pols, modes)):
-        down = p.down(qpos[i * n:(i + 1) * n])
+        down = p.down(qpos[i * n : (i + 1) * n])
         steps_up = np.where(down.any(1), down.argmax(1), down.shape[1]).reshape(len(levels), per_level)
         ok = (steps_up == down.shape[1]).all(1)
         k = int(np.argmax(ok)) if ok.any() else len(levels) - 1
@@ -97,48 +105,64 @@ def hold_settings(sim: simulate.Simulator, per_level: int = 6, seconds: float = 
   return _hold_settings[robot]
 
 
-def trained_policy_actor(sim: simulate.Simulator, level: str, rng: np.random.Generator,
-                         policy_root: str | None = None) -> Callable[[int, np.ndarray], np.ndarray]:
+def trained_policy_actor(
+  sim: simulate.Simulator, level: str, rng: np.random.Generator, policy_root: str | None = None
+) -> Callable[[int, np.ndarray], np.ndarray]:
   """act(t, states) of the robot's trained policy at `level`, sampled from its Gaussian."""
   from westworld_jax.data import rl_env, train_policy  # pylint: disable=import-outside-toplevel
+
   policy, _ = train_policy.load_policy(sim.robot.name, level, policy_root)
   spec = rl_env.reward_spec(sim.robot.name)
   return lambda t, cur: policy.act(rl_env.observe(sim, spec, cur), rng)  # noqa: E731
 
 
-def replay_episodes(robot: Robot, first: int, n: int, T: int, checks: simulate.EpisodeChecks,
-                    policy_root: str | None = None) -> tuple[list[dict], Counts]:
+def replay_episodes(
+  robot: Robot, first: int, n: int, T: int, checks: simulate.EpisodeChecks, policy_root: str | None = None
+) -> tuple[list[dict], Counts]:
   """Episodes first..first+n of the policy training run's replay.npz, in a fixed shuffled order (so
   shards never share an episode), each cut to at most T steps; episodes shorter than
   checks.min_length are left out of that order."""
   from westworld_jax.data import train_policy  # pylint: disable=import-outside-toplevel
   import os  # pylint: disable=import-outside-toplevel
+
   path = os.path.join(train_policy.policy_root(policy_root), robot.name, "replay.npz")
   if not os.path.exists(path):
-    raise train_policy.PolicyNotFoundError(f"no replay episodes for {robot.name} ({path}): train its policy with "
-                                           f"`python -m westworld_jax.data.train_policy --robot {robot.name}`")
+    raise train_policy.PolicyNotFoundError(
+      f"no replay episodes for {robot.name} ({path}): train its policy with "
+      f"`python -m westworld_jax.data.train_policy --robot {robot.name}`"
+    )
   d = np.load(path)
   ends = d["episode_ends"]
   starts = np.concatenate([[0], ends[:-1]])
   usable = np.flatnonzero(np.minimum(T, ends - starts) >= checks.min_length)
   order = usable[np.random.default_rng(zlib.crc32(robot.name.encode())).permutation(len(usable))]
   if first + n > len(order):
-    raise ValueError(f"{path} holds {len(order)} episodes of at least {checks.min_length} steps; the collector "
-                     f"asks for episodes {first}..{first + n}: collect fewer episodes of {robot.name}-policy_replay")
+    raise ValueError(
+      f"{path} holds {len(order)} episodes of at least {checks.min_length} steps; the collector "
+      f"asks for episodes {first}..{first + n}: collect fewer episodes of {robot.name}-policy_replay"
+    )
   counts, episodes = Counts(), []
-  for i in order[first:first + n]:
+  for i in order[first : first + n]:
     length = min(T, int(ends[i] - starts[i]))
     s = int(starts[i])
-    obs, act = d["observations"][s:s + length], d["actions"][s:s + length]
+    obs, act = d["observations"][s : s + length], d["actions"][s : s + length]
     episodes.append({"obs": obs.astype(np.float32), "act": behaviours.to_ctrl(robot, act).astype(np.float32)})
     counts.kept += 1
     counts.steps += length
   return episodes, counts
 
 
-def generate(sim: simulate.Simulator, behaviour: str, task: str, rng: np.random.Generator, n: int, T: int,
-             checks: simulate.EpisodeChecks = simulate.EpisodeChecks(),
-             mpc_config: mpc_lib.MPCConfig = mpc_lib.MPCConfig(), first_episode: int = 0) -> tuple[list[dict], Counts]:
+def generate(
+  sim: simulate.Simulator,
+  behaviour: str,
+  task: str,
+  rng: np.random.Generator,
+  n: int,
+  T: int,
+  checks: simulate.EpisodeChecks = simulate.EpisodeChecks(),
+  mpc_config: mpc_lib.MPCConfig = mpc_lib.MPCConfig(),
+  first_episode: int = 0,
+) -> tuple[list[dict], Counts]:
   """Simulate n episodes of T control steps; returns kept episodes {'obs' [t,Co], 'act' [t,Ca]}.
   first_episode: the index of this batch's first episode in the environment (replay reads by it)."""
   robot: Robot = sim.robot
@@ -146,6 +170,7 @@ def generate(sim: simulate.Simulator, behaviour: str, task: str, rng: np.random.
     return replay_episodes(robot, first_episode, n, T, checks)
   if behaviour in behaviours.TRAINED:  # the start distribution the policy was trained on
     from westworld_jax.data import rl_env  # pylint: disable=import-outside-toplevel
+
     start = rl_env.reset_states(sim, rl_env.reward_spec(robot.name), rng, n)
   else:
     start = hold_start(sim, rng, n) if behaviour == "pd_hold" else sim.initial_states(rng, n)
@@ -181,6 +206,7 @@ def generate(sim: simulate.Simulator, behaviour: str, task: str, rng: np.random.
   terminate = task == catalogue.LOCOMOTION and behaviour != "random"
   if behaviour in behaviours.TRAINED:  # a trained policy's episodes end where its own environment's do
     from westworld_jax.data import rl_env  # pylint: disable=import-outside-toplevel
+
     spec = rl_env.reward_spec(robot.name)
     terminate &= spec is None or spec.terminate_when_unhealthy
   for i in range(n):

@@ -14,6 +14,7 @@ The environment is written into a staging directory next to it and renamed into 
 complete: a failed import leaves nothing behind, and an existing environment is replaced only
 with --overwrite (never partly: its old shards and metadata go with it).
 """
+
 from __future__ import annotations
 
 import os
@@ -38,6 +39,7 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
   try:
     if path.endswith((".hdf5", ".h5")):
       import h5py
+
       with h5py.File(path, "r") as f:
         return {k: np.asarray(f[k]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
     if path.endswith(".npz"):
@@ -56,17 +58,19 @@ def split_episodes(arrays: dict[str, np.ndarray], robot: Robot, where: str) -> l
   if obs.ndim != 2 or act.ndim != 2 or len(obs) != len(act):
     raise shards.CorpusError(f"{where}: observations {obs.shape} and actions {act.shape} must be [N, C] with equal N")
   if obs.shape[1] != robot.num_obs:
-    raise shards.CorpusError(f"{where} has {obs.shape[1]} observation columns but robot '{robot.name}' has "
-                             f"{robot.num_obs} observation channels; reorder/select columns to match "
-                             "`python -m westworld_jax.robots describe` (positions without global x/y, then "
-                             "velocities)")
+    raise shards.CorpusError(
+      f"{where} has {obs.shape[1]} observation columns but robot '{robot.name}' has "
+      f"{robot.num_obs} observation channels; reorder/select columns to match "
+      "`python -m westworld_jax.robots describe` (positions without global x/y, then "
+      "velocities)"
+    )
   if act.shape[1] != robot.num_act:
-    raise shards.CorpusError(f"{where} has {act.shape[1]} action columns but robot '{robot.name}' has "
-                             f"{robot.num_act} actuators")
+    raise shards.CorpusError(
+      f"{where} has {act.shape[1]} action columns but robot '{robot.name}' has {robot.num_act} actuators"
+    )
   n = len(obs)
   if n == 0:
-    raise shards.CorpusError(f"{where} has no episodes (its observations and actions are empty): nothing to "
-                             "import")
+    raise shards.CorpusError(f"{where} has no episodes (its observations and actions are empty): nothing to import")
   if "episode_ends" in arrays:
     ends = np.asarray(arrays["episode_ends"], np.int64)
   else:
@@ -88,9 +92,19 @@ def _describe(env_dir: str) -> str:
     return ""
 
 
-def import_file(robot_source: str, data_path: str, out_dir: str, name: str, split: str = "pretrain",
-                behaviour: str = "imported", episodes_per_shard: int = 64, min_length: int = 2,
-                val_fraction: float = 0.1, overwrite: bool = False, history: int = DEFAULT_HISTORY) -> dict:
+def import_file(
+  robot_source: str,
+  data_path: str,
+  out_dir: str,
+  name: str,
+  split: str = "pretrain",
+  behaviour: str = "imported",
+  episodes_per_shard: int = 64,
+  min_length: int = 2,
+  val_fraction: float = 0.1,
+  overwrite: bool = False,
+  history: int = DEFAULT_HISTORY,
+) -> dict:
   """Writes `out_dir/name/` in the corpus format and returns its metadata.
 
   Refuses an existing `out_dir/name` unless `overwrite`; episodes of at most `history` steps (no
@@ -99,8 +113,10 @@ def import_file(robot_source: str, data_path: str, out_dir: str, name: str, spli
     raise shards.CorpusError(f"split must be one of {catalogue.SPLITS}, got '{split}'")
   env_dir = os.path.join(out_dir, name)
   if os.path.lexists(env_dir) and not overwrite:
-    raise shards.CorpusError(f"{env_dir} already exists{_describe(env_dir)}: pass --overwrite to replace it "
-                             "(its shards and metadata are removed) or choose another --name")
+    raise shards.CorpusError(
+      f"{env_dir} already exists{_describe(env_dir)}: pass --overwrite to replace it "
+      "(its shards and metadata are removed) or choose another --name"
+    )
   robot = catalogue.load(robot_source)
   episodes = split_episodes(read_arrays(data_path), robot, data_path)
   counts = {"kept": 0, "unstable": 0, "too_short": 0}
@@ -115,22 +131,37 @@ def import_file(robot_source: str, data_path: str, out_dir: str, name: str, spli
       good.append(ep)
   lengths = sorted(len(ep["obs"]) for ep in episodes)
   if not good:
-    raise shards.CorpusError(f"{data_path}: none of its {len(episodes)} episodes is usable ({counts['unstable']} "
-                             f"with NaN/inf values, {counts['too_short']} shorter than {min_length} steps; "
-                             f"lengths {_lengths(lengths)}): nothing imported")
+    raise shards.CorpusError(
+      f"{data_path}: none of its {len(episodes)} episodes is usable ({counts['unstable']} "
+      f"with NaN/inf values, {counts['too_short']} shorter than {min_length} steps; "
+      f"lengths {_lengths(lengths)}): nothing imported"
+    )
   short = sorted(len(ep["obs"]) for ep in good if len(ep["obs"]) <= history)
   if len(short) == len(good):
-    raise shards.CorpusError(f"{data_path}: all {len(good)} usable episodes are too short for a training window "
-                             f"(more than history={history} steps needed; lengths {_lengths(short)}): nothing "
-                             "imported; import longer episodes (check the episode ends: terminals/timeouts/"
-                             "episode_ends) or pass a smaller --history to match the model")
+    raise shards.CorpusError(
+      f"{data_path}: all {len(good)} usable episodes are too short for a training window "
+      f"(more than history={history} steps needed; lengths {_lengths(short)}): nothing "
+      "imported; import longer episodes (check the episode ends: terminals/timeouts/"
+      "episode_ends) or pass a smaller --history to match the model"
+    )
   if short:
-    logging.warning("%s: %d of %d episodes have at most history=%d steps and give no training window "
-                    "(lengths %s); they are imported but only longer episodes are trained on", data_path,
-                    len(short), len(good), history, _lengths(short))
+    logging.warning(
+      "%s: %d of %d episodes have at most history=%d steps and give no training window "
+      "(lengths %s); they are imported but only longer episodes are trained on",
+      data_path,
+      len(short),
+      len(good),
+      history,
+      _lengths(short),
+    )
   if counts["unstable"] or counts["too_short"]:
-    logging.warning("%s: dropped %d episodes with NaN/inf values and %d shorter than %d steps", data_path,
-                    counts["unstable"], counts["too_short"], min_length)
+    logging.warning(
+      "%s: dropped %d episodes with NaN/inf values and %d shorter than %d steps",
+      data_path,
+      counts["unstable"],
+      counts["too_short"],
+      min_length,
+    )
   made_out = not os.path.exists(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   stage = tempfile.mkdtemp(prefix=f".{name}.import-", dir=out_dir)
@@ -140,7 +171,7 @@ def import_file(robot_source: str, data_path: str, out_dir: str, name: str, spli
     os.chmod(stage, 0o777 & ~umask)  # mkdtemp's 0700 would stay on the environment directory
     num_shards = -(-len(good) // episodes_per_shard)
     for s in range(num_shards):
-      part = good[s * episodes_per_shard:(s + 1) * episodes_per_shard]
+      part = good[s * episodes_per_shard : (s + 1) * episodes_per_shard]
       shards.write_shard(stage, s, part, {"counts": counts if s == 0 else {}, "source": os.path.abspath(data_path)})
     meta = shards.finalize(stage, name, robot, behaviour, split, num_shards, val_fraction, origin="import")
     shards.verify_env(stage, meta)
@@ -162,8 +193,9 @@ def main(argv):
   for f in (_ROBOT, _DATA, _NAME):
     if not f.value:
       raise app.UsageError(f"--{f.name} is required")
-  meta = import_file(_ROBOT.value, _DATA.value, _OUT.value, _NAME.value, _SPLIT.value,
-                     overwrite=_OVERWRITE.value, history=_HISTORY.value)
+  meta = import_file(
+    _ROBOT.value, _DATA.value, _OUT.value, _NAME.value, _SPLIT.value, overwrite=_OVERWRITE.value, history=_HISTORY.value
+  )
   print(f"imported {meta['counts']} episodes into {os.path.join(_OUT.value, _NAME.value)}")
 
 
@@ -175,6 +207,9 @@ if __name__ == "__main__":
   _NAME = flags.DEFINE_string("name", None, "Environment name (directory under --out).")
   _SPLIT = flags.DEFINE_enum("split", "pretrain", list(catalogue.SPLITS), "Which split the data belongs to.")
   _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing environment of that name.")
-  _HISTORY = flags.DEFINE_integer("history", DEFAULT_HISTORY, "Model history: episodes of at most this many "
-                                  "steps give no training window (reported; an error if all are).")
+  _HISTORY = flags.DEFINE_integer(
+    "history",
+    DEFAULT_HISTORY,
+    "Model history: episodes of at most this many steps give no training window (reported; an error if all are).",
+  )
   cli.run(main)

@@ -29,6 +29,7 @@ slots are filled, from MJX data fields with the sensors' semantics: FRAMEPOS of 
 inertial frame position `xipos`; SUBTREELINVEL is `mjx.subtree_vel`'s `subtree_linvel`; both at
 the state before the last physics step, as `mj_step` evaluates sensors. Other slots are NaN.
 """
+
 from __future__ import annotations
 
 import collections
@@ -54,8 +55,11 @@ except ImportError:  # pragma: no cover - layout changed; put_model will then re
 _STATE = mujoco.mjtState.mjSTATE_FULLPHYSICS
 _IMPL = "jax"  # MJX's JAX implementation (runs on CPU/GPU/TPU); the Warp one needs mujoco_warp
 _G = mujoco.mjtGeom
-_INTEGRATORS = {int(mujoco.mjtIntegrator.mjINT_EULER): mjx.euler, int(mujoco.mjtIntegrator.mjINT_RK4):
-                mjx.rungekutta4, int(mujoco.mjtIntegrator.mjINT_IMPLICITFAST): mjx.implicit}
+_INTEGRATORS = {
+  int(mujoco.mjtIntegrator.mjINT_EULER): mjx.euler,
+  int(mujoco.mjtIntegrator.mjINT_RK4): mjx.rungekutta4,
+  int(mujoco.mjtIntegrator.mjINT_IMPLICITFAST): mjx.implicit,
+}
 
 
 def _enum_name(e) -> str:
@@ -114,18 +118,25 @@ def _adapt_collisions(m: mujoco.MjModel, changes: list[str], self_collisions: bo
           m.geom_gap[g] = 0.0
           zeroed.add(_geom_name(m, g))
   if zeroed:
-    changes.append(f"contact margin/gap set to 0 (MJX has none for mesh/hfield) on {len(zeroed)} "
-                   f"geoms/pairs: {', '.join(sorted(zeroed)[:8])}{' ...' if len(zeroed) > 8 else ''}")
+    changes.append(
+      f"contact margin/gap set to 0 (MJX has none for mesh/hfield) on {len(zeroed)} "
+      f"geoms/pairs: {', '.join(sorted(zeroed)[:8])}{' ...' if len(zeroed) > 8 else ''}"
+    )
 
   explicit = [(g1, g2) for g1, g2, ip in bad_type if ip != -1]
   if explicit:
     g1, g2 = explicit[0]
-    raise _Unadaptable(f"explicit <contact><pair> between {_geom_name(m, g1)} and {_geom_name(m, g2)}: "
-                       "MJX has no collision function for these geom types")
+    raise _Unadaptable(
+      f"explicit <contact><pair> between {_geom_name(m, g1)} and {_geom_name(m, g2)}: "
+      "MJX has no collision function for these geom types"
+    )
 
   world = m.body_weldid[m.geom_bodyid] == 0
-  implicit = [(int(g1), int(g2)) for g1, g2, ip in _collision_driver.geom_pairs(m) if ip == -1] \
-      if _collision_driver is not None else []
+  implicit = (
+    [(int(g1), int(g2)) for g1, g2, ip in _collision_driver.geom_pairs(m) if ip == -1]
+    if _collision_driver is not None
+    else []
+  )
   restrict: set[int] = set()
   dropped: dict[int, set[int]] = collections.defaultdict(set)  # geom -> partners no longer touched
   robot_pairs = []
@@ -165,8 +176,10 @@ def _adapt_collisions(m: mujoco.MjModel, changes: list[str], self_collisions: bo
   free = [1 << b for b in range(30, -1, -1) if not used & (1 << b)]
   groups = sorted({a for a in allowed.values() if a}, key=sorted)
   if len(groups) > len(free):
-    raise _Unadaptable(f"{len(groups)} contact groups needed to drop unsupported collision pairs but only "
-                       f"{len(free)} contype/conaffinity bits are free")
+    raise _Unadaptable(
+      f"{len(groups)} contact groups needed to drop unsupported collision pairs but only "
+      f"{len(free)} contype/conaffinity bits are free"
+    )
   bit = dict(zip(groups, free))
   for g in sorted(restrict):
     b = bit.get(allowed[g], 0)
@@ -177,11 +190,17 @@ def _adapt_collisions(m: mujoco.MjModel, changes: list[str], self_collisions: bo
   lines = []
   for g in sorted(restrict):
     keep = ", ".join(_geom_name(m, w) for w in sorted(allowed[g]))
-    lines.append(f"{_geom_name(m, g)} " + (f"now collides only with {keep}" if keep else "no longer collides")
-                 + f" ({len(dropped[g])} pairs dropped)")
+    lines.append(
+      f"{_geom_name(m, g)} "
+      + (f"now collides only with {keep}" if keep else "no longer collides")
+      + f" ({len(dropped[g])} pairs dropped)"
+    )
   why = "self-collisions off" if not self_collisions else "MJX lacks their collision functions"
-  changes.append(f"collision pairs dropped ({why}), world contacts kept: " + "; ".join(lines[:6])
-                 + (f"; ... {len(lines) - 6} more geoms" if len(lines) > 6 else ""))
+  changes.append(
+    f"collision pairs dropped ({why}), world contacts kept: "
+    + "; ".join(lines[:6])
+    + (f"; ... {len(lines) - 6} more geoms" if len(lines) > 6 else "")
+  )
 
 
 def _contact_dims(m: mujoco.MjModel) -> np.ndarray:
@@ -202,8 +221,10 @@ def _adapt_sensors(m: mujoco.MjModel, changes: list[str]) -> bool:
     if st == int(mujoco.mjtSensor.mjSENS_CONTACT):
       # MJX's JAX implementation lacks site/body/subtree matching and the net-force reduction.
       kinds = {int(m.sensor_objtype[s]), int(m.sensor_reftype[s])}
-      unsupported |= bool(kinds & {int(mujoco.mjtObj.mjOBJ_SITE), int(mujoco.mjtObj.mjOBJ_BODY),
-                                   int(mujoco.mjtObj.mjOBJ_XBODY)}) or int(m.sensor_intprm[s, 1]) == 3
+      unsupported |= (
+        bool(kinds & {int(mujoco.mjtObj.mjOBJ_SITE), int(mujoco.mjtObj.mjOBJ_BODY), int(mujoco.mjtObj.mjOBJ_XBODY)})
+        or int(m.sensor_intprm[s, 1]) == 3
+      )
     if unsupported:
       bad.append(s)
   if not bad:
@@ -212,13 +233,16 @@ def _adapt_sensors(m: mujoco.MjModel, changes: list[str]) -> bool:
   for s in bad:  # retyped only to pass put_model's checks: the sensor stage is off, nothing reads them
     m.sensor_type[s] = mujoco.mjtSensor.mjSENS_CLOCK
   m.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_SENSOR)
-  changes.append(f"sensor stage off ({len(bad)} sensors MJX cannot compute: {', '.join(names[:5])}); "
-                 "task sensors computed from MJX data fields, other sensordata slots are NaN")
+  changes.append(
+    f"sensor stage off ({len(bad)} sensors MJX cannot compute: {', '.join(names[:5])}); "
+    "task sensors computed from MJX data fields, other sensordata slots are NaN"
+  )
   return True
 
 
-def mjx_compatible_model(model: mujoco.MjModel, name: str = "robot", self_collisions: bool = True
-                         ) -> tuple[mujoco.MjModel, list[str]]:
+def mjx_compatible_model(
+  model: mujoco.MjModel, name: str = "robot", self_collisions: bool = True
+) -> tuple[mujoco.MjModel, list[str]]:
   """A copy of `model` that `mjx.put_model` accepts, and what was changed (human-readable).
 
   Raises ValueError naming the robot and MJX's reason when the model cannot be adapted.
@@ -253,8 +277,7 @@ def mjx_compatible_model(model: mujoco.MjModel, name: str = "robot", self_collis
     _adapt_sensors(m, changes)
     _adapt_collisions(m, changes, self_collisions)
     if o.cone == mujoco.mjtCone.mjCONE_ELLIPTIC and np.any(_contact_dims(m) == 1):
-      changes.append("cone elliptic -> pyramidal (MJX has no frictionless condim=1 contacts with an "
-                     "elliptic cone)")
+      changes.append("cone elliptic -> pyramidal (MJX has no frictionless condim=1 contacts with an elliptic cone)")
       o.cone = mujoco.mjtCone.mjCONE_PYRAMIDAL
   except _Unadaptable as e:
     reason = str(e)
@@ -267,8 +290,10 @@ def mjx_compatible_model(model: mujoco.MjModel, name: str = "robot", self_collis
 
 
 def _incompatible(name: str, reason: str) -> ValueError:
-  return ValueError(f"robot '{name}' cannot run on the MJX backend: {reason}. Use backend='rollout' "
-                    "(multi-threaded MuJoCo C) for this robot.")
+  return ValueError(
+    f"robot '{name}' cannot run on the MJX backend: {reason}. Use backend='rollout' "
+    "(multi-threaded MuJoCo C) for this robot."
+  )
 
 
 class MJXSimulator(simulate.Simulator):
@@ -286,8 +311,9 @@ class MJXSimulator(simulate.Simulator):
     adaptations: what was changed to make the model MJX-compatible.
   """
 
-  def __init__(self, robot: Robot, sensors: str = "auto", self_collisions: bool = True,
-               device: jax.Device | None = None):
+  def __init__(
+    self, robot: Robot, sensors: str = "auto", self_collisions: bool = True, device: jax.Device | None = None
+  ):
     super().__init__(robot, nthread=0)  # C helpers (initial_states, sensors_at) use the original model
     if sensors not in ("auto", "mjx", "task"):
       raise ValueError(f"sensors must be 'auto', 'mjx' or 'task', got '{sensors}'")
@@ -295,26 +321,30 @@ class MJXSimulator(simulate.Simulator):
     m = self.compatible_model
     sensor_stage_off = bool(m.opt.disableflags & mujoco.mjtDisableBit.mjDSBL_SENSOR)
     if sensors == "mjx" and sensor_stage_off:
-      raise ValueError(f"robot '{robot.name}': sensors='mjx' but MJX cannot compute its sensors "
-                       f"({'; '.join(self.adaptations)}); use sensors='auto' or 'task'")
+      raise ValueError(
+        f"robot '{robot.name}': sensors='mjx' but MJX cannot compute its sensors "
+        f"({'; '.join(self.adaptations)}); use sensors='auto' or 'task'"
+      )
     if sensors == "task" and not sensor_stage_off:
       m.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_SENSOR)
-      self.adaptations.append("sensor stage off (sensors='task'): task sensors from MJX data fields, "
-                              "other sensordata slots are NaN")
+      self.adaptations.append(
+        "sensor stage off (sensors='task'): task sensors from MJX data fields, other sensordata slots are NaN"
+      )
     self.sensors_from_fields = sensors == "task" or sensor_stage_off
     if self.adaptations:
-      logging.warning("MJX backend, robot '%s': adapted the model for MJX: %s", robot.name,
-                      "; ".join(self.adaptations))
+      logging.warning("MJX backend, robot '%s': adapted the model for MJX: %s", robot.name, "; ".join(self.adaptations))
     try:
       self.mjx_model = mjx.put_model(m, device=device, impl=_IMPL)
       self._data0 = mjx.make_data(self.mjx_model, device=device, impl=_IMPL)
     except (NotImplementedError, ValueError, TypeError, KeyError) as e:
-      raise _incompatible(robot.name, f"mjx.put_model rejects the model even after adaptation "
-                          f"({'; '.join(self.adaptations) or 'none'}): {type(e).__name__}: {e}") from e
+      raise _incompatible(
+        robot.name,
+        f"mjx.put_model rejects the model even after adaptation "
+        f"({'; '.join(self.adaptations) or 'none'}): {type(e).__name__}: {e}",
+      ) from e
     nstate = int(mjx.state_size(self.mjx_model, _STATE))
     if nstate != self.layout.nstate:  # pragma: no cover - MJX and C disagree on the layout
-      raise _incompatible(robot.name, f"MJX full-physics state has {nstate} values, C MuJoCo "
-                          f"{self.layout.nstate}")
+      raise _incompatible(robot.name, f"MJX full-physics state has {nstate} values, C MuJoCo {self.layout.nstate}")
     self._dtype = np.dtype(self._data0.qpos.dtype)
     self._task = self._task_sensor_index(m)
     self._compiled: dict[tuple[int, int], Callable] = {}
@@ -347,7 +377,7 @@ class MJXSimulator(simulate.Simulator):
         val = linvel[body]
       else:  # pragma: no cover - TASK_SENSORS gained a type this module does not know
         raise NotImplementedError(f"task sensor type {st}")
-      sens = sens.at[adr:adr + 3].set(val)
+      sens = sens.at[adr : adr + 3].set(val)
     return sens
 
   def _rollout_fn(self) -> Callable:
@@ -383,13 +413,17 @@ class MJXSimulator(simulate.Simulator):
         self._compiled[key] = self._rollout_fn().lower(self.mjx_model, self._data0, states, ctrl).compile()
       except NotImplementedError as e:
         raise _incompatible(self.robot.name, f"MJX cannot trace a step of this model: {e}") from e
-      logging.info("MJX backend, robot '%s': compiled the rollout for n=%d, T=%d in %.1fs",
-                   self.robot.name, n, T, time.perf_counter() - t0)
+      logging.info(
+        "MJX backend, robot '%s': compiled the rollout for n=%d, T=%d in %.1fs",
+        self.robot.name,
+        n,
+        T,
+        time.perf_counter() - t0,
+      )
     return self._compiled[key]
 
   # --- Simulator API ------------------------------------------------------------------------
-  def run(self, states: np.ndarray, ctrl_ntu: np.ndarray, substeps: bool = False
-          ) -> tuple[np.ndarray, np.ndarray]:
+  def run(self, states: np.ndarray, ctrl_ntu: np.ndarray, substeps: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """As `Simulator.run` (zero-order hold for frame_skip steps, outputs after each control step).
 
     Args:
@@ -404,8 +438,10 @@ class MJXSimulator(simulate.Simulator):
     states = np.asarray(states, np.float64)
     n, T, nu = ctrl_ntu.shape
     if states.shape != (n, self.layout.nstate) or nu != self.model.nu:
-      raise ValueError(f"expected states [{n}, {self.layout.nstate}] and ctrl [{n}, T, {self.model.nu}], "
-                       f"got {states.shape} and {ctrl_ntu.shape}")
+      raise ValueError(
+        f"expected states [{n}, {self.layout.nstate}] and ctrl [{n}, T, {self.model.nu}], "
+        f"got {states.shape} and {ctrl_ntu.shape}"
+      )
     s_in = jnp.asarray(states.astype(self._dtype))
     u_in = jnp.asarray(np.asarray(ctrl_ntu).astype(self._dtype))
     out_states, sens = self._compiled_for(n, T, s_in, u_in)(self.mjx_model, self._data0, s_in, u_in)

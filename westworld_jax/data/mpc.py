@@ -14,6 +14,7 @@ positions), so any robot in the catalogue gets one:
 - arm / hand: negative distance of the tip (end effector) to a per-episode random target;
 - balance: height of the tip (swing up and hold).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,7 +44,7 @@ class TaskReward:
     self.vel, self.pos, self.tip = adr["root_vel"], adr["root_pos"], adr["tip_pos"]
     sens0 = sim.sensors_at(start)
     self.h0 = sens0[:, self.pos + 2]
-    root, tip = sens0[:, self.pos:self.pos + 3], sens0[:, self.tip:self.tip + 3]
+    root, tip = sens0[:, self.pos : self.pos + 3], sens0[:, self.tip : self.tip + 3]
     reach = np.maximum(np.linalg.norm(tip - root, axis=-1), 0.05)
     direction = rng.standard_normal(root.shape)
     direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
@@ -59,7 +60,7 @@ class TaskReward:
       alive = sens[..., self.pos + 2] > 0.7 * self.h0[env][:, None]
       return fwd + 1.0 * alive - effort
     if self.task in (catalogue.ARM, catalogue.HAND):
-      tip = sens[..., self.tip:self.tip + 3]
+      tip = sens[..., self.tip : self.tip + 3]
       return -np.linalg.norm(tip - self.target[env][:, None], axis=-1) - 0.1 * effort
     if self.task == catalogue.BALANCE:
       return sens[..., self.tip + 2] - 0.1 * effort
@@ -69,8 +70,14 @@ class TaskReward:
 class SamplingMPC:
   """MPPI-style planner over n environments; call with current states, get normalised actions."""
 
-  def __init__(self, sim: simulate.Simulator, task: str, start: np.ndarray, rng: np.random.Generator,
-               config: MPCConfig = MPCConfig()):
+  def __init__(
+    self,
+    sim: simulate.Simulator,
+    task: str,
+    start: np.ndarray,
+    rng: np.random.Generator,
+    config: MPCConfig = MPCConfig(),
+  ):
     self.sim, self.rng, self.cfg = sim, rng, config
     self.n = len(start)
     self.reward = TaskReward(sim, task, start, rng)

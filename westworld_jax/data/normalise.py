@@ -1,5 +1,6 @@
 """Per-channel min-max normalisation to [0, 1], clipped (upstream); a constant channel (span 0) maps
 to 0.5. One implementation for the input pipeline (NumPy) and for planning with a world model (jnp)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ model, plus (where the robot can stand still) an LQR balance term on the root's 
 while OU noise, posture changes and gait-like sinusoids move the targets. episodes.py calibrates
 the offsets' amplitude per robot.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,6 +55,7 @@ _DOWN_UP, _DOWN_H = 0.5, 0.6
 class _Hold:
   """What pd_hold derives once per robot from its model: actuator roles, PD gains, the standing
   pose and load, the LQR gain, and where the root's height and attitude are read."""
+
   motor: np.ndarray  # [nu] bool: joint motor driven by the PD
   servo: np.ndarray  # [nu] bool: position servo (any transmission): ctrl = target length
   on_joint: np.ndarray  # [nu] bool: acts on a hinge or slide joint
@@ -86,8 +88,9 @@ def _root_readout(robot: Robot) -> tuple[int, np.ndarray | None, int]:
   return z, quat, by_kind.get("root_angle", [-1])[0]
 
 
-def _pd_gains(Minv: np.ndarray, dofs: np.ndarray, tau_max: np.ndarray, sat_err: float, h: float
-              ) -> tuple[np.ndarray, np.ndarray]:
+def _pd_gains(
+  Minv: np.ndarray, dofs: np.ndarray, tau_max: np.ndarray, sat_err: float, h: float
+) -> tuple[np.ndarray, np.ndarray]:
   """kp, kd of motors acting on `dofs` for a PD held h seconds (see _A_MAX); Minv = M^-1."""
   kp = np.minimum(tau_max / sat_err, _A_MAX / (h * h * np.diag(Minv)[dofs]))
   K = np.zeros_like(Minv)
@@ -99,8 +102,11 @@ def _pd_gains(Minv: np.ndarray, dofs: np.ndarray, tau_max: np.ndarray, sat_err: 
 
 def _joint_scale(m: mujoco.MjModel, jnt: np.ndarray) -> np.ndarray:
   limited = m.jnt_limited[jnt].astype(bool)
-  span = np.where(limited, m.jnt_range[jnt, 1] - m.jnt_range[jnt, 0],
-                  np.where(m.jnt_type[jnt] == mujoco.mjtJoint.mjJNT_SLIDE, 0.2, 1.0))
+  span = np.where(
+    limited,
+    m.jnt_range[jnt, 1] - m.jnt_range[jnt, 0],
+    np.where(m.jnt_type[jnt] == mujoco.mjtJoint.mjJNT_SLIDE, 0.2, 1.0),
+  )
   return np.minimum(_RANGE_FRACTION * span, _MAX_SCALE)
 
 
@@ -135,12 +141,23 @@ def _hold(robot: Robot) -> _Hold:
   s_joint = _joint_scale(m, jnt)
   servo_scale = np.where(on_joint, np.abs(gear) * s_joint, 0.25 * (robot.act_high - robot.act_low))
   root_z, root_quat, root_angle = _root_readout(robot)
-  h = _Hold(motor=motor, servo=servo, on_joint=on_joint, qadr=m.jnt_qposadr[jnt], vadr=vadr,
-            torque_per_ctrl=torque_per_ctrl, kp=kp, kd=kd,
-            scale=np.where(motor, s_joint, np.where(servo, servo_scale, 0.3)),
-            y_lo=np.where(motor & limited, m.jnt_range[jnt, 0], -np.inf),
-            y_hi=np.where(motor & limited, m.jnt_range[jnt, 1], np.inf),
-            u_zero=from_ctrl(robot, np.zeros(m.nu)), root_z=root_z, root_quat=root_quat, root_angle=root_angle)
+  h = _Hold(
+    motor=motor,
+    servo=servo,
+    on_joint=on_joint,
+    qadr=m.jnt_qposadr[jnt],
+    vadr=vadr,
+    torque_per_ctrl=torque_per_ctrl,
+    kp=kp,
+    kd=kd,
+    scale=np.where(motor, s_joint, np.where(servo, servo_scale, 0.3)),
+    y_lo=np.where(motor & limited, m.jnt_range[jnt, 0], -np.inf),
+    y_hi=np.where(motor & limited, m.jnt_range[jnt, 1], np.inf),
+    u_zero=from_ctrl(robot, np.zeros(m.nu)),
+    root_z=root_z,
+    root_quat=root_quat,
+    root_angle=root_angle,
+  )
   h = _stand(robot, h, Minv, tau_max)
   if h.stand_qpos is not None and robot.floating and m.na == 0:
     h = dataclasses.replace(h, lqr=_lqr_gain(robot, h))
@@ -173,9 +190,13 @@ def _stand(robot: Robot, h: _Hold, Minv: np.ndarray, tau_max: np.ndarray) -> _Ho
   up, ratio = _up_and_height(h, d.qpos, q0, h0, h0)
   if not np.isfinite(d.qpos).all() or up < _UP_FULL or ratio < 0.5 or np.abs(d.qvel).max() > 0.5:
     return dataclasses.replace(h, feedforward=np.zeros(m.nu))
-  return dataclasses.replace(h, feedforward=np.where(h.motor, np.mean(taus, axis=0), 0.0),
-                             stand_qpos=d.qpos.copy(), stand_height=float(d.xpos[robot.root_body_id, 2]),
-                             u_eq=np.mean(ctrls, axis=0))
+  return dataclasses.replace(
+    h,
+    feedforward=np.where(h.motor, np.mean(taus, axis=0), 0.0),
+    stand_qpos=d.qpos.copy(),
+    stand_height=float(d.xpos[robot.root_body_id, 2]),
+    u_eq=np.mean(ctrls, axis=0),
+  )
 
 
 def _lqr_gain(robot: Robot, h: _Hold) -> np.ndarray | None:
@@ -206,15 +227,14 @@ def _lqr_gain(robot: Robot, h: _Hold) -> np.ndarray | None:
   for j in range(m.njnt):
     a, t = m.jnt_dofadr[j], m.jnt_type[j]
     if t == mujoco.mjtJoint.mjJNT_FREE:  # linear (world), then angular (body frame: x, y tilt)
-      wq[a:a + 6] = [_DRIFT, _DRIFT, (_DROP * h.stand_height)**-2, _TILT**-2, _TILT**-2, _DRIFT]
+      wq[a : a + 6] = [_DRIFT, _DRIFT, (_DROP * h.stand_height) ** -2, _TILT**-2, _TILT**-2, _DRIFT]
     elif t == mujoco.mjtJoint.mjJNT_BALL:
-      wq[a:a + 3] = _JOINT_W * _MAX_SCALE**-2
+      wq[a : a + 3] = _JOINT_W * _MAX_SCALE**-2
     elif m.jnt_bodyid[j] == robot.root_body_id:  # planar root: height slide, pitch hinge, x slide
       axis = int(np.argmax(np.abs(m.jnt_axis[j])))
-      wq[a] = (_TILT**-2 if t == mujoco.mjtJoint.mjJNT_HINGE
-               else (_DROP * h.stand_height)**-2 if axis == 2 else _DRIFT)
+      wq[a] = _TILT**-2 if t == mujoco.mjtJoint.mjJNT_HINGE else (_DROP * h.stand_height) ** -2 if axis == 2 else _DRIFT
     else:
-      wq[a] = _JOINT_W * _joint_scale(m, np.array([j]))[0]**-2
+      wq[a] = _JOINT_W * _joint_scale(m, np.array([j]))[0] ** -2
   Q = np.diag(np.concatenate([wq, wq * _VEL_S**2]))
   half = 0.5 * (robot.act_high - robot.act_low).astype(float)
   R = np.diag(_RHO / half**2)
@@ -237,8 +257,9 @@ def _lqr_gain(robot: Robot, h: _Hold) -> np.ndarray | None:
   return K
 
 
-def _up_and_height(h: _Hold, qpos: np.ndarray, qpos0: np.ndarray, height0: np.ndarray, ref: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _up_and_height(
+  h: _Hold, qpos: np.ndarray, qpos0: np.ndarray, height0: np.ndarray, ref: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
   """cos(root tilt from its start attitude) and root height / ref, [...] over qpos [..., nq].
 
   qpos0 [..., nq] and height0 [...] are the start pose and the root's world height there (its qpos
@@ -255,21 +276,27 @@ def _up_and_height(h: _Hold, qpos: np.ndarray, qpos0: np.ndarray, height0: np.nd
   return up, ratio
 
 
-def _uprightness(h: _Hold, qpos: np.ndarray, qpos0: np.ndarray, height0: np.ndarray, ref: np.ndarray
-                 ) -> np.ndarray:
+def _uprightness(h: _Hold, qpos: np.ndarray, qpos0: np.ndarray, height0: np.ndarray, ref: np.ndarray) -> np.ndarray:
   """In [0, 1]: 1 while the root is near its start attitude and standing height, 0 when well off."""
   up, ratio = _up_and_height(h, qpos, qpos0, height0, ref)
-  return (np.clip((up - _UP_ZERO) / (_UP_FULL - _UP_ZERO), 0, 1)
-          * np.clip((ratio - _H_ZERO) / (_H_FULL - _H_ZERO), 0, 1))
+  return np.clip((up - _UP_ZERO) / (_UP_FULL - _UP_ZERO), 0, 1) * np.clip((ratio - _H_ZERO) / (_H_FULL - _H_ZERO), 0, 1)
 
 
-def _controls(robot: Robot, h: _Hold, target: np.ndarray, qpos: np.ndarray, qvel: np.ndarray, kp: np.ndarray,
-              kd: np.ndarray, ff: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _controls(
+  robot: Robot,
+  h: _Hold,
+  target: np.ndarray,
+  qpos: np.ndarray,
+  qvel: np.ndarray,
+  kp: np.ndarray,
+  kd: np.ndarray,
+  ff: np.ndarray,
+  free: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
   """Normalised PD actions [n, nu] (and motor torques) that track `target` (joint angles for motors,
   actuator lengths for servos); `free` is the normalised action of actuators that are neither."""
   tau = ff + kp * (target - qpos[:, h.qadr]) - kd * qvel[:, h.vadr]
-  u = np.where(h.motor, from_ctrl(robot, tau / h.torque_per_ctrl),
-               np.where(h.servo, from_ctrl(robot, target), free))
+  u = np.where(h.motor, from_ctrl(robot, tau / h.torque_per_ctrl), np.where(h.servo, from_ctrl(robot, target), free))
   a, b = robot.act_low * h.torque_per_ctrl, robot.act_high * h.torque_per_ctrl
   return u, np.clip(tau, np.minimum(a, b), np.maximum(a, b))
 
@@ -300,8 +327,9 @@ class PDHold:
     held control step (PD in the loop) at the standing pose, x* that pose with the PD's joint targets.
   """
 
-  def __init__(self, robot: Robot, rng: np.random.Generator, start_qpos: np.ndarray, amplitude: np.ndarray,
-               lqr: bool = False):
+  def __init__(
+    self, robot: Robot, rng: np.random.Generator, start_qpos: np.ndarray, amplitude: np.ndarray, lqr: bool = False
+  ):
     """start_qpos: [n, nq] episode start poses; amplitude: [n] offset amplitude per episode."""
     m = robot.model
     n, nu, dt = len(start_qpos), m.nu, robot.dt
@@ -369,8 +397,8 @@ class PDHold:
     x = np.empty((self.n, 2 * m.nv))
     for i in range(self.n):
       mujoco.mj_differentiatePos(m, self.dq, 1.0, ref[i], qpos[i])
-      x[i, :m.nv] = self.dq
-    x[:, m.nv:] = qvel
+      x[i, : m.nv] = self.dq
+    x[:, m.nv :] = qvel
     ctrl = to_ctrl(r, u) - np.einsum("nux,nx->nu", self.K, np.nan_to_num(x))
     return from_ctrl(r, ctrl)
 

@@ -14,6 +14,7 @@
   global_batch / process_count examples per step; all processes see the same bucket at every step.
 - Deterministic by seed; the iterator's state (grain) is checkpointable and restorable exactly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,6 +60,7 @@ class PipelineConfig:
 @dataclasses.dataclass(frozen=True)
 class EnvData:
   """One environment's metadata, normalisation and windows (shard, index, start, length)."""
+
   env_id: int
   name: str
   env_dir: str
@@ -88,8 +90,10 @@ def load_env(cfg: PipelineConfig, env_id: int, name: str) -> EnvData:
   eps = [ep for ep in meta["episodes"] if ep["val"] == want_val]
   if cfg.max_episodes:
     if len(eps) < cfg.max_episodes:  # few-shot promises exactly N episodes: never silently fewer
-      raise shards.CorpusError(f"{name}: max_episodes={cfg.max_episodes} but only {len(eps)} {cfg.split} "
-                               "episodes exist: collect more episodes for this environment")
+      raise shards.CorpusError(
+        f"{name}: max_episodes={cfg.max_episodes} but only {len(eps)} {cfg.split} "
+        "episodes exist: collect more episodes for this environment"
+      )
     eps = sorted(eps, key=lambda ep: (ep["shard"], ep["index"]))[: cfg.max_episodes]
   wins = []
   for ep in eps:
@@ -97,7 +101,7 @@ def load_env(cfg: PipelineConfig, env_id: int, name: str) -> EnvData:
       length = min(cfg.window, ep["length"] - start)
       if length > cfg.history:  # at least one step to predict
         wins.append((ep["shard"], ep["index"], start, length))
-  wins = np.array(wins, np.int64).reshape(-1, 4)[cfg.process_index::cfg.process_count]
+  wins = np.array(wins, np.int64).reshape(-1, 4)[cfg.process_index :: cfg.process_count]
   st = meta["stats"]
   omin, omax = np.array(st["obs_min"], np.float32), np.array(st["obs_max"], np.float32)
   amin, amax = np.array(st["act_min"], np.float32), np.array(st["act_max"], np.float32)
@@ -108,8 +112,10 @@ def bucket_of(n: int, buckets: Sequence[int], what: str, env: str) -> int:
   for b in sorted(buckets):
     if n <= b:
       return b
-  raise ValueError(f"environment '{env}' has {n} {what} channels; the largest bucket is {max(buckets)}: "
-                   f"add a bigger one to {what}_buckets (and the model's max channels) in the config")
+  raise ValueError(
+    f"environment '{env}' has {n} {what} channels; the largest bucket is {max(buckets)}: "
+    f"add a bigger one to {what}_buckets (and the model's max channels) in the config"
+  )
 
 
 @functools.lru_cache(maxsize=64)
@@ -133,13 +139,13 @@ class WindowLoader:
     pad_s = lambda a, cap: np.pad(np.asarray(a, np.int32), ((0, cap - len(a)), (0, 0)))
     pad_k = lambda a, cap: np.pad(np.asarray(a, np.int32), (0, cap - len(a)))
     self.static = {
-        "obs_mask": np.arange(obs_cap) < env.num_obs,
-        "act_mask": np.arange(act_cap) < env.num_act,
-        "obs_struct": pad_s(np.reshape(meta["obs_struct"], (-1, 4)), obs_cap),
-        "act_struct": pad_s(np.reshape(meta["act_struct"], (-1, 4)), act_cap),
-        "obs_kind": pad_k(meta["obs_kind"], obs_cap),
-        "act_kind": pad_k(meta["act_kind"], act_cap),
-        "env_id": np.int32(env.env_id),
+      "obs_mask": np.arange(obs_cap) < env.num_obs,
+      "act_mask": np.arange(act_cap) < env.num_act,
+      "obs_struct": pad_s(np.reshape(meta["obs_struct"], (-1, 4)), obs_cap),
+      "act_struct": pad_s(np.reshape(meta["act_struct"], (-1, 4)), act_cap),
+      "obs_kind": pad_k(meta["obs_kind"], obs_cap),
+      "act_kind": pad_k(meta["act_kind"], act_cap),
+      "env_id": np.int32(env.env_id),
     }
 
   def __call__(self, window: np.ndarray) -> dict:
@@ -147,8 +153,8 @@ class WindowLoader:
     src = _episode_reader(self.env.env_dir, self.env.meta["num_shards"], self.stamp)
     ep = shards.decode_episode(src[int(self.offsets[shard]) + index])
     T = self.cfg.window
-    obs = ep["obs"][start:start + length]
-    act = ep["act"][start:start + length]
+    obs = ep["obs"][start : start + length]
+    act = ep["act"][start : start + length]
     e = self.env
     obs = normalise.normalise(obs, e.obs_min, e.obs_span).astype(np.float32)
     act = normalise.normalise(act, e.act_min, e.act_span).astype(np.float32)
@@ -175,8 +181,10 @@ def make_dataset(cfg: PipelineConfig) -> tuple[grain.MapDataset, list[EnvData]]:
   envs = [load_env(cfg, i, n) for i, n in enumerate(cfg.environments)]
   empty = [e.name for e in envs if len(e.windows) == 0]
   if empty:
-    raise shards.CorpusError(f"no {cfg.split} windows (> {cfg.history} steps) for {empty} on process "
-                             f"{cfg.process_index}: collect more or longer episodes")
+    raise shards.CorpusError(
+      f"no {cfg.split} windows (> {cfg.history} steps) for {empty} on process "
+      f"{cfg.process_index}: collect more or longer episodes"
+    )
   if cfg.weights is not None:
     if len(cfg.weights) != len(envs):
       raise ValueError(f"{len(cfg.weights)} weights for {len(envs)} environments")

@@ -9,6 +9,7 @@ annealed linearly, clip 0.2, gamma 0.99, lambda 0.95, gradient norm 0.5. The sim
 
 Deterministic by seed (environment noise, parameter init, sampling, minibatch order).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,6 +56,7 @@ class ActorCritic(nn.Module):
       for h in self.hidden:
         x = nn.tanh(nn.Dense(h, kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(x))
       return nn.Dense(out, kernel_init=nn.initializers.orthogonal(scale))(x)
+
     mean = mlp(obs, self.num_act, 0.01)
     value = mlp(obs, 1, 1.0)[..., 0]
     log_std = self.param("log_std", nn.initializers.constant(self.init_log_std), (self.num_act,))
@@ -92,6 +94,7 @@ def _log_prob(mean, log_std, a):
 @dataclasses.dataclass
 class Policy:
   """A trained policy: params, the observation statistics it was trained with, its network."""
+
   net: ActorCritic
   params: Any
   obs_stats: dict
@@ -124,6 +127,7 @@ def _policy_fns(net: ActorCritic) -> dict:
       mean, log_std, value = net.apply(params, obs)
       a = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
       return a, _log_prob(mean, log_std, a), value
+
     _FNS[k] = {"apply": apply, "sample": sample}
   return _FNS[k]
 
@@ -159,8 +163,7 @@ def make_update(net: ActorCritic, tx: optax.GradientTransformation, cfg: PPOConf
     pg = jnp.maximum(-adv * ratio, -adv * jnp.clip(ratio, 1 - cfg.clip, 1 + cfg.clip)).mean()
     vf = 0.5 * ((value - b["ret"]) ** 2).mean()
     ent = jnp.sum(log_std + 0.5 * jnp.log(2 * jnp.pi * jnp.e))
-    return pg + cfg.vf_coef * vf - cfg.ent_coef * ent, {"pg": pg, "vf": vf,
-                                                       "kl": ((ratio - 1) - jnp.log(ratio)).mean()}
+    return pg + cfg.vf_coef * vf - cfg.ent_coef * ent, {"pg": pg, "vf": vf, "kl": ((ratio - 1) - jnp.log(ratio)).mean()}
 
   @jax.jit
   def update(params, opt_state, batch, key):
@@ -176,10 +179,12 @@ def make_update(net: ActorCritic, tx: optax.GradientTransformation, cfg: PPOConf
         (_, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(params, jax.tree.map(lambda x: x[idx], batch))
         upd, opt_state = tx.update(g, opt_state, params)
         return (optax.apply_updates(params, upd), opt_state), aux
+
       return jax.lax.scan(minibatch, (params, opt_state), perm)
 
     (params, opt_state), aux = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, cfg.epochs))
     return params, opt_state, jax.tree.map(lambda x: x[-1, -1], aux)
+
   return update
 
 
@@ -200,12 +205,17 @@ def evaluate(policy: Policy, env, episodes: int, deterministic: bool = True, see
       lens += list(length[ended])
       live &= ~ended
   rets, lens = np.array(rets[:episodes]), np.array(lens[:episodes])
-  return {"return_mean": float(rets.mean()), "return_std": float(rets.std()), "episodes": int(len(rets)),
-          "length_mean": float(lens.mean())}
+  return {
+    "return_mean": float(rets.mean()),
+    "return_std": float(rets.std()),
+    "episodes": int(len(rets)),
+    "length_mean": float(lens.mean()),
+  }
 
 
-def train(env, cfg: PPOConfig, seed: int = 0, progress: bool = True,
-          callback: Callable[[int, Policy, dict], None] | None = None) -> tuple[Policy, list[dict]]:
+def train(
+  env, cfg: PPOConfig, seed: int = 0, progress: bool = True, callback: Callable[[int, Policy, dict], None] | None = None
+) -> tuple[Policy, list[dict]]:
   """Trains a policy on env (a VecEnv with cfg.num_envs copies). Returns (policy, log rows).
 
   callback(step, policy, row) runs after every update (e.g. checkpoints).
@@ -218,8 +228,7 @@ def train(env, cfg: PPOConfig, seed: int = 0, progress: bool = True,
   net, params = start.net, start.params
   per_update = cfg.num_envs * cfg.steps_per_env
   updates = max(1, cfg.total_steps // per_update)
-  sched = (optax.linear_schedule(cfg.lr, 0.0, updates * cfg.epochs * cfg.minibatches) if cfg.anneal_lr
-           else cfg.lr)
+  sched = optax.linear_schedule(cfg.lr, 0.0, updates * cfg.epochs * cfg.minibatches) if cfg.anneal_lr else cfg.lr
   tx = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(sched, eps=1e-5))
   opt_state = tx.init(params)
   update = make_update(net, tx, cfg)
@@ -233,9 +242,18 @@ def train(env, cfg: PPOConfig, seed: int = 0, progress: bool = True,
   t0 = time.perf_counter()
   T, n = cfg.steps_per_env, env.n
   for u in range(updates):
-    buf = {k: np.zeros((T, n) + s, np.float32) for k, s in
-           (("obs", (env.num_obs,)), ("act", (env.num_act,)), ("logp", ()), ("val", ()), ("rew", ()),
-            ("next_val", ()), ("trunc_val", ()))}
+    buf = {
+      k: np.zeros((T, n) + s, np.float32)
+      for k, s in (
+        ("obs", (env.num_obs,)),
+        ("act", (env.num_act,)),
+        ("logp", ()),
+        ("val", ()),
+        ("rew", ()),
+        ("next_val", ()),
+        ("trunc_val", ()),
+      )
+    }
     buf["done"] = np.zeros((T, n), bool)
     stats = obs_rms.state()
     o = normalise_obs(raw, stats, cfg.obs_clip)
@@ -262,14 +280,23 @@ def train(env, cfg: PPOConfig, seed: int = 0, progress: bool = True,
     last_val = np.asarray(fns["apply"](params, o)[2])
     buf["next_val"][:-1], buf["next_val"][-1] = buf["val"][1:], last_val
     adv = _gae(buf["rew"], buf["val"], buf["next_val"], buf["done"], buf["trunc_val"], cfg.gamma, cfg.gae_lambda)
-    batch = {"obs": buf["obs"].reshape(T * n, -1), "act": buf["act"].reshape(T * n, -1),
-             "logp": buf["logp"].reshape(-1), "adv": adv.reshape(-1), "ret": (adv + buf["val"]).reshape(-1)}
+    batch = {
+      "obs": buf["obs"].reshape(T * n, -1),
+      "act": buf["act"].reshape(T * n, -1),
+      "logp": buf["logp"].reshape(-1),
+      "adv": adv.reshape(-1),
+      "ret": (adv + buf["val"]).reshape(-1),
+    }
     key, k = jax.random.split(key)
     params, opt_state, aux = update(params, opt_state, batch, k)
     recent = done_eps[-20:]
-    row = {"step": (u + 1) * per_update, "return": float(np.mean([e[0] for e in recent])) if recent else None,
-           "length": float(np.mean([e[1] for e in recent])) if recent else None,
-           "seconds": time.perf_counter() - t0, **{k: float(v) for k, v in jax.device_get(aux).items()}}
+    row = {
+      "step": (u + 1) * per_update,
+      "return": float(np.mean([e[0] for e in recent])) if recent else None,
+      "length": float(np.mean([e[1] for e in recent])) if recent else None,
+      "seconds": time.perf_counter() - t0,
+      **{k: float(v) for k, v in jax.device_get(aux).items()},
+    }
     rows.append(row)
     bar.update(per_update)
     if row["return"] is not None:

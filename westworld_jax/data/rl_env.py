@@ -11,6 +11,7 @@ health ranges, observation = qpos without the x(y) position plus clipped qvel, r
 1000-step episodes); for every other locomotion robot `GenericReward`: data/mpc.py's (forward velocity
 of the root, an alive bonus while the root stays above 70% of its start height, effort), with weights.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,18 +47,49 @@ class RewardSpec:
 
 # gymnasium 1.x mujoco/*_v5.py defaults.
 GYM_V5 = {
-    "hopper": RewardSpec(healthy_z=(0.7, math.inf), healthy_angle=(-0.2, 0.2), state_bound=100.0),
-    "walker2d": RewardSpec(healthy_z=(0.8, 2.0), healthy_angle=(-1.0, 1.0)),
-    "gym_half_cheetah": RewardSpec(ctrl_cost_weight=0.1, healthy_reward=0.0, terminate_when_unhealthy=False,
-                                   z_index=None, angle_index=None, qvel_clip=None, reset_noise=0.1,
-                                   reset_noise_qvel_normal=True),
-    "gym_ant": RewardSpec(ctrl_cost_weight=0.5, contact_cost_weight=5e-4, z_index=2, healthy_z=(0.2, 1.0),
-                          angle_index=None, skip_qpos=2, qvel_clip=None, reset_noise=0.1,
-                          reset_noise_qvel_normal=True),
-    "gym_swimmer": RewardSpec(ctrl_cost_weight=1e-4, healthy_reward=0.0, terminate_when_unhealthy=False,
-                              z_index=None, angle_index=None, skip_qpos=2, qvel_clip=None, reset_noise=0.1),
-    "gym_inverted_pendulum": RewardSpec(forward_weight=0.0, ctrl_cost_weight=0.0, z_index=None, angle_index=1,
-                                        healthy_angle=(-0.2, 0.2), skip_qpos=0, qvel_clip=None, reset_noise=0.01),
+  "hopper": RewardSpec(healthy_z=(0.7, math.inf), healthy_angle=(-0.2, 0.2), state_bound=100.0),
+  "walker2d": RewardSpec(healthy_z=(0.8, 2.0), healthy_angle=(-1.0, 1.0)),
+  "gym_half_cheetah": RewardSpec(
+    ctrl_cost_weight=0.1,
+    healthy_reward=0.0,
+    terminate_when_unhealthy=False,
+    z_index=None,
+    angle_index=None,
+    qvel_clip=None,
+    reset_noise=0.1,
+    reset_noise_qvel_normal=True,
+  ),
+  "gym_ant": RewardSpec(
+    ctrl_cost_weight=0.5,
+    contact_cost_weight=5e-4,
+    z_index=2,
+    healthy_z=(0.2, 1.0),
+    angle_index=None,
+    skip_qpos=2,
+    qvel_clip=None,
+    reset_noise=0.1,
+    reset_noise_qvel_normal=True,
+  ),
+  "gym_swimmer": RewardSpec(
+    ctrl_cost_weight=1e-4,
+    healthy_reward=0.0,
+    terminate_when_unhealthy=False,
+    z_index=None,
+    angle_index=None,
+    skip_qpos=2,
+    qvel_clip=None,
+    reset_noise=0.1,
+  ),
+  "gym_inverted_pendulum": RewardSpec(
+    forward_weight=0.0,
+    ctrl_cost_weight=0.0,
+    z_index=None,
+    angle_index=1,
+    healthy_angle=(-0.2, 0.2),
+    skip_qpos=0,
+    qvel_clip=None,
+    reset_noise=0.01,
+  ),
 }
 
 
@@ -67,6 +99,7 @@ class GenericReward:
   forward_weight * root x velocity + healthy_reward while the root's centre of mass stays above
   min_height_fraction of its start height (the episode ends when it does not) - ctrl_cost_weight *
   mean(action^2). A robot without a floating base gets no healthy reward and never terminates."""
+
   forward_weight: float = 1.0
   healthy_reward: float = 1.0
   ctrl_cost_weight: float = 0.1
@@ -86,7 +119,7 @@ def observe(sim: simulate.Simulator, spec: RewardSpec | None, states: np.ndarray
   qpos, qvel = sim.qpos_qvel(states)
   if spec.qvel_clip is not None:
     qvel = np.clip(qvel, -spec.qvel_clip, spec.qvel_clip)
-  return np.concatenate([qpos[..., spec.skip_qpos:], qvel], -1).astype(np.float32)
+  return np.concatenate([qpos[..., spec.skip_qpos :], qvel], -1).astype(np.float32)
 
 
 def reset_states(sim: simulate.Simulator, spec: RewardSpec | None, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -99,8 +132,11 @@ def reset_states(sim: simulate.Simulator, spec: RewardSpec | None, rng: np.rando
   for i in range(n):
     mujoco.mj_resetData(m, d)
     d.qpos[:] = m.qpos0 + rng.uniform(-spec.reset_noise, spec.reset_noise, m.nq)
-    d.qvel[:] = (spec.reset_noise * rng.standard_normal(m.nv) if spec.reset_noise_qvel_normal
-                 else rng.uniform(-spec.reset_noise, spec.reset_noise, m.nv))
+    d.qvel[:] = (
+      spec.reset_noise * rng.standard_normal(m.nv)
+      if spec.reset_noise_qvel_normal
+      else rng.uniform(-spec.reset_noise, spec.reset_noise, m.nv)
+    )
     mujoco.mj_forward(m, d)
     mujoco.mj_getState(m, d, out[i], mujoco.mjtState.mjSTATE_FULLPHYSICS)
   return out
@@ -109,8 +145,15 @@ def reset_states(sim: simulate.Simulator, spec: RewardSpec | None, rng: np.rando
 class VecEnv:
   """n environments of one robot; actions in [-1, 1] (scaled to the actuators' ranges)."""
 
-  def __init__(self, robot_name: str, n: int, seed: int = 0, nthread: int = 0, max_steps: int = 0,
-               generic: GenericReward = GenericReward()):
+  def __init__(
+    self,
+    robot_name: str,
+    n: int,
+    seed: int = 0,
+    nthread: int = 0,
+    max_steps: int = 0,
+    generic: GenericReward = GenericReward(),
+  ):
     self.robot = catalogue.load(robot_name)
     self.n = n
     self.spec = reward_spec(robot_name)
@@ -147,8 +190,9 @@ class VecEnv:
     for j in range(m.njnt):
       if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_SLIDE and np.allclose(m.jnt_axis[j], (1.0, 0.0, 0.0)):
         return int(m.jnt_qposadr[j])
-    raise ValueError(f"{self.robot.name}: no free joint and no slide joint along x, so no forward "
-                     "velocity for the locomotion reward")
+    raise ValueError(
+      f"{self.robot.name}: no free joint and no slide joint along x, so no forward velocity for the locomotion reward"
+    )
 
   def _reset(self, idx: np.ndarray) -> np.ndarray:
     new = reset_states(self.sim, self.spec, self.rng, len(idx))
@@ -206,12 +250,18 @@ class VecEnv:
     s = self.spec
     if s is None:
       g = self.generic
-      reward = (g.forward_weight * fwd + (g.healthy_reward * healthy if self.robot.floating else 0.0)
-                - g.ctrl_cost_weight * np.mean(a**2, -1))
+      reward = (
+        g.forward_weight * fwd
+        + (g.healthy_reward * healthy if self.robot.floating else 0.0)
+        - g.ctrl_cost_weight * np.mean(a**2, -1)
+      )
       terminated = ~healthy
     else:
-      reward = (s.forward_weight * fwd + s.healthy_reward * (healthy | (not s.terminate_when_unhealthy))
-                - s.ctrl_cost_weight * np.sum(a**2, -1))
+      reward = (
+        s.forward_weight * fwd
+        + s.healthy_reward * (healthy | (not s.terminate_when_unhealthy))
+        - s.ctrl_cost_weight * np.sum(a**2, -1)
+      )
       if s.contact_cost_weight:
         reward = reward - self._contact_cost(states)
       terminated = ~healthy if s.terminate_when_unhealthy else np.zeros(self.n, bool)

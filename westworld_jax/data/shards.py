@@ -12,6 +12,7 @@ Statistics (per-channel min/max for min-max normalisation) come from the environ
 episodes only; validation episodes are whole held-out episodes (chosen by a hash of the episode
 key, so the split does not depend on how many shards exist).
 """
+
 from __future__ import annotations
 
 import glob
@@ -110,8 +111,9 @@ def shard_problem(env_dir: str, shard: int, full: bool = False) -> str | None:
 
 
 def encode_episode(ep: dict) -> bytes:
-  return serialization.msgpack_serialize({"obs": np.asarray(ep["obs"], np.float32),
-                                          "act": np.asarray(ep["act"], np.float32)})
+  return serialization.msgpack_serialize(
+    {"obs": np.asarray(ep["obs"], np.float32), "act": np.asarray(ep["act"], np.float32)}
+  )
 
 
 def decode_episode(record: bytes) -> dict:
@@ -167,15 +169,25 @@ def is_validation(env_name: str, shard: int, index: int, val_fraction: float) ->
   return episode_key(env_name, shard, index) < val_fraction
 
 
-def finalize(env_dir: str, env_name: str, robot: Robot, behaviour: str, split: str, num_shards: int,
-             val_fraction: float, origin: str = "") -> dict:
+def finalize(
+  env_dir: str,
+  env_name: str,
+  robot: Robot,
+  behaviour: str,
+  split: str,
+  num_shards: int,
+  val_fraction: float,
+  origin: str = "",
+) -> dict:
   """Computes statistics over the training episodes and writes metadata.json.
 
   `origin` ('collect', 'import' or '') picks the advice in error messages (what would fix it)."""
   markers = sorted(glob.glob(os.path.join(env_dir, "shard-*.json")))
   if len(markers) != num_shards:
-    raise CorpusError(f"environment '{env_name}': {len(markers)} of {num_shards} shards are complete; "
-                      f"{remedy({'env': env_name, 'origin': origin})}")
+    raise CorpusError(
+      f"environment '{env_name}': {len(markers)} of {num_shards} shards are complete; "
+      f"{remedy({'env': env_name, 'origin': origin})}"
+    )
   episodes, ranges, counts = [], [], {}  # ranges: per-episode (obs min, obs max, act min, act max)
   for shard in range(num_shards):
     with open(marker_path(env_dir, shard)) as f:
@@ -199,30 +211,34 @@ def finalize(env_dir: str, env_name: str, robot: Robot, behaviour: str, split: s
       alo, ahi = np.minimum(alo, amin), np.maximum(ahi, amax)
   if not episodes:
     if origin == "collect":
-      raise CorpusError(f"environment '{env_name}': no episode survived the checks ({counts}); see "
-                        "EpisodeChecks in the data config (max_abs_qvel, fall_fraction, min_length) or the "
-                        "robot's stability")
+      raise CorpusError(
+        f"environment '{env_name}': no episode survived the checks ({counts}); see "
+        "EpisodeChecks in the data config (max_abs_qvel, fall_fraction, min_length) or the "
+        "robot's stability"
+      )
     raise CorpusError(f"environment '{env_name}': no usable episode ({counts})")
   if not np.isfinite(lo).all():
     more = "collect more episodes" if origin == "collect" else "use more episodes"
-    raise CorpusError(f"environment '{env_name}': no training episodes were kept (all dropped or "
-                      f"validation); {more} or lower val_fraction")
+    raise CorpusError(
+      f"environment '{env_name}': no training episodes were kept (all dropped or "
+      f"validation); {more} or lower val_fraction"
+    )
   meta = {
-      "format": FORMAT_VERSION,
-      "env": env_name,
-      "behaviour": behaviour,
-      "split": split,
-      "robot": robot.describe(),
-      "fingerprint": robot.fingerprint(),
-      "obs_struct": robot.obs_struct().tolist(),
-      "act_struct": robot.act_struct().tolist(),
-      "obs_kind": robot.obs_kinds().tolist(),
-      "act_kind": robot.act_kinds().tolist(),
-      "stats": {"obs_min": lo.tolist(), "obs_max": hi.tolist(), "act_min": alo.tolist(), "act_max": ahi.tolist()},
-      "num_shards": num_shards,
-      "origin": origin,
-      "episodes": episodes,
-      "counts": counts,
+    "format": FORMAT_VERSION,
+    "env": env_name,
+    "behaviour": behaviour,
+    "split": split,
+    "robot": robot.describe(),
+    "fingerprint": robot.fingerprint(),
+    "obs_struct": robot.obs_struct().tolist(),
+    "act_struct": robot.act_struct().tolist(),
+    "obs_kind": robot.obs_kinds().tolist(),
+    "act_kind": robot.act_kinds().tolist(),
+    "stats": {"obs_min": lo.tolist(), "obs_max": hi.tolist(), "act_min": alo.tolist(), "act_max": ahi.tolist()},
+    "num_shards": num_shards,
+    "origin": origin,
+    "episodes": episodes,
+    "counts": counts,
   }
   with open(os.path.join(env_dir, METADATA + ".tmp"), "w") as f:
     json.dump(meta, f)
@@ -234,26 +250,33 @@ def remedy(meta: dict) -> str:
   """What rebuilds an environment, by how it was made."""
   name = meta.get("env", "?")
   if meta.get("origin") == "import":
-    return (f"re-import it: `python -m westworld_jax.data.importers --name {name} --overwrite ...` "
-            "(same --robot/--data/--out)")
+    return (
+      f"re-import it: `python -m westworld_jax.data.importers --name {name} --overwrite ...` "
+      "(same --robot/--data/--out)"
+    )
   if meta.get("origin") == "collect":
-    return ("rerun `python -m westworld_jax.data.collect --config <the data config>` with this corpus_dir "
-            "(it redoes shards that do not verify)")
+    return (
+      "rerun `python -m westworld_jax.data.collect --config <the data config>` with this corpus_dir "
+      "(it redoes shards that do not verify)"
+    )
   return "regenerate this environment with the command that wrote it"
 
 
 def load_metadata(env_dir: str) -> dict:
   path = os.path.join(env_dir, METADATA)
   if not os.path.exists(path):
-    raise CorpusError(f"{env_dir} has no {METADATA}: the environment was not (fully) collected; run "
-                      "`python -m westworld_jax.data.collect --config experiments/data.py` (it resumes), or import it "
-                      "with `python -m westworld_jax.data.importers`")
+    raise CorpusError(
+      f"{env_dir} has no {METADATA}: the environment was not (fully) collected; run "
+      "`python -m westworld_jax.data.collect --config experiments/data.py` (it resumes), or import it "
+      "with `python -m westworld_jax.data.importers`"
+    )
   try:
     with open(path) as f:
       meta = json.load(f)
   except (OSError, ValueError) as e:
-    raise CorpusError(f"{path} is unreadable ({e}): regenerate the environment (rerun the collector, or "
-                      "re-import with --overwrite)") from e
+    raise CorpusError(
+      f"{path} is unreadable ({e}): regenerate the environment (rerun the collector, or re-import with --overwrite)"
+    ) from e
   if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
     got = meta.get("format") if isinstance(meta, dict) else None
     raise CorpusError(f"{path} has format {got}, expected {FORMAT_VERSION}: recollect it")
@@ -284,8 +307,10 @@ def verify_env(env_dir: str, meta: dict | None = None) -> dict:
     fail(f"{METADATA} lists episodes of shard {outside[0]} but num_shards is {num_shards}")
   stray = sorted(s for s in shard_files(env_dir) if not 0 <= s < num_shards)
   if stray:
-    fail(f"{shard_path(env_dir, stray[0])} is not part of {METADATA} ({num_shards} shards): the directory "
-         "mixes two corpora")
+    fail(
+      f"{shard_path(env_dir, stray[0])} is not part of {METADATA} ({num_shards} shards): the directory "
+      "mixes two corpora"
+    )
   for s in range(num_shards):
     path = shard_path(env_dir, s)
     eps = sorted(listed.get(s, []))
@@ -296,8 +321,10 @@ def verify_env(env_dir: str, meta: dict | None = None) -> dict:
       state = "unreadable (truncated or corrupted)" if os.path.isfile(path) else "missing"
       fail(f"shard file {path} is {state}")
     if n != len(eps):
-      fail(f"shard file {path} holds {n} records but {METADATA} lists {len(eps)} episodes for it "
-           "(truncated shard or stale metadata)")
+      fail(
+        f"shard file {path} holds {n} records but {METADATA} lists {len(eps)} episodes for it "
+        "(truncated shard or stale metadata)"
+      )
     marker = read_marker(env_dir, s)
     if marker and isinstance(marker.get("lengths"), list) and marker["lengths"] != [l for _, l in eps]:
       fail(f"episode lengths in {METADATA} for {path} differ from those written with the shard")

@@ -6,6 +6,7 @@ a fraction of its starting height, or, with `max_tilt_deg` set, a free-floating 
 start "up" direction turns that far from the world's up) and are rejected when the physics goes unstable (non-finite
 state, exploding velocities, or a MuJoCo auto-reset, which shows as time jumping backwards).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,6 +25,7 @@ _CTRL = mujoco.mjtState.mjSTATE_CTRL
 @dataclasses.dataclass(frozen=True)
 class StateLayout:
   """Offsets of time/qpos/qvel inside a full-physics state vector."""
+
   nstate: int
   qpos: slice
   qvel: slice
@@ -52,8 +54,11 @@ class Simulator:
     self._hinge_mask = self._joint_qpos_mask()
     # qpos address of the root body's free joint (its orientation quaternion follows the position).
     root = robot.root_body_id
-    free = [j for j in range(self.model.njnt) if int(self.model.jnt_bodyid[j]) == root
-            and int(self.model.jnt_type[j]) == mujoco.mjtJoint.mjJNT_FREE]
+    free = [
+      j
+      for j in range(self.model.njnt)
+      if int(self.model.jnt_bodyid[j]) == root and int(self.model.jnt_type[j]) == mujoco.mjtJoint.mjJNT_FREE
+    ]
     self.free_root_qposadr = int(self.model.jnt_qposadr[free[0]]) if free else None
 
   def close(self):
@@ -66,8 +71,9 @@ class Simulator:
     self.close()
 
   # --- states -------------------------------------------------------------------------------
-  def initial_states(self, rng: np.random.Generator, n: int, noise: float = 0.02,
-                     qpos: np.ndarray | None = None) -> np.ndarray:
+  def initial_states(
+    self, rng: np.random.Generator, n: int, noise: float = 0.02, qpos: np.ndarray | None = None
+  ) -> np.ndarray:
     """[n, nstate] start states: the standing keyframe (robot_lib.start_keyframe; else qpos0), or
     `qpos` [nq] if given, at rest, with small joint position and velocity noise."""
     m = self.model
@@ -94,8 +100,7 @@ class Simulator:
     return mask
 
   # --- stepping -----------------------------------------------------------------------------
-  def run(self, states: np.ndarray, ctrl_ntu: np.ndarray, substeps: bool = False
-          ) -> tuple[np.ndarray, np.ndarray]:
+  def run(self, states: np.ndarray, ctrl_ntu: np.ndarray, substeps: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Holds each control for frame_skip physics steps.
 
     Args:
@@ -107,11 +112,16 @@ class Simulator:
     fs = self.robot.frame_skip
     n, T, _ = ctrl_ntu.shape
     ctrl = np.repeat(ctrl_ntu, fs, axis=1) if fs > 1 else ctrl_ntu
-    state, sens = self._pool.rollout([self.model] * n if n > 1 else self.model, self._datas, states,
-                                     np.ascontiguousarray(ctrl, np.float64), control_spec=_CTRL,
-                                     skip_checks=False)
+    state, sens = self._pool.rollout(
+      [self.model] * n if n > 1 else self.model,
+      self._datas,
+      states,
+      np.ascontiguousarray(ctrl, np.float64),
+      control_spec=_CTRL,
+      skip_checks=False,
+    )
     if not substeps and fs > 1:
-      state, sens = state[:, fs - 1::fs], sens[:, fs - 1::fs]
+      state, sens = state[:, fs - 1 :: fs], sens[:, fs - 1 :: fs]
     return state, sens
 
   def sensors_at(self, states: np.ndarray) -> np.ndarray:
@@ -167,8 +177,14 @@ def tilt_deg(start_quat: np.ndarray, quats_t4: np.ndarray) -> np.ndarray:
   return np.degrees(np.arccos(cos))
 
 
-def episode_end(sim: Simulator, start: np.ndarray, states_ts: np.ndarray, sens_ts: np.ndarray,
-                checks: EpisodeChecks, terminate_on_fall: bool) -> tuple[int, str]:
+def episode_end(
+  sim: Simulator,
+  start: np.ndarray,
+  states_ts: np.ndarray,
+  sens_ts: np.ndarray,
+  checks: EpisodeChecks,
+  terminate_on_fall: bool,
+) -> tuple[int, str]:
   """How many steps of one episode to keep, and why it ended ('ok', 'fell', 'unstable').
 
   Args:
@@ -187,8 +203,8 @@ def episode_end(sim: Simulator, start: np.ndarray, states_ts: np.ndarray, sens_t
     fallen = h < checks.fall_fraction * h0
     qa = sim.free_root_qposadr
     if qa is not None and checks.max_tilt_deg > 0:
-      q0 = start[sim.layout.qpos][qa + 3:qa + 7]
-      fallen |= tilt_deg(q0, states_ts[:, sim.layout.qpos][:, qa + 3:qa + 7]) > checks.max_tilt_deg
+      q0 = start[sim.layout.qpos][qa + 3 : qa + 7]
+      fallen |= tilt_deg(q0, states_ts[:, sim.layout.qpos][:, qa + 3 : qa + 7]) > checks.max_tilt_deg
     if fallen.any():
       return int(np.argmax(fallen)), "fell"
   return len(states_ts), "ok"

@@ -14,6 +14,7 @@ training run experienced up to the medium snapshot (D4RL's medium-replay), as ro
 actions (a uniform sample of at most --replay_episodes of them and --replay_steps steps). Returns are of the deterministic policy (its mean action) over --eval_episodes episodes.
 --results merges one row per (robot, level) into a JSON table (benchmarks/results/behaviour_policies.json).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,6 +54,7 @@ def policy_dir(robot: str, level: str, root: str | None = None) -> str:
 def save_policy(path: str, policy: ppo.Policy, meta: dict) -> None:
   """Atomic: written into a temporary directory next to `path`, then swapped in."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".staging-", dir=parent)
@@ -61,9 +63,18 @@ def save_policy(path: str, policy: ppo.Policy, meta: dict) -> None:
       ck.save(os.path.join(tmp, "params"), jax.device_get(policy.params))
     net = policy.net
     with open(os.path.join(tmp, META), "w") as f:
-      json.dump({**meta, "num_act": net.num_act, "hidden": list(net.hidden), "init_log_std": net.init_log_std,
-                 "obs_clip": policy.obs_clip,
-                 "obs_stats": {k: np.asarray(v).tolist() for k, v in policy.obs_stats.items()}}, f, indent=1)
+      json.dump(
+        {
+          **meta,
+          "num_act": net.num_act,
+          "hidden": list(net.hidden),
+          "init_log_std": net.init_log_std,
+          "obs_clip": policy.obs_clip,
+          "obs_stats": {k: np.asarray(v).tolist() for k, v in policy.obs_stats.items()},
+        },
+        f,
+        indent=1,
+      )
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a policy is package data
     if os.path.exists(path):
       shutil.rmtree(path)
@@ -75,10 +86,13 @@ def save_policy(path: str, policy: ppo.Policy, meta: dict) -> None:
 def load_policy(robot: str, level: str, root: str | None = None) -> tuple[ppo.Policy, dict]:
   """(policy, its policy.json) for a robot and level."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
   path = policy_dir(robot, level, root)
   if not os.path.exists(os.path.join(path, META)):
-    raise PolicyNotFoundError(f"no {level} policy for {robot} in {os.path.dirname(path)}: train one with "
-                              f"`python -m westworld_jax.data.train_policy --robot {robot}`")
+    raise PolicyNotFoundError(
+      f"no {level} policy for {robot} in {os.path.dirname(path)}: train one with "
+      f"`python -m westworld_jax.data.train_policy --robot {robot}`"
+    )
   with open(os.path.join(path, META)) as f:
     meta = json.load(f)
   net = ppo.ActorCritic(meta["num_act"], tuple(meta["hidden"]), meta["init_log_std"])
@@ -126,16 +140,28 @@ class _Recorder:
     eps = subsample_episodes(self.eps[:upto_episode], keep, max_steps, seed)
     if not eps:
       return 0
-    np.savez_compressed(path + ".tmp.npz", observations=np.concatenate([e[0] for e in eps]),
-                        actions=np.concatenate([e[1] for e in eps]),
-                        episode_ends=np.cumsum([len(e[0]) for e in eps]))
+    np.savez_compressed(
+      path + ".tmp.npz",
+      observations=np.concatenate([e[0] for e in eps]),
+      actions=np.concatenate([e[1] for e in eps]),
+      episode_ends=np.cumsum([len(e[0]) for e in eps]),
+    )
     os.replace(path + ".tmp.npz", path)
     return len(eps)
 
 
-def train_levels(robot: str, cfg: ppo.PPOConfig, seed: int = 0, out: str | None = None, snapshots: int = 20,
-                 eval_episodes: int = 10, progress: bool = True, replay_episodes: int = REPLAY_EPISODES,
-                 replay_steps: int = REPLAY_STEPS, generic: rl_env.GenericReward = rl_env.GenericReward()) -> list[dict]:
+def train_levels(
+  robot: str,
+  cfg: ppo.PPOConfig,
+  seed: int = 0,
+  out: str | None = None,
+  snapshots: int = 20,
+  eval_episodes: int = 10,
+  progress: bool = True,
+  replay_episodes: int = REPLAY_EPISODES,
+  replay_steps: int = REPLAY_STEPS,
+  generic: rl_env.GenericReward = rl_env.GenericReward(),
+) -> list[dict]:
   """Trains, evaluates `snapshots` snapshots, saves random / medium / expert and replay.npz; rows.
   `generic`: the reward of robots without a gymnasium definition."""
   out = policy_root(out)
@@ -151,8 +177,15 @@ def train_levels(robot: str, cfg: ppo.PPOConfig, seed: int = 0, out: str | None 
     if row is not None and (step // per_update) % every and step // per_update != updates:
       return
     res = ppo.evaluate(policy, eval_env, eval_episodes, seed=seed)
-    snaps.append({"step": step, "policy": policy, "episodes_seen": len(recorder.eps),
-                  "minutes": (time.perf_counter() - t0) / 60, **res})
+    snaps.append(
+      {
+        "step": step,
+        "policy": policy,
+        "episodes_seen": len(recorder.eps),
+        "minutes": (time.perf_counter() - t0) / 60,
+        **res,
+      }
+    )
 
   env.hooks.append(recorder)  # every transition, for the replay level
   init_policy = ppo.init_policy(env.num_obs, env.num_act, cfg, seed)
@@ -164,18 +197,37 @@ def train_levels(robot: str, cfg: ppo.PPOConfig, seed: int = 0, out: str | None 
   medium = min((s for s in snaps[1:] if s["step"] <= expert["step"]), key=lambda s: abs(s["return_mean"] - target))
   rows = []
   for level, s in (("random", snaps[0]), ("medium", medium), ("expert", expert)):
-    meta = {"robot": robot, "level": level, "num_obs": env.num_obs, "train_step": s["step"], "seed": seed,
-            "return_mean": s["return_mean"], "return_std": s["return_std"], "episodes": s["episodes"],
-            "length_mean": s["length_mean"], "ppo": dataclasses.asdict(cfg),
-            "reward": "gymnasium v5" if env.spec else {"generic": dataclasses.asdict(generic)}}
+    meta = {
+      "robot": robot,
+      "level": level,
+      "num_obs": env.num_obs,
+      "train_step": s["step"],
+      "seed": seed,
+      "return_mean": s["return_mean"],
+      "return_std": s["return_std"],
+      "episodes": s["episodes"],
+      "length_mean": s["length_mean"],
+      "ppo": dataclasses.asdict(cfg),
+      "reward": "gymnasium v5" if env.spec else {"generic": dataclasses.asdict(generic)},
+    }
     save_policy(policy_dir(robot, level, out), s["policy"], meta)
-    rows.append({k: meta[k] for k in ("robot", "level", "return_mean", "return_std", "episodes", "length_mean")}
-                | {"train_step": s["step"], "train_minutes": round(s["minutes"] if level != "random" else 0.0, 2)})
-  n_replay = recorder.save(os.path.join(out, robot, "replay.npz"), medium["episodes_seen"], replay_episodes, seed,
-                           replay_steps)
-  rows.append({"robot": robot, "level": "replay", "episodes": n_replay, "buffer_episodes": medium["episodes_seen"],
-               "train_step": medium["step"],
-               "train_minutes": round(minutes, 2)})
+    rows.append(
+      {k: meta[k] for k in ("robot", "level", "return_mean", "return_std", "episodes", "length_mean")}
+      | {"train_step": s["step"], "train_minutes": round(s["minutes"] if level != "random" else 0.0, 2)}
+    )
+  n_replay = recorder.save(
+    os.path.join(out, robot, "replay.npz"), medium["episodes_seen"], replay_episodes, seed, replay_steps
+  )
+  rows.append(
+    {
+      "robot": robot,
+      "level": "replay",
+      "episodes": n_replay,
+      "buffer_episodes": medium["episodes_seen"],
+      "train_step": medium["step"],
+      "train_minutes": round(minutes, 2),
+    }
+  )
   env.close()
   eval_env.close()
   return rows
@@ -199,11 +251,20 @@ def merge_results(path: str, rows: list[dict]) -> None:
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
+
   F = flags.FLAGS
   cfg = ppo.PPOConfig(total_steps=F.steps, num_envs=F.num_envs)
   generic = rl_env.GenericReward(forward_weight=F.forward_weight, healthy_reward=F.healthy_reward)
-  rows = train_levels(F.robot, cfg, F.seed, F.out, eval_episodes=F.eval_episodes, replay_episodes=F.replay_episodes,
-                      replay_steps=F.replay_steps, generic=generic)
+  rows = train_levels(
+    F.robot,
+    cfg,
+    F.seed,
+    F.out,
+    eval_episodes=F.eval_episodes,
+    replay_episodes=F.replay_episodes,
+    replay_steps=F.replay_steps,
+    generic=generic,
+  )
   if F.results:
     merge_results(F.results, rows)
   for r in rows:
@@ -212,18 +273,28 @@ def main(argv):
 
 if __name__ == "__main__":
   from absl import flags
+
   flags.DEFINE_string("robot", None, "Catalogue robot to train a policy for.", required=True)
   flags.DEFINE_integer("steps", 1_000_000, "Environment steps of PPO.")
   flags.DEFINE_integer("num_envs", 16, "Environments stepped together.")
   flags.DEFINE_integer("seed", 0, "Seed (environments, initialisation, sampling).")
   flags.DEFINE_integer("eval_episodes", 10, "Evaluation episodes per snapshot.")
-  flags.DEFINE_integer("replay_episodes", REPLAY_EPISODES, "Episodes of the training run kept as the replay level "
-                       "(0: all up to the medium snapshot).")
+  flags.DEFINE_integer(
+    "replay_episodes",
+    REPLAY_EPISODES,
+    "Episodes of the training run kept as the replay level (0: all up to the medium snapshot).",
+  )
   flags.DEFINE_integer("replay_steps", REPLAY_STEPS, "At most this many steps in the replay level (0: no bound).")
-  flags.DEFINE_float("forward_weight", rl_env.GenericReward.forward_weight,
-                     "Generic reward (robots without a gymnasium reward): weight of the forward velocity.")
-  flags.DEFINE_float("healthy_reward", rl_env.GenericReward.healthy_reward,
-                     "Generic reward: bonus per step while the root stays up.")
+  flags.DEFINE_float(
+    "forward_weight",
+    rl_env.GenericReward.forward_weight,
+    "Generic reward (robots without a gymnasium reward): weight of the forward velocity.",
+  )
+  flags.DEFINE_float(
+    "healthy_reward", rl_env.GenericReward.healthy_reward, "Generic reward: bonus per step while the root stays up."
+  )
   flags.DEFINE_string("out", None, "Policy directory (default: westworld_jax/robots/policies).")
-  flags.DEFINE_string("results", "", "JSON table to merge the rows into, e.g. benchmarks/results/behaviour_policies.json.")
+  flags.DEFINE_string(
+    "results", "", "JSON table to merge the rows into, e.g. benchmarks/results/behaviour_policies.json."
+  )
   cli.run(main)

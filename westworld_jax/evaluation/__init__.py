@@ -18,10 +18,35 @@ Protocol, per evaluated environment:
 Modules: metrics (the pooled errors), checkpoints (loading, the hold-last reference, the leak
 check), evaluator (one checkpoint on environments), report (tables, plots, JSON).
 """
-from westworld_jax.evaluation.checkpoints import (Checkpoint, HeldOutLeakError, check_unseen, hold_last_reference,
-                                                  load_checkpoint, parse_checkpoints)
-from westworld_jax.evaluation.evaluator import (EnvResult, Evaluator, channel_buckets, ensure_environments,
-                                                env_summaries, evaluate_checkpoint)
+
+from westworld_jax.evaluation.checkpoints import (
+  Checkpoint,
+  HeldOutLeakError,
+  check_unseen,
+  hold_last_reference,
+  load_checkpoint,
+  parse_checkpoints,
+)
+from westworld_jax.evaluation.evaluator import (
+  EnvResult,
+  Evaluator,
+  channel_buckets,
+  ensure_environments,
+  env_summaries,
+  evaluate_checkpoint,
+)
 from westworld_jax.evaluation.metrics import X100, Pooled, pooled_errors
-from westworld_jax.evaluation.report import (PROTOCOL, first_step_mae_x100, fmt, markdown_table, mean_std, plot_error_vs_horizon,
-                                             plot_examples, report, run_record, safe_name, save_figure, write_json)
+from westworld_jax.evaluation.report import (
+  PROTOCOL,
+  first_step_mae_x100,
+  fmt,
+  markdown_table,
+  mean_std,
+  plot_error_vs_horizon,
+  plot_examples,
+  report,
+  run_record,
+  safe_name,
+  save_figure,
+  write_json,
+)

@@ -1,5 +1,6 @@
 """Checkpoints under evaluation: loading a training workdir, the hold-last reference, and the
 zero-shot leak check (a checkpoint must not have trained on the evaluated robot)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,7 +43,6 @@ def parse_checkpoints(spec: str) -> list[tuple[str | None, str]]:
   return out
 
 
-
 def load_checkpoint(workdir: str, label: str | None = None) -> Checkpoint:
   """The newest restorable checkpoint of a training workdir, labelled (default: the model's name)."""
   workdir = os.path.abspath(workdir)
@@ -56,11 +56,13 @@ def hold_last_reference(ckpt: Checkpoint) -> Checkpoint:
   below it mean a model learned dynamics, not just the current state."""
   import jax.numpy as jnp
   from westworld_jax.model import registry
+
   h = ckpt.model.history
 
   def predict(params, batch):
     obs = batch["obs"].astype(jnp.float32)
-    return registry.copy_history(jnp.broadcast_to(obs[:, h - 1:h], obs.shape), batch, h)
+    return registry.copy_history(jnp.broadcast_to(obs[:, h - 1 : h], obs.shape), batch, h)
+
   model = registry.WorldModel("hold_last", ckpt.model.config, None, None, predict, None, ckpt.model.capacity)
   return Checkpoint("hold last obs (reference)", "-", model, {}, {}, ckpt.run_config, 0)
 
@@ -82,10 +84,14 @@ def check_unseen(ckpt: Checkpoint, env_dir: str) -> None:
   env, robot = os.path.basename(os.path.normpath(env_dir)), meta["robot"]["name"]
   hits = [e for e, s in ckpt.data_stats.items() if e == env or s.get("robot") == robot]
   corpus = ckpt.run_config.get("data", {}).get("corpus_dir", "")
-  hits += [e for e, fp in _fingerprints(corpus, ckpt.data_stats).items()
-           if fp and fp == meta.get("fingerprint") and e not in hits]
+  hits += [
+    e
+    for e, fp in _fingerprints(corpus, ckpt.data_stats).items()
+    if fp and fp == meta.get("fingerprint") and e not in hits
+  ]
   if hits:
-    raise HeldOutLeakError(f"zero-shot evaluation of {env} (robot {robot}) with {ckpt.workdir}, which trained on "
-                           f"{hits}: not zero-shot. Evaluate a checkpoint pretrained without this robot, or set "
-                           "--config.require_unseen=False (e.g. after fine-tuning on it)")
-
+    raise HeldOutLeakError(
+      f"zero-shot evaluation of {env} (robot {robot}) with {ckpt.workdir}, which trained on "
+      f"{hits}: not zero-shot. Evaluate a checkpoint pretrained without this robot, or set "
+      "--config.require_unseen=False (e.g. after fine-tuning on it)"
+    )

@@ -1,4 +1,5 @@
 """The Evaluator: one checkpoint's jitted predict + error sums over an environment's held-out windows."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,16 @@ class EnvResult:
 class Evaluator:
   """One checkpoint's jitted (predict + error sums): the whole horizon from ONE predict call."""
 
-  def __init__(self, model, params, batch_size: int, history: int, horizon: int,
-               obs_buckets: Sequence[int] = (), act_buckets: Sequence[int] = ()):
+  def __init__(
+    self,
+    model,
+    params,
+    batch_size: int,
+    history: int,
+    horizon: int,
+    obs_buckets: Sequence[int] = (),
+    act_buckets: Sequence[int] = (),
+  ):
     if history != model.history:
       raise ValueError(f"history {history} differs from the model's {model.history}")
     max_window_len = history + horizon if model.capacity.max_window_len is None else model.capacity.max_window_len
@@ -57,42 +66,70 @@ class Evaluator:
     def eval_step(params, batch):
       pred = model.predict(params, batch)
       return pred, step_lib.horizon_errors(pred, batch, model.history)
+
     self._step = jax.jit(eval_step)
 
   @classmethod
   def for_checkpoint(cls, ckpt: Checkpoint, batch_size: int, horizon: int = 0) -> "Evaluator":
     d = ckpt.run_config["data"]
-    return cls(ckpt.model, ckpt.params, batch_size, int(d["history"]), int(horizon or d["horizon"]),
-               d.get("obs_buckets", ()), d.get("act_buckets", ()))
+    return cls(
+      ckpt.model,
+      ckpt.params,
+      batch_size,
+      int(d["history"]),
+      int(horizon or d["horizon"]),
+      d.get("obs_buckets", ()),
+      d.get("act_buckets", ()),
+    )
 
   def _pipeline(self, corpus_dir: str, env: str, split: str) -> pipeline.PipelineConfig:
-    return pipeline.PipelineConfig(corpus_dir, (env,), batch_size=self.batch_size, history=self.history,
-                                   horizon=self.horizon, split=split, obs_buckets=self.obs_buckets,
-                                   act_buckets=self.act_buckets, shuffle=False, repeat=False, num_threads=0)
+    return pipeline.PipelineConfig(
+      corpus_dir,
+      (env,),
+      batch_size=self.batch_size,
+      history=self.history,
+      horizon=self.horizon,
+      split=split,
+      obs_buckets=self.obs_buckets,
+      act_buckets=self.act_buckets,
+      shuffle=False,
+      repeat=False,
+      num_threads=0,
+    )
 
-  def evaluate_env(self, corpus_dir: str, env: str, max_windows: int = 0, keep_examples: int = 3,
-                   allow_train_fallback: bool = False) -> EnvResult:
+  def evaluate_env(
+    self, corpus_dir: str, env: str, max_windows: int = 0, keep_examples: int = 3, allow_train_fallback: bool = False
+  ) -> EnvResult:
     env_dir = os.path.join(corpus_dir, env)
     meta = shards.load_metadata(env_dir)
     n_obs, n_act = len(meta["robot"]["obs_channels"]), len(meta["robot"]["act_channels"])
     if (self.max_obs and n_obs > self.max_obs) or (self.max_act and n_act > self.max_act):
-      raise ValueError(f"{env} has {n_obs} obs / {n_act} action channels but the model holds at most "
-                       f"{self.max_obs} / {self.max_act}: pretrain with larger model.max_obs_channels / "
-                       "max_act_channels to evaluate this robot")
+      raise ValueError(
+        f"{env} has {n_obs} obs / {n_act} action channels but the model holds at most "
+        f"{self.max_obs} / {self.max_act}: pretrain with larger model.max_obs_channels / "
+        "max_act_channels to evaluate this robot"
+      )
     struct = np.reshape(meta["obs_struct"] + meta["act_struct"], (-1, 4))
-    for what, col, bound in (("object ids", struct[:, 0], "max_objects"), ("body ranks", struct[:, 1:], "max_bodies"),
-                             ("channel kinds", np.array(meta["obs_kind"] + meta["act_kind"]), "num_kinds")):
+    for what, col, bound in (
+      ("object ids", struct[:, 0], "max_objects"),
+      ("body ranks", struct[:, 1:], "max_bodies"),
+      ("channel kinds", np.array(meta["obs_kind"] + meta["act_kind"]), "num_kinds"),
+    ):
       cap = self.model.capacity.limit(bound)
       if cap is not None and len(col) and col.max() >= cap:  # an embedding lookup out of range gives NaN
-        raise ValueError(f"{env} has {what} up to {int(col.max())} but the model's {bound}={cap}: this robot "
-                         f"needs a model built with a larger {bound}")
+        raise ValueError(
+          f"{env} has {what} up to {int(col.max())} but the model's {bound}={cap}: this robot "
+          f"needs a model built with a larger {bound}"
+        )
     split = "val"
     if not len(pipeline.load_env(self._pipeline(corpus_dir, env, "val"), 0, env).windows):
       if not allow_train_fallback:
-        raise shards.CorpusError(f"{env} has no held-out (val) episodes longer than {self.history} steps: "
-                                 "collect more episodes for it")
-      logging.warning("%s has no val episodes: evaluating its training-split episodes (the model never "
-                      "trained on this robot)", env)
+        raise shards.CorpusError(
+          f"{env} has no held-out (val) episodes longer than {self.history} steps: collect more episodes for it"
+        )
+      logging.warning(
+        "%s has no val episodes: evaluating its training-split episodes (the model never trained on this robot)", env
+      )
       split = "train"
     cfg = self._pipeline(corpus_dir, env, split)
     env_data = pipeline.load_env(cfg, 0, env)
@@ -113,14 +150,28 @@ class Evaluator:
       if max_windows and done >= max_windows:
         break
     episodes = len({(int(w[0]), int(w[1])) for w in env_data.windows[:done]})  # unshuffled: in order
-    return EnvResult(env, meta["robot"]["name"], pooled,
-                     "val" if split == "val" else "train (no val episodes; robot unseen by the model)",
-                     episodes, examples, [c["name"] for c in meta["robot"]["obs_channels"]])
+    return EnvResult(
+      env,
+      meta["robot"]["name"],
+      pooled,
+      "val" if split == "val" else "train (no val episodes; robot unseen by the model)",
+      episodes,
+      examples,
+      [c["name"] for c in meta["robot"]["obs_channels"]],
+    )
 
 
-def evaluate_checkpoint(ckpt: Checkpoint, corpus_dir: str, environments: Sequence[str], *,
-                        require_unseen: bool, batch_size: int = 8, horizon: int = 0, max_windows: int = 0,
-                        keep_examples: int = 3) -> dict[str, EnvResult]:
+def evaluate_checkpoint(
+  ckpt: Checkpoint,
+  corpus_dir: str,
+  environments: Sequence[str],
+  *,
+  require_unseen: bool,
+  batch_size: int = 8,
+  horizon: int = 0,
+  max_windows: int = 0,
+  keep_examples: int = 3,
+) -> dict[str, EnvResult]:
   ev = Evaluator.for_checkpoint(ckpt, batch_size, horizon)
   out = {}
   for env in environments:
@@ -128,32 +179,49 @@ def evaluate_checkpoint(ckpt: Checkpoint, corpus_dir: str, environments: Sequenc
       check_unseen(ckpt, os.path.join(corpus_dir, env))
     t0 = time.perf_counter()
     out[env] = ev.evaluate_env(corpus_dir, env, max_windows, keep_examples, allow_train_fallback=require_unseen)
-    logging.info("%s on %s: MAE %.4f (%d windows, %.1fs)", ckpt.label, env, out[env].pooled.summary()["mae"],
-                 out[env].pooled.windows, time.perf_counter() - t0)
+    logging.info(
+      "%s on %s: MAE %.4f (%d windows, %.1fs)",
+      ckpt.label,
+      env,
+      out[env].pooled.summary()["mae"],
+      out[env].pooled.windows,
+      time.perf_counter() - t0,
+    )
   return out
 
 
 def env_summaries(results: dict[str, EnvResult]) -> dict:
   """{"envs": {env: summary}, "robots": {robot: pooled summary}, "all": pooled summary}."""
-  envs = {e: {**r.pooled.summary(), "robot": r.robot, "split": r.split, "episodes": r.episodes}
-          for e, r in results.items()}
+  envs = {
+    e: {**r.pooled.summary(), "robot": r.robot, "split": r.split, "episodes": r.episodes} for e, r in results.items()
+  }
   by_robot: dict[str, Pooled] = {}
   for r in results.values():
     by_robot[r.robot] = by_robot[r.robot].merge(r.pooled) if r.robot in by_robot else r.pooled
   total = None
   for r in results.values():
     total = r.pooled if total is None else total.merge(r.pooled)
-  return {"envs": envs, "robots": {k: v.summary() for k, v in by_robot.items()},
-          "all": total.summary() if total is not None else None}
+  return {
+    "envs": envs,
+    "robots": {k: v.summary() for k, v in by_robot.items()},
+    "all": total.summary() if total is not None else None,
+  }
 
 
 def ensure_environments(corpus_dir: str, environments: Sequence[str], collect_cfg) -> None:
   """Generates missing environments with the data collector (as training.corpus.ensure_corpus does)."""
   import ml_collections
+
   if collect_cfg is not None:
     collect_cfg = collect_cfg.copy_and_resolve_references()
     collect_cfg.environments, collect_cfg.max_environments = tuple(environments), 0
-  corpus_lib.ensure_corpus(ml_collections.ConfigDict({
-      "corpus_dir": corpus_dir, "environments": tuple(environments), "collect": collect_cfg,
-      "shared_filesystem": False}))
-
+  corpus_lib.ensure_corpus(
+    ml_collections.ConfigDict(
+      {
+        "corpus_dir": corpus_dir,
+        "environments": tuple(environments),
+        "collect": collect_cfg,
+        "shared_filesystem": False,
+      }
+    )
+  )

@@ -1,22 +1,51 @@
 """The WestWorld model: tokenizer, embeddings, Sys-MoE, the network, its loss and configs; the
 batch contract (batch.py), the WorldModel interface (world_model.py), the baselines
 (baselines/) and the registry that builds any of them by name (registry.py)."""
+
 from westworld_jax.model.batch import check_batch, zeros_batch
 from westworld_jax.model.configs import SIZES, ModelConfig, get_model_config
 from westworld_jax.model.loss import next_step_loss, prediction_metrics, target_mask
-from westworld_jax.model.moe import (Router, RouterOutput, SysMoE, expert_param_specs,
-                                     load_balancing_loss, router_z_loss)
-from westworld_jax.model.tokenizer import (bin_centers, expectation, expectation_from_probs,
-                                           hl_gauss_histogram, target_bins)
-from westworld_jax.model.westworld import (WestWorld, build_westworld, dummy_batch, init_params,
-                                           param_count, westworld_model)
+from westworld_jax.model.moe import Router, RouterOutput, SysMoE, expert_param_specs, load_balancing_loss, router_z_loss
+from westworld_jax.model.tokenizer import (
+  bin_centers,
+  expectation,
+  expectation_from_probs,
+  hl_gauss_histogram,
+  target_bins,
+)
+from westworld_jax.model.westworld import (
+  WestWorld,
+  build_westworld,
+  dummy_batch,
+  init_params,
+  param_count,
+  westworld_model,
+)
 
 __all__ = [
-    "SIZES", "ModelConfig", "get_model_config",
-    "next_step_loss", "prediction_metrics", "target_mask",
-    "Router", "RouterOutput", "SysMoE", "expert_param_specs", "load_balancing_loss",
-    "router_z_loss",
-    "bin_centers", "expectation", "expectation_from_probs", "hl_gauss_histogram", "target_bins",
-    "WestWorld", "build_westworld", "dummy_batch", "init_params", "param_count", "westworld_model",
-    "check_batch", "zeros_batch",
+  "SIZES",
+  "ModelConfig",
+  "get_model_config",
+  "next_step_loss",
+  "prediction_metrics",
+  "target_mask",
+  "Router",
+  "RouterOutput",
+  "SysMoE",
+  "expert_param_specs",
+  "load_balancing_loss",
+  "router_z_loss",
+  "bin_centers",
+  "expectation",
+  "expectation_from_probs",
+  "hl_gauss_histogram",
+  "target_bins",
+  "WestWorld",
+  "build_westworld",
+  "dummy_batch",
+  "init_params",
+  "param_count",
+  "westworld_model",
+  "check_batch",
+  "zeros_batch",
 ]

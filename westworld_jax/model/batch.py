@@ -1,5 +1,6 @@
 """The batch contract (BATCH_SPEC.md) in code: key shapes and dtypes, the all-real zero batch
 that initialises and compiles any model, and the check every model runs on its input."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -12,26 +13,33 @@ STRUCTURE_KEYS = ("obs_struct", "act_struct", "obs_kind", "act_kind")
 MASK_KEYS = ("obs_mask", "act_mask", "time_mask")
 
 
-def batch_spec(batch_size: int, num_steps: int, num_obs: int,
-               num_act: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def batch_spec(
+  batch_size: int, num_steps: int, num_obs: int, num_act: int
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
   """{key: (shape, dtype)} of a batch of B windows of T steps, Co obs and Ca action channels."""
   b, t, co, ca = batch_size, num_steps, num_obs, num_act
   f32, i32, bool_ = np.dtype(np.float32), np.dtype(np.int32), np.dtype(bool)
   return {
-      "obs": ((b, t, co), f32), "act": ((b, t, ca), f32),
-      "obs_mask": ((b, co), bool_), "act_mask": ((b, ca), bool_), "time_mask": ((b, t), bool_),
-      "obs_struct": ((b, co, STRUCT_DIMS), i32), "act_struct": ((b, ca, STRUCT_DIMS), i32),
-      "obs_kind": ((b, co), i32), "act_kind": ((b, ca), i32),
-      "env_id": ((b,), i32),
+    "obs": ((b, t, co), f32),
+    "act": ((b, t, ca), f32),
+    "obs_mask": ((b, co), bool_),
+    "act_mask": ((b, ca), bool_),
+    "time_mask": ((b, t), bool_),
+    "obs_struct": ((b, co, STRUCT_DIMS), i32),
+    "act_struct": ((b, ca, STRUCT_DIMS), i32),
+    "obs_kind": ((b, co), i32),
+    "act_kind": ((b, ca), i32),
+    "env_id": ((b,), i32),
   }
 
 
-def zeros_batch(batch_size: int, num_steps: int, num_obs: int,
-                num_act: int) -> dict[str, np.ndarray]:
+def zeros_batch(batch_size: int, num_steps: int, num_obs: int, num_act: int) -> dict[str, np.ndarray]:
   """An all-real batch of zeros (masks all True) with the right shapes and dtypes: for init,
   eval_shape and compilation of any registry model."""
-  return {k: (np.ones if k in MASK_KEYS else np.zeros)(shape, dtype)
-          for k, (shape, dtype) in batch_spec(batch_size, num_steps, num_obs, num_act).items()}
+  return {
+    k: (np.ones if k in MASK_KEYS else np.zeros)(shape, dtype)
+    for k, (shape, dtype) in batch_spec(batch_size, num_steps, num_obs, num_act).items()
+  }
 
 
 def check_batch(batch: Mapping[str, Any], config: Any, structure: bool = True) -> None:
@@ -49,14 +57,18 @@ def check_batch(batch: Mapping[str, Any], config: Any, structure: bool = True) -
   for k in required[1:]:
     shape = spec[k][0]
     if tuple(batch[k].shape) != shape:
-      raise ValueError(f"batch['{k}'] has shape {tuple(batch[k].shape)}, expected {shape} "
-                       f"from obs [B={b}, T={t}, Co={co}] and act [.., Ca={ca}].")
+      raise ValueError(
+        f"batch['{k}'] has shape {tuple(batch[k].shape)}, expected {shape} "
+        f"from obs [B={b}, T={t}, Co={co}] and act [.., Ca={ca}]."
+      )
   if co > config.max_obs_channels:
-    raise ValueError(f"batch has {co} observation channels; max_obs_channels is "
-                     f"{config.max_obs_channels}: raise it in the model config.")
+    raise ValueError(
+      f"batch has {co} observation channels; max_obs_channels is "
+      f"{config.max_obs_channels}: raise it in the model config."
+    )
   if ca > config.max_act_channels:
-    raise ValueError(f"batch has {ca} action channels; max_act_channels is "
-                     f"{config.max_act_channels}: raise it in the model config.")
+    raise ValueError(
+      f"batch has {ca} action channels; max_act_channels is {config.max_act_channels}: raise it in the model config."
+    )
   if t > config.max_window_len:
-    raise ValueError(f"window has {t} steps; max_window_len is {config.max_window_len}: raise it in "
-                     "the model config.")
+    raise ValueError(f"window has {t} steps; max_window_len is {config.max_window_len}: raise it in the model config.")

@@ -5,6 +5,7 @@ plus what every config dataclass of the project shares (`ConfigMixin`, `sized_co
 argument). Experiment configs (ml_collections) hold a `model` ConfigDict and build it with
 `ModelConfig.from_dict(cfg.model)`, or name a size: `get_model_config("base", history=50)`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +15,7 @@ from typing import Any, ClassVar, Mapping
 class ConfigMixin:
   """replace / to_dict / from_dict for frozen config dataclasses (WestWorld's, the baselines',
   MPPI's). `config_label` names the config in errors (default: the class name)."""
+
   config_label: ClassVar[str] = ""
 
   def replace(self, **overrides: Any):
@@ -50,6 +52,7 @@ def sized_config(cls, sizes: Mapping[str, Mapping[str, Any]], size: str, **overr
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(ConfigMixin):
   """Architecture of the WestWorld model (see DESIGN.md, section "Model")."""
+
   config_label: ClassVar[str] = "model config"
 
   # Trunk.
@@ -128,45 +131,71 @@ class ModelConfig(ConfigMixin):
 
   def __post_init__(self):
     if self.d_model % 4:
-      raise ValueError(f"d_model={self.d_model} must be divisible by 4 "
-                       "(the structural embedding concatenates four d/4 tables).")
+      raise ValueError(
+        f"d_model={self.d_model} must be divisible by 4 (the structural embedding concatenates four d/4 tables)."
+      )
     if self.d_model % self.n_heads:
       raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}.")
     if self.moe_mode not in ("dense", "topk"):
       raise ValueError(f"moe_mode={self.moe_mode!r}: use 'dense' or 'topk'.")
     if self.system_embedding not in ("cls", "robot", "token"):
-      raise ValueError(f"system_embedding={self.system_embedding!r}: use 'cls', 'robot' "
-                       "or 'token'.")
+      raise ValueError(f"system_embedding={self.system_embedding!r}: use 'cls', 'robot' or 'token'.")
     if self.cls_position not in ("history", "end"):
       raise ValueError(f"cls_position={self.cls_position!r}: use 'history' or 'end'.")
     if self.block_norms not in ("upstream", "post"):
       raise ValueError(f"block_norms={self.block_norms!r}: use 'upstream' or 'post'.")
     if not 1 <= self.first_target_step <= self.history:
-      raise ValueError(f"first_target_step={self.first_target_step} must be in "
-                       f"[1, history={self.history}] (1: every next-step target; "
-                       "history: the horizon only).")
+      raise ValueError(
+        f"first_target_step={self.first_target_step} must be in "
+        f"[1, history={self.history}] (1: every next-step target; "
+        "history: the horizon only)."
+      )
     if not 1 <= self.top_k <= self.num_experts:
       raise ValueError(f"top_k={self.top_k} must be in [1, num_experts={self.num_experts}].")
     if self.ssm_scan_impl not in ("auto", "sequential", "chunked", "kernel"):
-      raise ValueError(f"ssm_scan_impl={self.ssm_scan_impl!r}: use 'auto', 'sequential', "
-                       "'chunked' or 'kernel'.")
+      raise ValueError(f"ssm_scan_impl={self.ssm_scan_impl!r}: use 'auto', 'sequential', 'chunked' or 'kernel'.")
     if self.history > self.max_window_len:
       raise ValueError(f"history={self.history} exceeds max_window_len={self.max_window_len}.")
 
 
 SIZES: dict[str, dict[str, Any]] = {
-    # CPU tests: a few seconds to compile and run.
-    "tiny": dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, num_bins=32, ssm_d_state=8,
-                 ssm_chunk_size=8, num_experts=2, d_expert=64, history=8, max_window_len=32,
-                 max_obs_channels=16, max_act_channels=8, max_bodies=16),
-    # The authors' size: 14.38M parameters here; the paper states 14.6M (tests/test_model.py checks 2%).
-    "base": dict(),
-    # Small model for fast model-based control.
-    "control": dict(n_layers=2, ssm_d_state=16),
-    # Scale-out: sparse top-k routing over many experts (>= 100M parameters).
-    "large": dict(d_model=512, n_layers=8, n_heads=8, d_ff=2048, ssm_d_state=64,
-                  num_experts=16, d_expert=1024, moe_mode="topk", top_k=2,
-                  capacity_factor=1.25, z_loss_coef=1e-3, dtype="bfloat16", remat=True),
+  # CPU tests: a few seconds to compile and run.
+  "tiny": dict(
+    d_model=32,
+    n_layers=2,
+    n_heads=2,
+    d_ff=64,
+    num_bins=32,
+    ssm_d_state=8,
+    ssm_chunk_size=8,
+    num_experts=2,
+    d_expert=64,
+    history=8,
+    max_window_len=32,
+    max_obs_channels=16,
+    max_act_channels=8,
+    max_bodies=16,
+  ),
+  # The authors' size: 14.38M parameters here; the paper states 14.6M (tests/test_model.py checks 2%).
+  "base": dict(),
+  # Small model for fast model-based control.
+  "control": dict(n_layers=2, ssm_d_state=16),
+  # Scale-out: sparse top-k routing over many experts (>= 100M parameters).
+  "large": dict(
+    d_model=512,
+    n_layers=8,
+    n_heads=8,
+    d_ff=2048,
+    ssm_d_state=64,
+    num_experts=16,
+    d_expert=1024,
+    moe_mode="topk",
+    top_k=2,
+    capacity_factor=1.25,
+    z_loss_coef=1e-3,
+    dtype="bfloat16",
+    remat=True,
+  ),
 }
 
 

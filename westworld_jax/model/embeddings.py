@@ -14,6 +14,7 @@ token = value + type + channel index + channel kind + time step + structure, whe
              post-order rank) of the body the channel acts on.
 Layout is channel-major, x_bctd, because the blocks run the SSM per channel over time.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -28,6 +29,7 @@ _QUERY_INIT = nn.initializers.normal(stddev=0.02)  # the query token, as upstrea
 
 class StructuralEmbedding(nn.Module):
   """[..., 4] int (object, pre, in, post) -> [..., d_model]: four d/4 tables concatenated."""
+
   d_model: int
   max_objects: int
   max_bodies: int
@@ -37,17 +39,23 @@ class StructuralEmbedding(nn.Module):
   @nn.compact
   def __call__(self, struct_n4: jax.Array) -> jax.Array:
     width = self.d_model // 4
-    sizes = {"object": self.max_objects, "pre_order": self.max_bodies,
-             "in_order": self.max_bodies, "post_order": self.max_bodies}
+    sizes = {
+      "object": self.max_objects,
+      "pre_order": self.max_bodies,
+      "in_order": self.max_bodies,
+      "post_order": self.max_bodies,
+    }
     init = nn.initializers.normal(self.init_std)
-    parts = [nn.Embed(n, width, embedding_init=init, param_dtype=self.param_dtype,
-                      name=name)(struct_n4[..., i])
-             for i, (name, n) in enumerate(sizes.items())]
+    parts = [
+      nn.Embed(n, width, embedding_init=init, param_dtype=self.param_dtype, name=name)(struct_n4[..., i])
+      for i, (name, n) in enumerate(sizes.items())
+    ]
     return jnp.concatenate(parts, axis=-1)
 
 
 class TokenEmbedding(nn.Module):
   """batch dict -> (obs_bctd [B, Co, T, D], act_bctd [B, Ca, T, D]) in float32."""
+
   config: ModelConfig
 
   @nn.compact
@@ -63,10 +71,8 @@ class TokenEmbedding(nn.Module):
 
     # Values. One projection for observations and actions (as upstream).
     init = nn.initializers.normal(cfg.embed_init_std)
-    value_proj = nn.Dense(d, use_bias=False, kernel_init=init, param_dtype=pdt,
-                          name="value_proj")
-    seen_bct = real_step_b1t & (time_t < cfg.history)[None, None, :] \
-        & batch["obs_mask"][:, :, None]
+    value_proj = nn.Dense(d, use_bias=False, kernel_init=init, param_dtype=pdt, name="value_proj")
+    seen_bct = real_step_b1t & (time_t < cfg.history)[None, None, :] & batch["obs_mask"][:, :, None]
     obs_val = value_proj(hl_gauss_histogram(obs_bct, cfg.num_bins, mask=seen_bct))
     query_d = self.param("query", _QUERY_INIT, (d,), pdt)
     # Unseen = future or padded step; padded channels keep their zero value (masked later).
@@ -77,21 +83,25 @@ class TokenEmbedding(nn.Module):
 
     # Positional and structural embeddings, per channel [B, C, D] and per step [T, D].
     type_emb = nn.Embed(2, d, embedding_init=init, param_dtype=pdt, name="type")
-    chan_emb = nn.Embed(cfg.max_obs_channels + cfg.max_act_channels, d,
-                        embedding_init=init, param_dtype=pdt, name="channel")
-    kind_emb = nn.Embed(2 * cfg.num_kinds, d, embedding_init=init, param_dtype=pdt,
-                        name="kind")
-    struct_emb = StructuralEmbedding(d, cfg.max_objects, cfg.max_bodies, pdt,
-                                     cfg.embed_init_std, name="structure")
-    time_emb = nn.Embed(cfg.max_window_len, d, embedding_init=init, param_dtype=pdt,
-                        name="time")(time_t)
+    chan_emb = nn.Embed(
+      cfg.max_obs_channels + cfg.max_act_channels, d, embedding_init=init, param_dtype=pdt, name="channel"
+    )
+    kind_emb = nn.Embed(2 * cfg.num_kinds, d, embedding_init=init, param_dtype=pdt, name="kind")
+    struct_emb = StructuralEmbedding(d, cfg.max_objects, cfg.max_bodies, pdt, cfg.embed_init_std, name="structure")
+    time_emb = nn.Embed(cfg.max_window_len, d, embedding_init=init, param_dtype=pdt, name="time")(time_t)
 
-    obs_chan_bcd = (type_emb(jnp.zeros((), jnp.int32)) + chan_emb(jnp.arange(co))[None]
-                    + kind_emb(batch["obs_kind"]) + struct_emb(batch["obs_struct"]))
-    act_chan_bcd = (type_emb(jnp.ones((), jnp.int32))
-                    + chan_emb(cfg.max_obs_channels + jnp.arange(ca))[None]
-                    + kind_emb(cfg.num_kinds + batch["act_kind"])
-                    + struct_emb(batch["act_struct"]))
+    obs_chan_bcd = (
+      type_emb(jnp.zeros((), jnp.int32))
+      + chan_emb(jnp.arange(co))[None]
+      + kind_emb(batch["obs_kind"])
+      + struct_emb(batch["obs_struct"])
+    )
+    act_chan_bcd = (
+      type_emb(jnp.ones((), jnp.int32))
+      + chan_emb(cfg.max_obs_channels + jnp.arange(ca))[None]
+      + kind_emb(cfg.num_kinds + batch["act_kind"])
+      + struct_emb(batch["act_struct"])
+    )
     obs_bctd = obs_val + obs_chan_bcd[:, :, None, :] + time_emb[None, None]
     act_bctd = act_val + act_chan_bcd[:, :, None, :] + time_emb[None, None]
     return obs_bctd.astype(jnp.float32), act_bctd.astype(jnp.float32)

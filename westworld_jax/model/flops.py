@@ -6,6 +6,7 @@ selective scan (exp, dt*B*x, decay-multiply-add, C-contraction), and ignores ele
 step is 3x the forward (backward = 2x forward); rematerialisation is not counted (MFU counts
 model FLOPs, not hardware FLOPs).
 """
+
 from __future__ import annotations
 
 import math
@@ -25,12 +26,12 @@ def forward_flops(cfg: ModelConfig, batch: int, steps: int, obs_channels: int, a
   experts = cfg.num_experts if cfg.moe_mode == "dense" else cfg.top_k
 
   embed = 2 * k * d * (n_o + n_a)
-  self_attn = 4 * 2 * d * d * n_o + 2 * 2 * batch * steps * obs_channels ** 2 * d
-  cross_attn = (2 * 2 * d * d * n_o + 2 * 2 * d * d * n_a
-                + 2 * 2 * batch * steps * obs_channels * act_channels * d)
+  self_attn = 4 * 2 * d * d * n_o + 2 * 2 * batch * steps * obs_channels**2 * d
+  cross_attn = 2 * 2 * d * d * n_o + 2 * 2 * d * d * n_a + 2 * 2 * batch * steps * obs_channels * act_channels * d
   ffn = 2 * 2 * d * cfg.d_ff * n_o
-  ssm = n_s * (2 * d * 2 * di + 2 * cfg.ssm_d_conv * di + 2 * di * (rank + 2 * n) + 2 * rank * di
-               + 6 * di * n + 2 * di * d)
+  ssm = n_s * (
+    2 * d * 2 * di + 2 * cfg.ssm_d_conv * di + 2 * di * (rank + 2 * n) + 2 * rank * di + 6 * di * n + 2 * di * d
+  )
   moe = experts * 2 * 2 * d * cfg.d_expert * n_o
   head = 2 * d * k * n_o
   return float(embed + cfg.n_layers * (self_attn + cross_attn + ffn + ssm + moe) + head)

@@ -13,6 +13,7 @@ Weighting (padding never counts, unlike upstream's fixed 1/78 weight per padded 
   "env":  each environment's mean over its real tokens, then the plain mean over the
           environments present in the batch (every robot counts equally).
 """
+
 from __future__ import annotations
 
 import jax
@@ -48,8 +49,9 @@ def _weighted_mean(per_elem_btc, mask_btc, env_id_b, weighting):
   return jnp.sum(env_mean_b * share_b) / jnp.maximum(jnp.sum(share_b), 1.0)
 
 
-def next_step_loss(logits_btck: jax.Array, batch: dict[str, jax.Array], *,
-                   first_target_step: int, weighting: str = "token") -> jax.Array:
+def next_step_loss(
+  logits_btck: jax.Array, batch: dict[str, jax.Array], *, first_target_step: int, weighting: str = "token"
+) -> jax.Array:
   """Masked cross-entropy of next-step observation bins (scalar float32).
 
   Args:
@@ -67,8 +69,9 @@ def next_step_loss(logits_btck: jax.Array, batch: dict[str, jax.Array], *,
   return _weighted_mean(nll_btc, mask_btc, env_id, weighting)
 
 
-def prediction_metrics(logits_btck: jax.Array, batch: dict[str, jax.Array], *,
-                       first_target_step: int) -> dict[str, jax.Array]:
+def prediction_metrics(
+  logits_btck: jax.Array, batch: dict[str, jax.Array], *, first_target_step: int
+) -> dict[str, jax.Array]:
   """Pooled error of the expectation read-out over valid elements of the horizon.
 
   Returns mae, mse (normalised [0, 1] units; the paper reports them x100) and the sums and
@@ -81,5 +84,4 @@ def prediction_metrics(logits_btck: jax.Array, batch: dict[str, jax.Array], *,
   sum_abs = jnp.sum(jnp.abs(err_btc) * w)
   sum_sq = jnp.sum(jnp.square(err_btc) * w)
   denom = jnp.maximum(count, 1.0)
-  return {"mae": sum_abs / denom, "mse": sum_sq / denom, "sum_abs_err": sum_abs,
-          "sum_sq_err": sum_sq, "count": count}
+  return {"mae": sum_abs / denom, "mse": sum_sq / denom, "sum_abs_err": sum_abs, "sum_sq_err": sum_sq, "count": count}

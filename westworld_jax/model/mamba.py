@@ -84,31 +84,33 @@ class SelectiveSSM(nn.Module):
 
   def setup(self):
     dense = lambda features, **kw: nn.Dense(  # noqa: E731
-        features, dtype=self.dtype, param_dtype=self.param_dtype, **kw)
+      features, dtype=self.dtype, param_dtype=self.param_dtype, **kw
+    )
     self.in_proj = dense(2 * self.d_inner, use_bias=False)
     # PyTorch Conv1d's default init (Mamba keeps it): U(+-1/sqrt(fan_in)), fan_in = d_conv.
     bound = 1.0 / math.sqrt(self.d_conv)
     uniform = lambda key, shape, dtype: jax.random.uniform(  # noqa: E731
-        key, shape, dtype, -bound, bound)
-    self.conv_w = self.param("conv_w", uniform, (self.d_conv, self.d_inner),
-                             self.param_dtype)
+      key, shape, dtype, -bound, bound
+    )
+    self.conv_w = self.param("conv_w", uniform, (self.d_conv, self.d_inner), self.param_dtype)
     self.conv_b = self.param("conv_b", uniform, (self.d_inner,), self.param_dtype)
     self.x_proj = dense(self.rank + 2 * self.d_state, use_bias=False)
-    std = self.rank ** -0.5
+    std = self.rank**-0.5
     self.dt_proj = dense(
-        self.d_inner,
-        kernel_init=lambda key, shape, dtype: jax.random.uniform(
-            key, shape, dtype, -std, std),
-        bias_init=_dt_bias_init(self.dt_min, self.dt_max, self.dt_init_floor))
-    self.A_log = self.param("A_log", _a_log_init, (self.d_inner, self.d_state),
-                            self.param_dtype)
+      self.d_inner,
+      kernel_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -std, std),
+      bias_init=_dt_bias_init(self.dt_min, self.dt_max, self.dt_init_floor),
+    )
+    self.A_log = self.param("A_log", _a_log_init, (self.d_inner, self.d_state), self.param_dtype)
     self.D = self.param("D", nn.initializers.ones, (self.d_inner,), self.param_dtype)
     self.out_proj = dense(self.d_model, use_bias=False)
 
   def _check_width(self, x):
     if x.shape[-1] != self.d_model:
-      raise ValueError(f"SelectiveSSM(d_model={self.d_model}) got inputs of width "
-                       f"{x.shape[-1]} (shape {x.shape}); set d_model to match.")
+      raise ValueError(
+        f"SelectiveSSM(d_model={self.d_model}) got inputs of width "
+        f"{x.shape[-1]} (shape {x.shape}); set d_model to match."
+      )
 
   def _ssm_inputs(self, u):
     """u [..., d_inner] (after conv + SiLU) -> dt [..., d_inner], B, C [..., N]."""
@@ -137,19 +139,22 @@ class SelectiveSSM(nn.Module):
     # Causal depthwise conv: prepend the d_conv - 1 previous inputs (the cache).
     window = jnp.concatenate([conv_state.astype(x_sle.dtype), x_sle], axis=1)
     w = self.conv_w.astype(x_sle.dtype)
-    conv = sum(window[:, k:k + L] * w[k] for k in range(self.d_conv))
+    conv = sum(window[:, k : k + L] * w[k] for k in range(self.d_conv))
     u_sle = nn.silu(conv + self.conv_b.astype(x_sle.dtype))
     dt, B, C = self._ssm_inputs(u_sle)
-    y_sle, h_last = selective_scan(u_sle, dt, self._A(), B, C, self.D, h0,
-                                   impl=self.scan_impl, chunk_size=self.chunk_size)
+    y_sle, h_last = selective_scan(
+      u_sle, dt, self._A(), B, C, self.D, h0, impl=self.scan_impl, chunk_size=self.chunk_size
+    )
     y_sle = y_sle * nn.silu(z_sle)
-    new_conv_state = window[:, window.shape[1] - (self.d_conv - 1):]
+    new_conv_state = window[:, window.shape[1] - (self.d_conv - 1) :]
     return self.out_proj(y_sle), (new_conv_state.astype(self.dtype), h_last)
 
   def init_cache(self, num_sequences: int) -> Cache:
     """Zero cache: (conv_state [S, d_conv - 1, d_inner], h [S, d_inner, N] float32)."""
-    return (jnp.zeros((num_sequences, self.d_conv - 1, self.d_inner), self.dtype),
-            jnp.zeros((num_sequences, self.d_inner, self.d_state), jnp.float32))
+    return (
+      jnp.zeros((num_sequences, self.d_conv - 1, self.d_inner), self.dtype),
+      jnp.zeros((num_sequences, self.d_inner, self.d_state), jnp.float32),
+    )
 
   def step(self, x_sd: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
     """One time step: x [S, d_model] -> (y [S, d_model], cache advanced by one step)."""

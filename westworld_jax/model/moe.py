@@ -16,6 +16,7 @@ Either path runs unsharded, or expert-parallel: expert weights sharded over the 
 axis `expert_axis`, units sharded over `token_axes` (batch-major, outside the MoE), and
 jax.shard_map moves units to their experts and back with all_to_all.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,14 +44,16 @@ class Router(nn.Module):
   chosen probabilities to sum to one (Mixtral); k = 1 keeps the raw probability so the
   router still gets a gradient from the main loss (Switch).
   """
+
   num_experts: int
   top_k: int
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, sys_gd: jax.Array) -> RouterOutput:
-    logits_ge = nn.Dense(self.num_experts, dtype=jnp.float32, param_dtype=self.param_dtype,
-                         name="gate")(sys_gd.astype(jnp.float32))
+    logits_ge = nn.Dense(self.num_experts, dtype=jnp.float32, param_dtype=self.param_dtype, name="gate")(
+      sys_gd.astype(jnp.float32)
+    )
     probs_ge = jax.nn.softmax(logits_ge, axis=-1)
     weights_gk, indices_gk = jax.lax.top_k(probs_ge, self.top_k)
     if 1 < self.top_k:
@@ -60,8 +63,10 @@ class Router(nn.Module):
 
 # ----------------------------------------------------------------------------- losses
 
-def load_balancing_loss(probs_ge: jax.Array, top_k_indices_gk: jax.Array,
-                        valid_g: jax.Array | None = None) -> jax.Array:
+
+def load_balancing_loss(
+  probs_ge: jax.Array, top_k_indices_gk: jax.Array, valid_g: jax.Array | None = None
+) -> jax.Array:
   """Switch-Transformer balance loss E * sum_e f_e * P_e over ALL units of the batch.
 
   f_e: fraction of (unit, choice) assignments that go to expert e; P_e: mean router
@@ -90,6 +95,7 @@ def router_z_loss(logits_ge: jax.Array, valid_g: jax.Array | None = None) -> jax
 
 # ----------------------------------------------------------------------------- dispatch
 
+
 def expert_capacity(num_units: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
   """Units each expert accepts: ceil(capacity_factor * k * G / E), at least 1, at most G."""
   return max(1, min(num_units, math.ceil(capacity_factor * top_k * num_units / num_experts)))
@@ -97,12 +103,12 @@ def expert_capacity(num_units: int, num_experts: int, top_k: int, capacity_facto
 
 def dense_gate_weights(router: RouterOutput, num_experts: int) -> jax.Array:
   """[G, E] gate weight of every expert (zero for experts not among the top k)."""
-  return jnp.sum(jax.nn.one_hot(router.top_k_indices, num_experts) * router.weights[..., None],
-                 axis=1)
+  return jnp.sum(jax.nn.one_hot(router.top_k_indices, num_experts) * router.weights[..., None], axis=1)
 
 
-def topk_dispatch(top_k_indices_gk: jax.Array, weights_gk: jax.Array, valid_g: jax.Array,
-                  num_experts: int, capacity: int) -> tuple[jax.Array, jax.Array]:
+def topk_dispatch(
+  top_k_indices_gk: jax.Array, weights_gk: jax.Array, valid_g: jax.Array, num_experts: int, capacity: int
+) -> tuple[jax.Array, jax.Array]:
   """GShard-style dispatch: (dispatch_gec one-hot, combine_gec weights).
 
   Slots are given by priority: every unit's first choice before any second choice, and
@@ -146,15 +152,16 @@ def _dense_moe(params, x_gld, gate_ge, dtype, expert_axis=None):
   return jnp.einsum("egld,ge->gld", y_egld.astype(jnp.float32), gate_ge)
 
 
-def _topk_moe(params, x_gld, indices_gk, weights_gk, valid_g, capacity_factor, dtype,
-              expert_axis=None):
+def _topk_moe(params, x_gld, indices_gk, weights_gk, valid_g, capacity_factor, dtype, expert_axis=None):
   """Capacity-limited top-k dispatch (capacity counted over the local units)."""
   num_units = x_gld.shape[0]
-  num_experts = (params["expert_w_in"].shape[0] if expert_axis is None
-                 else params["expert_w_in"].shape[0] * jax.lax.axis_size(expert_axis))
+  num_experts = (
+    params["expert_w_in"].shape[0]
+    if expert_axis is None
+    else params["expert_w_in"].shape[0] * jax.lax.axis_size(expert_axis)
+  )
   capacity = expert_capacity(num_units, num_experts, indices_gk.shape[-1], capacity_factor)
-  dispatch_gec, combine_gec = topk_dispatch(indices_gk, weights_gk, valid_g, num_experts,
-                                            capacity)
+  dispatch_gec, combine_gec = topk_dispatch(indices_gk, weights_gk, valid_g, num_experts, capacity)
   x_ecld = jnp.einsum("gec,gld->ecld", dispatch_gec.astype(dtype), x_gld.astype(dtype))
   if expert_axis is not None:  # [E, C, ...] -> [E_loc, n_ep * C, ...] and back
     x_ecld = jax.lax.all_to_all(x_ecld, expert_axis, 0, 1, tiled=True)
@@ -167,9 +174,11 @@ def _topk_moe(params, x_gld, indices_gk, weights_gk, valid_g, capacity_factor, d
 def expert_param_specs(params):
   """PartitionSpec tree for a params tree: P('expert') on the leading [E] axis of expert
   weights (names starting with EXPERT_PARAM_PREFIX), replicated elsewhere."""
+
   def spec(path, _):
     name = getattr(path[-1], "key", str(path[-1]))
     return P("expert") if str(name).startswith(EXPERT_PARAM_PREFIX) else P()
+
   return jax.tree_util.tree_map_with_path(spec, params)
 
 
@@ -178,6 +187,7 @@ class SysMoE(nn.Module):
 
   __call__(x_gld, sys_gd, valid_g) -> (y_gld float32, aux_loss scalar).
   """
+
   d_model: int
   d_expert: int
   num_experts: int
@@ -192,28 +202,27 @@ class SysMoE(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x_gld: jax.Array, sys_gd: jax.Array,
-               valid_g: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+    self, x_gld: jax.Array, sys_gd: jax.Array, valid_g: jax.Array | None = None
+  ) -> tuple[jax.Array, jax.Array]:
     e, d, f = self.num_experts, self.d_model, self.d_expert
     valid_g = jnp.ones(x_gld.shape[:1], bool) if valid_g is None else valid_g
     k = e if self.mode == "dense" else self.top_k
     router = Router(e, k, self.param_dtype, name="router")(sys_gd)
 
-    init_in = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
-                                               in_axis=-2, out_axis=-1, batch_axis=(0,))
+    init_in = nn.initializers.variance_scaling(
+      1.0, "fan_in", "truncated_normal", in_axis=-2, out_axis=-1, batch_axis=(0,)
+    )
     params = {
-        "expert_w_in": self.param("expert_w_in", init_in, (e, d, f), self.param_dtype),
-        "expert_b_in": self.param("expert_b_in", nn.initializers.zeros, (e, f),
-                                  self.param_dtype),
-        "expert_w_out": self.param("expert_w_out", init_in, (e, f, d), self.param_dtype),
-        "expert_b_out": self.param("expert_b_out", nn.initializers.zeros, (e, d),
-                                   self.param_dtype),
+      "expert_w_in": self.param("expert_w_in", init_in, (e, d, f), self.param_dtype),
+      "expert_b_in": self.param("expert_b_in", nn.initializers.zeros, (e, f), self.param_dtype),
+      "expert_w_out": self.param("expert_w_out", init_in, (e, f, d), self.param_dtype),
+      "expert_b_out": self.param("expert_b_out", nn.initializers.zeros, (e, d), self.param_dtype),
     }
 
     aux = jnp.zeros((), jnp.float32)
     if self.mode == "topk" and self.lb_loss_coef:
-      aux += self.lb_loss_coef * load_balancing_loss(router.probs, router.top_k_indices,
-                                                     valid_g)
+      aux += self.lb_loss_coef * load_balancing_loss(router.probs, router.top_k_indices, valid_g)
     if self.z_loss_coef:
       aux += self.z_loss_coef * router_z_loss(router.logits, valid_g)
 
@@ -222,8 +231,7 @@ class SysMoE(nn.Module):
       fn = lambda p, x, g: _dense_moe(p, x, g, self.dtype, self.expert_axis)
       args = (params, x_gld, gate_ge)
     else:
-      fn = lambda p, x, i, w, v: _topk_moe(p, x, i, w, v, self.capacity_factor,
-                                           self.dtype, self.expert_axis)
+      fn = lambda p, x, i, w, v: _topk_moe(p, x, i, w, v, self.capacity_factor, self.dtype, self.expert_axis)
       args = (params, x_gld, router.top_k_indices, router.weights, valid_g)
 
     if self.expert_axis is None:
@@ -234,20 +242,24 @@ class SysMoE(nn.Module):
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or self.expert_axis not in mesh.axis_names:
       raise ValueError(
-          f"SysMoE(expert_axis={self.expert_axis!r}) needs a mesh with that axis: call "
-          "the model inside `with jax.set_mesh(mesh):` (e.g. jax.make_mesh((2, 4), "
-          "('data', 'expert'), axis_types=(AxisType.Auto,) * 2)), or set expert_axis=None.")
+        f"SysMoE(expert_axis={self.expert_axis!r}) needs a mesh with that axis: call "
+        "the model inside `with jax.set_mesh(mesh):` (e.g. jax.make_mesh((2, 4), "
+        "('data', 'expert'), axis_types=(AxisType.Auto,) * 2)), or set expert_axis=None."
+      )
     n_ep = mesh.shape[self.expert_axis]
     if self.num_experts % n_ep:
-      raise ValueError(f"num_experts={self.num_experts} is not divisible by the "
-                       f"'{self.expert_axis}' mesh axis size {n_ep}.")
+      raise ValueError(
+        f"num_experts={self.num_experts} is not divisible by the '{self.expert_axis}' mesh axis size {n_ep}."
+      )
     unit_axes = tuple(a for a in self.token_axes if a in mesh.axis_names)
     if self.expert_axis not in unit_axes:
       unit_axes += (self.expert_axis,)
     n_units = math.prod(mesh.shape[a] for a in unit_axes)
     if args[1].shape[0] % n_units:
-      raise ValueError(f"{args[1].shape[0]} routing units cannot be split over mesh axes "
-                       f"{unit_axes} ({n_units} shards): make the batch divisible.")
+      raise ValueError(
+        f"{args[1].shape[0]} routing units cannot be split over mesh axes "
+        f"{unit_axes} ({n_units} shards): make the batch divisible."
+      )
     unit_spec = P(unit_axes)
     param_specs = {name: P(self.expert_axis) for name in args[0]}
     in_specs = (param_specs,) + (unit_spec,) * (len(args) - 1)

@@ -6,31 +6,51 @@ builder `(size, **overrides) -> WorldModel`.
 The WorldModel interface (its functions, `Capacity` and `check_fits`) is world_model.py,
 re-exported here with its helpers; the models import that module, not this one.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from westworld_jax.model.baselines import build_mlp_ensemble, build_tdm, build_trajworld
 from westworld_jax.model.westworld import build_westworld
-from westworld_jax.model.world_model import (Batch, Capacity, CapacityError, Params, WorldModel,
-                                             copy_history, replicated_specs)
+from westworld_jax.model.world_model import (
+  Batch,
+  Capacity,
+  CapacityError,
+  Params,
+  WorldModel,
+  copy_history,
+  replicated_specs,
+)
 
-__all__ = ["Batch", "Capacity", "CapacityError", "Params", "WorldModel", "copy_history",
-           "replicated_specs", "register", "names", "build"]
+__all__ = [
+  "Batch",
+  "Capacity",
+  "CapacityError",
+  "Params",
+  "WorldModel",
+  "copy_history",
+  "replicated_specs",
+  "register",
+  "names",
+  "build",
+]
 
 _BUILDERS: dict[str, Callable[..., WorldModel]] = {
-    "westworld": build_westworld,
-    "trajworld": build_trajworld,
-    "tdm": build_tdm,
-    "mlp_ensemble": build_mlp_ensemble,
+  "westworld": build_westworld,
+  "trajworld": build_trajworld,
+  "tdm": build_tdm,
+  "mlp_ensemble": build_mlp_ensemble,
 }
 
 
 def register(name: str):
   """Decorator: `@register("my_model") def build_my_model(size, **overrides) -> WorldModel`."""
+
   def wrap(fn):
     _BUILDERS[name] = fn
     return fn
+
   return wrap
 
 

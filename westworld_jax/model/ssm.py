@@ -52,16 +52,13 @@ def _check_scan_shapes(x, dt, A, B, C, D, h0):
     raise ValueError(f"x must be [S, L, Dm] (sequences, time, channels); got shape {x.shape}.")
   S, L, Dm = x.shape
   if dt.shape != x.shape:
-    raise ValueError(f"dt must have x's shape {x.shape} (one step size per channel and step); "
-                     f"got {dt.shape}.")
+    raise ValueError(f"dt must have x's shape {x.shape} (one step size per channel and step); got {dt.shape}.")
   if A.ndim != 2 or A.shape[0] != Dm:
-    raise ValueError(f"A must be [Dm, N] = [{Dm}, N] (one diagonal state matrix per channel); "
-                     f"got {A.shape}.")
+    raise ValueError(f"A must be [Dm, N] = [{Dm}, N] (one diagonal state matrix per channel); got {A.shape}.")
   N = A.shape[1]
   for name, v in (("B", B), ("C", C)):
     if v.shape != (S, L, N):
-      raise ValueError(f"{name} must be [S, L, N] = {(S, L, N)} (S, L from x, N from A); "
-                       f"got {v.shape}.")
+      raise ValueError(f"{name} must be [S, L, N] = {(S, L, N)} (S, L from x, N from A); got {v.shape}.")
   if D is not None and D.shape != (Dm,):
     raise ValueError(f"D must be [Dm] = [{Dm}] (one skip weight per channel); got {D.shape}.")
   if h0 is not None and h0.shape != (S, Dm, N):
@@ -111,10 +108,25 @@ def resolve_kernel(kernel: str, platform: str | None = None) -> str:
   return kernel
 
 
-def selective_scan(x, dt, A, B, C, D=None, h0=None, *, impl: str = "chunked",
-                   chunk_size: int = 16, block_s: int = 1, block_d: int = 16,
-                   interpret: bool | None = None, num_warps: int | None = None,
-                   num_stages: int | None = None, reduce: str = "auto", kernel: str = "auto"):
+def selective_scan(
+  x,
+  dt,
+  A,
+  B,
+  C,
+  D=None,
+  h0=None,
+  *,
+  impl: str = "chunked",
+  chunk_size: int = 16,
+  block_s: int = 1,
+  block_d: int = 16,
+  interpret: bool | None = None,
+  num_warps: int | None = None,
+  num_stages: int | None = None,
+  reduce: str = "auto",
+  kernel: str = "auto",
+):
   """Runs the selective scan over time for S independent sequences.
 
   Args:
@@ -161,15 +173,26 @@ def selective_scan(x, dt, A, B, C, D=None, h0=None, *, impl: str = "chunked",
   A = A.astype(f32)
   h0 = jnp.zeros((S, Dm, N), f32) if h0 is None else h0.astype(f32)
   if impl == "sequential":
-    y, h_last = _scan_sequential(x.astype(f32), dt.astype(f32), A, B.astype(f32),
-                                 C.astype(f32), h0)
+    y, h_last = _scan_sequential(x.astype(f32), dt.astype(f32), A, B.astype(f32), C.astype(f32), h0)
   elif impl == "chunked":
-    y, h_last = _scan_chunked(x.astype(f32), dt.astype(f32), A, B.astype(f32),
-                              C.astype(f32), h0, chunk_size)
+    y, h_last = _scan_chunked(x.astype(f32), dt.astype(f32), A, B.astype(f32), C.astype(f32), h0, chunk_size)
   else:
-    y, h_last = _scan_kernel(x, dt, A, B, C, h0, kernel, interpret, chunk_size=chunk_size,
-                             block_s=block_s, block_d=block_d, num_warps=num_warps,
-                             num_stages=num_stages, reduce=reduce)
+    y, h_last = _scan_kernel(
+      x,
+      dt,
+      A,
+      B,
+      C,
+      h0,
+      kernel,
+      interpret,
+      chunk_size=chunk_size,
+      block_s=block_s,
+      block_d=block_d,
+      num_warps=num_warps,
+      num_stages=num_stages,
+      reduce=reduce,
+    )
   if D is not None:  # The skip needs no state: plain JAX, differentiated by autodiff.
     y = y + D.astype(f32) * x.astype(f32)
   return y.astype(x.dtype), h_last
@@ -183,8 +206,7 @@ def selective_scan_step(x_t, dt_t, A, B_t, C_t, D, h):
   """
   _check_step_shapes(x_t, dt_t, A, B_t, C_t, D, h)
   f32 = jnp.float32
-  y_t, h_new = _step(x_t.astype(f32), dt_t.astype(f32), A.astype(f32), B_t.astype(f32),
-                     C_t.astype(f32), h.astype(f32))
+  y_t, h_new = _step(x_t.astype(f32), dt_t.astype(f32), A.astype(f32), B_t.astype(f32), C_t.astype(f32), h.astype(f32))
   if D is not None:
     y_t = y_t + D.astype(f32) * x_t.astype(f32)
   return y_t.astype(x_t.dtype), h_new
@@ -266,12 +288,13 @@ def _scan_kernel(x, dt, A, B, C, h0, kernel, interpret, **triton_kw):
   dA, the only cross-sequence sum, is psum'd by shard_map's transpose.
   """
   if kernel == "triton" and interpret is not True and jax.default_backend() == "tpu":
-    raise ValueError("kernel='triton' is for GPUs; on a TPU use kernel='mosaic' (or 'auto'), "
-                     "or pass interpret=True to run it (slowly).")
+    raise ValueError(
+      "kernel='triton' is for GPUs; on a TPU use kernel='mosaic' (or 'auto'), "
+      "or pass interpret=True to run it (slowly)."
+    )
   core = functools.partial(_kernel_for_platform, kernel=kernel, interpret=interpret, **triton_kw)
   mesh = jax.sharding.get_abstract_mesh()
-  axes = () if mesh.empty else tuple(
-      a for a in mesh.axis_names if mesh.shape[a] > 1 and a not in mesh.manual_axes)
+  axes = () if mesh.empty else tuple(a for a in mesh.axis_names if mesh.shape[a] > 1 and a not in mesh.manual_axes)
   if not axes:
     return core(x, dt, A, B, C, h0)
   S = x.shape[0]
@@ -280,23 +303,24 @@ def _scan_kernel(x, dt, A, B, C, h0, kernel, interpret, **triton_kw):
   if pad:
     x, dt, B, C, h0 = (jnp.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1)) for v in (x, dt, B, C, h0))
   seq = P(axes)
-  y, h_last = jax.shard_map(core, mesh=mesh, in_specs=(seq, seq, P(), seq, seq, seq),
-                            out_specs=(seq, seq), check_vma=False)(x, dt, A, B, C, h0)
+  y, h_last = jax.shard_map(
+    core, mesh=mesh, in_specs=(seq, seq, P(), seq, seq, seq), out_specs=(seq, seq), check_vma=False
+  )(x, dt, A, B, C, h0)
   return y[:S], h_last[:S]
 
 
 def _kernel_for_platform(x, dt, A, B, C, h0, *, kernel, interpret, chunk_size, **triton_kw):
   """The kernel (Triton or Mosaic, compiled or interpreted) per platform; see _scan_kernel."""
+
   def run(name, interp):
     def call(x, dt, A, B, C, h0):
       if name == "mosaic":
         return ssm_mosaic.scan(x, dt, A, B, C, h0, chunk_size=chunk_size, interpret=interp)
-      return ssm_triton.scan(x, dt, A, B, C, h0, chunk_size=chunk_size, interpret=interp,
-                             **triton_kw)
+      return ssm_triton.scan(x, dt, A, B, C, h0, chunk_size=chunk_size, interpret=interp, **triton_kw)
+
     return call
 
-  choice = {p: (resolve_kernel(kernel, p), p == "cpu" if interpret is None else bool(interpret))
-            for p in _PLATFORMS}
+  choice = {p: (resolve_kernel(kernel, p), p == "cpu" if interpret is None else bool(interpret)) for p in _PLATFORMS}
   args = (x, dt, A, B, C, h0)
   if len(set(choice.values())) == 1:
     return run(*choice["cpu"])(*args)

@@ -22,6 +22,7 @@ loads of packed bf16 tiles are not what Mosaic lowers). On a CPU Pallas's TPU in
 the kernel (tests); `jax.export(..., platforms=("tpu",))` lowers it without a TPU, and with
 libtpu installed `launch/aot_check.py --topology` compiles it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,8 @@ _GROUPS = 8  # dA partial sums: sequences are split into about this many groups
 
 @dataclasses.dataclass(frozen=True)
 class MosaicConfig:
-  chunk: int        # steps between state checkpoints (and rebuilt per backward chunk)
-  group: int        # sequences per dA partial sum
+  chunk: int  # steps between state checkpoints (and rebuilt per backward chunk)
+  group: int  # sequences per dA partial sum
   interpret: bool
 
 
@@ -83,8 +84,11 @@ def _call_options(cfg: MosaicConfig, semantics) -> dict:
   (InterpretParams), which keeps TPU semantics the kernel relies on: the grid runs in order and
   an output block stays resident (and accumulates) while consecutive steps map to it."""
   from jax.experimental.pallas import tpu as pltpu  # pylint: disable=import-outside-toplevel
-  return dict(interpret=pltpu.InterpretParams() if cfg.interpret else False,
-              compiler_params=pltpu.CompilerParams(dimension_semantics=semantics))
+
+  return dict(
+    interpret=pltpu.InterpretParams() if cfg.interpret else False,
+    compiler_params=pltpu.CompilerParams(dimension_semantics=semantics),
+  )
 
 
 def _row(ref, t):
@@ -95,8 +99,7 @@ def _col(ref, t):
   return jnp.transpose(ref[pl.ds(t, 1), :])  # [N, 1]
 
 
-def _fwd_kernel(x_ref, dt_ref, At_ref, B_ref, C_ref, h0_ref, y_ref, hlast_ref, *ckpt_ref,
-                chunk, n_chunks):
+def _fwd_kernel(x_ref, dt_ref, At_ref, B_ref, C_ref, h0_ref, y_ref, hlast_ref, *ckpt_ref, chunk, n_chunks):
   """One program: one sequence, 128 channels, all N states, all steps.
 
   Blocks: x, dt, y [Lp, 128]; At, h0, hlast [Np, 128]; B, C [Lp, Np];
@@ -120,8 +123,27 @@ def _fwd_kernel(x_ref, dt_ref, At_ref, B_ref, C_ref, h0_ref, y_ref, hlast_ref, *
   hlast_ref[...] = lax.fori_loop(0, n_chunks, chunk_body, h0_ref[...])
 
 
-def _bwd_kernel(x_ref, dt_ref, At_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref,
-                dx_ref, ddt_ref, dB_ref, dC_ref, dA_ref, dh0_ref, a_scr, h_scr, *, chunk, n_chunks):
+def _bwd_kernel(
+  x_ref,
+  dt_ref,
+  At_ref,
+  B_ref,
+  C_ref,
+  ckpt_ref,
+  dy_ref,
+  dhlast_ref,
+  dx_ref,
+  ddt_ref,
+  dB_ref,
+  dC_ref,
+  dA_ref,
+  dh0_ref,
+  a_scr,
+  h_scr,
+  *,
+  chunk,
+  n_chunks,
+):
   """Reverse recurrence for one (sequence, 128-channel block), chunk by chunk from the last.
 
   With g_t = dLoss/dh_t and a_t = exp(dt_t*A) (formulas as in ssm_triton._bwd_kernel):
@@ -177,8 +199,7 @@ def _bwd_kernel(x_ref, dt_ref, At_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_re
 
     return lax.fori_loop(0, chunk, reverse, carry)
 
-  g, dA = lax.fori_loop(0, n_chunks, chunk_body,
-                        (dhlast_ref[...], jnp.zeros(A.shape, jnp.float32)))
+  g, dA = lax.fori_loop(0, n_chunks, chunk_body, (dhlast_ref[...], jnp.zeros(A.shape, jnp.float32)))
   dh0_ref[...] = g
   lanes = pl.ds(pl.multiple_of(j * LANES, LANES), LANES)
   dA_ref[:, lanes] += dA
@@ -198,18 +219,19 @@ def _fwd_call(x, dt, At, B, C, h0t, cfg: MosaicConfig, save_checkpoints: bool):
     out_shape.append(jax.ShapeDtypeStruct((S, n_chunks, N, Dm), f32))
     out_specs.append(pl.BlockSpec((None, n_chunks, N, LANES), lambda j, i: (i, 0, 0, j)))
   return pl.pallas_call(
-      functools.partial(_fwd_kernel, chunk=cfg.chunk, n_chunks=n_chunks),
-      out_shape=out_shape,
-      grid=(Dm // LANES, S),
-      in_specs=[seq, seq, pl.BlockSpec((N, LANES), lambda j, i: (0, j)), bc, bc, state],
-      out_specs=out_specs,
-      **_call_options(cfg, ("parallel", "parallel")),
-      name="selective_scan_fwd_tpu",
+    functools.partial(_fwd_kernel, chunk=cfg.chunk, n_chunks=n_chunks),
+    out_shape=out_shape,
+    grid=(Dm // LANES, S),
+    in_specs=[seq, seq, pl.BlockSpec((N, LANES), lambda j, i: (0, j)), bc, bc, state],
+    out_specs=out_specs,
+    **_call_options(cfg, ("parallel", "parallel")),
+    name="selective_scan_fwd_tpu",
   )(x, dt, At, B, C, h0t)
 
 
 def _bwd_call(x, dt, At, B, C, ckpt, dy, dh_last_t, cfg: MosaicConfig):
   from jax.experimental.pallas import tpu as pltpu  # pylint: disable=import-outside-toplevel
+
   S, L, Dm = x.shape
   N = At.shape[0]
   n_chunks = L // cfg.chunk
@@ -224,18 +246,21 @@ def _bwd_call(x, dt, At, B, C, ckpt, dy, dh_last_t, cfg: MosaicConfig):
   a_spec = pl.BlockSpec((N, LANES), lambda g, s, j: (0, j))
   dA_spec = pl.BlockSpec((None, N, Dm), lambda g, s, j: (g, 0, 0))
   dx, ddt, dB, dC, dA, dh0 = pl.pallas_call(
-      functools.partial(_bwd_kernel, chunk=cfg.chunk, n_chunks=n_chunks),
-      out_shape=[jax.ShapeDtypeStruct((S, L, Dm), f32), jax.ShapeDtypeStruct((S, L, Dm), f32),
-                 jax.ShapeDtypeStruct((S, L, N), f32), jax.ShapeDtypeStruct((S, L, N), f32),
-                 jax.ShapeDtypeStruct((n_groups, N, Dm), f32),
-                 jax.ShapeDtypeStruct((S, N, Dm), f32)],
-      grid=(n_groups, G, Dm // LANES),
-      in_specs=[seq, seq, a_spec, bc, bc, ckpt_spec, seq, state],
-      out_specs=[seq, seq, bc, bc, dA_spec, state],
-      scratch_shapes=[pltpu.VMEM((cfg.chunk, N, LANES), f32),
-                      pltpu.VMEM((cfg.chunk + 1, N, LANES), f32)],
-      **_call_options(cfg, ("parallel", "arbitrary", "arbitrary")),
-      name="selective_scan_bwd_tpu",
+    functools.partial(_bwd_kernel, chunk=cfg.chunk, n_chunks=n_chunks),
+    out_shape=[
+      jax.ShapeDtypeStruct((S, L, Dm), f32),
+      jax.ShapeDtypeStruct((S, L, Dm), f32),
+      jax.ShapeDtypeStruct((S, L, N), f32),
+      jax.ShapeDtypeStruct((S, L, N), f32),
+      jax.ShapeDtypeStruct((n_groups, N, Dm), f32),
+      jax.ShapeDtypeStruct((S, N, Dm), f32),
+    ],
+    grid=(n_groups, G, Dm // LANES),
+    in_specs=[seq, seq, a_spec, bc, bc, ckpt_spec, seq, state],
+    out_specs=[seq, seq, bc, bc, dA_spec, state],
+    scratch_shapes=[pltpu.VMEM((cfg.chunk, N, LANES), f32), pltpu.VMEM((cfg.chunk + 1, N, LANES), f32)],
+    **_call_options(cfg, ("parallel", "arbitrary", "arbitrary")),
+    name="selective_scan_bwd_tpu",
   )(x, dt, At, B, C, ckpt, dy, dh_last_t)
   return dx, ddt, dA.sum(0), dB, dC, dh0
 

@@ -7,6 +7,7 @@ recurrence. No [S, L, Dm, N] tensor ever reaches device memory. On a CPU the Pal
 interpreter runs it (slow, for tests); `jax.export(..., platforms=("cuda",))` lowers it to
 Triton IR without a GPU.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,13 +29,13 @@ _LOG2E, _LN2 = 1.0 / math.log(2.0), math.log(2.0)
 
 @dataclasses.dataclass(frozen=True)
 class _KernelConfig:
-  chunk: int        # steps between state checkpoints
-  block_s: int      # sequences per program
-  block_d: int      # channels per program
+  chunk: int  # steps between state checkpoints
+  block_s: int  # sequences per program
+  block_d: int  # channels per program
   interpret: bool
   num_warps: int | None
   num_stages: int | None
-  atomic: bool      # backward: dB, dC, dA by atomic adds instead of partial sums
+  atomic: bool  # backward: dB, dC, dA by atomic adds instead of partial sums
 
 
 def _next_pow2(n: int) -> int:
@@ -46,8 +47,7 @@ def _pad_to(v, shape):
   return jnp.pad(v, widths) if any(w for _, w in widths) else v
 
 
-def scan(x, dt, A, B, C, h0, *, chunk_size, block_s, block_d, interpret, num_warps,
-         num_stages, reduce):
+def scan(x, dt, A, B, C, h0, *, chunk_size, block_s, block_d, interpret, num_warps, num_stages, reduce):
   """selective_scan's core (no D) via the Triton kernel: pads to the kernel's aligned shapes,
   runs it, slices back. y float32 [S, L, Dm], h_last [S, Dm, N]."""
   for name, b in (("block_s", block_s), ("block_d", block_d)):
@@ -65,9 +65,15 @@ def scan(x, dt, A, B, C, h0, *, chunk_size, block_s, block_d, interpret, num_war
   cfg = _KernelConfig(chunk_size, bs, bd, bool(interpret), num_warps, num_stages, atomic)
   # A enters scaled (see _LOG2E); autodiff through the scaling turns dA2 into dA.
   A2 = A.astype(jnp.float32) * _LOG2E
-  y, h_last = _fused_scan(_pad_to(x, (Sp, Lp, Dp)), _pad_to(dt, (Sp, Lp, Dp)),
-                          _pad_to(A2, (Dp, Np)), _pad_to(B, (Sp, Lp, Np)),
-                          _pad_to(C, (Sp, Lp, Np)), _pad_to(h0, (Sp, Dp, Np)), cfg)
+  y, h_last = _fused_scan(
+    _pad_to(x, (Sp, Lp, Dp)),
+    _pad_to(dt, (Sp, Lp, Dp)),
+    _pad_to(A2, (Dp, Np)),
+    _pad_to(B, (Sp, Lp, Np)),
+    _pad_to(C, (Sp, Lp, Np)),
+    _pad_to(h0, (Sp, Dp, Np)),
+    cfg,
+  )
   return y[:S, :L, :Dm], h_last[:S, :Dm, :N]
 
 
@@ -77,11 +83,11 @@ def _compiler_params(cfg: _KernelConfig):
   # Naming Triton's params selects the Triton lowering (jax 0.10's default GPU lowering is
   # Mosaic GPU, which needs 128-element-multiple tiles this kernel does not have).
   from jax.experimental.pallas import triton as pltriton
+
   return pltriton.CompilerParams(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
-def _fwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, h0_ref, y_ref, hlast_ref, *ckpt_ref,
-                chunk, n_chunks):
+def _fwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, h0_ref, y_ref, hlast_ref, *ckpt_ref, chunk, n_chunks):
   """One program: a [bs, bd] block of (sequences x channels), all N states, all steps.
 
   Refs: x, dt, y [bs, Lp, bd]; A2 = A*log2(e) [bd, N]; B, C [bs, Lp, N]; h0, hlast [bs, bd, N];
@@ -100,8 +106,7 @@ def _fwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, h0_ref, y_ref, hlast_ref, *c
       dt_sd = dt_ref[:, t, :].astype(f32)
       B_sn = B_ref[:, t, :].astype(f32)
       C_sn = C_ref[:, t, :].astype(f32)
-      h_sdn = (jnp.exp2(dt_sd[:, :, None] * A2_dn[None]) * h_sdn
-               + (dt_sd * x_sd)[:, :, None] * B_sn[:, None, :])
+      h_sdn = jnp.exp2(dt_sd[:, :, None] * A2_dn[None]) * h_sdn + (dt_sd * x_sd)[:, :, None] * B_sn[:, None, :]
       y_ref[:, t, :] = jnp.sum(h_sdn * C_sn[:, None, :], axis=2).astype(y_ref.dtype)
       return h_sdn
 
@@ -111,8 +116,7 @@ def _fwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, h0_ref, y_ref, hlast_ref, *c
   hlast_ref[...] = h_sdn
 
 
-def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref, *refs,
-                chunk, n_chunks, atomic):
+def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref, *refs, chunk, n_chunks, atomic):
   """Reverse recurrence for one [bs, bd] block, chunk by chunk from the last.
 
   With g_t = dLoss/dh_t (from y_t and from h_{t+1}) and a_t = exp(dt_t*A) = exp2(dt_t*A2):
@@ -143,6 +147,7 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
   def accumulate(ref, idx, value):
     if atomic:
       from jax.experimental.pallas import triton as pltriton
+
       pltriton.atomic_add(ref, idx, value)
     else:
       ref[idx] = value
@@ -157,12 +162,10 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
     step_of_row = lax.broadcasted_iota(jnp.int32, (B_ref.shape[0], sub, B_ref.shape[-1]), 1)
 
   def load_inputs(t):
-    return (x_ref[:, t, :].astype(f32), dt_ref[:, t, :].astype(f32),
-            B_ref[:, t, :].astype(f32))
+    return (x_ref[:, t, :].astype(f32), dt_ref[:, t, :].astype(f32), B_ref[:, t, :].astype(f32))
 
   def step(h_sdn, x_sd, dt_sd, B_sn):
-    return (jnp.exp2(dt_sd[:, :, None] * A2_dn[None]) * h_sdn
-            + (dt_sd * x_sd)[:, :, None] * B_sn[:, None, :])
+    return jnp.exp2(dt_sd[:, :, None] * A2_dn[None]) * h_sdn + (dt_sd * x_sd)[:, :, None] * B_sn[:, None, :]
 
   def put_row(ref, tile, t, k, row):
     """Step t's dB or dC row [bs, N] (step k of its piece): folded into the piece's tile at
@@ -194,10 +197,8 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
       gB_sd = jnp.sum(g_sdn * B_sn[:, None, :], axis=2)
       dx_ref[:, t, :] = dt_sd * gB_sd
       ddt_ref[:, t, :] = _LN2 * jnp.sum(ga_h_sdn * A2_dn[None], axis=2) + x_sd * gB_sd
-      dB_tile = put_row(dB_ref, dB_tile, t, k,
-                        jnp.sum(g_sdn * (dt_sd * x_sd)[:, :, None], axis=1))
-      dC_tile = put_row(dC_ref, dC_tile, t, k,
-                        jnp.sum(states[k + 1] * dy_sd[:, :, None], axis=1))
+      dB_tile = put_row(dB_ref, dB_tile, t, k, jnp.sum(g_sdn * (dt_sd * x_sd)[:, :, None], axis=1))
+      dC_tile = put_row(dC_ref, dC_tile, t, k, jnp.sum(states[k + 1] * dy_sd[:, :, None], axis=1))
       dA_dn = dA_dn + jnp.sum(ga_h_sdn * dt_sd[:, :, None], axis=0)
       g_sdn = a_sdn * g_sdn
     flush(dB_ref, dB_tile, t0)
@@ -217,9 +218,7 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
       g_sdn, dA_dn = reverse_piece(c * chunk + j * sub, entry[j], g_sdn, dA_dn)
     return g_sdn, dA_dn
 
-  g_sdn, dA_dn = lax.fori_loop(
-      0, n_chunks, chunk_body,
-      (dhlast_ref[...].astype(f32), jnp.zeros(A_ref.shape, f32)))
+  g_sdn, dA_dn = lax.fori_loop(0, n_chunks, chunk_body, (dhlast_ref[...].astype(f32), jnp.zeros(A_ref.shape, f32)))
   dh0_ref[...] = g_sdn
   accumulate(dA_ref, (slice(None), slice(None)), _LN2 * dA_dn)
 
@@ -231,16 +230,16 @@ def _block_specs(bs, bd, L, N, n_chunks):
   B and C ([L, N], shared by all channels) and L2 serves the repeats.
   """
   return dict(
-      seq=pl.BlockSpec((bs, L, bd), lambda j, i: (i, 0, j)),            # x, dt, y, dx, ddt
-      bc=pl.BlockSpec((bs, L, N), lambda j, i: (i, 0, 0)),              # B, C
-      a=pl.BlockSpec((bd, N), lambda j, i: (j, 0)),                     # A
-      state=pl.BlockSpec((bs, bd, N), lambda j, i: (i, j, 0)),          # h0, h_last, dh
-      ckpt=pl.BlockSpec((bs, n_chunks, bd, N), lambda j, i: (i, 0, j, 0)),
-      # dB, dC sum over channels and dA over sequences, which span programs: with
-      # reduce="partial" each program writes its partial sum and XLA adds them; with
-      # "atomic" the programs add into the shared "bc"/"a" blocks.
-      bc_partial=pl.BlockSpec((None, bs, L, N), lambda j, i: (j, i, 0, 0)),
-      a_partial=pl.BlockSpec((None, bd, N), lambda j, i: (i, j, 0)),
+    seq=pl.BlockSpec((bs, L, bd), lambda j, i: (i, 0, j)),  # x, dt, y, dx, ddt
+    bc=pl.BlockSpec((bs, L, N), lambda j, i: (i, 0, 0)),  # B, C
+    a=pl.BlockSpec((bd, N), lambda j, i: (j, 0)),  # A
+    state=pl.BlockSpec((bs, bd, N), lambda j, i: (i, j, 0)),  # h0, h_last, dh
+    ckpt=pl.BlockSpec((bs, n_chunks, bd, N), lambda j, i: (i, 0, j, 0)),
+    # dB, dC sum over channels and dA over sequences, which span programs: with
+    # reduce="partial" each program writes its partial sum and XLA adds them; with
+    # "atomic" the programs add into the shared "bc"/"a" blocks.
+    bc_partial=pl.BlockSpec((None, bs, L, N), lambda j, i: (j, i, 0, 0)),
+    a_partial=pl.BlockSpec((None, bd, N), lambda j, i: (i, j, 0)),
   )
 
 
@@ -256,14 +255,14 @@ def _fwd_call(x, dt, A, B, C, h0, cfg: _KernelConfig, save_checkpoints: bool):
     out_shape.append(jax.ShapeDtypeStruct((S, n_chunks, Dm, N), f32))
     out_specs.append(spec["ckpt"])
   return pl.pallas_call(
-      functools.partial(_fwd_kernel, chunk=cfg.chunk, n_chunks=n_chunks),
-      out_shape=out_shape,
-      grid=(Dm // cfg.block_d, S // cfg.block_s),
-      in_specs=[spec["seq"], spec["seq"], spec["a"], spec["bc"], spec["bc"], spec["state"]],
-      out_specs=out_specs,
-      interpret=cfg.interpret,
-      compiler_params=_compiler_params(cfg),
-      name="selective_scan_fwd",
+    functools.partial(_fwd_kernel, chunk=cfg.chunk, n_chunks=n_chunks),
+    out_shape=out_shape,
+    grid=(Dm // cfg.block_d, S // cfg.block_s),
+    in_specs=[spec["seq"], spec["seq"], spec["a"], spec["bc"], spec["bc"], spec["state"]],
+    out_specs=out_specs,
+    interpret=cfg.interpret,
+    compiler_params=_compiler_params(cfg),
+    name="selective_scan_fwd",
   )(x, dt, A, B, C, h0)
 
 
@@ -274,8 +273,7 @@ def _bwd_call(x, dt, A, B, C, ckpt, dy, dh_last, cfg: _KernelConfig):
   n_sblocks, n_dblocks = S // cfg.block_s, Dm // cfg.block_d
   spec = _block_specs(cfg.block_s, cfg.block_d, L, N, n_chunks)
   f32 = jnp.float32
-  in_specs = [spec["seq"], spec["seq"], spec["a"], spec["bc"], spec["bc"], spec["ckpt"],
-              spec["seq"], spec["state"]]
+  in_specs = [spec["seq"], spec["seq"], spec["a"], spec["bc"], spec["bc"], spec["ckpt"], spec["seq"], spec["state"]]
   args = [x, dt, A, B, C, ckpt, dy, dh_last]
   if cfg.atomic:  # every program adds into the one [S, L, N] / [Dm, N] buffer
     sum_shapes = [(S, L, N), (S, L, N), (Dm, N)]
@@ -288,18 +286,20 @@ def _bwd_call(x, dt, A, B, C, ckpt, dy, dh_last, cfg: _KernelConfig):
     sum_specs = [spec["bc_partial"], spec["bc_partial"], spec["a_partial"]]
     aliases = {}
   dx, ddt, dB, dC, dA, dh0 = pl.pallas_call(
-      functools.partial(_bwd_kernel, chunk=cfg.chunk, n_chunks=n_chunks, atomic=cfg.atomic),
-      out_shape=[jax.ShapeDtypeStruct((S, L, Dm), f32),
-                 jax.ShapeDtypeStruct((S, L, Dm), f32),
-                 *(jax.ShapeDtypeStruct(shape, f32) for shape in sum_shapes),
-                 jax.ShapeDtypeStruct((S, Dm, N), f32)],
-      grid=(n_dblocks, n_sblocks),
-      in_specs=in_specs,
-      out_specs=[spec["seq"], spec["seq"], *sum_specs, spec["state"]],
-      input_output_aliases=aliases,
-      interpret=cfg.interpret,
-      compiler_params=_compiler_params(cfg),
-      name="selective_scan_bwd",
+    functools.partial(_bwd_kernel, chunk=cfg.chunk, n_chunks=n_chunks, atomic=cfg.atomic),
+    out_shape=[
+      jax.ShapeDtypeStruct((S, L, Dm), f32),
+      jax.ShapeDtypeStruct((S, L, Dm), f32),
+      *(jax.ShapeDtypeStruct(shape, f32) for shape in sum_shapes),
+      jax.ShapeDtypeStruct((S, Dm, N), f32),
+    ],
+    grid=(n_dblocks, n_sblocks),
+    in_specs=in_specs,
+    out_specs=[spec["seq"], spec["seq"], *sum_specs, spec["state"]],
+    input_output_aliases=aliases,
+    interpret=cfg.interpret,
+    compiler_params=_compiler_params(cfg),
+    name="selective_scan_bwd",
   )(*args)
   if not cfg.atomic:
     dB, dC, dA = dB.sum(0), dC.sum(0), dA.sum(0)

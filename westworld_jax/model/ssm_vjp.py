@@ -1,5 +1,6 @@
 """The custom VJP both scan kernels share (ssm_triton.py, ssm_mosaic.py): the forward saves one
 state per chunk, the backward kernel rebuilds each chunk from it; no per-step state is saved."""
+
 from __future__ import annotations
 
 import functools
@@ -15,6 +16,7 @@ def checkpointed_scan(fwd_call, bwd_call):
   bwd_call(x, dt, A, B, C, ckpt, dy, dh_last, cfg) -> (dx, ddt, dA, dB, dC, dh0), float32.
   cfg is static (hashable).
   """
+
   @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
   def scan(x, dt, A, B, C, h0, cfg):
     y, h_last = fwd_call(x, dt, A, B, C, h0, cfg, save_checkpoints=False)

@@ -7,6 +7,7 @@ sigma = 0.75 / K, puts on each bin, renormalised to sum to one over [0, 1]
 with cross-entropy against the target bin index, and reads predictions out as the
 expectation over bin centres.
 """
+
 from __future__ import annotations
 
 import jax
@@ -25,10 +26,9 @@ def bin_centers(num_bins: int) -> jax.Array:
   return (jnp.arange(num_bins, dtype=jnp.float32) + 0.5) / num_bins
 
 
-def hl_gauss_histogram(values: jax.Array,
-                       num_bins: int,
-                       mask: jax.Array | None = None,
-                       sigma_bins: float = DEFAULT_SIGMA_BINS) -> jax.Array:
+def hl_gauss_histogram(
+  values: jax.Array, num_bins: int, mask: jax.Array | None = None, sigma_bins: float = DEFAULT_SIGMA_BINS
+) -> jax.Array:
   """Histogram [..., K] (float32) of N(v, sigma) over K uniform bins on [0, 1].
 
   Args:

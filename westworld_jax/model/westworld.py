@@ -35,6 +35,7 @@ of the window.
 `westworld_model(config)` / `build_westworld(size, **overrides)` wrap it as a WorldModel
 (world_model.py); the registry builds it as "westworld".
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -61,6 +62,7 @@ class ChannelAttention(nn.Module):
   q_bqtd attends to kv_bktd (same B and T) with keys masked by key_mask_bk. Logits and
   softmax in float32. A query with no valid key gets a zero output.
   """
+
   d_model: int
   n_heads: int
   dtype: jnp.dtype = jnp.float32
@@ -71,21 +73,18 @@ class ChannelAttention(nn.Module):
   @nn.compact
   def __call__(self, q_bqtd: jax.Array, kv_bktd: jax.Array, key_mask_bk: jax.Array):
     h, dh = self.n_heads, self.d_model // self.n_heads
-    dense = lambda name: nn.DenseGeneral((h, dh), dtype=self.dtype,
-                                         param_dtype=self.param_dtype, name=name)
+    dense = lambda name: nn.DenseGeneral((h, dh), dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     q = dense("query")(q_bqtd)  # [B, Q, T, H, dh]
     k = dense("key")(kv_bktd)
     v = dense("value")(kv_bktd)
-    logits = jnp.einsum("bqthe,bkthe->bthqk", q, k,
-                        preferred_element_type=jnp.float32) / jnp.sqrt(dh)
+    logits = jnp.einsum("bqthe,bkthe->bthqk", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(dh)
     key_mask = key_mask_bk[:, None, None, None, :]
     logits = jnp.where(key_mask, logits, _MASKED_LOGIT)
     weights = jax.nn.softmax(logits, axis=-1)
     weights = jnp.where(jnp.any(key_mask_bk, axis=-1)[:, None, None, None, None], weights, 0.0)
     weights = nn.Dropout(self.dropout_rate)(weights, deterministic=self.deterministic)
     out = jnp.einsum("bthqk,bkthe->bqthe", weights.astype(self.dtype), v)
-    return nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype,
-                           param_dtype=self.param_dtype, name="out")(out)
+    return nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
 
 
 class WestWorldBlock(nn.Module):
@@ -95,12 +94,12 @@ class WestWorldBlock(nn.Module):
   CLS output with config.cls_from_previous_block), or None for this block's learned CLS.
   cls_out_sd is None when the system embedding uses no CLS.
   """
+
   config: ModelConfig
   deterministic: bool = True
 
   def _ln(self, name):
-    return nn.LayerNorm(dtype=jnp.float32, param_dtype=jnp.dtype(self.config.param_dtype),
-                        name=name)
+    return nn.LayerNorm(dtype=jnp.float32, param_dtype=jnp.dtype(self.config.param_dtype), name=name)
 
   def _drop(self, y):
     return nn.Dropout(self.config.dropout_rate)(y, deterministic=self.deterministic)
@@ -110,12 +109,10 @@ class WestWorldBlock(nn.Module):
     cfg = self.config
     dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     b, c, t, d = x_bctd.shape
-    attn = lambda name: ChannelAttention(d, cfg.n_heads, dt, pdt, cfg.dropout_rate,
-                                         self.deterministic, name=name)
+    attn = lambda name: ChannelAttention(d, cfg.n_heads, dt, pdt, cfg.dropout_rate, self.deterministic, name=name)
 
     # 1-3: within each time step; dropout on attention and FFN outputs (as upstream).
-    x = self._ln("ln_self")(x_bctd + self._drop(attn("self_attn")(x_bctd, x_bctd,
-                                                                  obs_mask_bc)))
+    x = self._ln("ln_self")(x_bctd + self._drop(attn("self_attn")(x_bctd, x_bctd, obs_mask_bc)))
     x = self._ln("ln_cross")(x + self._drop(attn("cross_attn")(x, act_bctd, act_mask_bc)))
     y = nn.Dense(cfg.d_ff, dtype=dt, param_dtype=pdt, name="ffn_in")(x)
     y = nn.Dense(d, dtype=dt, param_dtype=pdt, name="ffn_out")(nn.gelu(y))
@@ -129,11 +126,18 @@ class WestWorldBlock(nn.Module):
       if cls_in_sd is None:
         cls_d = self.param("cls", nn.initializers.normal(0.02), (d,), pdt)
         cls_in_sd = jnp.broadcast_to(cls_d.astype(x_sld.dtype), (b * c, d))
-      x_sld = jnp.concatenate([x_sld[:, :cls_at], cls_in_sd[:, None].astype(x_sld.dtype),
-                               x_sld[:, cls_at:]], axis=1)
-    ssm = SelectiveSSM(d_model=d, d_state=cfg.ssm_d_state, expand=cfg.ssm_expand,
-                       d_conv=cfg.ssm_d_conv, scan_impl=cfg.ssm_scan_impl,
-                       chunk_size=cfg.ssm_chunk_size, dtype=dt, param_dtype=pdt, name="ssm")
+      x_sld = jnp.concatenate([x_sld[:, :cls_at], cls_in_sd[:, None].astype(x_sld.dtype), x_sld[:, cls_at:]], axis=1)
+    ssm = SelectiveSSM(
+      d_model=d,
+      d_state=cfg.ssm_d_state,
+      expand=cfg.ssm_expand,
+      d_conv=cfg.ssm_d_conv,
+      scan_impl=cfg.ssm_scan_impl,
+      chunk_size=cfg.ssm_chunk_size,
+      dtype=dt,
+      param_dtype=pdt,
+      name="ssm",
+    )
     if cfg.block_norms == "upstream":
       z_sld = self._ln("ln_ssm_in")(x_sld)
       z_sld = z_sld + ssm(z_sld).astype(jnp.float32)
@@ -142,9 +146,8 @@ class WestWorldBlock(nn.Module):
     cls_out_sd = None
     if use_cls:
       cls_z_sd = z_sld[:, cls_at]
-      z_sld = jnp.concatenate([z_sld[:, :cls_at], z_sld[:, cls_at + 1:]], axis=1)
-      cls_out_sd = self._ln("ln_cls")(cls_z_sd) if cfg.block_norms == "upstream" \
-          else cls_z_sd
+      z_sld = jnp.concatenate([z_sld[:, :cls_at], z_sld[:, cls_at + 1 :]], axis=1)
+      cls_out_sd = self._ln("ln_cls")(cls_z_sd) if cfg.block_norms == "upstream" else cls_z_sd
 
     # 5: Sys-MoE; routing units are the token groups that share one gate.
     gate_in = self._ln("ln_gate") if cfg.block_norms == "upstream" else (lambda v: v)
@@ -153,18 +156,27 @@ class WestWorldBlock(nn.Module):
       units_gld, sys_gd, valid_g = z_sld, gate_in(cls_z_sd), valid_bc.reshape(b * c)
     elif cfg.system_embedding == "robot":  # unit = one sample
       w_bc1 = valid_bc.astype(jnp.float32)[..., None]
-      sys_gd = (jnp.sum(gate_in(cls_z_sd).reshape(b, c, d) * w_bc1, axis=1)
-                / jnp.maximum(jnp.sum(w_bc1, axis=1), 1.0))
+      sys_gd = jnp.sum(gate_in(cls_z_sd).reshape(b, c, d) * w_bc1, axis=1) / jnp.maximum(jnp.sum(w_bc1, axis=1), 1.0)
       units_gld, valid_g = z_sld.reshape(b, c * t, d), jnp.any(valid_bc, axis=1)
     else:  # "token": unit = one token
       units_gld = z_sld.reshape(b * c * t, 1, d)
       sys_gd = gate_in(z_sld.reshape(b * c * t, d))
       valid_g = jnp.broadcast_to(valid_bc[:, :, None], (b, c, t)).reshape(-1)
-    moe = SysMoE(d_model=d, d_expert=cfg.d_expert, num_experts=cfg.num_experts,
-                 mode=cfg.moe_mode, top_k=cfg.top_k, capacity_factor=cfg.capacity_factor,
-                 lb_loss_coef=cfg.lb_loss_coef, z_loss_coef=cfg.z_loss_coef,
-                 expert_axis=cfg.expert_axis, token_axes=tuple(cfg.token_axes),
-                 dtype=dt, param_dtype=pdt, name="moe")
+    moe = SysMoE(
+      d_model=d,
+      d_expert=cfg.d_expert,
+      num_experts=cfg.num_experts,
+      mode=cfg.moe_mode,
+      top_k=cfg.top_k,
+      capacity_factor=cfg.capacity_factor,
+      lb_loss_coef=cfg.lb_loss_coef,
+      z_loss_coef=cfg.z_loss_coef,
+      expert_axis=cfg.expert_axis,
+      token_axes=tuple(cfg.token_axes),
+      dtype=dt,
+      param_dtype=pdt,
+      name="moe",
+    )
     y_gld, aux = moe(units_gld, sys_gd, valid_g)
     x_sld = self._ln("ln_moe")(z_sld + y_gld.reshape(b * c, t, d))
     return x_sld.reshape(b, c, t, d), cls_out_sd, aux
@@ -173,6 +185,7 @@ class WestWorldBlock(nn.Module):
 class WestWorld(nn.Module):
   """The world model. __call__(batch, train=False) -> {"logits": [B, T, Co, K] float32,
   "aux_loss": scalar float32 (MoE balance/z losses, already weighted)}."""
+
   config: ModelConfig
 
   @nn.compact
@@ -181,22 +194,20 @@ class WestWorld(nn.Module):
     check_batch(batch, cfg)
     obs_mask_bc = batch["obs_mask"].astype(bool)
     act_mask_bc = batch["act_mask"].astype(bool)
-    batch = {**batch, "obs_mask": obs_mask_bc, "act_mask": act_mask_bc,
-             "time_mask": batch["time_mask"].astype(bool)}
+    batch = {**batch, "obs_mask": obs_mask_bc, "act_mask": act_mask_bc, "time_mask": batch["time_mask"].astype(bool)}
     x_bctd, act_bctd = TokenEmbedding(cfg, name="embed")(batch)
 
     block_cls = nn.remat(WestWorldBlock) if cfg.remat else WestWorldBlock
     aux = jnp.zeros((), jnp.float32)
     cls_sd = None
     for i in range(cfg.n_layers):
-      x_bctd, cls_out_sd, aux_i = block_cls(cfg, deterministic=not train,
-                                            name=f"block_{i}")(
-          x_bctd, act_bctd, obs_mask_bc, act_mask_bc, cls_sd)
+      x_bctd, cls_out_sd, aux_i = block_cls(cfg, deterministic=not train, name=f"block_{i}")(
+        x_bctd, act_bctd, obs_mask_bc, act_mask_bc, cls_sd
+      )
       cls_sd = cls_out_sd if cfg.cls_from_previous_block else None
       aux = aux + aux_i
 
-    logits_bctk = nn.Dense(cfg.num_bins, dtype=jnp.float32,
-                           param_dtype=jnp.dtype(cfg.param_dtype), name="head")(x_bctd)
+    logits_bctk = nn.Dense(cfg.num_bins, dtype=jnp.float32, param_dtype=jnp.dtype(cfg.param_dtype), name="head")(x_bctd)
     return {"logits": jnp.swapaxes(logits_bctk, 1, 2), "aux_loss": aux}
 
 
@@ -205,8 +216,13 @@ def init_params(config: ModelConfig, batch: dict[str, jax.Array], rng: jax.Array
   return WestWorld(config).init({"params": rng}, batch)["params"]
 
 
-def dummy_batch(config: ModelConfig, batch_size: int = 2, num_steps: int | None = None,
-                num_obs: int | None = None, num_act: int | None = None) -> dict[str, jax.Array]:
+def dummy_batch(
+  config: ModelConfig,
+  batch_size: int = 2,
+  num_steps: int | None = None,
+  num_obs: int | None = None,
+  num_act: int | None = None,
+) -> dict[str, jax.Array]:
   """batch.zeros_batch as jax arrays, sized by default to the config (for init and eval_shape)."""
   t = config.max_window_len if num_steps is None else num_steps
   co = min(16, config.max_obs_channels) if num_obs is None else num_obs
@@ -223,6 +239,7 @@ def param_count(config: ModelConfig) -> int:
 
 # ----------------------------------------------------------------------------- WorldModel
 
+
 def westworld_model(config: ModelConfig) -> WorldModel:
   module = WestWorld(config)
 
@@ -237,8 +254,7 @@ def westworld_model(config: ModelConfig) -> WorldModel:
   def predict(params, batch):
     logits = module.apply({"params": params}, batch)["logits"]
     # logits[:, t] predicts obs[:, t + 1].
-    pred = jnp.concatenate([batch["obs"][:, :1].astype(jnp.float32),
-                            expectation(logits[:, :-1])], axis=1)
+    pred = jnp.concatenate([batch["obs"][:, :1].astype(jnp.float32), expectation(logits[:, :-1])], axis=1)
     return copy_history(pred, batch, config.history)
 
   specs = expert_param_specs if config.expert_axis else replicated_specs

@@ -16,6 +16,7 @@ A `WorldModel` is a bundle of pure functions of (params, batch) at the jit bound
 and its `Capacity`: the largest window, channel counts and structural / kind indices it takes.
 Batches follow westworld_jax/model/BATCH_SPEC.md.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,6 +43,7 @@ class Capacity:
   """The sizes of a model's tables. None: the model has no such limit (it never reads that part
   of the batch). Needs are counts: a window of T steps needs T <= max_window_len, Co observation
   channels Co <= max_obs_channels, a structural index or kind id i needs i + 1 <= the limit."""
+
   max_window_len: int | None
   max_obs_channels: int | None
   max_act_channels: int | None
@@ -66,8 +68,10 @@ class Capacity:
       if name in unlimited and has:
         raise ValueError(f"{type(config).__name__} has {name} but declares it unlimited")
       if name not in unlimited and not has:
-        raise ValueError(f"{type(config).__name__} has no field {name}: add it, or name it in "
-                         "Capacity.of(config, unlimited=...) if the model has no such limit")
+        raise ValueError(
+          f"{type(config).__name__} has no field {name}: add it, or name it in "
+          "Capacity.of(config, unlimited=...) if the model has no such limit"
+        )
       values[name] = None if name in unlimited else int(getattr(config, name))
     return cls(**values)
 
@@ -78,10 +82,11 @@ class Capacity:
     that is no capacity field raises, so a limit named differently is never skipped."""
     stray = sorted(n for n in dir(config) if n.startswith("max_") and n not in cls.fields())
     if stray:
-      raise ValueError(f"{type(config).__name__} has {stray}, which are no capacity fields "
-                       f"({list(cls.fields())}): rename them or pass WorldModel(capacity=...)")
-    return cls(**{n: int(getattr(config, n)) if hasattr(config, n) else None
-                  for n in cls.fields()})
+      raise ValueError(
+        f"{type(config).__name__} has {stray}, which are no capacity fields "
+        f"({list(cls.fields())}): rename them or pass WorldModel(capacity=...)"
+      )
+    return cls(**{n: int(getattr(config, n)) if hasattr(config, n) else None for n in cls.fields()})
 
   def limit(self, field: str) -> int | None:
     if field not in self.fields():
@@ -118,8 +123,13 @@ class WorldModel:
     for field, n in need.items():
       if self.capacity.exceeds(field, n):
         limit = self.capacity.limit(field)
-        raise CapacityError(f"the world model supports {field}={limit} but {n} are needed"
-                            + (f": {hint}" if hint else ""), self.name, field, limit, n)
+        raise CapacityError(
+          f"the world model supports {field}={limit} but {n} are needed" + (f": {hint}" if hint else ""),
+          self.name,
+          field,
+          limit,
+          n,
+        )
 
 
 def replicated_specs(params: Params) -> Any:

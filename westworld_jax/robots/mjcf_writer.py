@@ -5,6 +5,7 @@ Every model gets the same timestep and solver (MJX supports Newton with pyramida
 with ctrlrange [-1, 1], limited damped joints with armature, and contact bits such that robot geoms
 touch only the floor and free objects.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,8 +69,15 @@ def tag(tag: str, **attrs) -> str:
 def joint_xml(j: Joint) -> str:
   if j.kind == "free":
     return tag("freejoint", name=j.name)
-  return tag("joint", name=j.name, type=j.kind, axis=j.axis, range=j.range,
-              limited="true" if j.range else "false", **dict(j.attrs))
+  return tag(
+    "joint",
+    name=j.name,
+    type=j.kind,
+    axis=j.axis,
+    range=j.range,
+    limited="true" if j.range else "false",
+    **dict(j.attrs),
+  )
 
 
 def render(body: Body, depth: int) -> list[str]:
@@ -88,20 +96,26 @@ def walk(body: Body):
     yield from walk(child)
 
 
-def capsule(name: str, start: Vec, end: Vec, radius: float, touch: bool = True,
-             **extra) -> dict:
-  return dict(name=name, type="capsule", fromto=(*start, *end), size=radius,
-              **{"class": "touch" if touch else None}, **extra)
+def capsule(name: str, start: Vec, end: Vec, radius: float, touch: bool = True, **extra) -> dict:
+  return dict(
+    name=name, type="capsule", fromto=(*start, *end), size=radius, **{"class": "touch" if touch else None}, **extra
+  )
 
 
 def sphere(name: str, pos: Vec, radius: float, touch: bool = True, **extra) -> dict:
-  return dict(name=name, type="sphere", pos=pos, size=radius,
-              **{"class": "touch" if touch else None}, **extra)
+  return dict(name=name, type="sphere", pos=pos, size=radius, **{"class": "touch" if touch else None}, **extra)
 
 
-def mjcf(model: str, bodies: Sequence[Body], *, damping: float, armature: float,
-          floor: bool = True, world_geoms: Sequence[dict] = (),
-          fluid: tuple[float, float] | None = None) -> str:
+def mjcf(
+  model: str,
+  bodies: Sequence[Body],
+  *,
+  damping: float,
+  armature: float,
+  floor: bool = True,
+  world_geoms: Sequence[dict] = (),
+  fluid: tuple[float, float] | None = None,
+) -> str:
   """Wraps robot bodies into a complete model: options, defaults, floor, motors.
 
   fluid: (density, viscosity) of a surrounding medium; MJX implements fluid drag only with
@@ -110,31 +124,34 @@ def mjcf(model: str, bodies: Sequence[Body], *, damping: float, armature: float,
   option = f'integrator="{"Euler" if fluid else "implicitfast"}"'
   if fluid:
     option += f' density="{fmt(fluid[0])}" viscosity="{fmt(fluid[1])}"'
-  motors = [tag("motor", name=j.name, joint=j.name, gear=j.gear)
-            for root in bodies for b in walk(root) for j in b.joints if j.gear is not None]
+  motors = [
+    tag("motor", name=j.name, joint=j.name, gear=j.gear)
+    for root in bodies
+    for b in walk(root)
+    for j in b.joints
+    if j.gear is not None
+  ]
   world = [tag("geom", **g) for g in world_geoms]
   if floor:
-    world.insert(0, tag("geom", name="floor", type="plane", size=(0, 0, 0.05),
-                         contype=0, conaffinity=1, rgba=(0.4, 0.45, 0.5, 1)))
+    world.insert(
+      0, tag("geom", name="floor", type="plane", size=(0, 0, 0.05), contype=0, conaffinity=1, rgba=(0.4, 0.45, 0.5, 1))
+    )
   lines = [
-      f'<mujoco model="{model}">',
-      '  <compiler angle="radian" autolimits="true"/>',
-      f'  <option timestep="{TIMESTEP}" {option} solver="Newton" cone="pyramidal" '
-      'iterations="20" ls_iterations="10"/>',
-      "  <default>",
-      f'    <joint damping="{fmt(damping)}" armature="{fmt(armature)}"/>',
-      '    <geom contype="0" conaffinity="0" condim="3" friction="0.8 0.1 0.1" '
-      'rgba="0.75 0.6 0.4 1"/>',
-      '    <motor ctrlrange="-1 1" ctrllimited="true"/>',
-      '    <default class="touch"><geom contype="1"/></default>',
-      '    <default class="object"><geom contype="1" conaffinity="1" '
-      'rgba="0.3 0.5 0.8 1"/></default>',
-      "  </default>",
-      "  <worldbody>",
-      '    <light name="light" pos="0 0 4" dir="0 0 -1" directional="true"/>',
-      *["    " + w for w in world],
-      *[line for b in bodies for line in render(b, 2)],
-      "  </worldbody>",
+    f'<mujoco model="{model}">',
+    '  <compiler angle="radian" autolimits="true"/>',
+    f'  <option timestep="{TIMESTEP}" {option} solver="Newton" cone="pyramidal" iterations="20" ls_iterations="10"/>',
+    "  <default>",
+    f'    <joint damping="{fmt(damping)}" armature="{fmt(armature)}"/>',
+    '    <geom contype="0" conaffinity="0" condim="3" friction="0.8 0.1 0.1" rgba="0.75 0.6 0.4 1"/>',
+    '    <motor ctrlrange="-1 1" ctrllimited="true"/>',
+    '    <default class="touch"><geom contype="1"/></default>',
+    '    <default class="object"><geom contype="1" conaffinity="1" rgba="0.3 0.5 0.8 1"/></default>',
+    "  </default>",
+    "  <worldbody>",
+    '    <light name="light" pos="0 0 4" dir="0 0 -1" directional="true"/>',
+    *["    " + w for w in world],
+    *[line for b in bodies for line in render(b, 2)],
+    "  </worldbody>",
   ]
   lines += ["  <actuator>", *["    " + m for m in motors], "  </actuator>", "</mujoco>", ""]
   return "\n".join(lines)
@@ -177,9 +194,13 @@ def chain(segs: Sequence[Seg], pos: Vec, touch: bool = True) -> Body:
   child = None
   for i in reversed(range(len(segs))):
     s = segs[i]
-    child = Body(s.name, pos if i == 0 else segs[i - 1].vec, list(s.joints),
-                 [capsule(s.name, (0, 0, 0), s.vec, s.radius, touch)],
-                 [child] if child else [])
+    child = Body(
+      s.name,
+      pos if i == 0 else segs[i - 1].vec,
+      list(s.joints),
+      [capsule(s.name, (0, 0, 0), s.vec, s.radius, touch)],
+      [child] if child else [],
+    )
   return child
 
 
@@ -194,17 +215,18 @@ def drop(segs: Sequence[Seg]) -> float:
 
 def planar_root() -> list[Joint]:
   free = (("damping", 0), ("armature", 0))
-  return [Joint("rootz", UP, kind="slide", attrs=free),
-          Joint("rootx", (1, 0, 0), kind="slide", attrs=free),
-          Joint("rooty", (0, 1, 0), attrs=free)]
+  return [
+    Joint("rootz", UP, kind="slide", attrs=free),
+    Joint("rootx", (1, 0, 0), kind="slide", attrs=free),
+    Joint("rooty", (0, 1, 0), attrs=free),
+  ]
 
 
 # Planar joint ranges by role (axis -y): hips swing mostly forward, knees fold back.
 _HIP, _KNEE, _ANKLE, _FOOT = (-0.35, 1.75), (-2.6, 0.0), (0.0, 2.0), (-0.8, 0.8)
 
 
-def planar_leg(prefix: str, n: int, length: float, radius: float, gear: float,
-                stiffness: float = 0.0) -> list[Seg]:
+def planar_leg(prefix: str, n: int, length: float, radius: float, gear: float, stiffness: float = 0.0) -> list[Seg]:
   """A planar leg of n segments: thigh, shin, [tarsus], [foot]; n >= 3 ends in a foot."""
   n_long = n - 1 if n >= 3 else n
   roles = [_HIP, _KNEE, _ANKLE][:n_long] + ([_FOOT] if n >= 3 else [])
@@ -214,14 +236,18 @@ def planar_leg(prefix: str, n: int, length: float, radius: float, gear: float,
     is_foot = name == "foot"
     vec = (0.4 * length / 2, 0.0, 0.0) if is_foot else (0.0, 0.0, -length / n_long)
     attrs = (("stiffness", stiffness),) if stiffness else ()
-    segs.append(Seg(f"{prefix}_{name}", vec, radius * (0.8 ** i),
-                    (Joint(f"{prefix}_{name}_j", PITCH, role, gear * 0.6 ** i,
-                           attrs=attrs),)))
+    segs.append(
+      Seg(
+        f"{prefix}_{name}",
+        vec,
+        radius * (0.8**i),
+        (Joint(f"{prefix}_{name}_j", PITCH, role, gear * 0.6**i, attrs=attrs),),
+      )
+    )
   return segs
 
 
-def planar_robot(model: str, torso: Body, limbs: Sequence[tuple[Vec, list[Seg]]],
-                  damping: float = 1.0) -> str:
+def planar_robot(model: str, torso: Body, limbs: Sequence[tuple[Vec, list[Seg]]], damping: float = 1.0) -> str:
   """Torso on rootz/rootx/rooty with legs (and arms) attached, dropped onto the floor."""
   height = max([drop(segs) - pos[2] for pos, segs in limbs] + [0.3]) + 0.02
   torso.pos = (0.0, 0.0, height)

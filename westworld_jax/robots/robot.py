@@ -9,6 +9,7 @@ never written by hand per robot:
   carry no actuators, get one motor per hinge/slide joint;
 - structure: object id and LCRS (pre, in, post) ranks per body (see structure.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,26 +29,26 @@ from westworld_jax import cli
 
 # Channel kinds. Ids are stable: they index the model's kind embedding (keep < 16 per family).
 OBS_KINDS = (
-    "joint_pos",  # hinge angle
-    "joint_vel",  # hinge angular velocity
-    "slide_pos",  # prismatic joint position
-    "slide_vel",
-    "root_height",  # floating base height (free joint z, or planar root z slide)
-    "root_quat",  # floating base orientation (w, x, y, z)
-    "root_angle",  # planar base pitch (root hinge)
-    "root_linvel",  # floating base linear velocity (world frame for free joints, as qvel)
-    "root_angvel",  # floating base angular velocity (body frame, as qvel)
-    "ball_quat",  # ball joint orientation
-    "ball_angvel",
-    "root_x_vel",  # planar base forward velocity (position omitted: it is global x)
+  "joint_pos",  # hinge angle
+  "joint_vel",  # hinge angular velocity
+  "slide_pos",  # prismatic joint position
+  "slide_vel",
+  "root_height",  # floating base height (free joint z, or planar root z slide)
+  "root_quat",  # floating base orientation (w, x, y, z)
+  "root_angle",  # planar base pitch (root hinge)
+  "root_linvel",  # floating base linear velocity (world frame for free joints, as qvel)
+  "root_angvel",  # floating base angular velocity (body frame, as qvel)
+  "ball_quat",  # ball joint orientation
+  "ball_angvel",
+  "root_x_vel",  # planar base forward velocity (position omitted: it is global x)
 )
 ACT_KINDS = (
-    "motor",  # direct force/torque (gain fixed, no bias)
-    "position",  # position servo (affine bias)
-    "velocity",  # velocity servo
-    "tendon",  # acts through a tendon
-    "site",  # acts through a site (e.g. a thruster)
-    "other",
+  "motor",  # direct force/torque (gain fixed, no bias)
+  "position",  # position servo (affine bias)
+  "velocity",  # velocity servo
+  "tendon",  # acts through a tendon
+  "site",  # acts through a site (e.g. a thruster)
+  "other",
 )
 OBS_KIND_ID = {k: i for i, k in enumerate(OBS_KINDS)}
 ACT_KIND_ID = {k: i for i, k in enumerate(ACT_KINDS)}
@@ -55,9 +56,9 @@ ACT_KIND_ID = {k: i for i, k in enumerate(ACT_KINDS)}
 # Sensors appended to every loaded model (they read state, never change dynamics): what behaviour
 # rewards and fall detection need, for any robot. (key, sensor type, which body).
 TASK_SENSORS = (
-    ("root_vel", mujoco.mjtSensor.mjSENS_SUBTREELINVEL, "root"),
-    ("root_pos", mujoco.mjtSensor.mjSENS_FRAMEPOS, "root"),
-    ("tip_pos", mujoco.mjtSensor.mjSENS_FRAMEPOS, "tip"),
+  ("root_vel", mujoco.mjtSensor.mjSENS_SUBTREELINVEL, "root"),
+  ("root_pos", mujoco.mjtSensor.mjSENS_FRAMEPOS, "root"),
+  ("tip_pos", mujoco.mjtSensor.mjSENS_FRAMEPOS, "tip"),
 )
 
 DEFAULT_CONTROL_DT = 0.02  # seconds per model step when the catalogue gives no frame skip
@@ -143,38 +144,47 @@ class Robot:
   @functools.cached_property
   def _obs_gather(self) -> np.ndarray:
     nq = self.model.nq
-    return np.array([c.address if c.source == "qpos" else nq + c.address for c in self.obs_channels],
-                    np.int64)
+    return np.array([c.address if c.source == "qpos" else nq + c.address for c in self.obs_channels], np.int64)
 
   def fingerprint(self) -> str:
     """Hash of the kinematic tree and channels: equal robots (whatever the file) collide."""
     m = self.model
     h = hashlib.sha256()
-    for arr in (m.body_parentid, m.jnt_type, m.jnt_bodyid, m.actuator_trnid, m.body_pos.round(4),
-                m.body_mass.round(4), m.geom_size.round(4)):
+    for arr in (
+      m.body_parentid,
+      m.jnt_type,
+      m.jnt_bodyid,
+      m.actuator_trnid,
+      m.body_pos.round(4),
+      m.body_mass.round(4),
+      m.geom_size.round(4),
+    ):
       h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()[:16]
 
   def topology(self) -> str:
     """Hash of the tree shape and joint types only (distinct kinematic trees)."""
     m = self.model
-    parts = [f"{int(m.body_parentid[b])}:{sorted(int(m.jnt_type[j]) for j in range(m.njnt) if m.jnt_bodyid[j] == b)}"
-             for b in range(1, m.nbody)]
+    parts = [
+      f"{int(m.body_parentid[b])}:{sorted(int(m.jnt_type[j]) for j in range(m.njnt) if m.jnt_bodyid[j] == b)}"
+      for b in range(1, m.nbody)
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
   def describe(self) -> dict[str, Any]:
     """The JSON contract of `python -m westworld_jax.robots describe`."""
     return {
-        "name": self.name,
-        "dt": self.dt,
-        "bodies": [{"name": b.name, "object": b.object, "pre": b.pre, "in": b.inorder, "post": b.post}
-                   for b in self.bodies],
-        "obs_channels": [{"name": c.name, "kind": c.kind, "body": c.body} for c in self.obs_channels],
-        "act_channels": [{"name": c.name, "kind": c.kind, "body": c.body} for c in self.act_channels],
-        "act_low": self.act_low.tolist(),
-        "act_high": self.act_high.tolist(),
-        "ctrl_range_assumed": list(self.ctrl_range_assumed),
-        "source": self.source,
+      "name": self.name,
+      "dt": self.dt,
+      "bodies": [
+        {"name": b.name, "object": b.object, "pre": b.pre, "in": b.inorder, "post": b.post} for b in self.bodies
+      ],
+      "obs_channels": [{"name": c.name, "kind": c.kind, "body": c.body} for c in self.obs_channels],
+      "act_channels": [{"name": c.name, "kind": c.kind, "body": c.body} for c in self.act_channels],
+      "act_low": self.act_low.tolist(),
+      "act_high": self.act_high.tolist(),
+      "ctrl_range_assumed": list(self.ctrl_range_assumed),
+      "source": self.source,
     }
 
 
@@ -197,6 +207,7 @@ def reset_to_start(model: mujoco.MjModel, data: mujoco.MjData) -> None:
 
 
 # --- loading --------------------------------------------------------------------------------
+
 
 def _name(model: mujoco.MjModel, obj: mujoco.mjtObj, i: int, prefix: str) -> str:
   return mujoco.mj_id2name(model, obj, i) or f"{prefix}{i}"
@@ -301,8 +312,11 @@ def _observation_channels(model: mujoco.MjModel) -> tuple[list[Channel], bool, i
     if int(model.jnt_type[j]) == J.mjJNT_SLIDE and parent[b] == 0:
       axis = np.abs(model.jnt_axis[j])
       root_slides.setdefault(b, {})["xyz"[int(np.argmax(axis))]] = j
-  root_hinged = {int(model.jnt_bodyid[j]) for j in range(model.njnt)
-                 if int(model.jnt_type[j]) == J.mjJNT_HINGE and parent[int(model.jnt_bodyid[j])] == 0}
+  root_hinged = {
+    int(model.jnt_bodyid[j])
+    for j in range(model.njnt)
+    if int(model.jnt_type[j]) == J.mjJNT_HINGE and parent[int(model.jnt_bodyid[j])] == 0
+  }
   # A planar floating base (walker/cheetah/hopper style) slides along x and z and pitches; a body
   # that only slides (a cart, a cup on rails) keeps its position channels.
   planar = {b for b, s in root_slides.items() if "z" in s and ("x" in s or "y" in s) and b in root_hinged}
@@ -345,31 +359,47 @@ def _observation_channels(model: mujoco.MjModel) -> tuple[list[Channel], bool, i
   return pos + vel, floating_root is not None, floating_root or 1
 
 
-def robot_from_model(model: mujoco.MjModel, name: str, source: str, frame_skip: int | None = None,
-                     control_dt: float | None = None, warn: bool = True) -> Robot:
+def robot_from_model(
+  model: mujoco.MjModel,
+  name: str,
+  source: str,
+  frame_skip: int | None = None,
+  control_dt: float | None = None,
+  warn: bool = True,
+) -> Robot:
   """Build a Robot from a compiled model (frame_skip, else control_dt, else DEFAULT_CONTROL_DT).
 
   Actuators without a ctrlrange get [-1, 1], with a warning (unless warn=False) and a record in
   Robot.ctrl_range_assumed."""
   if model.nu == 0:
-    raise RobotLoadError(f"robot '{name}' has no actuators: add <actuator> elements (URDFs get motors "
-                         "automatically)")
+    raise RobotLoadError(f"robot '{name}' has no actuators: add <actuator> elements (URDFs get motors automatically)")
   if model.njnt == 0:
     raise RobotLoadError(f"robot '{name}' has no joints: nothing moves, so there is nothing to predict")
   obs, floating, root = _observation_channels(model)
   act = []
   for a in range(model.nu):
     b = _actuator_body(model, a)
-    act.append(Channel(_name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, a, "actuator"), _actuator_kind(model, a),
-                       _name(model, mujoco.mjtObj.mjOBJ_BODY, b, "body"), b))
+    act.append(
+      Channel(
+        _name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, a, "actuator"),
+        _actuator_kind(model, a),
+        _name(model, mujoco.mjtObj.mjOBJ_BODY, b, "body"),
+        b,
+      )
+    )
   limited = model.actuator_ctrllimited.astype(bool)
   lo = np.where(limited, model.actuator_ctrlrange[:, 0], -1.0).astype(np.float32)
   hi = np.where(limited, model.actuator_ctrlrange[:, 1], 1.0).astype(np.float32)
   assumed = tuple(act[a].name for a in np.where(~limited)[0])
   if assumed and warn:
-    logging.warning("%s: %d actuator(s) have no ctrlrange (%s%s); assuming [-1, 1]. Give them a ctrlrange "
-                    "(and ctrllimited) if their controls live on another scale.", name, len(assumed),
-                    ", ".join(assumed[:5]), ", ..." if len(assumed) > 5 else "")
+    logging.warning(
+      "%s: %d actuator(s) have no ctrlrange (%s%s); assuming [-1, 1]. Give them a ctrlrange "
+      "(and ctrllimited) if their controls live on another scale.",
+      name,
+      len(assumed),
+      ", ".join(assumed[:5]),
+      ", ..." if len(assumed) > 5 else "",
+    )
 
   data = mujoco.MjData(model)
   mujoco.mj_forward(model, data)
@@ -391,10 +421,22 @@ def robot_from_model(model: mujoco.MjModel, name: str, source: str, frame_skip: 
     frame_skip = max(1, int(round(dt / model.opt.timestep)))
   if frame_skip < 1:
     raise RobotLoadError(f"frame_skip must be >= 1, got {frame_skip}")
-  return Robot(name=name, source=source, model=model, frame_skip=int(frame_skip), bodies=tuple(bodies),
-               obs_channels=tuple(obs), act_channels=tuple(act), act_low=lo, act_high=hi,
-               floating=floating, root_body_id=root, tip_body_id=tip, sensor_adr=sensor_adr,
-               ctrl_range_assumed=assumed)
+  return Robot(
+    name=name,
+    source=source,
+    model=model,
+    frame_skip=int(frame_skip),
+    bodies=tuple(bodies),
+    obs_channels=tuple(obs),
+    act_channels=tuple(act),
+    act_low=lo,
+    act_high=hi,
+    floating=floating,
+    root_body_id=root,
+    tip_body_id=tip,
+    sensor_adr=sensor_adr,
+    ctrl_range_assumed=assumed,
+  )
 
 
 def _tip_body(model: mujoco.MjModel, bodies: list[structure.BodyIndex]) -> int:
@@ -409,8 +451,10 @@ def _tip_body(model: mujoco.MjModel, bodies: list[structure.BodyIndex]) -> int:
 def _add_task_sensors(spec: mujoco.MjSpec, model: mujoco.MjModel) -> mujoco.MjModel:
   """Append TASK_SENSORS for the root and tip bodies and recompile."""
   probe = robot_from_model(model, "probe", "probe", frame_skip=1, warn=False)
-  names = {"root": _name(model, mujoco.mjtObj.mjOBJ_BODY, probe.root_body_id, "body"),
-           "tip": _name(model, mujoco.mjtObj.mjOBJ_BODY, probe.tip_body_id, "body")}
+  names = {
+    "root": _name(model, mujoco.mjtObj.mjOBJ_BODY, probe.root_body_id, "body"),
+    "tip": _name(model, mujoco.mjtObj.mjOBJ_BODY, probe.tip_body_id, "body"),
+  }
   for key, stype, which in TASK_SENSORS:
     if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, names[which]) < 0:
       # Unnamed body: name it so the sensor can refer to it.
@@ -428,8 +472,13 @@ def _needs_floor(model: mujoco.MjModel) -> bool:
   return free and not ground
 
 
-def load_robot(source: str, name: str | None = None, frame_skip: int | None = None,
-               control_dt: float | None = None, add_motors: bool = False) -> Robot:
+def load_robot(
+  source: str,
+  name: str | None = None,
+  frame_skip: int | None = None,
+  control_dt: float | None = None,
+  add_motors: bool = False,
+) -> Robot:
   """Load an MJCF/URDF path (or MJCF text) into a Robot.
 
   Raises RobotLoadError with what to fix for missing files, malformed XML, models that do not

@@ -12,6 +12,7 @@ Conventions (tested against hand computations in tests/test_structure.py):
 - LCRS: left child = first child, right child = next sibling; ranks are 0-based and per object.
   Pre-order of the LCRS tree equals pre-order of the original tree.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -106,10 +107,10 @@ def object_roots(parent: Sequence[int]) -> list[int]:
 
 
 def body_indices(
-    names: Sequence[str],
-    parent: Sequence[int],
-    actuated_bodies: Sequence[int],
-    root_positions: np.ndarray | None = None,
+  names: Sequence[str],
+  parent: Sequence[int],
+  actuated_bodies: Sequence[int],
+  root_positions: np.ndarray | None = None,
 ) -> list[BodyIndex]:
   """Structural indices for bodies 1..nbody-1 (the world body is excluded).
 

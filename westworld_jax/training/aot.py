@@ -9,6 +9,7 @@ compiler allocates statically, so these numbers are what the step needs there; o
 buffer assignment is too (the allocator adds fragmentation; the base step at batch 14 compiled
 for an H100 here needs 39.75 GiB, and ran with a 39.68 GiB peak on one).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,7 @@ from westworld_jax.model.flops import train_step_flops
 from westworld_jax import inference
 from westworld_jax.training import mesh as mesh_lib, state as state_lib, step as step_lib
 
-GIB = 2 ** 30
+GIB = 2**30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +49,15 @@ class CompiledStep:
 def tpu_devices(topology: str) -> list:
   """The devices of a TPU topology (e.g. 'v5p:2x2x1', 'v5e:2x2'); needs libtpu, not a TPU."""
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+
   try:
     return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
   except Exception as e:  # libtpu missing or an unknown topology name
-    raise RuntimeError(f"cannot describe TPU topology {topology!r} ({type(e).__name__}: {e}). It needs "
-                       "libtpu (pip install 'jax[tpu]', or only its libtpu wheel) and a name like "
-                       "v5e:2x2, v5p:2x2x1, v6e:2x2, v4:2x2x1.") from e
+    raise RuntimeError(
+      f"cannot describe TPU topology {topology!r} ({type(e).__name__}: {e}). It needs "
+      "libtpu (pip install 'jax[tpu]', or only its libtpu wheel) and a name like "
+      "v5e:2x2, v5p:2x2x1, v6e:2x2, v4:2x2x1."
+    ) from e
 
 
 # What XLA needs to compile for an H100 with no GPU attached (stream_executor.GpuTargetConfigProto,
@@ -85,6 +89,7 @@ def cuda_plugin_path() -> str | None:
   """The installed XLA CUDA PJRT plugin (jax-cuda12-pjrt's xla_cuda_plugin.so), or None."""
   import importlib.util  # pylint: disable=import-outside-toplevel
   import os  # pylint: disable=import-outside-toplevel
+
   try:
     spec = importlib.util.find_spec("jax_plugins.xla_cuda12")
   except ModuleNotFoundError:  # no jax_plugins namespace at all
@@ -108,22 +113,28 @@ def gpu_devices(count: int = 1, plugin: str | None = None) -> list:
   from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
   from jax._src.lib import xla_client  # pylint: disable=import-outside-toplevel
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+
   plugin = plugin or cuda_plugin_path()
   if plugin is None:
-    raise RuntimeError("compiling for a GPU without one needs XLA's CUDA plugin: pip install "
-                       f"jax-cuda12-pjrt=={jax.__version__} (or pass its xla_cuda_plugin.so)")
+    raise RuntimeError(
+      "compiling for a GPU without one needs XLA's CUDA plugin: pip install "
+      f"jax-cuda12-pjrt=={jax.__version__} (or pass its xla_cuda_plugin.so)"
+    )
   if not os.path.exists(plugin):
     raise RuntimeError(f"no CUDA PJRT plugin at {plugin}: pip install jax-cuda12-pjrt=={jax.__version__}")
   jax.devices()  # the host's backends first: a CUDA backend registered later is never opened
   if "cuda" not in xla_bridge._topology_factories:  # pylint: disable=protected-access
-    xla_bridge.register_plugin("cuda", priority=500, library_path=plugin,
-                               options=xla_client.generate_pjrt_gpu_plugin_options())
-  return list(topologies.get_topology_desc("h100", "cuda", target_config=H100_TARGET_CONFIG,
-                                           topology=f"1x1x{count}").devices)
+    xla_bridge.register_plugin(
+      "cuda", priority=500, library_path=plugin, options=xla_client.generate_pjrt_gpu_plugin_options()
+    )
+  return list(
+    topologies.get_topology_desc("h100", "cuda", target_config=H100_TARGET_CONFIG, topology=f"1x1x{count}").devices
+  )
 
 
-def compile_train_step(cfg, devices: Sequence, batch: int | None = None, obs: int = 60,
-                       act: int = 18, compiler_options: dict | None = None) -> CompiledStep:
+def compile_train_step(
+  cfg, devices: Sequence, batch: int | None = None, obs: int = 60, act: int = 18, compiler_options: dict | None = None
+) -> CompiledStep:
   """Compiles the training step of `cfg` (experiments/pretrain.py's fields) for `devices`
   (with XLA `compiler_options`; GPU_AOT_OPTIONS for gpu_devices())."""
   b = batch or cfg.data.batch_size
@@ -131,23 +142,33 @@ def compile_train_step(cfg, devices: Sequence, batch: int | None = None, obs: in
   model = inference.build_model(cfg.model)
   mesh = mesh_lib.make_mesh(cfg.mesh, list(devices))
   if b % mesh_lib.batch_shards(mesh):
-    raise ValueError(f"batch {b} is not divisible by the {mesh_lib.batch_shards(mesh)} batch shards of "
-                     f"mesh {dict(mesh.shape)}: choose another batch")
+    raise ValueError(
+      f"batch {b} is not divisible by the {mesh_lib.batch_shards(mesh)} batch shards of "
+      f"mesh {dict(mesh.shape)}: choose another batch"
+    )
   tx, schedule = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
   abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh)
   shardings = mesh_lib.state_shardings(abstract, mesh, state_lib.expert_parallel(model))
   state_in = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract, shardings)
   bs = mesh_lib.batch_sharding(mesh)
-  batch_in = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=bs)
-              for k, (shape, dtype) in batch_spec(b, t, obs, act).items()}
+  batch_in = {
+    k: jax.ShapeDtypeStruct(shape, dtype, sharding=bs) for k, (shape, dtype) in batch_spec(b, t, obs, act).items()
+  }
   train_step = step_lib.make_train_step(model, tx, schedule, cfg.seed, shardings, bs)
   with jax.set_mesh(mesh):
     compiled = train_step.lower(state_in, batch_in).compile(compiler_options)
   mem = compiled.memory_analysis()
   gib = lambda n: float(n) / GIB  # noqa: E731
   return CompiledStep(
-      device_kind=devices[0].device_kind, num_devices=len(devices), mesh=dict(mesh.shape),
-      params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"])), batch=b, steps=t,
-      argument_gib=gib(mem.argument_size_in_bytes), output_gib=gib(mem.output_size_in_bytes),
-      temp_gib=gib(mem.temp_size_in_bytes), alias_gib=gib(mem.alias_size_in_bytes),
-      model_tflop=train_step_flops(model.config, b, t, obs, act) / 1e12)
+    device_kind=devices[0].device_kind,
+    num_devices=len(devices),
+    mesh=dict(mesh.shape),
+    params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"])),
+    batch=b,
+    steps=t,
+    argument_gib=gib(mem.argument_size_in_bytes),
+    output_gib=gib(mem.output_size_in_bytes),
+    temp_gib=gib(mem.temp_size_in_bytes),
+    alias_gib=gib(mem.alias_size_in_bytes),
+    model_tflop=train_step_flops(model.config, b, t, obs, act) / 1e12,
+  )

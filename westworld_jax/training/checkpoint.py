@@ -14,6 +14,7 @@ Saving is asynchronous and atomic (orbax writes to a temporary directory and ren
 Restoring the latest step falls back to the newest step that restores when a newer one is
 damaged (truncated or missing files); the damaged steps are moved to checkpoints_damaged/.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,28 @@ FORMAT = 1
 READABLE_FORMATS = (0, 1)
 DAMAGED_DIR = "checkpoints_damaged"
 # Fields that may differ on every invocation of the same run without changing what it computes.
-PER_INVOCATION = ("max_steps_per_run", "init_from", "distributed", "mesh", "log.progress",
-                  "data.num_threads", "data.prefetch", "data.shared_filesystem")
+PER_INVOCATION = (
+  "max_steps_per_run",
+  "init_from",
+  "distributed",
+  "mesh",
+  "log.progress",
+  "data.num_threads",
+  "data.prefetch",
+  "data.shared_filesystem",
+)
 # Changes on resume that make it another run (refused); every other change is reported and allowed.
-REFUSED_PREFIXES = ("model.", "data.environments", "data.batch_size", "data.history", "data.horizon",
-                    "data.max_episodes", "data.weighting", "data.weights", "data.train_split")
+REFUSED_PREFIXES = (
+  "model.",
+  "data.environments",
+  "data.batch_size",
+  "data.history",
+  "data.horizon",
+  "data.max_episodes",
+  "data.weighting",
+  "data.weights",
+  "data.train_split",
+)
 # Files of a step directory that orbax writes as JSON (checked first so damage names its file).
 _JSON_NAMES = ("_CHECKPOINT_METADATA", "metadata", "_METADATA", "_sharding")
 
@@ -69,14 +87,19 @@ class _Damaged(Exception):
 
 def run_identity(model_name: str, model_config: Any, data_cfg, environments: list[str]) -> dict:
   import dataclasses
-  data = {"environments": list(environments), "batch_size": int(data_cfg.batch_size),
-          "history": int(data_cfg.history), "horizon": int(data_cfg.horizon)}
+
+  data = {
+    "environments": list(environments),
+    "batch_size": int(data_cfg.batch_size),
+    "history": int(data_cfg.history),
+    "horizon": int(data_cfg.horizon),
+  }
   max_episodes = int(data_cfg.get("max_episodes", 0) or 0)
   if max_episodes:  # few-shot runs: a different N is a different run (absent when 0: older ids match)
     data["max_episodes"] = max_episodes
   return {
-      "model": {"name": model_name, **json.loads(json.dumps(dataclasses.asdict(model_config)))},
-      "data": data,
+    "model": {"name": model_name, **json.loads(json.dumps(dataclasses.asdict(model_config)))},
+    "data": data,
   }
 
 
@@ -106,9 +129,11 @@ def check_identity(saved: dict, current: dict, ckpt_dir: str) -> None:
   diffs = _diff({k: saved.get(k) for k in ("model", "data")}, current)
   if diffs:
     raise CheckpointMismatchError(
-        f"the checkpoint in {ckpt_dir} was written with a different config:\n  " + "\n  ".join(diffs)
-        + "\nResume with the config it was written with, choose a new --workdir, or start a new "
-        "run from its weights with --config.init_from=<that workdir>.")
+      f"the checkpoint in {ckpt_dir} was written with a different config:\n  "
+      + "\n  ".join(diffs)
+      + "\nResume with the config it was written with, choose a new --workdir, or start a new "
+      "run from its weights with --config.init_from=<that workdir>."
+    )
 
 
 def config_changes(saved: dict | None, current: dict | None) -> list[tuple[str, Any, Any]]:
@@ -125,6 +150,7 @@ def config_changes(saved: dict | None, current: dict | None) -> list[tuple[str, 
         walk(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{path}.{k}" if path else k)
     elif a != b:
       out.append((path, a, b))
+
   walk(saved, current, "")
   return out
 
@@ -140,9 +166,11 @@ def check_resume_config(saved: dict | None, current: dict, step: int, ckpt_dir: 
     (refused if path == "seed" or path.startswith(REFUSED_PREFIXES) else allowed).append(line)
   if refused:
     raise CheckpointMismatchError(
-        f"checkpoint step {step} in {ckpt_dir} was written with a different model, data or seed:\n  "
-        + "\n  ".join(refused) + "\nResume with the config it was written with, choose a new --workdir, or "
-        "start a new run from its weights with --config.init_from=<that workdir>.")
+      f"checkpoint step {step} in {ckpt_dir} was written with a different model, data or seed:\n  "
+      + "\n  ".join(refused)
+      + "\nResume with the config it was written with, choose a new --workdir, or "
+      "start a new run from its weights with --config.init_from=<that workdir>."
+    )
   return allowed
 
 
@@ -155,8 +183,11 @@ def _tree_differences(saved_meta: Any, abstract: Any) -> list[str]:
   wanted = {_keystr(p): tuple(a.shape) for p, a in jax.tree_util.tree_flatten_with_path(abstract)[0]}
   out = [f"{k}: in the checkpoint, not in this model" for k in sorted(set(saved) - set(wanted))]
   out += [f"{k}: in this model, not in the checkpoint" for k in sorted(set(wanted) - set(saved))]
-  out += [f"{k}: shape {saved[k]} in the checkpoint, {wanted[k]} in this model"
-          for k in sorted(set(saved) & set(wanted)) if saved[k] != wanted[k]]
+  out += [
+    f"{k}: shape {saved[k]} in the checkpoint, {wanted[k]} in this model"
+    for k in sorted(set(saved) & set(wanted))
+    if saved[k] != wanted[k]
+  ]
   return sorted(out, key=lambda d: not d.startswith("params"))  # params first: opt_state mirrors them
 
 
@@ -194,6 +225,7 @@ def _quiet_orphans(directory: str) -> None:
   import logging as std_logging
   import sys
   import warnings
+
   if cli.wants_traceback():
     return
   if directory not in _ORPHANED:
@@ -207,17 +239,19 @@ def _quiet_orphans(directory: str) -> None:
     exc = r.exc_info[1] if r.exc_info else None
     from_orbax = f"{os.sep}orbax{os.sep}" in r.pathname or r.name == "asyncio"
     return not (from_orbax and (exc is not None or r.levelno >= std_logging.ERROR) and orphaned(r.getMessage(), exc))
+
   hook = sys.unraisablehook
   if not getattr(hook, "westworld_orphans", False):
+
     def drop_orphaned(unraisable):
       if not orphaned("", unraisable.exc_value):
         hook(unraisable)
+
     drop_orphaned.westworld_orphans = True
     sys.unraisablehook = drop_orphaned
     std_logging.getLogger("asyncio").addFilter(keep)
     logging.get_absl_handler().addFilter(keep)
-    warnings.filterwarnings("ignore", "coroutine '_read_array_index_and_device_put' was never awaited",
-                            RuntimeWarning)
+    warnings.filterwarnings("ignore", "coroutine '_read_array_index_and_device_put' was never awaited", RuntimeWarning)
 
 
 class Checkpointer:
@@ -229,16 +263,22 @@ class Checkpointer:
     # Registered handlers: item metadata (the param tree) is readable before a restore, and a step
     # whose save was interrupted (a *.orbax-checkpoint-tmp directory) is removed at start.
     self.manager = ocp.CheckpointManager(
-        self.directory, item_handlers=self._handlers(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-                                             enable_async_checkpointing=async_save))
+      self.directory,
+      item_handlers=self._handlers(),
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, cleanup_tmp_directories=True, enable_async_checkpointing=async_save
+      ),
+    )
     self._saving: int | None = None  # the step an asynchronous save may still be writing
     _quiet_orphans(self.directory)
 
   @staticmethod
   def _handlers() -> dict:
-    return {"state": ocp.StandardCheckpointHandler(), "run": ocp.JsonCheckpointHandler(),
-            "data": grain.checkpoint.CheckpointHandler()}
+    return {
+      "state": ocp.StandardCheckpointHandler(),
+      "run": ocp.JsonCheckpointHandler(),
+      "data": grain.checkpoint.CheckpointHandler(),
+    }
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -260,6 +300,7 @@ class Checkpointer:
       # The items that did start keep writing in orbax's threads: let them end before anything
       # else (closing the manager, a retry's cleanup of the temporary directory) happens.
       from orbax.checkpoint._src.futures import future as ocp_future  # pylint: disable=import-outside-toplevel
+
       for t in set(threading.enumerate()) - before:
         if isinstance(t, getattr(ocp_future, "_SignalingThread", ())):
           t.join(timeout=60)
@@ -268,10 +309,15 @@ class Checkpointer:
   def _save_error(self, step: int | None, e: BaseException) -> CheckpointSaveError:
     self._saving = None
     good = [s for s in self.manager.all_steps() if s != step and os.path.isdir(self.step_dir(s))]
-    where = (f"the earlier checkpoints are intact (latest: step {max(good)}); rerunning the same command "
-             "resumes from it" if good else "no earlier checkpoint exists")
-    return CheckpointSaveError(f"saving checkpoint step {step} in {self.directory} failed ({_first_line(e)}); "
-                               f"{where}. Free disk space (or fix the cause) and rerun.")
+    where = (
+      f"the earlier checkpoints are intact (latest: step {max(good)}); rerunning the same command resumes from it"
+      if good
+      else "no earlier checkpoint exists"
+    )
+    return CheckpointSaveError(
+      f"saving checkpoint step {step} in {self.directory} failed ({_first_line(e)}); "
+      f"{where}. Free disk space (or fix the cause) and rerun."
+    )
 
   def read_record(self, step: int) -> dict:
     """The run item of the step (identity, and when written by this format the config)."""
@@ -287,9 +333,10 @@ class Checkpointer:
     fmt = record.get("format", 0)
     if fmt not in READABLE_FORMATS:
       raise CheckpointMismatchError(
-          f"checkpoint step {step} in {self.directory} has format {fmt!r} (written by westworld_jax "
-          f"{record.get('version', '?')}); this version ({westworld_jax.__version__}) reads formats "
-          f"{list(READABLE_FORMATS)}. Resume it with the version that wrote it, or choose a new --workdir.")
+        f"checkpoint step {step} in {self.directory} has format {fmt!r} (written by westworld_jax "
+        f"{record.get('version', '?')}); this version ({westworld_jax.__version__}) reads formats "
+        f"{list(READABLE_FORMATS)}. Resume it with the version that wrote it, or choose a new --workdir."
+      )
 
   def _check_tree(self, step: int, abstract_state: Any, record: dict) -> None:
     try:
@@ -300,14 +347,19 @@ class Checkpointer:
       raise _Damaged("no state item")
     diffs = _tree_differences(saved, abstract_state)
     if diffs:
-      hint = ("the optimizer state differs: a changed optimizer field (e.g. optim.clip_norm) changes it; resume "
-              "with the optimizer config it was written with, or " if all(d.startswith("opt_state") for d in diffs)
-              else f"it was written by another version of westworld_jax ({record.get('version', 'before 0.1.0')}; "
-              f"this is {westworld_jax.__version__}): resume it with that version, or ")
+      hint = (
+        "the optimizer state differs: a changed optimizer field (e.g. optim.clip_norm) changes it; resume "
+        "with the optimizer config it was written with, or "
+        if all(d.startswith("opt_state") for d in diffs)
+        else f"it was written by another version of westworld_jax ({record.get('version', 'before 0.1.0')}; "
+        f"this is {westworld_jax.__version__}): resume it with that version, or "
+      )
       raise CheckpointMismatchError(
-          f"checkpoint step {step} in {self.directory} holds a state this run cannot restore into:\n  "
-          + "\n  ".join(diffs[:8]) + (f"\n  ... and {len(diffs) - 8} more" if len(diffs) > 8 else "")
-          + f"\n{hint[0].upper() + hint[1:]}choose a new --workdir.")
+        f"checkpoint step {step} in {self.directory} holds a state this run cannot restore into:\n  "
+        + "\n  ".join(diffs[:8])
+        + (f"\n  ... and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+        + f"\n{hint[0].upper() + hint[1:]}choose a new --workdir."
+      )
 
   def _restore_step(self, step: int, abstract_state: Any, iterator: Any, identity: dict | None) -> tuple[Any, dict]:
     _check_json_files(self.step_dir(step))
@@ -323,6 +375,7 @@ class Checkpointer:
       return self.manager.restore(step, args=ocp.args.Composite(**items))["state"], record
     except Exception as e:  # pylint: disable=broad-except
       import gc
+
       gc.collect()  # the orphaned reads' reports now, while they are recognisable
       raise _Damaged(_first_line(e)) from e
 
@@ -353,15 +406,22 @@ class Checkpointer:
         skipped.append((step, str(e)))
         continue
       for s, why in skipped:
-        logging.warning("checkpoint step %d (%s) cannot be restored, resuming from step %d instead: %s; "
-                        "moved it to %s", s, self.step_dir(s), step, why, os.path.join(self.workdir, DAMAGED_DIR))
+        logging.warning(
+          "checkpoint step %d (%s) cannot be restored, resuming from step %d instead: %s; moved it to %s",
+          s,
+          self.step_dir(s),
+          step,
+          why,
+          os.path.join(self.workdir, DAMAGED_DIR),
+        )
       self._move_damaged([s for s, _ in skipped])
       return state, step, record
     raise CheckpointDamagedError(
-        f"no checkpoint in {self.directory} can be restored:\n  "
-        + "\n  ".join(f"step {s} ({self.step_dir(s)}): {why}" for s, why in skipped)
-        + "\nMove the damaged step directories away (or restore them from a backup) and rerun; without "
-        "any the run starts from scratch.")
+      f"no checkpoint in {self.directory} can be restored:\n  "
+      + "\n  ".join(f"step {s} ({self.step_dir(s)}): {why}" for s, why in skipped)
+      + "\nMove the damaged step directories away (or restore them from a backup) and rerun; without "
+      "any the run starts from scratch."
+    )
 
   def _move_damaged(self, steps: list[int]) -> None:
     if not steps:
@@ -376,6 +436,7 @@ class Checkpointer:
         shutil.move(self.step_dir(s), dst)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
+
       multihost_utils.sync_global_devices("damaged checkpoints moved")
     self.manager.reload()
 

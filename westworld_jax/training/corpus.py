@@ -6,6 +6,7 @@ no manual step. Collection is deterministic by seed, so on a multi-host run with
 filesystem every host can generate its own identical copy; with `data.shared_filesystem`
 process 0 generates and the others wait.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,24 +39,28 @@ def ensure_corpus(data_cfg) -> list[str]:
   collect_cfg = _collect_cfg(data_cfg)
   if missing and collect_cfg is not None:
     from westworld_jax.data import collect  # the simulators only when generating
+
     selected = [e.name for e in collect.selected_environments(collect_cfg)]
     if not set(missing) <= set(selected):
       collect_cfg.environments = tuple(selected + [m for m in missing if m not in selected])
       collect_cfg.max_environments = 0
     leader_only = data_cfg.shared_filesystem and jax.process_count() > 1
     if not leader_only or jax.process_index() == 0:
-      logging.info("corpus %s lacks %d training environments: generating it (resumable)",
-                   data_cfg.corpus_dir, len(missing))
+      logging.info(
+        "corpus %s lacks %d training environments: generating it (resumable)", data_cfg.corpus_dir, len(missing)
+      )
       collect.collect(collect_cfg)
     if leader_only:
       from jax.experimental import multihost_utils
+
       multihost_utils.sync_global_devices("corpus ready")
     missing = _missing(data_cfg.corpus_dir, envs)
   if missing:
     raise shards.CorpusError(
-        f"corpus {data_cfg.corpus_dir} lacks {missing[:5]}{' ...' if len(missing) > 5 else ''}: generate "
-        "it with `python -m westworld_jax.data.collect --config experiments/data.py` or set data.collect "
-        "in the experiment config so the run generates it")
+      f"corpus {data_cfg.corpus_dir} lacks {missing[:5]}{' ...' if len(missing) > 5 else ''}: generate "
+      "it with `python -m westworld_jax.data.collect --config experiments/data.py` or set data.collect "
+      "in the experiment config so the run generates it"
+    )
   return envs
 
 
@@ -65,9 +70,12 @@ def training_environments(data_cfg) -> list[str]:
     return list(data_cfg.environments)
   collect_cfg = _collect_cfg(data_cfg)
   if collect_cfg is None:
-    raise ValueError("set data.environments (names of environment directories in the corpus) or "
-                     "data.collect (a data config whose environments are used)")
+    raise ValueError(
+      "set data.environments (names of environment directories in the corpus) or "
+      "data.collect (a data config whose environments are used)"
+    )
   from westworld_jax.data import collect
+
   envs = [e.name for e in collect.selected_environments(collect_cfg) if e.split == data_cfg.train_split]
   if not envs:
     raise ValueError(f"the data config selects no environment of split '{data_cfg.train_split}'")
@@ -77,16 +85,26 @@ def training_environments(data_cfg) -> list[str]:
 def pipeline_config(data_cfg, environments: list[str], seed: int, split: str = "train") -> pipeline.PipelineConfig:
   train = split == "train"
   return pipeline.PipelineConfig(
-      corpus_dir=data_cfg.corpus_dir, environments=tuple(environments),
-      batch_size=data_cfg.batch_size if train else data_cfg.eval_batch_size,
-      history=data_cfg.history, horizon=data_cfg.horizon, split=split,
-      # Few-shot runs train on the first N episodes only; validation keeps every held-out episode.
-      max_episodes=int(data_cfg.get("max_episodes", 0) or 0) if train else 0,
-      weighting=data_cfg.weighting, weights=tuple(data_cfg.weights) if data_cfg.weights else None,
-      obs_buckets=tuple(data_cfg.obs_buckets), act_buckets=tuple(data_cfg.act_buckets),
-      seed=seed, shuffle=train, repeat=train,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      num_threads=data_cfg.num_threads, prefetch=data_cfg.prefetch)
+    corpus_dir=data_cfg.corpus_dir,
+    environments=tuple(environments),
+    batch_size=data_cfg.batch_size if train else data_cfg.eval_batch_size,
+    history=data_cfg.history,
+    horizon=data_cfg.horizon,
+    split=split,
+    # Few-shot runs train on the first N episodes only; validation keeps every held-out episode.
+    max_episodes=int(data_cfg.get("max_episodes", 0) or 0) if train else 0,
+    weighting=data_cfg.weighting,
+    weights=tuple(data_cfg.weights) if data_cfg.weights else None,
+    obs_buckets=tuple(data_cfg.obs_buckets),
+    act_buckets=tuple(data_cfg.act_buckets),
+    seed=seed,
+    shuffle=train,
+    repeat=train,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    num_threads=data_cfg.num_threads,
+    prefetch=data_cfg.prefetch,
+  )
 
 
 def validation_environments(data_cfg, environments: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ Only process 0 writes. metrics.jsonl is appended to, so a resumed run continues 
 rows from steps after the resume point (written before an interruption) are dropped on
 resume so every step appears once.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,6 +35,7 @@ class MetricsWriter:
     self._truncate_after(resume_step)
     if tensorboard:
       from tensorboardX import SummaryWriter  # brax's dependency; no TensorFlow needed
+
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 
   def _truncate_after(self, step: int) -> None:
@@ -65,10 +67,18 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_predictions(path: str, obs_tc: np.ndarray, pred_tc: np.ndarray, history: int,
-                     channel_names: list[str], title: str, max_channels: int = 6) -> str:
+def plot_predictions(
+  path: str,
+  obs_tc: np.ndarray,
+  pred_tc: np.ndarray,
+  history: int,
+  channel_names: list[str],
+  title: str,
+  max_channels: int = 6,
+) -> str:
   """Predicted vs true trajectories of a few channels of one window (normalised units)."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -98,13 +108,16 @@ def project_logging() -> None:
   import logging as std_logging
   from absl import flags
   from absl import logging as absl_logging
+
   if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
     return
   absl_logging.set_verbosity(absl_logging.INFO)
   package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
   handler = absl_logging.get_absl_handler()
   if not any(getattr(f, "westworld_project_only", False) for f in handler.filters):
+
     def project_only(record) -> bool:
       return record.levelno >= std_logging.WARNING or record.pathname.startswith(package)
+
     project_only.westworld_project_only = True
     handler.addFilter(project_only)

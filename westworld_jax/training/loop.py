@@ -5,6 +5,7 @@ rerunning the same command after an interruption continues exactly where it stop
 SIGTERM (preemption) saves a checkpoint at the next step boundary and exits cleanly.
 A non-finite loss or gradient stops the run without saving; the last good checkpoint stays.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,13 +50,21 @@ def maybe_initialize_distributed(cfg=None) -> None:
   """jax.distributed.initialize() on multi-process launches (TPU pod slices, SLURM, or an explicit
   coordinator); it must run before any other JAX call."""
   env = os.environ
-  multi = (bool(env.get("JAX_COORDINATOR_ADDRESS")) or int(env.get("SLURM_NTASKS", "1")) > 1
-           or "," in env.get("TPU_WORKER_HOSTNAMES", "")
-           or (cfg is not None and cfg.get("distributed", False)))
+  multi = (
+    bool(env.get("JAX_COORDINATOR_ADDRESS"))
+    or int(env.get("SLURM_NTASKS", "1")) > 1
+    or "," in env.get("TPU_WORKER_HOSTNAMES", "")
+    or (cfg is not None and cfg.get("distributed", False))
+  )
   if multi and not jax.distributed.is_initialized():
     jax.distributed.initialize()
-    logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count())
+    logging.info(
+      "process %d of %d, %d local / %d global devices",
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+    )
 
 
 def to_global(host_batch: dict, sharding, per_process: bool = True) -> dict:
@@ -63,8 +72,10 @@ def to_global(host_batch: dict, sharding, per_process: bool = True) -> dict:
   else every process holds the same full batch (validation)."""
   if per_process:
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in host_batch.items()}
-  return {k: jax.make_array_from_callback(np.shape(v), sharding, lambda idx, v=v: np.asarray(v)[idx])
-          for k, v in host_batch.items()}
+  return {
+    k: jax.make_array_from_callback(np.shape(v), sharding, lambda idx, v=v: np.asarray(v)[idx])
+    for k, v in host_batch.items()
+  }
 
 
 def real_tokens(host_batch: dict) -> int:
@@ -84,8 +95,9 @@ class Validator:
     if not self.envs:
       logging.warning("no validation episodes in %s: validation is skipped", cfg.data.corpus_dir)
       return
-    pcfg = dataclasses.replace(corpus_lib.pipeline_config(cfg.data, self.envs, cfg.seed, split="val"),
-                               process_index=0, process_count=1)  # every host evaluates the same windows
+    pcfg = dataclasses.replace(
+      corpus_lib.pipeline_config(cfg.data, self.envs, cfg.seed, split="val"), process_index=0, process_count=1
+    )  # every host evaluates the same windows
     ds, _ = pipeline.make_dataset(pcfg)
     eb = cfg.data.eval_batch_size
     for i, b in enumerate(ds):
@@ -110,7 +122,9 @@ class Validator:
         for e, sa, ss, c in zip(b["env_id"], err["sum_abs_b"], err["sum_sq_b"], err["count_b"]):
           if c > 0:
             acc = per_env.setdefault(self.envs[int(e)], [0.0, 0.0, 0.0])
-            acc[0] += float(sa); acc[1] += float(ss); acc[2] += float(c)
+            acc[0] += float(sa)
+            acc[1] += float(ss)
+            acc[2] += float(c)
         if first is None:
           first = (b, np.asarray(jax.device_get(pred)))
     n = max(tot["count"], 1.0)
@@ -121,26 +135,36 @@ class Validator:
       env = self.envs[int(b["env_id"][0])]
       t = int(b["time_mask"][0].sum())
       co = int(b["obs_mask"][0].sum())
-      logs.plot_predictions(os.path.join(workdir, "plots", f"val_step_{step:08d}.png"),
-                            b["obs"][0, :t, :co], pred[0, :t, :co], self.model.history,
-                            corpus_lib.channel_names(self.cfg.data, env),
-                            f"{env}, step {step}: validation window (normalised)")
+      logs.plot_predictions(
+        os.path.join(workdir, "plots", f"val_step_{step:08d}.png"),
+        b["obs"][0, :t, :co],
+        pred[0, :t, :co],
+        self.model.history,
+        corpus_lib.channel_names(self.cfg.data, env),
+        f"{env}, step {step}: validation window (normalised)",
+      )
     return out
 
 
 def _check_config(cfg, model, mesh) -> None:
   d = cfg.data
   if d.history != model.history:
-    raise validate.ConfigError(f"data.history={d.history} but the model's history is {model.history}: set "
-                     "--config.model.history to match (or the other way round)")
+    raise validate.ConfigError(
+      f"data.history={d.history} but the model's history is {model.history}: set "
+      "--config.model.history to match (or the other way round)"
+    )
   if model.capacity.exceeds("max_window_len", d.history + d.horizon):
-    raise validate.ConfigError(f"windows of {d.history + d.horizon} steps exceed model.max_window_len="
-                     f"{model.config.max_window_len}: raise --config.model.max_window_len")
+    raise validate.ConfigError(
+      f"windows of {d.history + d.horizon} steps exceed model.max_window_len="
+      f"{model.config.max_window_len}: raise --config.model.max_window_len"
+    )
   shards = mesh_lib.batch_shards(mesh)
   for name, b in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)):
     if b % shards or b % jax.process_count():
-      raise validate.ConfigError(f"{name}={b} must be divisible by the {shards} batch shards of the mesh "
-                       f"{dict(mesh.shape)} and by the {jax.process_count()} processes")
+      raise validate.ConfigError(
+        f"{name}={b} must be divisible by the {shards} batch shards of the mesh "
+        f"{dict(mesh.shape)} and by the {jax.process_count()} processes"
+      )
 
 
 def check_corpus_fits_model(data_cfg, envs: list[str], model) -> None:
@@ -153,12 +177,16 @@ def check_corpus_fits_model(data_cfg, envs: list[str], model) -> None:
     for field, cols in bounds.items():
       limit = model.capacity.limit(field)
       if limit is not None and len(struct) and int(struct[:, cols].max()) >= limit:
-        raise validate.ConfigError(f"environment '{name}' has structural index {int(struct[:, cols].max())} but "
-                         f"model.{field}={limit}: raise --config.model.{field}")
+        raise validate.ConfigError(
+          f"environment '{name}' has structural index {int(struct[:, cols].max())} but "
+          f"model.{field}={limit}: raise --config.model.{field}"
+        )
     kinds = meta["obs_kind"] + meta["act_kind"]
     if model.capacity.exceeds("num_kinds", max(kinds, default=-1) + 1):
-      raise validate.ConfigError(f"environment '{name}' has channel kind {max(kinds)} but model.num_kinds="
-                       f"{cfg.num_kinds}: raise --config.model.num_kinds")
+      raise validate.ConfigError(
+        f"environment '{name}' has channel kind {max(kinds)} but model.num_kinds="
+        f"{cfg.num_kinds}: raise --config.model.num_kinds"
+      )
 
 
 def _write_run_files(cfg, workdir: str, envs: list[str], model) -> None:
@@ -170,9 +198,12 @@ def _write_run_files(cfg, workdir: str, envs: list[str], model) -> None:
   stats = {}
   for name in envs:
     meta = corpus_lib.shards.load_metadata(os.path.join(cfg.data.corpus_dir, name))
-    stats[name] = {"robot": meta["robot"]["name"], "stats": meta["stats"],
-                   "obs_channels": [c["name"] for c in meta["robot"]["obs_channels"]],
-                   "act_channels": [c["name"] for c in meta["robot"]["act_channels"]]}
+    stats[name] = {
+      "robot": meta["robot"]["name"],
+      "stats": meta["stats"],
+      "obs_channels": [c["name"] for c in meta["robot"]["obs_channels"]],
+      "act_channels": [c["name"] for c in meta["robot"]["act_channels"]],
+    }
   _write_atomic(os.path.join(workdir, DATA_STATS_FILE), json.dumps(stats))
 
 
@@ -224,8 +255,12 @@ def train(cfg, workdir: str) -> TrainResult:
       state, latest, saved = found
       changes = ckpt_lib.check_resume_config(saved.get("config"), config, latest, ckpt.directory)
       if changes:
-        logging.warning("resuming step %d of %s with a changed config (each checkpoint keeps the config it "
-                        "was written with):\n  %s", latest, ckpt.directory, "\n  ".join(changes))
+        logging.warning(
+          "resuming step %d of %s with a changed config (each checkpoint keeps the config it was written with):\n  %s",
+          latest,
+          ckpt.directory,
+          "\n  ".join(changes),
+        )
       logging.info("resumed from %s step %d", ckpt.directory, latest)
     else:
       state, _ = state_lib.create_sharded_state(model, tx, cfg.seed, mesh)
@@ -233,9 +268,15 @@ def train(cfg, workdir: str) -> TrainResult:
         state = _init_from(cfg, state, shardings)
   start = int(jax.device_get(state["step"]))
   _write_run_files(cfg, workdir, envs, model)
-  logging.info("%s: %d params on mesh %s; %d training environments; steps %d -> %d",
-               cfg.model.name, state_lib.param_count(state), dict(mesh.shape), len(envs), start,
-               cfg.total_steps)
+  logging.info(
+    "%s: %d params on mesh %s; %d training environments; steps %d -> %d",
+    cfg.model.name,
+    state_lib.param_count(state),
+    dict(mesh.shape),
+    len(envs),
+    start,
+    cfg.total_steps,
+  )
 
   batch_sharding = mesh_lib.batch_sharding(mesh)
   train_step = step_lib.make_train_step(model, tx, schedule, cfg.seed, shardings, batch_sharding)
@@ -263,11 +304,15 @@ def train(cfg, workdir: str) -> TrainResult:
       m = jax.device_get(m)
       if not bool(m["ok"]):
         good = ckpt.latest_step()
-        where = (f"the last good checkpoint is step {good} in {ckpt.directory}; rerunning resumes from it"
-                 if good is not None else "no checkpoint was written yet")
+        where = (
+          f"the last good checkpoint is step {good} in {ckpt.directory}; rerunning resumes from it"
+          if good is not None
+          else "no checkpoint was written yet"
+        )
         raise NonFiniteLossError(
-            f"non-finite loss ({float(m['loss'])}) or gradient norm ({float(m['grad_norm'])}) at step {s}; "
-            f"the update was discarded and nothing was saved: {where}. Lower optim.lr or check the data.")
+          f"non-finite loss ({float(m['loss'])}) or gradient norm ({float(m['grad_norm'])}) at step {s}; "
+          f"the update was discarded and nothing was saved: {where}. Lower optim.lr or check the data."
+        )
       window["tokens"] += tok
       window["steps"] += 1
       for k in ("loss", "nll", "aux_loss"):
@@ -276,16 +321,28 @@ def train(cfg, workdir: str) -> TrainResult:
       if s % cfg.log.every == 0 or s == end:
         dt = max(time.perf_counter() - window["t0"], 1e-9)
         means = {f"{k}_mean": v / window["steps"] for k, v in window["sums"].items()}
-        row = writer.write(s, {k: v for k, v in m.items() if k != "ok"} | means | {
+        row = writer.write(
+          s,
+          {k: v for k, v in m.items() if k != "ok"}
+          | means
+          | {
             "tokens_per_s": window["tokens"] * jax.process_count() / dt,
-            "steps_per_s": window["steps"] / dt, "data_crc": crc})
+            "steps_per_s": window["steps"] / dt,
+            "data_crc": crc,
+          },
+        )
         rows.append(row)
         bar.set_postfix(loss=f"{row['loss_mean']:.4f}", lr=f"{row['lr']:.2e}")
         window.update(tokens=0, t0=time.perf_counter(), steps=0, sums={})
     pending = []
 
-  bar = tqdm.tqdm(total=cfg.total_steps, initial=start, desc="train", unit="step",
-                  disable=jax.process_index() != 0 or not cfg.log.progress)
+  bar = tqdm.tqdm(
+    total=cfg.total_steps,
+    initial=start,
+    desc="train",
+    unit="step",
+    disable=jax.process_index() != 0 or not cfg.log.progress,
+  )
   stopped_early = False
   try:
     with jax.set_mesh(mesh):

@@ -4,6 +4,7 @@ The state is a plain dict pytree {"step", "params", "opt_state"}: orbax saves it
 restores it onto any mesh. Dropout randomness is fold_in(seed, step), so no RNG is carried
 and a resumed run draws exactly what an uninterrupted one would.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,17 +23,21 @@ def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
   """Linear warmup to lr, then cosine decay to lr * final_lr_fraction at total_steps."""
   warmup = min(int(optim_cfg.warmup_steps), max(total_steps - 1, 0))
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=optim_cfg.lr, warmup_steps=warmup,
-      decay_steps=max(total_steps, warmup + 1), end_value=optim_cfg.lr * optim_cfg.final_lr_fraction)
+    init_value=0.0,
+    peak_value=optim_cfg.lr,
+    warmup_steps=warmup,
+    decay_steps=max(total_steps, warmup + 1),
+    end_value=optim_cfg.lr * optim_cfg.final_lr_fraction,
+  )
 
 
 def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """AdamW with global-norm clipping (the authors' recipe: lr 2e-4, clip 0.25)."""
   schedule = make_schedule(optim_cfg, total_steps)
   tx = optax.chain(
-      optax.clip_by_global_norm(optim_cfg.clip_norm) if optim_cfg.clip_norm else optax.identity(),
-      optax.adamw(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
-                  weight_decay=optim_cfg.weight_decay))
+    optax.clip_by_global_norm(optim_cfg.clip_norm) if optim_cfg.clip_norm else optax.identity(),
+    optax.adamw(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps, weight_decay=optim_cfg.weight_decay),
+  )
   return tx, schedule
 
 
@@ -45,8 +50,7 @@ def example_batch(model: WorldModel, batch_size: int = 1) -> dict[str, jax.Array
   return zeros_batch(batch_size, t, co, ca)
 
 
-def init_state(model: WorldModel, tx: optax.GradientTransformation, seed: int,
-               batch_size: int = 1) -> dict[str, Any]:
+def init_state(model: WorldModel, tx: optax.GradientTransformation, seed: int, batch_size: int = 1) -> dict[str, Any]:
   """batch_size: the example batch's size; expert-parallel init needs it divisible by the
   number of batch shards."""
   params = model.init(jax.random.key(seed), example_batch(model, batch_size))
@@ -65,11 +69,9 @@ def expert_parallel(model: WorldModel) -> bool:
 def create_sharded_state(model: WorldModel, tx, seed: int, mesh) -> tuple[dict, Any]:
   """The state created directly in its sharded layout (jit with out_shardings), so no device
   ever holds a full copy of sharded parameters; returns (state, shardings)."""
-  shardings = mesh_lib.state_shardings(abstract_state(model, tx, seed, mesh), mesh,
-                                       expert_parallel(model))
+  shardings = mesh_lib.state_shardings(abstract_state(model, tx, seed, mesh), mesh, expert_parallel(model))
   with jax.set_mesh(mesh):
-    state = jax.jit(lambda: init_state(model, tx, seed, mesh_lib.batch_shards(mesh)),
-                    out_shardings=shardings)()
+    state = jax.jit(lambda: init_state(model, tx, seed, mesh_lib.batch_shards(mesh)), out_shardings=shardings)()
   return state, shardings
 
 

@@ -1,4 +1,5 @@
 """Checks of a training config's numeric fields, before any work starts: each names its field."""
+
 from __future__ import annotations
 
 import math
@@ -12,14 +13,25 @@ class ConfigError(cli.UserError, ValueError):
 
 # (path, lower bound, whether the bound itself is allowed)
 _BOUNDS = (
-    ("total_steps", 0, False), ("max_steps_per_run", 0, True),
-    ("data.batch_size", 0, False), ("data.eval_batch_size", 0, False),
-    ("data.history", 0, False), ("data.horizon", 0, False),
-    ("data.num_threads", 0, True), ("data.prefetch", 0, True),
-    ("optim.lr", 0, True), ("optim.warmup_steps", 0, True), ("optim.final_lr_fraction", 0, True),
-    ("optim.clip_norm", 0, True), ("optim.weight_decay", 0, True), ("optim.eps", 0, False),
-    ("checkpoint.every", 0, False), ("checkpoint.keep", 0, False),
-    ("eval.every", 0, False), ("eval.max_batches", 0, True), ("log.every", 0, False),
+  ("total_steps", 0, False),
+  ("max_steps_per_run", 0, True),
+  ("data.batch_size", 0, False),
+  ("data.eval_batch_size", 0, False),
+  ("data.history", 0, False),
+  ("data.horizon", 0, False),
+  ("data.num_threads", 0, True),
+  ("data.prefetch", 0, True),
+  ("optim.lr", 0, True),
+  ("optim.warmup_steps", 0, True),
+  ("optim.final_lr_fraction", 0, True),
+  ("optim.clip_norm", 0, True),
+  ("optim.weight_decay", 0, True),
+  ("optim.eps", 0, False),
+  ("checkpoint.every", 0, False),
+  ("checkpoint.keep", 0, False),
+  ("eval.every", 0, False),
+  ("eval.max_batches", 0, True),
+  ("log.every", 0, False),
 )
 
 
@@ -43,8 +55,9 @@ def check_training_config(cfg) -> None:
     if not isinstance(v, (int, float)):
       problems.append(f"{path} must be a number (got {v!r})")
     elif v < low or (v == low and not inclusive) or v == math.inf:
-      problems.append(f"{path} must be {'>=' if inclusive else '>'} {low}{'' if v != math.inf else ' and finite'} "
-                      f"(got {v!r})")
+      problems.append(
+        f"{path} must be {'>=' if inclusive else '>'} {low}{'' if v != math.inf else ' and finite'} (got {v!r})"
+      )
   for path in ("optim.b1", "optim.b2"):
     v = _get(cfg, path)
     if isinstance(v, (int, float)) and not 0 <= v < 1:

@@ -1,6 +1,7 @@
 """Layers and helpers the baselines (TrajWorld, TDM, MLPEnsemble) share: the checked float32
 batch they read, the masked softmax, the obs-then-action channel layout, the scalar-token
 embedding and the transformer pieces (multi-head projections, FFN, LayerNorm)."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -23,8 +24,7 @@ def prepare_batch(batch: Mapping[str, Any], config: Any) -> dict[str, jax.Array]
   """Checked batch with float32 values and bool masks (the only keys the baselines read)."""
   check_batch(batch, config, structure=False)
   out = {k: jnp.asarray(batch[k]).astype(jnp.float32) for k in ("obs", "act")}
-  out.update({k: jnp.asarray(batch[k]).astype(bool)
-              for k in ("obs_mask", "act_mask", "time_mask")})
+  out.update({k: jnp.asarray(batch[k]).astype(bool) for k in ("obs_mask", "act_mask", "time_mask")})
   if "env_id" in batch:
     out["env_id"] = jnp.asarray(batch["env_id"])
   return out
@@ -41,8 +41,7 @@ def channel_layout(co: int, ca: int, max_obs_channels: int) -> tuple[jax.Array, 
   """(is_act_c bool [Co + Ca], channel_c int32 [Co + Ca]) for obs channels then actions;
   action channel indices are offset by max_obs_channels (one shared channel table)."""
   is_act_c = jnp.arange(co + ca) >= co
-  channel_c = jnp.where(is_act_c, max_obs_channels + jnp.arange(co + ca) - co,
-                        jnp.arange(co + ca)).astype(jnp.int32)
+  channel_c = jnp.where(is_act_c, max_obs_channels + jnp.arange(co + ca) - co, jnp.arange(co + ca)).astype(jnp.int32)
   return is_act_c, channel_c
 
 
@@ -54,6 +53,7 @@ class ScalarTokenEmbed(nn.Module):
   information) share a shape [...]; is_act, channel and step broadcast against it.
   Returns float32 [..., d_model].
   """
+
   d_model: int
   num_bins: int
   num_channels: int  # max_obs_channels + max_act_channels
@@ -62,23 +62,28 @@ class ScalarTokenEmbed(nn.Module):
   param_dtype: Any = jnp.float32
 
   def setup(self):
-    embed = lambda n, name: nn.Embed(n, self.d_model, embedding_init=_EMBED_INIT,
-                                     param_dtype=self.param_dtype, name=name)
-    self.value_proj = nn.Dense(self.d_model, use_bias=False, dtype=self.dtype,
-                               param_dtype=self.param_dtype)
+    embed = lambda n, name: nn.Embed(
+      n, self.d_model, embedding_init=_EMBED_INIT, param_dtype=self.param_dtype, name=name
+    )
+    self.value_proj = nn.Dense(self.d_model, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
     self.type_embed = embed(2, "type")
     self.channel_embed = embed(self.num_channels, "channel")
     self.time_embed = embed(self.max_window_len, "time")
 
   def __call__(self, values, ok, is_act, channel, step):
     hist = hl_gauss_histogram(values, self.num_bins, mask=ok)
-    x = (self.value_proj(hist).astype(jnp.float32) + self.type_embed(is_act.astype(jnp.int32))
-         + self.channel_embed(channel) + self.time_embed(step))
+    x = (
+      self.value_proj(hist).astype(jnp.float32)
+      + self.type_embed(is_act.astype(jnp.int32))
+      + self.channel_embed(channel)
+      + self.time_embed(step)
+    )
     return x.astype(jnp.float32)
 
 
 class QKVO(nn.Module):
   """Multi-head projections: qkv(x [..., D]) -> 3 x [..., H, dh]; __call__(o) -> [..., D]."""
+
   d_model: int
   n_heads: int
   dtype: Any = jnp.float32
@@ -88,8 +93,7 @@ class QKVO(nn.Module):
     h, dh = self.n_heads, self.d_model // self.n_heads
     dense = lambda: nn.DenseGeneral((h, dh), dtype=self.dtype, param_dtype=self.param_dtype)
     self.query, self.key, self.value = dense(), dense(), dense()
-    self.out = nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype,
-                               param_dtype=self.param_dtype)
+    self.out = nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype)
 
   def qkv(self, x):
     return self.query(x), self.key(x), self.value(x)
@@ -107,8 +111,7 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x):
     y = nn.Dense(self.d_ff, dtype=self.dtype, param_dtype=self.param_dtype, name="ffn_in")(x)
-    y = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype,
-                 name="ffn_out")(nn.gelu(y))
+    y = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype, name="ffn_out")(nn.gelu(y))
     return y.astype(jnp.float32)
 
 

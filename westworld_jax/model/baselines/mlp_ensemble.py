@@ -21,6 +21,7 @@ predict (a pure function of params and the batch):
           current one plus the mean of the elites' predicted mean deltas (deterministic,
           no sampling; clipped to the data's [0, 1] range), via lax.scan over the horizon.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,6 +39,7 @@ from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, 
 @dataclasses.dataclass(frozen=True)
 class MLPEnsembleConfig(ConfigMixin):
   """The probabilistic ensemble (module docstring)."""
+
   n_members: int = 7
   n_elites: int = 5
   hidden: int = 200
@@ -59,8 +61,7 @@ class MLPEnsembleConfig(ConfigMixin):
 
   def __post_init__(self):
     if not 1 <= self.n_elites <= self.n_members:
-      raise ValueError(f"n_elites={self.n_elites} must be in [1, n_members="
-                       f"{self.n_members}].")
+      raise ValueError(f"n_elites={self.n_elites} must be in [1, n_members={self.n_members}].")
     if not 1 <= self.history <= self.max_window_len:
       raise ValueError(f"history={self.history} must be in [1, max_window_len={self.max_window_len}].")
     if not self.weight_decay:
@@ -68,10 +69,9 @@ class MLPEnsembleConfig(ConfigMixin):
 
 
 MLP_ENSEMBLE_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden=32, n_hidden=2, history=8, max_window_len=32, max_obs_channels=16,
-                 max_act_channels=8),
-    "base": dict(),  # MBPO's 4 x 200 (~1.7M parameters for 7 members)
-    "wide": dict(hidden=704),  # ~13.6M: parameter-matched to WestWorld base
+  "tiny": dict(hidden=32, n_hidden=2, history=8, max_window_len=32, max_obs_channels=16, max_act_channels=8),
+  "base": dict(),  # MBPO's 4 x 200 (~1.7M parameters for 7 members)
+  "wide": dict(hidden=704),  # ~13.6M: parameter-matched to WestWorld base
 }
 
 
@@ -81,6 +81,7 @@ def get_mlp_ensemble_config(size: str = "base", **overrides: Any) -> MLPEnsemble
 
 class GaussianMLP(nn.Module):
   """One member: x [..., F] -> (mean [..., max_obs], logvar [..., max_obs])."""
+
   config: MLPEnsembleConfig
 
   @nn.compact
@@ -90,16 +91,12 @@ class GaussianMLP(nn.Module):
     # MBPO's init: truncated normal, std 1 / (2 sqrt(fan_in)); zero bias.
     init = nn.initializers.variance_scaling(0.25, "fan_in", "truncated_normal")
     for i in range(cfg.n_hidden):
-      x = nn.silu(nn.Dense(cfg.hidden, kernel_init=init, param_dtype=pdt,
-                           name=f"hidden_{i}")(x))
-    out = nn.Dense(2 * cfg.max_obs_channels, kernel_init=init, param_dtype=pdt,
-                   name="out")(x)
+      x = nn.silu(nn.Dense(cfg.hidden, kernel_init=init, param_dtype=pdt, name=f"hidden_{i}")(x))
+    out = nn.Dense(2 * cfg.max_obs_channels, kernel_init=init, param_dtype=pdt, name="out")(x)
     mean, raw = jnp.split(out.astype(jnp.float32), 2, axis=-1)
     c = cfg.max_obs_channels
-    max_lv = self.param("max_logvar", nn.initializers.constant(cfg.max_logvar_init), (c,),
-                        pdt)
-    min_lv = self.param("min_logvar", nn.initializers.constant(cfg.min_logvar_init), (c,),
-                        pdt)
+    max_lv = self.param("max_logvar", nn.initializers.constant(cfg.max_logvar_init), (c,), pdt)
+    min_lv = self.param("min_logvar", nn.initializers.constant(cfg.min_logvar_init), (c,), pdt)
     logvar = max_lv - nn.softplus(max_lv - raw)  # soft clamp, keeps gradients
     logvar = min_lv + nn.softplus(logvar - min_lv)
     return mean, logvar
@@ -107,8 +104,14 @@ class GaussianMLP(nn.Module):
 
 def ensemble(config: MLPEnsembleConfig) -> nn.Module:
   """All members at once: x [..., F] (shared) -> (mean, logvar) [M, ..., max_obs]."""
-  vmapped = nn.vmap(GaussianMLP, variable_axes={"params": 0}, split_rngs={"params": True},
-                    in_axes=None, out_axes=0, axis_size=config.n_members)
+  vmapped = nn.vmap(
+    GaussianMLP,
+    variable_axes={"params": 0},
+    split_rngs={"params": True},
+    in_axes=None,
+    out_axes=0,
+    axis_size=config.n_members,
+  )
   return vmapped(config, name="members")
 
 
@@ -127,25 +130,22 @@ def _pad_last(x, n):
 def features(obs_nc, act_nc, obs_mask_nc, act_mask_nc, config: MLPEnsembleConfig):
   """Model input [..., F]: padded channels zeroed, padded to max channels (+ masks)."""
   co, ca = config.max_obs_channels, config.max_act_channels
-  parts = [_pad_last(jnp.where(obs_mask_nc, obs_nc, 0.0), co),
-           _pad_last(jnp.where(act_mask_nc, act_nc, 0.0), ca)]
+  parts = [_pad_last(jnp.where(obs_mask_nc, obs_nc, 0.0), co), _pad_last(jnp.where(act_mask_nc, act_nc, 0.0), ca)]
   if config.mask_inputs:
-    parts += [_pad_last(obs_mask_nc.astype(jnp.float32), co),
-              _pad_last(act_mask_nc.astype(jnp.float32), ca)]
+    parts += [_pad_last(obs_mask_nc.astype(jnp.float32), co), _pad_last(act_mask_nc.astype(jnp.float32), ca)]
   return jnp.concatenate(parts, axis=-1)
 
 
 def transitions(batch, config: MLPEnsembleConfig, first: int, last: int):
   """Transitions t -> t + 1 for t in [first, last): (features [B, n, F], target delta
   [B, n, max_obs], mask [B, n, max_obs] = real channel & both steps real)."""
-  obs, act = batch["obs"][:, first:last + 1], batch["act"][:, first:last]
+  obs, act = batch["obs"][:, first : last + 1], batch["act"][:, first:last]
   n = last - first
   obs_mask = jnp.broadcast_to(batch["obs_mask"][:, None], (obs.shape[0], n, obs.shape[2]))
   act_mask = jnp.broadcast_to(batch["act_mask"][:, None], act.shape)
   x = features(obs[:, :-1], act, obs_mask, act_mask, config)
-  delta = _pad_last(jnp.where(obs_mask, obs[:, 1:] - obs[:, :-1], 0.0),
-                    config.max_obs_channels)
-  step_ok = batch["time_mask"][:, first:last] & batch["time_mask"][:, first + 1:last + 1]
+  delta = _pad_last(jnp.where(obs_mask, obs[:, 1:] - obs[:, :-1], 0.0), config.max_obs_channels)
+  step_ok = batch["time_mask"][:, first:last] & batch["time_mask"][:, first + 1 : last + 1]
   mask = _pad_last(step_ok[:, :, None] & obs_mask, config.max_obs_channels)
   return x, delta, mask
 
@@ -168,8 +168,7 @@ def select_elites(apply_fn, params, batch, config: MLPEnsembleConfig):
     x, delta, mask = transitions(batch, config, 0, h - 1)
     mean, _ = apply_fn(params, x)
     m = mask.astype(jnp.float32)[None]
-    err_mb = (jnp.sum(jnp.square(mean - delta[None]) * m, axis=(2, 3))
-              / jnp.maximum(jnp.sum(m, axis=(2, 3)), 1.0))
+    err_mb = jnp.sum(jnp.square(mean - delta[None]) * m, axis=(2, 3)) / jnp.maximum(jnp.sum(m, axis=(2, 3)), 1.0)
   _, idx = jax.lax.top_k(-err_mb.T, config.n_elites)
   return idx, err_mb
 
@@ -181,8 +180,7 @@ def mlp_ensemble_model(config: MLPEnsembleConfig) -> WorldModel:
 
   def init(rng, batch):
     batch = prepare_batch(batch, config)
-    x = features(batch["obs"][:, 0], batch["act"][:, 0], batch["obs_mask"],
-                 batch["act_mask"], config)
+    x = features(batch["obs"][:, 0], batch["act"][:, 0], batch["obs_mask"], batch["act_mask"], config)
     return net.init({"params": rng}, x)["params"]
 
   def loss(params, batch, rng):
@@ -190,8 +188,9 @@ def mlp_ensemble_model(config: MLPEnsembleConfig) -> WorldModel:
     x, delta, mask = transitions(batch, config, 0, batch["obs"].shape[1] - 1)
     mean, logvar = apply_fn(params, x)  # [M, B, T-1, max_obs]
     nll = 0.5 * (jnp.square(mean - delta[None]) * jnp.exp(-logvar) + logvar)
-    w_mb = (jax.random.poisson(rng, 1.0, (config.n_members, x.shape[0])).astype(jnp.float32)
-            if config.bootstrap else None)
+    w_mb = (
+      jax.random.poisson(rng, 1.0, (config.n_members, x.shape[0])).astype(jnp.float32) if config.bootstrap else None
+    )
     nll_m = _member_means(nll, mask, w_mb)
     mse_m = _member_means(jnp.square(mean - delta[None]), mask)
     p = params["members"]
@@ -201,8 +200,7 @@ def mlp_ensemble_model(config: MLPEnsembleConfig) -> WorldModel:
     names = [f"hidden_{i}" for i in range(config.n_hidden)] + ["out"]
     decay = sum(0.5 * d * jnp.sum(jnp.square(p[n]["kernel"])) for d, n in zip(decays, names))
     total = jnp.sum(nll_m) + bound + decay
-    return total, {"nll": jnp.mean(nll_m), "mse": jnp.mean(mse_m), "logvar_bound": bound,
-                   "weight_decay": decay}
+    return total, {"nll": jnp.mean(nll_m), "mse": jnp.mean(mse_m), "logvar_bound": bound, "weight_decay": decay}
 
   def predict(params, batch):
     batch = prepare_batch(batch, config)
@@ -224,20 +222,18 @@ def mlp_ensemble_model(config: MLPEnsembleConfig) -> WorldModel:
       return nxt, nxt
 
     start_bc = jnp.where(obs_mask, obs[:, h - 1], 0.0)
-    _, fut_sbc = jax.lax.scan(step, start_bc, jnp.swapaxes(act[:, h - 1:t - 1], 0, 1))
+    _, fut_sbc = jax.lax.scan(step, start_bc, jnp.swapaxes(act[:, h - 1 : t - 1], 0, 1))
     pred = jnp.concatenate([obs[:, :h], jnp.swapaxes(fut_sbc, 0, 1)], axis=1)
     return copy_history(pred, batch, h)
 
-  return WorldModel("mlp_ensemble", config, init, loss, predict, replicated_specs,
-                    Capacity.of(config, UNLIMITED))
+  return WorldModel("mlp_ensemble", config, init, loss, predict, replicated_specs, Capacity.of(config, UNLIMITED))
 
 
 def elites(model: WorldModel, params, batch):
   """The elite indices [B, n_elites] and history one-step MSE [M, B] that predict() uses."""
   config = model.config
   net = _Ensemble(config)
-  return select_elites(lambda p, x: net.apply({"params": p}, x), params,
-                       prepare_batch(batch, config), config)
+  return select_elites(lambda p, x: net.apply({"params": p}, x), params, prepare_batch(batch, config), config)
 
 
 def build_mlp_ensemble(size: str = "base", **overrides: Any) -> WorldModel:

@@ -24,6 +24,7 @@ the true action. Each token costs O(L); the rollout is inherently sequential (TD
 cost). Training attention runs in query blocks of `attn_chunk` (rematerialised), so memory
 grows as chunk * L rather than L^2 for long windows (150 steps x many channels).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,9 +34,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from westworld_jax.model.baselines.layers import (QKVO, UNLIMITED, FeedForward, ScalarTokenEmbed,
-                                                  channel_layout, layer_norm, masked_softmax,
-                                                  prepare_batch, teacher_forced_fns)
+from westworld_jax.model.baselines.layers import (
+  QKVO,
+  UNLIMITED,
+  FeedForward,
+  ScalarTokenEmbed,
+  channel_layout,
+  layer_norm,
+  masked_softmax,
+  prepare_batch,
+  teacher_forced_fns,
+)
 from westworld_jax.model.configs import ConfigMixin, sized_config
 from westworld_jax.model.loss import WEIGHTINGS
 from westworld_jax.model.tokenizer import expectation
@@ -45,6 +54,7 @@ from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, 
 @dataclasses.dataclass(frozen=True)
 class TDMConfig(ConfigMixin):
   """Architecture of the TDM baseline (module docstring)."""
+
   d_model: int = 384
   n_layers: int = 8
   n_heads: int = 6
@@ -71,11 +81,21 @@ class TDMConfig(ConfigMixin):
 
 
 TDM_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, num_bins=32, dropout_rate=0.0,
-                 history=8, max_window_len=32, max_obs_channels=16, max_act_channels=8,
-                 attn_chunk=64),
-    "base": dict(),
-    "upstream": dict(n_layers=6),  # the authors' size (~10.9M)
+  "tiny": dict(
+    d_model=32,
+    n_layers=2,
+    n_heads=2,
+    d_ff=64,
+    num_bins=32,
+    dropout_rate=0.0,
+    history=8,
+    max_window_len=32,
+    max_obs_channels=16,
+    max_act_channels=8,
+    attn_chunk=64,
+  ),
+  "base": dict(),
+  "upstream": dict(n_layers=6),  # the authors' size (~10.9M)
 }
 
 
@@ -104,8 +124,7 @@ def causal_attention(q_bqhe, k_bkhe, v_bkhe, q_pos_q, key_ok_bk, chunk: int = 0)
   pos = jnp.pad(q_pos_q, (0, n * chunk - nq))
   q_nbqhe = jnp.swapaxes(q.reshape(b, n, chunk, h, e), 0, 1)
   blk = jax.checkpoint(block)
-  out = jax.lax.map(lambda a: blk(a[0], a[1], k_bkhe, v_bkhe, key_ok_bk),
-                    (q_nbqhe, pos.reshape(n, chunk)))
+  out = jax.lax.map(lambda a: blk(a[0], a[1], k_bkhe, v_bkhe, key_ok_bk), (q_nbqhe, pos.reshape(n, chunk)))
   return jnp.swapaxes(out, 0, 1).reshape(b, n * chunk, h, e)[:, :nq]
 
 
@@ -114,6 +133,7 @@ class TDMBlock(nn.Module):
 
   With kv_cache=(k, v) [B, L, H, dh] and x one token at flat position `pos` (x_b1d),
   the token's keys/values are written at pos and it attends to the cache (decode)."""
+
   config: TDMConfig
   deterministic: bool = True
 
@@ -128,10 +148,8 @@ class TDMBlock(nn.Module):
   def __call__(self, x_bld, q_pos_l, key_ok_bl, kv_cache=None, pos=None):
     q, k, v = self.attn.qkv(self.ln_attn(x_bld))
     if kv_cache is not None:
-      k = jax.lax.dynamic_update_slice_in_dim(kv_cache[0], k.astype(kv_cache[0].dtype),
-                                              pos, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(kv_cache[1], v.astype(kv_cache[1].dtype),
-                                              pos, axis=1)
+      k = jax.lax.dynamic_update_slice_in_dim(kv_cache[0], k.astype(kv_cache[0].dtype), pos, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(kv_cache[1], v.astype(kv_cache[1].dtype), pos, axis=1)
     chunk = 0 if kv_cache is not None else self.config.attn_chunk
     o = causal_attention(q, k, v, q_pos_l, key_ok_bl, chunk)
     x = x_bld + self.drop(self.attn(o), deterministic=self.deterministic)
@@ -151,22 +169,33 @@ def flat_tokens(batch, config: TDMConfig, hide_future: bool):
   chan_ok_bc = jnp.concatenate([batch["obs_mask"], batch["act_mask"]], axis=1)
   ok_btc = chan_ok_bc[:, None, :] & batch["time_mask"][:, :, None]
   values_bl = jnp.concatenate([obs, act], axis=2).reshape(b, t * (co + ca))
-  return (values_bl, ok_btc.reshape(b, -1), jnp.tile(is_act_c, t), jnp.tile(channel_c, t),
-          jnp.repeat(jnp.arange(t), co + ca))
+  return (
+    values_bl,
+    ok_btc.reshape(b, -1),
+    jnp.tile(is_act_c, t),
+    jnp.tile(channel_c, t),
+    jnp.repeat(jnp.arange(t), co + ca),
+  )
 
 
 class TDMNet(nn.Module):
   """__call__(batch) -> next-step logits [B, T, Co, K] (teacher forced; logits[:, -1] = 0);
   prefill / decode_step: the KV-cached token-by-token rollout pieces."""
+
   config: TDMConfig
   train: bool = False
 
   def setup(self):
     cfg = self.config
     pdt = jnp.dtype(cfg.param_dtype)
-    self.embed = ScalarTokenEmbed(cfg.d_model, cfg.num_bins,
-                                  cfg.max_obs_channels + cfg.max_act_channels,
-                                  cfg.max_window_len, jnp.dtype(cfg.dtype), pdt)
+    self.embed = ScalarTokenEmbed(
+      cfg.d_model,
+      cfg.num_bins,
+      cfg.max_obs_channels + cfg.max_act_channels,
+      cfg.max_window_len,
+      jnp.dtype(cfg.dtype),
+      pdt,
+    )
     block = nn.remat(TDMBlock) if (cfg.remat and self.train) else TDMBlock
     self.blocks = [block(cfg, deterministic=not self.train) for _ in range(cfg.n_layers)]
     self.ln_out = layer_norm(pdt)
@@ -240,8 +269,7 @@ def tdm_model(config: TDMConfig) -> WorldModel:
     def body(carry, pos):
       last_bk, caches = carry
       value_b = jnp.where(pos % c < co, expectation(last_bk), values_bl[:, pos])
-      new_bk, caches = net.apply(variables, value_b, pos, ok_bl, *layout, caches,
-                                 method=TDMNet.decode_step)
+      new_bk, caches = net.apply(variables, value_b, pos, ok_bl, *layout, caches, method=TDMNet.decode_step)
       # Only a real token's output predicts what follows (padding is skipped).
       last_bk = jnp.where(ok_bl[:, pos, None], new_bk, last_bk)
       return (last_bk, caches), value_b
@@ -250,8 +278,7 @@ def tdm_model(config: TDMConfig) -> WorldModel:
     fut_btc = jnp.swapaxes(values_nb, 0, 1).reshape(b, t - h, c)[:, :, :co]
     return copy_history(jnp.concatenate([obs[:, :h], fut_btc], axis=1), batch, h)
 
-  return WorldModel("tdm", config, init, loss, predict, replicated_specs,
-                    Capacity.of(config, UNLIMITED))
+  return WorldModel("tdm", config, init, loss, predict, replicated_specs, Capacity.of(config, UNLIMITED))
 
 
 def build_tdm(size: str = "base", **overrides: Any) -> WorldModel:

@@ -20,6 +20,7 @@ from step `history` with the true actions, feeding back the expectation read-out
 attention keeps a KV cache (per layer: keys/values [B, T, C, H, dh] for every step and
 channel), so each new step costs O(T) instead of re-running the O(T^2) window.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,9 +30,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from westworld_jax.model.baselines.layers import (QKVO, UNLIMITED, FeedForward, ScalarTokenEmbed,
-                                                  channel_layout, layer_norm, masked_softmax,
-                                                  prepare_batch, teacher_forced_fns)
+from westworld_jax.model.baselines.layers import (
+  QKVO,
+  UNLIMITED,
+  FeedForward,
+  ScalarTokenEmbed,
+  channel_layout,
+  layer_norm,
+  masked_softmax,
+  prepare_batch,
+  teacher_forced_fns,
+)
 from westworld_jax.model.configs import ConfigMixin, sized_config
 from westworld_jax.model.loss import WEIGHTINGS
 from westworld_jax.model.tokenizer import expectation
@@ -40,9 +49,11 @@ from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, 
 
 # ----------------------------------------------------------------------------- config
 
+
 @dataclasses.dataclass(frozen=True)
 class TrajWorldConfig(ConfigMixin):
   """Architecture of the TrajWorld baseline (module docstring)."""
+
   d_model: int = 256
   n_layers: int = 9  # blocks; 9 x 256 wide ~ WestWorld base's 14.4M (the authors use 6)
   n_heads: int = 4
@@ -68,10 +79,20 @@ class TrajWorldConfig(ConfigMixin):
 
 
 TRAJWORLD_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, num_bins=32, dropout_rate=0.0,
-                 history=8, max_window_len=32, max_obs_channels=16, max_act_channels=8),
-    "base": dict(),
-    "upstream": dict(n_layers=6),  # the authors' size (~9.5M)
+  "tiny": dict(
+    d_model=32,
+    n_layers=2,
+    n_heads=2,
+    d_ff=64,
+    num_bins=32,
+    dropout_rate=0.0,
+    history=8,
+    max_window_len=32,
+    max_obs_channels=16,
+    max_act_channels=8,
+  ),
+  "base": dict(),
+  "upstream": dict(n_layers=6),  # the authors' size (~9.5M)
 }
 
 
@@ -81,6 +102,7 @@ def get_trajworld_config(size: str = "base", **overrides: Any) -> TrajWorldConfi
 
 # ----------------------------------------------------------------------------- network
 
+
 class TrajWorldBlock(nn.Module):
   """One pre-LN block on x_btcd; also returns the time attention's keys/values.
 
@@ -89,6 +111,7 @@ class TrajWorldBlock(nn.Module):
   attends to the cache (decode); otherwise x covers steps 0..T'-1 (full / prefill).
   time_mask_bqk: which key steps each query step may attend to (causal & real).
   """
+
   config: TrajWorldConfig
   deterministic: bool = True
 
@@ -111,10 +134,8 @@ class TrajWorldBlock(nn.Module):
     # 1. causal attention over time, per channel.
     q, k, v = self.time_attn.qkv(self.ln_time(x_btcd))  # [B, Tq, C, H, dh]
     if kv_cache is not None:
-      k = jax.lax.dynamic_update_slice_in_dim(kv_cache[0], k.astype(kv_cache[0].dtype),
-                                              step, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(kv_cache[1], v.astype(kv_cache[1].dtype),
-                                              step, axis=1)
+      k = jax.lax.dynamic_update_slice_in_dim(kv_cache[0], k.astype(kv_cache[0].dtype), step, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(kv_cache[1], v.astype(kv_cache[1].dtype), step, axis=1)
     logits = jnp.einsum("bqche,bkche->bchqk", q, k, preferred_element_type=jnp.float32)
     w = masked_softmax(logits * scale, time_mask_bqk[:, None, None])
     o = jnp.einsum("bchqk,bkche->bqche", w.astype(v.dtype), v)
@@ -133,15 +154,21 @@ class TrajWorldBlock(nn.Module):
 class TrajWorldNet(nn.Module):
   """__call__(batch) -> next-step logits [B, T, Co, K] (teacher forced);
   prefill / decode_step: the KV-cached rollout pieces (see trajworld_model.predict)."""
+
   config: TrajWorldConfig
   train: bool = False
 
   def setup(self):
     cfg = self.config
     pdt = jnp.dtype(cfg.param_dtype)
-    self.embed = ScalarTokenEmbed(cfg.d_model, cfg.num_bins,
-                                  cfg.max_obs_channels + cfg.max_act_channels,
-                                  cfg.max_window_len, jnp.dtype(cfg.dtype), pdt)
+    self.embed = ScalarTokenEmbed(
+      cfg.d_model,
+      cfg.num_bins,
+      cfg.max_obs_channels + cfg.max_act_channels,
+      cfg.max_window_len,
+      jnp.dtype(cfg.dtype),
+      pdt,
+    )
     block = nn.remat(TrajWorldBlock) if (cfg.remat and self.train) else TrajWorldBlock
     self.blocks = [block(cfg, deterministic=not self.train) for _ in range(cfg.n_layers)]
     self.ln_out = layer_norm(pdt)
@@ -153,8 +180,7 @@ class TrajWorldNet(nn.Module):
     chan_ok_bc = jnp.concatenate([obs_mask_bc, act_mask_bc], axis=1)
     ok_btc = chan_ok_bc[:, None, :] & time_ok_bt[:, :, None]
     step_t1 = (t0 + jnp.arange(obs_btc.shape[1]))[:, None]
-    x = self.embed(jnp.concatenate([obs_btc, act_btc], axis=2), ok_btc, is_act_c, channel_c,
-                   step_t1)
+    x = self.embed(jnp.concatenate([obs_btc, act_btc], axis=2), ok_btc, is_act_c, channel_c, step_t1)
     return x, chan_ok_bc
 
   def _logits(self, x_btcd, co):
@@ -173,16 +199,16 @@ class TrajWorldNet(nn.Module):
     return x, kvs
 
   def __call__(self, batch):
-    x, _ = self.trunk(batch["obs"], batch["act"], batch["obs_mask"], batch["act_mask"],
-                      batch["time_mask"])
+    x, _ = self.trunk(batch["obs"], batch["act"], batch["obs_mask"], batch["act_mask"], batch["time_mask"])
     return self._logits(x, batch["obs"].shape[2])
 
   def prefill(self, batch):
     """Steps < history with the true values: (logits_bck of the last history step, which
     predict obs[:, history]; KV caches [B, T, C, H, dh] per layer, zero beyond history)."""
     h, t = self.config.history, batch["obs"].shape[1]
-    x, kvs = self.trunk(batch["obs"][:, :h], batch["act"][:, :h], batch["obs_mask"],
-                        batch["act_mask"], batch["time_mask"][:, :h])
+    x, kvs = self.trunk(
+      batch["obs"][:, :h], batch["act"][:, :h], batch["obs_mask"], batch["act_mask"], batch["time_mask"][:, :h]
+    )
     pad = lambda a: jnp.pad(a, ((0, 0), (0, t - h), (0, 0), (0, 0), (0, 0)))
     caches = [(pad(k), pad(v)) for k, v in kvs]
     return self._logits(x[:, -1:], batch["obs"].shape[2])[:, 0], caches
@@ -193,9 +219,10 @@ class TrajWorldNet(nn.Module):
     t = batch["obs"].shape[1]
     time_ok_bt = batch["time_mask"]
     step_ok_b1 = jax.lax.dynamic_slice_in_dim(time_ok_bt, step, 1, axis=1)
-    x, chan_ok_bc = self._tokens(obs_bc[:, None], act_bc[:, None], batch["obs_mask"],
-                                 batch["act_mask"], step_ok_b1, step)
-    time_mask_b1k = ((jnp.arange(t) <= step)[None, None, :] & time_ok_bt[:, None, :])
+    x, chan_ok_bc = self._tokens(
+      obs_bc[:, None], act_bc[:, None], batch["obs_mask"], batch["act_mask"], step_ok_b1, step
+    )
+    time_mask_b1k = (jnp.arange(t) <= step)[None, None, :] & time_ok_bt[:, None, :]
     new = []
     for blk, cache in zip(self.blocks, caches):
       x, kv = blk(x, time_mask_b1k, chan_ok_bc, cache, step)
@@ -204,6 +231,7 @@ class TrajWorldNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------- WorldModel
+
 
 def trajworld_model(config: TrajWorldConfig) -> WorldModel:
   net, train_net = TrajWorldNet(config), TrajWorldNet(config, train=True)
@@ -223,18 +251,15 @@ def trajworld_model(config: TrajWorldConfig) -> WorldModel:
     def body(carry, step):
       obs_bc, caches = carry
       act_bc = jax.lax.dynamic_index_in_dim(act, step, axis=1, keepdims=False)
-      logits_bck, caches = net.apply(variables, obs_bc, act_bc, step, batch, caches,
-                                     method=TrajWorldNet.decode_step)
+      logits_bck, caches = net.apply(variables, obs_bc, act_bc, step, batch, caches, method=TrajWorldNet.decode_step)
       nxt_bc = expectation(logits_bck)
       return (nxt_bc, caches), nxt_bc
 
     _, rest_sbc = jax.lax.scan(body, (first_bc, caches), jnp.arange(h, t - 1))
-    pred = jnp.concatenate([obs[:, :h], first_bc[:, None], jnp.swapaxes(rest_sbc, 0, 1)],
-                           axis=1)
+    pred = jnp.concatenate([obs[:, :h], first_bc[:, None], jnp.swapaxes(rest_sbc, 0, 1)], axis=1)
     return copy_history(pred, batch, h)
 
-  return WorldModel("trajworld", config, init, loss, predict, replicated_specs,
-                    Capacity.of(config, UNLIMITED))
+  return WorldModel("trajworld", config, init, loss, predict, replicated_specs, Capacity.of(config, UNLIMITED))
 
 
 def build_trajworld(size: str = "base", **overrides: Any) -> WorldModel:
