@@ -1,8 +1,9 @@
 """Benchmark of the selective scan implementations (westworld_jax.model.ssm).
 
 Times forward and forward+backward (jit, block_until_ready, median of --repeats) of each
-`impl` and reports compiled temp memory (XLA's memory analysis) and, where the device
-reports it, the device's peak memory. Writes benchmarks/results/ssm_<backend>.json.
+`impl` (--impls, default every implementation registered in ssm.IMPLS) and reports compiled
+temp memory (XLA's memory analysis) and, where the device reports it, the device's peak
+memory. Writes benchmarks/results/ssm_<backend>.json.
 
   python benchmarks/ssm.py                      # base size on GPU/TPU, tiny on CPU
   python benchmarks/ssm.py --device-size tiny   # S=8, L=37, Dm=32, N=16 (a quick check)
@@ -112,7 +113,7 @@ def _mib(b):
   return "-" if b is None else f"{b / 2**20:.1f}"
 
 
-def main():
+def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
     "--device-size",
@@ -144,7 +145,11 @@ def main():
     help="dtype of x, dt, B, C (accumulation is always float32)",
   )
   parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/ssm_<backend>.json)")
-  args = parser.parse_args()
+  return parser.parse_args(argv)
+
+
+def main():
+  args = parse_args()
 
   backend = jax.default_backend()
   size = args.device_size or ("tiny" if backend == "cpu" else "base")

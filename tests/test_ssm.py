@@ -1,7 +1,7 @@
 """Tests for the selective scan (westworld_jax.model.ssm) and the Mamba block (mamba.py).
 
-The three scan implementations (the kernel in both lowerings, Triton and Mosaic, run by the
-Pallas interpreter) must agree in values and in gradients w.r.t. every input;
+Every scan implementation registered in ssm.IMPLS (the kernel in both lowerings, Triton and
+Mosaic, run by the Pallas interpreter) must agree in values and in gradients w.r.t. every input;
 step-by-step evaluation must equal the full pass; outputs must be causal in time; bad
 shapes must fail with a ValueError that says what to change.
 """
@@ -18,11 +18,13 @@ import pytest
 
 from westworld_jax.model.mamba import SelectiveSSM
 from westworld_jax.model.configs import get_model_config
+from westworld_jax.model import ssm
 from westworld_jax.model.ssm import resolve_impl, resolve_kernel, selective_scan, selective_scan_step
 
 jax.config.update("jax_enable_x64", False)
 
-IMPLS = ("sequential", "chunked", "kernel", "kernel_mosaic")
+# Every registered implementation, and the kernel's Mosaic lowering as one more.
+IMPLS = (*ssm.IMPLS, "kernel_mosaic")
 # Small Triton blocks so a tiny problem still spans several programs in both grid axes
 # (S = 3 -> 2 sequence blocks, Dm = 6 -> 2 channel blocks) and every padding path runs
 # (S, Dm to the blocks, N = 5 to 8, L = 13 to the chunk). Mosaic's tiles are fixed (one
@@ -98,7 +100,7 @@ def test_impls_agree_in_values_and_gradients(with_h0, size):
 
   ref_y, ref_h, ref_grads = results["sequential"]
   names = ["x", "dt", "A", "B", "C", "D", "h0"]
-  for impl in ("chunked", "kernel", "kernel_mosaic", "kernel_atomic"):
+  for impl in (*(i for i in IMPLS if i != "sequential"), "kernel_atomic"):
     y, h_last, grads = results[impl]
     assert _rel_err(y, ref_y) < 1e-4, impl
     assert _rel_err(h_last, ref_h) < 1e-4, impl
@@ -108,7 +110,7 @@ def test_impls_agree_in_values_and_gradients(with_h0, size):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("impl", ["chunked", "kernel", "kernel_mosaic"])
+@pytest.mark.parametrize("impl", [i for i in IMPLS if i != "sequential"])
 def test_chunk_size_does_not_change_results(impl):
   x, dt, A, B, C, D, h0 = _inputs(L=10)
   y_ref, h_ref = _scan("sequential")(x, dt, A, B, C, D, h0)
@@ -194,7 +196,7 @@ def test_scan_is_causal(impl):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("impl", ["sequential", "chunked", "kernel"])
+@pytest.mark.parametrize("impl", list(ssm.IMPLS))
 def test_selective_ssm_step_equals_call(impl):
   model = SelectiveSSM(d_model=8, d_state=4, scan_impl=impl, chunk_size=4)
   x_sld = jax.random.normal(jax.random.PRNGKey(0), (3, 10, 8))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Mapping
 
+from westworld_jax.model import ssm
+
 
 class ConfigMixin:
   """replace / to_dict / from_dict for frozen config dataclasses (WestWorld's, the baselines',
@@ -78,7 +80,8 @@ class ModelConfig(ConfigMixin):
   ssm_d_state: int = 64
   ssm_expand: int = 2
   ssm_d_conv: int = 4
-  ssm_scan_impl: str = "auto"  # "auto": the Pallas kernel on GPU (Triton) and TPU (Mosaic), else "chunked"
+  # A name in ssm.IMPLS, or "auto": the Pallas kernel on GPU (Triton) and TPU (Mosaic), else "chunked".
+  ssm_scan_impl: str = "auto"
   ssm_chunk_size: int = 16
 
   # Sys-MoE.
@@ -152,8 +155,10 @@ class ModelConfig(ConfigMixin):
       )
     if not 1 <= self.top_k <= self.num_experts:
       raise ValueError(f"top_k={self.top_k} must be in [1, num_experts={self.num_experts}].")
-    if self.ssm_scan_impl not in ("auto", "sequential", "chunked", "kernel"):
-      raise ValueError(f"ssm_scan_impl={self.ssm_scan_impl!r}: use 'auto', 'sequential', 'chunked' or 'kernel'.")
+    scans = ("auto", *ssm.IMPLS)
+    if self.ssm_scan_impl not in scans:
+      known = ", ".join(map(repr, scans[:-1])) + f" or {scans[-1]!r}"
+      raise ValueError(f"ssm_scan_impl={self.ssm_scan_impl!r}: use {known}.")
     if self.history > self.max_window_len:
       raise ValueError(f"history={self.history} exceeds max_window_len={self.max_window_len}.")
 

@@ -55,8 +55,7 @@ class SelectiveSSM(nn.Module):
     d_conv: causal depthwise conv kernel size.
     dt_rank: rank of the dt projection; None = ceil(d_model / 16).
     dt_min, dt_max: range of the initial step sizes (log-uniform).
-    scan_impl, chunk_size: passed to `selective_scan` ("auto", "sequential", "chunked",
-      "kernel").
+    scan_impl, chunk_size: passed to `selective_scan` (a name in ssm.IMPLS, or "auto").
     dtype: compute dtype of the projections and the conv (float32 or bfloat16).
     param_dtype: parameter dtype.
   """

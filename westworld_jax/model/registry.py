@@ -1,7 +1,7 @@
 """World models by name, so that training, evaluation and control pick one from the config and
 never special-case it: `build(name, size, **overrides)` makes one, e.g.
-`build("westworld", "tiny", moe_mode="topk")`; `names()` lists them; `register(name)` adds a
-builder `(size, **overrides) -> WorldModel`.
+`build("westworld", "tiny", moe_mode="topk")`; `names()` lists them. A model is registered by its
+line in `BUILDERS` (name -> builder `(size, **overrides) -> WorldModel`).
 
 The WorldModel interface (its functions, `Capacity` and `check_fits`) is world_model.py,
 re-exported here with its helpers; the models import that module, not this one.
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from westworld_jax.model.baselines import build_mlp_ensemble, build_tdm, build_trajworld
+from westworld_jax.model.baselines.mlp_ensemble import build_mlp_ensemble
+from westworld_jax.model.baselines.tdm import build_tdm
+from westworld_jax.model.baselines.trajworld import build_trajworld
 from westworld_jax.model.westworld import build_westworld
 from westworld_jax.model.world_model import (
   Batch,
@@ -31,12 +33,12 @@ __all__ = [
   "WorldModel",
   "copy_history",
   "replicated_specs",
-  "register",
+  "BUILDERS",
   "names",
   "build",
 ]
 
-_BUILDERS: dict[str, Callable[..., WorldModel]] = {
+BUILDERS: dict[str, Callable[..., WorldModel]] = {
   "westworld": build_westworld,
   "trajworld": build_trajworld,
   "tdm": build_tdm,
@@ -44,22 +46,12 @@ _BUILDERS: dict[str, Callable[..., WorldModel]] = {
 }
 
 
-def register(name: str):
-  """Decorator: `@register("my_model") def build_my_model(size, **overrides) -> WorldModel`."""
-
-  def wrap(fn):
-    _BUILDERS[name] = fn
-    return fn
-
-  return wrap
-
-
 def names() -> list[str]:
-  return sorted(_BUILDERS)
+  return sorted(BUILDERS)
 
 
 def build(name: str, size: str = "base", **overrides: Any) -> WorldModel:
   """The model `name` at size `size` with config fields overridden."""
-  if name not in _BUILDERS:
-    raise ValueError(f"unknown model {name!r}; registered: {sorted(_BUILDERS)}.")
-  return _BUILDERS[name](size, **overrides)
+  if name not in BUILDERS:
+    raise ValueError(f"unknown model {name!r}; registered: {sorted(BUILDERS)}.")
+  return BUILDERS[name](size, **overrides)

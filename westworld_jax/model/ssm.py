@@ -5,7 +5,8 @@ The recurrence, per sequence s, channel d and state n (A diagonal, negative real
     h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * x_t        h: [S, Dm, N]
     y_t = <C_t, h_t> + D * x_t                               y: [S, L, Dm]
 
-`selective_scan(..., impl=...)` computes it three ways, tested equal in values and gradients:
+`selective_scan(..., impl=...)` computes it with any implementation registered in `IMPLS`
+(name -> function), all tested equal in values and gradients (tests/test_ssm.py runs every one):
 
 - "sequential": a `lax.scan` over time. The reference; its backward stores every state
   (O(S*L*Dm*N) memory), so use it only at small sizes.
@@ -21,6 +22,12 @@ The recurrence, per sequence s, channel d and state n (A diagonal, negative real
   x 128 channels, states in vregs, the backward's chunk in VMEM). Either runs in the Pallas
   interpreter on a CPU (slow, for tests).
 
+An implementation is a function `(x, dt, A, B, C, h0, opts: ScanOptions) -> (y, h_last)`
+without the D skip: x, dt, B, C arrive in the caller's dtype, A and h0 in float32; y and
+h_last leave in float32. Its entry in `IMPLS` is all the rest of the code needs: the model
+config's `ssm_scan_impl`, `resolve_impl` ("auto" and the check of a name), benchmarks/ssm.py
+and tests/test_ssm.py take the names from there.
+
 All accumulation is in float32; y comes back in x's dtype and the last state in float32,
 so a layer can run over a history in one call and then step by step
 (`selective_scan_step`) inside a planner.
@@ -28,8 +35,10 @@ so a layer can run over a history in one call and then step by step
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +47,6 @@ from jax.sharding import PartitionSpec as P
 
 from westworld_jax.model import ssm_mosaic, ssm_triton
 
-IMPLS = ("sequential", "chunked", "kernel")
 KERNELS = ("auto", "triton", "mosaic")
 REDUCTIONS = ("auto", "partial", "atomic")
 _HIGHEST = lax.Precision.HIGHEST  # f32 contractions: no TF32/bf16 passes on GPU/TPU.
@@ -86,12 +94,31 @@ def _check_step_shapes(x_t, dt_t, A, B_t, C_t, D, h):
 # --------------------------------------------------------------------------- public API
 
 
+@dataclasses.dataclass(frozen=True)
+class ScanOptions:
+  """selective_scan's tuning options, handed whole to the implementation (each reads its own;
+  see selective_scan's Args)."""
+
+  chunk_size: int = 16
+  block_s: int = 1
+  block_d: int = 16
+  interpret: bool | None = None
+  num_warps: int | None = None
+  num_stages: int | None = None
+  reduce: str = "auto"
+  kernel: str = "auto"
+
+
 def resolve_impl(impl: str) -> str:
-  """'auto' -> 'kernel' on a GPU (7.7x faster training step than 'chunked' at the base size
+  """The name in IMPLS that `impl` (one of them, or "auto") stands for; other names raise ValueError.
+
+  'auto' -> 'kernel' on a GPU (7.7x faster training step than 'chunked' at the base size
   on an H100: benchmarks/results/train_gpu.json) and on a TPU (the Mosaic kernel: compiled
   fwd+bwd temporaries 3.4 vs 58 GiB per scan at the base size, batch 14, on v5e, where the
   chunked scan does not fit; speed unmeasured: benchmarks/results/TPU_NOTES.md), 'chunked'
   elsewhere."""
+  if impl != "auto" and impl not in IMPLS:
+    raise ValueError(f"impl must be one of {(*IMPLS, 'auto')}; got {impl!r}.")
   if impl == "auto":
     return "kernel" if jax.default_backend() in ("gpu", "tpu") else "chunked"
   return impl
@@ -136,8 +163,8 @@ def selective_scan(
     B, C: [S, L, N] input and output projections.
     D: [Dm] skip weights, or None for no skip.
     h0: [S, Dm, N] initial state, or None for zeros.
-    impl: "sequential", "chunked" or "kernel" (see the module docstring), or "auto":
-      "kernel" on a GPU or TPU, "chunked" elsewhere.
+    impl: a name in IMPLS ("sequential", "chunked", "kernel": see the module docstring), or
+      "auto": "kernel" on a GPU or TPU, "chunked" elsewhere.
     chunk_size: steps per chunk ("chunked"), or between state checkpoints ("kernel").
     interpret: "kernel" only: run the Pallas interpreter; None = when compiling for a CPU.
     kernel: "kernel" only: "triton" (GPU), "mosaic" (TPU) or "auto" (mosaic when compiling
@@ -158,41 +185,28 @@ def selective_scan(
     y: [S, L, Dm] in x's dtype, and h_last: [S, Dm, N] float32.
   """
   _check_scan_shapes(x, dt, A, B, C, D, h0)
-  if impl not in IMPLS + ("auto",):
-    raise ValueError(f"impl must be one of {IMPLS + ('auto',)}; got {impl!r}.")
+  impl = resolve_impl(impl)
   if reduce not in REDUCTIONS:
     raise ValueError(f"reduce must be one of {REDUCTIONS}; got {reduce!r}.")
   if kernel not in KERNELS:
     raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}.")
-  impl = resolve_impl(impl)
   if not isinstance(chunk_size, int) or chunk_size < 1:
     raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}.")
+  opts = ScanOptions(
+    chunk_size=chunk_size,
+    block_s=block_s,
+    block_d=block_d,
+    interpret=interpret,
+    num_warps=num_warps,
+    num_stages=num_stages,
+    reduce=reduce,
+    kernel=kernel,
+  )
   S, _, Dm = x.shape
   N = A.shape[1]
   f32 = jnp.float32
-  A = A.astype(f32)
   h0 = jnp.zeros((S, Dm, N), f32) if h0 is None else h0.astype(f32)
-  if impl == "sequential":
-    y, h_last = _scan_sequential(x.astype(f32), dt.astype(f32), A, B.astype(f32), C.astype(f32), h0)
-  elif impl == "chunked":
-    y, h_last = _scan_chunked(x.astype(f32), dt.astype(f32), A, B.astype(f32), C.astype(f32), h0, chunk_size)
-  else:
-    y, h_last = _scan_kernel(
-      x,
-      dt,
-      A,
-      B,
-      C,
-      h0,
-      kernel,
-      interpret,
-      chunk_size=chunk_size,
-      block_s=block_s,
-      block_d=block_d,
-      num_warps=num_warps,
-      num_stages=num_stages,
-      reduce=reduce,
-    )
+  y, h_last = IMPLS[impl](x, dt, A.astype(f32), B, C, h0, opts)
   if D is not None:  # The skip needs no state: plain JAX, differentiated by autodiff.
     y = y + D.astype(f32) * x.astype(f32)
   return y.astype(x.dtype), h_last
@@ -223,7 +237,14 @@ def _step(x_sd, dt_sd, A_dn, B_sn, C_sn, h_sdn):
   return y_sd, h_sdn
 
 
-def _scan_sequential(x, dt, A, B, C, h0):
+def _f32(*arrays):
+  return [v.astype(jnp.float32) for v in arrays]
+
+
+def _scan_sequential(x, dt, A, B, C, h0, opts):
+  del opts  # nothing to tune
+  x, dt, B, C = _f32(x, dt, B, C)
+
   def body(h_sdn, inputs):
     y_sd, h_sdn = _step(*inputs[:2], A, *inputs[2:], h_sdn)
     return h_sdn, y_sd
@@ -240,7 +261,9 @@ def _combine(left, right):
   return a_l * a_r, a_r * b_l + b_r
 
 
-def _scan_chunked(x, dt, A, B, C, h0, chunk):
+def _scan_chunked(x, dt, A, B, C, h0, opts):
+  x, dt, B, C = _f32(x, dt, B, C)
+  chunk = opts.chunk_size
   S, L, Dm = x.shape
   n_chunks = -(-L // chunk)
   pad = n_chunks * chunk - L
@@ -272,7 +295,7 @@ def _scan_chunked(x, dt, A, B, C, h0, chunk):
 _PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 
-def _scan_kernel(x, dt, A, B, C, h0, kernel, interpret, **triton_kw):
+def _scan_kernel(x, dt, A, B, C, h0, opts):
   """The fused kernel for the platform being compiled for, split over the current mesh.
 
   kernel="auto" and interpret=None resolve per platform at lowering time
@@ -287,12 +310,12 @@ def _scan_kernel(x, dt, A, B, C, h0, kernel, interpret, **triton_kw):
   device scans its own (S padded to a multiple of the shard count; padding is inert) and
   dA, the only cross-sequence sum, is psum'd by shard_map's transpose.
   """
-  if kernel == "triton" and interpret is not True and jax.default_backend() == "tpu":
+  if opts.kernel == "triton" and opts.interpret is not True and jax.default_backend() == "tpu":
     raise ValueError(
       "kernel='triton' is for GPUs; on a TPU use kernel='mosaic' (or 'auto'), "
       "or pass interpret=True to run it (slowly)."
     )
-  core = functools.partial(_kernel_for_platform, kernel=kernel, interpret=interpret, **triton_kw)
+  core = functools.partial(_kernel_for_platform, opts=opts)
   mesh = jax.sharding.get_abstract_mesh()
   axes = () if mesh.empty else tuple(a for a in mesh.axis_names if mesh.shape[a] > 1 and a not in mesh.manual_axes)
   if not axes:
@@ -309,20 +332,49 @@ def _scan_kernel(x, dt, A, B, C, h0, kernel, interpret, **triton_kw):
   return y[:S], h_last[:S]
 
 
-def _kernel_for_platform(x, dt, A, B, C, h0, *, kernel, interpret, chunk_size, **triton_kw):
+def _kernel_for_platform(x, dt, A, B, C, h0, *, opts):
   """The kernel (Triton or Mosaic, compiled or interpreted) per platform; see _scan_kernel."""
 
   def run(name, interp):
     def call(x, dt, A, B, C, h0):
       if name == "mosaic":
-        return ssm_mosaic.scan(x, dt, A, B, C, h0, chunk_size=chunk_size, interpret=interp)
-      return ssm_triton.scan(x, dt, A, B, C, h0, chunk_size=chunk_size, interpret=interp, **triton_kw)
+        return ssm_mosaic.scan(x, dt, A, B, C, h0, chunk_size=opts.chunk_size, interpret=interp)
+      return ssm_triton.scan(
+        x,
+        dt,
+        A,
+        B,
+        C,
+        h0,
+        chunk_size=opts.chunk_size,
+        interpret=interp,
+        block_s=opts.block_s,
+        block_d=opts.block_d,
+        num_warps=opts.num_warps,
+        num_stages=opts.num_stages,
+        reduce=opts.reduce,
+      )
 
     return call
 
-  choice = {p: (resolve_kernel(kernel, p), p == "cpu" if interpret is None else bool(interpret)) for p in _PLATFORMS}
+  interpret = opts.interpret
+  choice = {
+    p: (resolve_kernel(opts.kernel, p), p == "cpu" if interpret is None else bool(interpret)) for p in _PLATFORMS
+  }
   args = (x, dt, A, B, C, h0)
   if len(set(choice.values())) == 1:
     return run(*choice["cpu"])(*args)
   branches = {p: run(*c) for p, c in choice.items()}
   return lax.platform_dependent(*args, **branches, default=branches["cpu"])
+
+
+# --------------------------------------------------------------------------- registry
+
+ScanFn = Callable[..., tuple[jax.Array, jax.Array]]  # (x, dt, A, B, C, h0, opts) -> (y, h_last)
+
+# The implementations by name: an implementation is its function and its line here.
+IMPLS: dict[str, ScanFn] = {
+  "sequential": _scan_sequential,
+  "chunked": _scan_chunked,
+  "kernel": _scan_kernel,
+}

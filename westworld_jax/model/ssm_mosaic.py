@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
 
 from westworld_jax.model.ssm_vjp import checkpointed_scan
 
@@ -83,8 +84,6 @@ def _call_options(cfg: MosaicConfig, semantics) -> dict:
   """pallas_call's interpret and compiler_params. Interpreted, it is Pallas's TPU interpreter
   (InterpretParams), which keeps TPU semantics the kernel relies on: the grid runs in order and
   an output block stays resident (and accumulates) while consecutive steps map to it."""
-  from jax.experimental.pallas import tpu as pltpu  # pylint: disable=import-outside-toplevel
-
   return dict(
     interpret=pltpu.InterpretParams() if cfg.interpret else False,
     compiler_params=pltpu.CompilerParams(dimension_semantics=semantics),
@@ -230,8 +229,6 @@ def _fwd_call(x, dt, At, B, C, h0t, cfg: MosaicConfig, save_checkpoints: bool):
 
 
 def _bwd_call(x, dt, At, B, C, ckpt, dy, dh_last_t, cfg: MosaicConfig):
-  from jax.experimental.pallas import tpu as pltpu  # pylint: disable=import-outside-toplevel
-
   S, L, Dm = x.shape
   N = At.shape[0]
   n_chunks = L // cfg.chunk

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
 
 from westworld_jax.model.ssm_vjp import checkpointed_scan
 
@@ -82,8 +83,6 @@ def _compiler_params(cfg: _KernelConfig):
     return None
   # Naming Triton's params selects the Triton lowering (jax 0.10's default GPU lowering is
   # Mosaic GPU, which needs 128-element-multiple tiles this kernel does not have).
-  from jax.experimental.pallas import triton as pltriton
-
   return pltriton.CompilerParams(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
@@ -146,8 +145,6 @@ def _bwd_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, ckpt_ref, dy_ref, dhlast_ref
 
   def accumulate(ref, idx, value):
     if atomic:
-      from jax.experimental.pallas import triton as pltriton
-
       pltriton.atomic_add(ref, idx, value)
     else:
       ref[idx] = value

@@ -1,0 +1,88 @@
+"""The "Where to add" recipes of docs/architecture.md, walked as they are written: a scan
+implementation is its function plus its line in ssm.IMPLS, a model is its builder plus its line
+in registry.BUILDERS; everything else (configs, the model, the benchmark, the training config's
+`model`) takes them from there."""
+
+import importlib.util
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from tests import test_ssm
+from westworld_jax import config_files
+from westworld_jax.model import registry, ssm
+from westworld_jax.model.baselines.mlp_ensemble import build_mlp_ensemble
+from westworld_jax.model.batch import zeros_batch
+from westworld_jax.model.configs import get_model_config
+
+_BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+_SEQUENTIAL = ssm.IMPLS["sequential"]
+
+
+def _batch(b=2, t=10, co=3, ca=2):
+  rng = np.random.default_rng(0)
+  batch = zeros_batch(b, t, co, ca)
+  batch["obs"] = rng.uniform(size=batch["obs"].shape).astype(np.float32)
+  batch["act"] = rng.uniform(size=batch["act"].shape).astype(np.float32)
+  return batch
+
+
+def _benchmark_ssm(monkeypatch):
+  """benchmarks/ssm.py as a module (it imports benchmarks/common.py as `common`)."""
+  monkeypatch.syspath_prepend(_BENCH)
+  spec = importlib.util.spec_from_file_location("_bench_ssm", os.path.join(_BENCH, "ssm.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.timeout(120)
+def test_scan_recipe_one_function_and_its_line_in_impls(monkeypatch):
+  calls = []
+
+  def _scan_echo(x, dt, A, B, C, h0, opts):  # the recipe's function: here the sequential scan
+    calls.append(opts.chunk_size)
+    return _SEQUENTIAL(x, dt, A, B, C, h0, opts)
+
+  monkeypatch.setitem(ssm.IMPLS, "echo", _scan_echo)  # the recipe's one line
+
+  echo = registry.build("westworld", "tiny", n_layers=1, ssm_scan_impl="echo")
+  sequential = registry.build("westworld", "tiny", n_layers=1, ssm_scan_impl="sequential")
+  batch = _batch()
+  params = jax.jit(sequential.init)(jax.random.key(0), batch)
+  got = jax.jit(echo.predict)(params, batch)
+  want = jax.jit(sequential.predict)(params, batch)
+  assert calls, "the model never ran the registered scan"
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+  assert "echo" in _benchmark_ssm(monkeypatch).parse_args([]).impls.split(",")
+  with pytest.raises(ValueError, match="ssm_scan_impl='fft': use 'auto', .*'echo'"):
+    get_model_config("tiny", ssm_scan_impl="fft")
+
+
+def test_scan_tests_cover_every_registered_impl():
+  assert set(ssm.IMPLS) <= set(test_ssm.IMPLS)
+
+
+@pytest.mark.timeout(60)
+def test_baseline_recipe_one_builder_and_its_line_in_builders(monkeypatch):
+  def build_echo(size, **overrides):  # the recipe's builder: here the MLP ensemble's
+    return build_mlp_ensemble(size, **overrides)
+
+  monkeypatch.setitem(registry.BUILDERS, "echo", build_echo)  # the recipe's one line
+  assert "echo" in registry.names()
+
+  cfg = config_files.model_config("echo", "tiny", history=4)  # a training config's `model`
+  assert (cfg.name, cfg.size, cfg.history) == ("echo", "tiny", 4)
+  fields = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "size")}
+  model = registry.build(cfg.name, cfg.size, **fields)
+  assert model.history == 4
+  want = build_mlp_ensemble("tiny", history=4).config.to_dict()
+  assert fields == {k: list(v) if isinstance(v, tuple) else v for k, v in want.items()}
+
+  batch = _batch()
+  params = jax.jit(model.init)(jax.random.key(0), batch)
+  value, _ = jax.jit(model.loss)(params, batch, jax.random.key(1))
+  assert np.isfinite(float(value))
