@@ -117,7 +117,7 @@ def _time_replan(planner, state, calls: int) -> dict:
 
 def section_latency(a, which: str) -> list[dict]:
   import jax  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import backends, env, mppi, planners, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import backends, env, mppi, normalisation, planners, tasks  # pylint: disable=import-outside-toplevel
   from westworld_jax.model import flops, registry, ssm  # pylint: disable=import-outside-toplevel
 
   sizes = _sizes(a, jax.default_backend())
@@ -128,7 +128,9 @@ def section_latency(a, which: str) -> list[dict]:
     setups = [(backends.OracleBackend(task), 1, a.calls, [(1, a.samples), (a.envs, a.samples)], {}, None)]
   else:
     setups = []
-    norm = backends.Normaliser.from_stats(planners.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act)
+    norm = normalisation.Normaliser.from_stats(
+      normalisation.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act
+    )
     for dtype in sizes["wm_dtypes"]:
       wm = registry.build("westworld", "control", dtype=dtype)
       params = jax.jit(wm.init)(

@@ -25,6 +25,8 @@ Override anything on the command line, e.g. --config.mppi.samples=512 --config.p
 
 import ml_collections
 
+from westworld_jax.control.mppi_config import MPPIConfig
+
 # variant -> the control task it runs (westworld_jax/control/tasks.py)
 TASKS = {
   "hopper": "hopper",
@@ -53,22 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.episode_len = 0  # control steps; 0 = the task's default
   c.seed = 0
   c.workdir = ""  # default workdirs/control/<task>; --workdir overrides
-  c.mppi = ml_collections.ConfigDict(
-    dict(
-      samples=256,
-      horizon=100,
-      iterations=1,
-      noise=0.3,
-      noise_kind="ou",
-      correlation=0.9,
-      knots=8,
-      temperature=0.1,
-      normalize_costs=True,
-      discount=1.0,
-      noise_decay=0.5,
-      keep_mean=True,
-    )
-  )
+  c.mppi = ml_collections.ConfigDict(MPPIConfig().to_dict())  # the defaults (control/mppi_config.py)
   # The world model when no --checkpoint is given (untrained: latency only) and its batching.
   c.model = ml_collections.ConfigDict(dict(name="westworld", size="control", overrides={}))
   c.wm_sample_chunk = 0  # predict at most this many samples at once (0 = all): bounds memory
@@ -108,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.episode_len = 250
   elif variant == "franka":
     c.policies = ("oracle", "random")
-    c.mppi.samples, c.mppi.horizon, c.mppi.noise = 128, 40, 0.3
+    c.mppi.samples, c.mppi.horizon = 128, 40
   elif variant == "pendulum":
     c.policies = ("oracle", "random")
     c.mppi.samples, c.mppi.horizon, c.mppi.noise = 128, 100, 1.0

@@ -1,12 +1,15 @@
 """Downstream control: MPPI with a simulator-oracle or world-model rollout on MJX tasks.
 
-  tasks.py   Task: MJX robot, costs on observations/states, action bounds (pendulum, reacher,
-             hopper, walker2d, go1, franka)
+  tasks.py   Task (an ABC: MJX robot, abstract cost on observations, action bounds) and the tasks
+             (pendulum, reacher, hopper, walker2d, go1, franka)
   mppi.py    MPPI (one jitted replan for all environments, samples sharded over devices)
-  backends.py  MPPI's rollouts: OracleBackend (MJX) and WorldModelBackend (one predict call)
+  mppi_config.py  MPPIConfig: MPPI's settings and defaults (no jax: config files import it)
+  backends.py  Backend (the ABC MPPI plans with) and its rollouts: OracleBackend (MJX) and
+             WorldModelBackend (one predict call)
+  normalisation.py  the world model's min-max per robot (Normaliser) and its stats sources
   env.py     batched MJX environments with observation history
   rollout.py   closed-loop episodes, random baseline, summaries
-  planners.py  planners from a config (oracle / world model from a checkpoint or untrained / random)
+  planners.py  policies from a config (oracle / world model from a checkpoint or untrained / random)
   mppi_corpus.py   MPPI rollouts -> corpus environment for world-model fine-tuning
   render.py  videos (MuJoCo offscreen renderer) and trajectory plots
   experiment.py  one control run (what the CLI runs): episodes per policy, summaries, videos

@@ -28,6 +28,7 @@ import time
 from absl import app, flags, logging
 
 from westworld_jax.control import experiment  # imports neither jax nor mujoco (pinning comes first)
+from westworld_jax.control.mppi_config import MPPIConfig  # neither does this
 from westworld_jax import cli
 
 _CONFIG = _WORKDIR = _CHECKPOINT = _PIN_CPU = None  # flags, defined only when run as a program
@@ -35,8 +36,8 @@ _CONFIG = _WORKDIR = _CHECKPOINT = _PIN_CPU = None  # flags, defined only when r
 
 def collect(cfg, corpus_dir: str) -> dict:
   """Step 1: oracle-MPPI episodes -> the best ones as a corpus environment (reused when present)."""
+  # These load numpy, jax and mujoco: only after main has pinned the CPU (experiment.prepare_process).
   from westworld_jax.control import mppi_corpus  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import mppi as mppi_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.data import shards  # pylint: disable=import-outside-toplevel
 
@@ -50,7 +51,7 @@ def collect(cfg, corpus_dir: str) -> dict:
   else:
     out = mppi_corpus.collect(
       task,
-      mppi_lib.MPPIConfig.from_dict(cfg.mppi),
+      MPPIConfig.from_dict(cfg.mppi),
       corpus_dir,
       cfg.collect.episodes,
       cfg.episode_len or task.episode_len,
@@ -113,6 +114,7 @@ def finetune_model(cfg, pretrained: str, corpus_dir: str, env: str, episodes: in
 
 def _check_horizon(cfg, pretrained: str) -> None:
   """Before collecting: the comparison's world-model MPPI must fit the model's window."""
+  # This loads jax: only after main has pinned the CPU (experiment.prepare_process).
   from westworld_jax import inference  # pylint: disable=import-outside-toplevel
 
   model = inference.read_run_config(pretrained)["model"]

@@ -1,10 +1,7 @@
-"""MPPI rollout backends: the simulator oracle (MJX) and a world model.
+"""MPPI rollout backends: the contract control/mppi.py plans with, the simulator oracle (MJX) and a world model.
 
-Both provide what control/mppi.py's replanning step calls (duck-typed):
-  action_dim                          padded action channels Ca
-  bounds(ctx) -> (lo [Ca], hi [Ca])   actuator units; padded channels have lo = hi = 0
-  context(env_state) -> ctx           what a rollout starts from (env.EnvState -> pytree)
-  step_costs(ctx, U [K, Hp, Ca]) -> (cost [K, Hp], healthy [K, Hp], terminal [K])
+`Backend` is that contract (an abstract base class): a backend turns an environment state into a
+rollout context, gives the action bounds, and costs K sampled action sequences over the horizon.
 The oracle steps MJX (vmap over samples of a lax.scan of mjx.step); the world model predicts the
 whole horizon of every sample in ONE `predict` call from the last H observed steps and the sampled
 actions (BATCH_SPEC.md), and the task's observation cost is applied to the de-normalised prediction.
@@ -12,7 +9,7 @@ actions (BATCH_SPEC.md), and the task's observation cost is applied to the de-no
 
 from __future__ import annotations
 
-import dataclasses
+import abc
 import functools
 from typing import Any, NamedTuple, Sequence
 
@@ -21,7 +18,39 @@ import jax.numpy as jnp
 import numpy as np
 
 from westworld_jax.control import tasks as tasks_lib
-from westworld_jax.data import normalise
+from westworld_jax.control.normalisation import Normaliser
+from westworld_jax.data import normalise, padding
+
+
+class Backend(abc.ABC):
+  """What MPPI's replanning step calls (control/mppi.py); every method sees one environment (vmapped)."""
+
+  @property
+  @abc.abstractmethod
+  def kind(self) -> str:
+    """Names the planner in logs and summaries ('oracle', 'world_model')."""
+
+  @property
+  @abc.abstractmethod
+  def history(self) -> int:
+    """Observations (and history - 1 applied actions) the environments must keep (env.Envs)."""
+
+  @property
+  @abc.abstractmethod
+  def action_dim(self) -> int:
+    """Padded action channels Ca of the sampled action sequences."""
+
+  @abc.abstractmethod
+  def context(self, env_state) -> Any:
+    """What a rollout starts from: an env.EnvState -> a pytree."""
+
+  @abc.abstractmethod
+  def bounds(self, ctx) -> tuple[jax.Array, jax.Array]:
+    """(lo [Ca], hi [Ca]) in actuator units; padded channels have lo = hi = 0."""
+
+  @abc.abstractmethod
+  def step_costs(self, ctx, u_kha: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(cost [K, Hp], healthy [K, Hp], terminal [K]) of K action sequences u_kha [K, Hp, Ca]."""
 
 
 # --- oracle: MJX ----------------------------------------------------------------------------------
@@ -32,7 +61,7 @@ class OracleContext(NamedTuple):
   goal: jax.Array
 
 
-class OracleBackend:
+class OracleBackend(Backend):
   """Rollouts in MJX from the environment's true state (the upper bound a world model can reach)."""
 
   kind = "oracle"
@@ -40,7 +69,10 @@ class OracleBackend:
 
   def __init__(self, task: tasks_lib.Task):
     self.task = task
-    self.action_dim = task.num_act
+
+  @property
+  def action_dim(self) -> int:
+    return self.task.num_act
 
   def context(self, env_state) -> OracleContext:
     return OracleContext(env_state.d, env_state.goal)
@@ -67,33 +99,6 @@ class OracleBackend:
 # --- world model ----------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Normaliser:
-  """The per-channel min-max a world model was trained with (data/normalise.py, as the input pipeline)."""
-
-  obs_min: np.ndarray
-  obs_max: np.ndarray
-  act_min: np.ndarray
-  act_max: np.ndarray
-
-  @classmethod
-  def from_stats(
-    cls, stats: dict, num_obs: int | None = None, num_act: int | None = None, where: str = "stats"
-  ) -> "Normaliser":
-    missing = {"obs_min", "obs_max", "act_min", "act_max"} - set(stats)
-    if missing:
-      raise ValueError(
-        f"{where}: normalisation stats lack {sorted(missing)} (expected a corpus metadata['stats'] dict)"
-      )
-    n = cls(*(np.asarray(stats[k], np.float32) for k in ("obs_min", "obs_max", "act_min", "act_max")))
-    if num_obs is not None and (len(n.obs_min) != num_obs or len(n.act_min) != num_act):
-      raise ValueError(
-        f"{where}: stats have {len(n.obs_min)} obs / {len(n.act_min)} act channels but the "
-        f"robot has {num_obs} / {num_act}: the stats belong to another robot"
-      )
-    return n
-
-
 class HistoryView(NamedTuple):
   """What the world-model backend reads of an EnvState (stackable across robots)."""
 
@@ -114,7 +119,7 @@ def _pad_last(x, n):
   return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
 
 
-class WorldModelBackend:
+class WorldModelBackend(Backend):
   """Rollouts in a world model: the whole horizon of all samples from one `predict` call.
 
   Args:
@@ -146,7 +151,7 @@ class WorldModelBackend:
       raise ValueError(f"need one normaliser per task, got {len(tasks)} tasks and {len(normalisers)} normalisers")
     cap = world_model.capacity
     self.world_model, self.params, self.tasks = world_model, params, tasks
-    self.history = int(world_model.history)
+    self._history = int(world_model.history)
     self.horizon = int(horizon)
     self.T = self.history + self.horizon
     if cap.exceeds("max_window_len", self.T):
@@ -156,7 +161,6 @@ class WorldModelBackend:
       )
     self.obs_pad = obs_pad or max(t.num_obs for t in tasks)
     self.act_pad = act_pad or max(t.num_act for t in tasks)
-    self.action_dim = self.act_pad
     for t in tasks:
       if t.num_obs > self.obs_pad or t.num_act > self.act_pad:
         raise ValueError(
@@ -178,21 +182,25 @@ class WorldModelBackend:
     self.sample_chunk = int(sample_chunk)
     co, ca = self.obs_pad, self.act_pad
     pad = lambda a, n, v=0: np.pad(np.asarray(a), [(0, n - len(a))] + [(0, 0)] * (np.ndim(a) - 1), constant_values=v)
-    r = [t.robot for t in tasks]
-    self._static = {
-      "obs_mask": np.stack([np.arange(co) < t.num_obs for t in tasks]),
-      "act_mask": np.stack([np.arange(ca) < t.num_act for t in tasks]),
-      "obs_struct": np.stack([pad(x.obs_struct(), co) for x in r]).astype(np.int32),
-      "act_struct": np.stack([pad(x.act_struct(), ca) for x in r]).astype(np.int32),
-      "obs_kind": np.stack([pad(x.obs_kinds(), co) for x in r]).astype(np.int32),
-      "act_kind": np.stack([pad(x.act_kinds(), ca) for x in r]).astype(np.int32),
-    }
+    per_robot = [
+      padding.padded_structure(r.obs_struct(), r.act_struct(), r.obs_kinds(), r.act_kinds(), co, ca)
+      for r in [t.robot for t in tasks]
+    ]
+    self._static = {k: np.stack([p[k] for p in per_robot]) for k in per_robot[0]}
     self._obs_lo = np.stack([pad(n.obs_min, co) for n in normalisers])
     self._obs_span = np.stack([pad(normalise.span(n.obs_min, n.obs_max), co) for n in normalisers])
     self._act_lo = np.stack([pad(n.act_min, ca) for n in normalisers])
     self._act_span = np.stack([pad(normalise.span(n.act_min, n.act_max), ca) for n in normalisers])
     self._bound_lo = np.stack([pad(t.act_low, ca) for t in tasks]).astype(np.float32)
     self._bound_hi = np.stack([pad(t.act_high, ca) for t in tasks]).astype(np.float32)
+
+  @property
+  def history(self) -> int:
+    return self._history
+
+  @property
+  def action_dim(self) -> int:
+    return self.act_pad
 
   def context(self, env_state) -> WMContext:
     obs_hist = env_state.obs_hist[-self.history :]

@@ -98,6 +98,7 @@ def _table(rows: dict) -> str:
 
 
 def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
+  # jax and mujoco load here, not at module top: the CLI pins the CPU and picks MUJOCO_GL first.
   import jax  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import mppi_corpus  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import env as env_lib  # pylint: disable=import-outside-toplevel

@@ -6,7 +6,9 @@ One replanning step, for every environment at once (vmap), as ONE jitted functio
   backend, weight them by softmax(-cost / lambda) and set the plan to the weighted mean;
   execute the plan's first action and warm-start the next step with the plan shifted by one.
 
-Backends (control/backends.py: the MJX oracle and a world model) provide the rollouts' costs.
+The planner is written against control/backends.py's `Backend` (action_dim, bounds, context,
+step_costs); its two implementations are the MJX oracle and a world model. Its settings are
+`MPPIConfig` (control/mppi_config.py).
 
 Devices: with `mesh`, the samples axis is sharded over the mesh axis `axis` (NamedSharding), so
 rollouts/predictions run data-parallel over devices and the weighted mean is an all-reduce.
@@ -14,7 +16,6 @@ rollouts/predictions run data-parallel over devices and the weighted mean is an 
 
 from __future__ import annotations
 
-import dataclasses
 import contextlib
 import functools
 from typing import Any, NamedTuple
@@ -26,48 +27,8 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from westworld_jax.control import tasks as tasks_lib
-
-NOISE_KINDS = ("ou", "smooth", "white")
-
-
-@dataclasses.dataclass(frozen=True)
-class MPPIConfig:
-  samples: int = 256  # K action sequences per environment and iteration
-  horizon: int = 100  # Hp control steps
-  iterations: int = 1  # sample-and-reweight rounds per control step
-  noise: float = 0.3  # noise std as a fraction of each action's half-range
-  noise_kind: str = "ou"  # 'ou' | 'smooth' | 'white'
-  correlation: float = 0.9  # 'ou': noise autocorrelation between consecutive steps
-  knots: int = 8  # 'smooth': independent noise at this many knots, linearly interpolated
-  temperature: float = 0.1  # lambda
-  normalize_costs: bool = True  # lambda relative to the std of the sample costs (scale-free)
-  discount: float = 1.0
-  noise_decay: float = 0.5  # noise multiplier per extra iteration
-  keep_mean: bool = True  # sample 0 is the plan itself (the warm start can only improve)
-
-  def __post_init__(self):
-    if self.samples < 2 or self.horizon < 1 or self.iterations < 1:
-      raise ValueError(
-        f"MPPI needs samples >= 2, horizon >= 1, iterations >= 1; got samples={self.samples}, "
-        f"horizon={self.horizon}, iterations={self.iterations}"
-      )
-    if self.noise_kind not in NOISE_KINDS:
-      raise ValueError(f"noise_kind '{self.noise_kind}' unknown: choose one of {NOISE_KINDS}")
-    if not 0.0 <= self.correlation < 1.0:
-      raise ValueError(f"correlation must be in [0, 1), got {self.correlation}")
-    if self.temperature <= 0 or self.noise < 0:
-      raise ValueError(f"temperature must be > 0 and noise >= 0, got {self.temperature}, {self.noise}")
-    if self.knots < 2:
-      raise ValueError(f"knots must be >= 2, got {self.knots}")
-
-  @classmethod
-  def from_dict(cls, d) -> "MPPIConfig":
-    d = dict(d)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-      raise ValueError(f"unknown MPPI config keys {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**d)
+from westworld_jax.control.backends import Backend
+from westworld_jax.control.mppi_config import MPPIConfig
 
 
 class PlanState(NamedTuple):
@@ -120,7 +81,7 @@ def total_costs(cost_kh, healthy_kh, terminal_k, discount) -> jax.Array:
   return jax.vmap(functools.partial(tasks_lib.trajectory_cost, discount=discount))(cost_kh, healthy_kh, terminal_k)
 
 
-def replan_one(backend, cfg: MPPIConfig, plan: PlanState, ctx: Any, sharding: NamedSharding | None = None):
+def replan_one(backend: Backend, cfg: MPPIConfig, plan: PlanState, ctx: Any, sharding: NamedSharding | None = None):
   """One environment's replanning step -> (ctrl [Ca], next PlanState, info)."""
   lo, hi = backend.bounds(ctx)
   half = 0.5 * (hi - lo)
@@ -160,14 +121,14 @@ class MPPI:
   """Batched MPPI: `replan(plan [E], env_state [E]) -> (ctrl [E, Ca], plan, info)`, one jit.
 
   Args:
-    backend: OracleBackend or WorldModelBackend.
+    backend: a Backend (OracleBackend or WorldModelBackend).
     config: MPPIConfig.
     mesh: optional device mesh; the samples axis is sharded over its axis `axis`.
   Attributes:
     trace_count: how many times replan was traced (1 after any number of same-shaped calls).
   """
 
-  def __init__(self, backend, config: MPPIConfig, mesh: Mesh | None = None, axis: str = "samples"):
+  def __init__(self, backend: Backend, config: MPPIConfig, mesh: Mesh | None = None, axis: str = "samples"):
     self.backend, self.config, self.mesh = backend, config, mesh
     self.trace_count = 0
     sharding = None

@@ -23,6 +23,7 @@ from westworld_jax.control import rollout as rollout_lib
 from westworld_jax.control import backends
 from westworld_jax.control import mppi as mppi_lib
 from westworld_jax.control import tasks as tasks_lib
+from westworld_jax.control.mppi_config import MPPIConfig
 from westworld_jax.data import shards
 from westworld_jax.robots import catalogue
 
@@ -83,7 +84,7 @@ def write_corpus(
 
 def collect(
   task: tasks_lib.Task,
-  config: mppi_lib.MPPIConfig,
+  config: MPPIConfig,
   corpus_dir: str,
   episodes: int,
   episode_len: int,

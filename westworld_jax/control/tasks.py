@@ -22,6 +22,7 @@ forward while upright), 'franka' (Franka Panda end-effector reach).
 
 from __future__ import annotations
 
+import abc
 import functools
 from typing import Callable
 
@@ -33,14 +34,23 @@ from mujoco import mjx
 import numpy as np
 
 from westworld_jax.data import mjx_backend
-from westworld_jax.robots import catalogue
+from westworld_jax.robots import catalogue, kinematics
 from westworld_jax.robots.robot import Robot
 
 GOAL_DIM = 3
 
 
-class Task:
-  """Base class; subclasses define `cost`, and may override `terminal_cost`, `_reset_qpos_qvel`."""
+class Task(abc.ABC):
+  """A robot simulated in MJX and the cost a planner minimises: subclasses define `cost`.
+
+  Optional hooks a subclass may override:
+    terminal_cost(obs, goal)  cost of the last observation of a rollout (default 0);
+    sample_goal(key)          the episode's goal [GOAL_DIM] (default zeros);
+    _reset_qpos_qvel(key)     an episode's start state (default: gym-style qpos0 and zero velocity,
+                              each entry + U(-0.005, 0.005)).
+  Class attributes name the robot (`robot_name`, catalogue.load) and set `terminates`,
+  `episode_len`, `self_collisions` and the MJX speed `physics`.
+  """
 
   name = "task"
   robot_name = ""
@@ -65,8 +75,8 @@ class Task:
     if self.adaptations:
       logging.info("task '%s': MJX model adaptations: %s", self.name, "; ".join(self.adaptations))
     try:
-      self.mx = mjx.put_model(self.model, impl=mjx_backend._IMPL)  # pylint: disable=protected-access
-      self._d0 = mjx.make_data(self.mx, impl=mjx_backend._IMPL)  # pylint: disable=protected-access
+      self.mx = mjx_backend.put_model(self.model)
+      self._d0 = mjx_backend.make_data(self.mx)
     except (NotImplementedError, ValueError, TypeError, KeyError) as e:
       raise ValueError(
         f"task '{self.name}': robot '{r.name}' does not run in MJX ({e}); choose another "
@@ -74,7 +84,7 @@ class Task:
       ) from e
     self.act_low = np.asarray(r.act_low, np.float32)
     self.act_high = np.asarray(r.act_high, np.float32)
-    self._gather = jnp.asarray(r._obs_gather)  # pylint: disable=protected-access
+    self._gather = jnp.asarray(r.obs_gather)
     self._qpos0 = np.array(self.model.qpos0, np.float32)
 
   # --- sizes and channels -----------------------------------------------------------------
@@ -142,9 +152,9 @@ class Task:
     return jnp.concatenate([d.qpos, d.qvel])[self._gather].astype(jnp.float32)
 
   # --- costs -----------------------------------------------------------------------------------
+  @abc.abstractmethod
   def cost(self, obs: jax.Array, ctrl: jax.Array, goal: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(running cost, healthy) of reaching observation obs [num_obs] by applying ctrl [num_act]."""
-    raise NotImplementedError
 
   def terminal_cost(self, obs: jax.Array, goal: jax.Array) -> jax.Array:
     del obs, goal
@@ -261,7 +271,7 @@ class Reach(Task):
     self._goal_hi = np.where(limited, np.minimum(hi, q0 + self.goal_spread), q0 + self.goal_spread)
     self._goal_adr = np.array(m.jnt_qposadr)
     self._u_scale = np.maximum(np.abs(self.act_low), np.abs(self.act_high))
-    self._fk = chain_fk(m, self._ee)
+    self._fk = kinematics.chain_fk(m, self._ee)
 
   def ee_from_qpos(self, qpos: jax.Array) -> jax.Array:
     pos, mat = self._fk(qpos.astype(jnp.float32))
@@ -403,68 +413,6 @@ class Go1Walk(Task):
       - 1e-3 * jnp.sum((ctrl / self._u_scale) ** 2)
     )
     return -reward, healthy
-
-
-def _quat_to_mat(q: np.ndarray) -> np.ndarray:
-  m = np.zeros(9)
-  mujoco.mju_quat2Mat(m, np.asarray(q, np.float64))
-  return m.reshape(3, 3)
-
-
-def _axis_angle(axis: np.ndarray, angle: jax.Array) -> jax.Array:
-  """Rotation matrix about a unit axis (Rodrigues), differentiable and vmappable."""
-  k = jnp.asarray(np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]]), jnp.float32)
-  return jnp.eye(3) + jnp.sin(angle) * k + (1.0 - jnp.cos(angle)) * (k @ k)
-
-
-def chain_fk(model: mujoco.MjModel, body: int) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
-  """qpos [nq] -> (world position [3], rotation [3, 3]) of `body`, by MuJoCo's kinematics rules
-  (hinge/slide displacement qpos - qpos0 about/along the joint axis at its anchor) along the chain
-  from the world. A few small matmuls: mjx.kinematics computes every body and, vmapped over samples
-  on a CPU, is ~20x slower than one call -- too slow inside a planner's cost.
-  """
-  chain = []
-  b = body
-  while b > 0:
-    chain.append(b)
-    b = int(model.body_parentid[b])
-  chain.reverse()
-  steps = []
-  for b in chain:
-    joints = []
-    for j in range(int(model.body_jntadr[b]), int(model.body_jntadr[b]) + int(model.body_jntnum[b])):
-      jtype = int(model.jnt_type[j])
-      if jtype not in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE):
-        raise ValueError(f"chain_fk supports hinge and slide joints; joint {j} of body {b} has type {jtype}")
-      adr = int(model.jnt_qposadr[j])
-      joints.append(
-        (
-          jtype == mujoco.mjtJoint.mjJNT_HINGE,
-          adr,
-          float(model.qpos0[adr]),
-          np.asarray(model.jnt_axis[j], np.float64),
-          np.asarray(model.jnt_pos[j], np.float32),
-        )
-      )
-    steps.append(
-      (np.asarray(model.body_pos[b], np.float32), _quat_to_mat(model.body_quat[b]).astype(np.float32), joints)
-    )
-
-  def fk(qpos):
-    pos, mat = jnp.zeros(3, jnp.float32), jnp.eye(3, dtype=jnp.float32)
-    for bpos, bmat, joints in steps:
-      pos = pos + mat @ bpos
-      mat = mat @ bmat
-      for hinge, adr, q0, axis, jpos in joints:
-        if hinge:
-          anchor = pos + mat @ jpos
-          mat = mat @ _axis_angle(axis, qpos[adr] - q0)
-          pos = anchor - mat @ jpos
-        else:
-          pos = pos + mat @ jnp.asarray(axis, jnp.float32) * (qpos[adr] - q0)
-    return pos, mat
-
-  return fk
 
 
 def _hinge_qpos_mask(model: mujoco.MjModel) -> np.ndarray:

@@ -53,13 +53,23 @@ except ImportError:  # pragma: no cover - layout changed; put_model will then re
   _collision_driver = None
 
 _STATE = mujoco.mjtState.mjSTATE_FULLPHYSICS
-_IMPL = "jax"  # MJX's JAX implementation (runs on CPU/GPU/TPU); the Warp one needs mujoco_warp
+IMPL = "jax"  # MJX's JAX implementation (runs on CPU/GPU/TPU); the Warp one needs mujoco_warp
 _G = mujoco.mjtGeom
 _INTEGRATORS = {
   int(mujoco.mjtIntegrator.mjINT_EULER): mjx.euler,
   int(mujoco.mjtIntegrator.mjINT_RK4): mjx.rungekutta4,
   int(mujoco.mjtIntegrator.mjINT_IMPLICITFAST): mjx.implicit,
 }
+
+
+def put_model(m: mujoco.MjModel, device: jax.Device | None = None) -> mjx.Model:
+  """mjx.put_model with the project's MJX implementation (IMPL)."""
+  return mjx.put_model(m, device=device, impl=IMPL)
+
+
+def make_data(mx: mjx.Model, device: jax.Device | None = None) -> mjx.Data:
+  """mjx.make_data with the project's MJX implementation (IMPL)."""
+  return mjx.make_data(mx, device=device, impl=IMPL)
 
 
 def _enum_name(e) -> str:
@@ -282,7 +292,7 @@ def mjx_compatible_model(
   except _Unadaptable as e:
     reason = str(e)
     try:  # MJX's own words, where put_model gets that far
-      mjx.put_model(m, impl=_IMPL)
+      put_model(m)
     except Exception as mjx_error:  # pylint: disable=broad-except
       reason += f" (mjx.put_model: {type(mjx_error).__name__}: {mjx_error})"
     raise _incompatible(name, reason) from None
@@ -334,8 +344,8 @@ class MJXSimulator(simulate.Simulator):
     if self.adaptations:
       logging.warning("MJX backend, robot '%s': adapted the model for MJX: %s", robot.name, "; ".join(self.adaptations))
     try:
-      self.mjx_model = mjx.put_model(m, device=device, impl=_IMPL)
-      self._data0 = mjx.make_data(self.mjx_model, device=device, impl=_IMPL)
+      self.mjx_model = put_model(m, device)
+      self._data0 = make_data(self.mjx_model, device)
     except (NotImplementedError, ValueError, TypeError, KeyError) as e:
       raise _incompatible(
         robot.name,

@@ -25,7 +25,7 @@ from typing import Sequence
 import grain
 import numpy as np
 
-from westworld_jax.data import normalise, shards
+from westworld_jax.data import normalise, padding, shards
 
 DEFAULT_OBS_BUCKETS = (8, 16, 32, 64, 128)
 DEFAULT_ACT_BUCKETS = (4, 8, 16, 32, 64)
@@ -136,17 +136,10 @@ class WindowLoader:
     # Global record index of (shard, index): shards are concatenated by the data source.
     counts = np.bincount([e["shard"] for e in meta["episodes"]], minlength=meta["num_shards"])
     self.offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pad_s = lambda a, cap: np.pad(np.asarray(a, np.int32), ((0, cap - len(a)), (0, 0)))
-    pad_k = lambda a, cap: np.pad(np.asarray(a, np.int32), (0, cap - len(a)))
-    self.static = {
-      "obs_mask": np.arange(obs_cap) < env.num_obs,
-      "act_mask": np.arange(act_cap) < env.num_act,
-      "obs_struct": pad_s(np.reshape(meta["obs_struct"], (-1, 4)), obs_cap),
-      "act_struct": pad_s(np.reshape(meta["act_struct"], (-1, 4)), act_cap),
-      "obs_kind": pad_k(meta["obs_kind"], obs_cap),
-      "act_kind": pad_k(meta["act_kind"], act_cap),
-      "env_id": np.int32(env.env_id),
-    }
+    self.static = padding.padded_structure(
+      meta["obs_struct"], meta["act_struct"], meta["obs_kind"], meta["act_kind"], obs_cap, act_cap
+    )
+    self.static["env_id"] = np.int32(env.env_id)
 
   def __call__(self, window: np.ndarray) -> dict:
     shard, index, start, length = (int(v) for v in window)

@@ -1,5 +1,6 @@
 """Model configuration: one frozen dataclass and the named sizes (tiny, control, base, large),
-plus what every config dataclass of the project shares (`ConfigMixin`, `sized_config`).
+plus `sized_config` (a config class at a named size); every config dataclass of the project shares
+westworld_jax/config_mixin.py's `ConfigMixin`.
 
 `ModelConfig` is plain data (hashable, so it can be a flax Module field and a jit static
 argument). Experiment configs (ml_collections) hold a `model` ConfigDict and build it with
@@ -11,36 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Mapping
 
+from westworld_jax.config_mixin import ConfigMixin
 from westworld_jax.model import ssm
-
-
-class ConfigMixin:
-  """replace / to_dict / from_dict for frozen config dataclasses (WestWorld's, the baselines',
-  MPPI's). `config_label` names the config in errors (default: the class name)."""
-
-  config_label: ClassVar[str] = ""
-
-  def replace(self, **overrides: Any):
-    return dataclasses.replace(self, **overrides)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def label(cls) -> str:
-    return cls.config_label or cls.__name__
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]):
-    d = dict(d)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - fields
-    if unknown:
-      raise ValueError(f"unknown {cls.label()} keys {sorted(unknown)}; known: {sorted(fields)}")
-    for k, v in d.items():  # ConfigDicts give lists; configs must stay hashable
-      if isinstance(v, list):
-        d[k] = tuple(v)
-    return cls(**d)
 
 
 def sized_config(cls, sizes: Mapping[str, Mapping[str, Any]], size: str, **overrides: Any):

@@ -139,10 +139,11 @@ class Robot:
   def obs_from_qpos_qvel(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
     """[..., nq], [..., nv] -> [..., num_obs] observation channels."""
     both = np.concatenate([qpos, qvel], axis=-1)
-    return both[..., self._obs_gather]
+    return both[..., self.obs_gather]
 
   @functools.cached_property
-  def _obs_gather(self) -> np.ndarray:
+  def obs_gather(self) -> np.ndarray:
+    """int64 [num_obs]: each observation channel's index into concatenate([qpos, qvel])."""
     nq = self.model.nq
     return np.array([c.address if c.source == "qpos" else nq + c.address for c in self.obs_channels], np.int64)
 

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from westworld_jax.model.baselines.layers import UNLIMITED, prepare_batch
-from westworld_jax.model.configs import ConfigMixin, sized_config
+from westworld_jax.config_mixin import ConfigMixin
+from westworld_jax.model.configs import sized_config
 from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, replicated_specs
 
 

@@ -41,7 +41,8 @@ from westworld_jax.model.baselines.layers import (
   prepare_batch,
   teacher_forced_fns,
 )
-from westworld_jax.model.configs import ConfigMixin, sized_config
+from westworld_jax.config_mixin import ConfigMixin
+from westworld_jax.model.configs import sized_config
 from westworld_jax.model.loss import WEIGHTINGS
 from westworld_jax.model.tokenizer import expectation
 from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, replicated_specs
