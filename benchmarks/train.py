@@ -28,7 +28,7 @@ import numpy as np
 from experiments import pretrain  # noqa: E402
 from westworld_jax.model.batch import zeros_batch  # noqa: E402
 from westworld_jax.model.flops import train_step_flops  # noqa: E402
-from westworld_jax import inference  # noqa: E402
+from westworld_jax.training import run_files  # noqa: E402
 from westworld_jax.training import mesh as mesh_lib, state as state_lib, step as step_lib  # noqa: E402
 
 # name -> (pretrain variant, batch, steps, obs channels, action channels, model overrides)
@@ -75,7 +75,7 @@ def run_variant(name: str, timed_steps: int) -> dict:
   cfg = pretrain.get_config(variant)
   cfg.model.update(overrides)
   cfg.model.max_window_len = max(cfg.model.max_window_len, t)
-  model = inference.build_model(cfg.model)
+  model = run_files.build_model(cfg.model)
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(dict(data=-1, expert=1)))
   tx, schedule = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
   state, shardings = state_lib.create_sharded_state(model, tx, 0, mesh)

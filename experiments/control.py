@@ -71,7 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     dict(corpus_dir="", keep_fraction=0.1, val_fraction=0.1, overwrite=False, episodes=64, n_envs=8)
   )
   # World-model fine-tuning on that data (westworld_jax.control.adapt): the pretrained run's model
-  # and recipe (westworld_jax.few_shot.run_config) from its weights, then control with both models.
+  # and recipe (westworld_jax.training.finetune) from its weights, then control with both models.
   c.finetune = ml_collections.ConfigDict(
     dict(steps=300, lr=1e-5, warmup_steps=0, final_lr_fraction=1.0, batch_size=8, compare=True)
   )

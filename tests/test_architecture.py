@@ -3,6 +3,7 @@ implementation is its function plus its line in ssm.IMPLS, a model is its builde
 in registry.BUILDERS; everything else (configs, the model, the benchmark, the training config's
 `model`) takes them from there."""
 
+import ast
 import importlib.util
 import os
 
@@ -86,3 +87,44 @@ def test_baseline_recipe_one_builder_and_its_line_in_builders(monkeypatch):
   params = jax.jit(model.init)(jax.random.key(0), batch)
   value, _ = jax.jit(model.loss)(params, batch, jax.random.key(1))
   assert np.isfinite(float(value))
+
+
+def _package_import_graph() -> dict[str, set[str]]:
+  """{unit: units it imports}: a unit is a subpackage or top-level module of westworld_jax; every
+  import counts (module top or function-local), relative ones resolved."""
+  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "westworld_jax")
+  units = {n.removesuffix(".py") for n in os.listdir(root) if n.endswith(".py") or os.path.isdir(os.path.join(root, n))}
+  graph: dict[str, set[str]] = {}
+  for dirpath, _, files in os.walk(root):
+    for name in files:
+      if not name.endswith(".py"):
+        continue
+      path = os.path.join(dirpath, name)
+      parts = os.path.relpath(path, os.path.dirname(root))[:-3].split(os.sep)
+      package = parts[:-1]  # the module's package, for relative imports
+      unit = parts[1] if len(parts) > 1 else parts[0]
+      for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+          targets = [a.name.split(".") for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+          base = package[: len(package) - node.level + 1] if node.level else []
+          module = base + (node.module.split(".") if node.module else [])
+          targets = [module + [a.name] for a in node.names] if len(module) == 1 else [module]
+        else:
+          continue
+        for t in targets:
+          if len(t) > 1 and t[0] == "westworld_jax" and t[1] in units and t[1] != unit:
+            graph.setdefault(unit, set()).add(t[1])
+  return graph
+
+
+def test_no_import_cycle_between_units():
+  """Dependencies point one way (docs/architecture.md): no two units of westworld_jax import each
+  other, directly or through others."""
+  graph = _package_import_graph()
+
+  def reaches(a, b, seen=()):
+    return any(n == b or (n not in seen and reaches(n, b, seen + (n,))) for n in graph.get(a, ()))
+
+  cycles = {tuple(sorted({a} | {b for b in graph if reaches(a, b) and reaches(b, a)})) for a in graph if reaches(a, a)}
+  assert not cycles, f"units of westworld_jax that import each other (directly or through others): {sorted(cycles)}"

@@ -19,6 +19,7 @@ from tests.test_train import REPO_ROOT, _cfg, _rows
 from westworld_jax import inference
 from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import loop
+from westworld_jax.training import run_files
 from westworld_jax.training import validate
 
 NO_EVAL = {"eval.every": 10**6}  # no validation: one compilation less per run
@@ -111,7 +112,7 @@ def test_changed_lr_is_reported_and_each_checkpoint_keeps_its_config(base, caplo
   assert ck.read_record(4)["config"]["optim"]["lr"] == 0.002
   assert ck.read_record(5)["config"]["optim"]["lr"] == 0.004
   ck.close()
-  with open(os.path.join(wd, ckpt_lib.RUN_FILE)) as f:
+  with open(os.path.join(wd, run_files.RUN_FILE)) as f:
     assert json.load(f)["optim"]["lr"] == 0.004
 
 
@@ -206,3 +207,21 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path):
   lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
   assert proc.returncode == 2, proc.stdout + proc.stderr
   assert lines == ["error: data.batch_size must be > 0 (got 0)"], lines
+
+
+@pytest.mark.timeout(120)
+def test_cli_reports_a_bad_config_flag_in_one_line(tmp_path):
+  cmd = [
+    sys.executable,
+    "-m",
+    "westworld_jax.train",
+    "--config",
+    "experiments/pretrain.py:tiny",
+    f"--workdir={tmp_path / 'w'}",
+    "--config.optim.lrr=1",
+  ]
+  proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=110)
+  lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+  assert proc.returncode == 2, proc.stdout + proc.stderr
+  assert len(lines) == 1 and lines[0].startswith("error: bad command-line flag: ") and "lrr" in lines[0], lines
+  assert not os.path.exists(tmp_path / "w")

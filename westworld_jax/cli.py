@@ -1,30 +1,36 @@
-"""One error boundary for every command-line entry point.
+"""One error boundary for every command-line entry point, and the commands' logging.
 
 `run(main)` replaces `absl.app.run(main)`: the project's own errors (subclasses of `UserError`,
-raised where bad input enters) and a few well-known input errors print one line,
-`error: <message>`, and exit with status 2. The full traceback is printed only when asked for,
+westworld_jax/errors.py, raised where bad input enters) print one line, `error: <message>`, and
+exit with status 2; so does a --config.* flag that ml_collections cannot apply
+(`error: bad command-line flag: <message>`). The full traceback is printed only when asked for,
 with `--verbosity=1` (absl's flag) or `WESTWORLD_TRACEBACK=1` in the environment. Anything else
-(a bug) keeps its traceback. Logging is the project's INFO and everyone's warnings, unless
---verbosity is given (training/logs.py: project_logging).
+(a bug) keeps its traceback.
+
+Logging, installed once when a command starts: the project's INFO and everyone's warnings, unless
+--verbosity is given; orbax's orphaned reports after a failed checkpoint read or write are dropped
+(quiet_orbax_orphans).
 """
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
+import warnings
 from typing import Callable
 
 from absl import app, flags
+from absl import logging as absl_logging
+
+from westworld_jax.errors import UserError
+
+__all__ = ["UserError", "enable_compilation_cache", "project_logging", "quiet_orbax_orphans", "run", "wants_traceback"]
 
 TRACEBACK_ENV = "WESTWORLD_TRACEBACK"
-
-
-class UserError(Exception):
-  """Base of every project error whose message tells the user what to do.
-
-  Subclasses also derive from the builtin that fits (ValueError, FloatingPointError, ...), so
-  callers that catch those keep working.
-  """
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# What orbax's orphaned reads and writes say, and where they read or write (a step directory).
+_ORPHANED = ("Encountered error while reading array index", "Event loop is closed", f"{os.sep}checkpoints")
 
 
 def wants_traceback() -> bool:
@@ -38,6 +44,7 @@ def wants_traceback() -> bool:
 
 def enable_compilation_cache(path: str | None = None) -> None:
   """Persistent XLA cache: the many runs of one experiment share programs (compiles drop ~5x)."""
+  # jax loads only here: control's commands pin their process to a core before jax is imported.
   import jax  # pylint: disable=import-outside-toplevel
 
   path = (
@@ -48,11 +55,82 @@ def enable_compilation_cache(path: str | None = None) -> None:
   jax.config.update("jax_compilation_cache_dir", path)
 
 
+def project_logging() -> None:
+  """INFO logs of this project; other libraries' (orbax, jax, grain) only at WARNING and above,
+  unless --verbosity is given (then absl's verbosity applies to everything, e.g. --verbosity=0
+  for every INFO log)."""
+  if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
+    return
+  absl_logging.set_verbosity(absl_logging.INFO)
+  handler = absl_logging.get_absl_handler()
+  if not any(getattr(f, "westworld_project_only", False) for f in handler.filters):
+
+    def project_only(record) -> bool:
+      return record.levelno >= std_logging.WARNING or record.pathname.startswith(_PACKAGE)
+
+    project_only.westworld_project_only = True
+    handler.addFilter(project_only)
+
+
+def _orphaned(text: str, e=None) -> bool:
+  text = f"{text} {e} {getattr(e, '__context__', '')} {getattr(e, '__cause__', '')}"
+  return any(s in text for s in _ORPHANED)
+
+
+def _keep_record(r) -> bool:
+  exc = r.exc_info[1] if r.exc_info else None
+  from_orbax = f"{os.sep}orbax{os.sep}" in r.pathname or r.name == "asyncio"
+  return not (from_orbax and (exc is not None or r.levelno >= std_logging.ERROR) and _orphaned(r.getMessage(), exc))
+
+
+def quiet_orbax_orphans() -> None:
+  """A failed checkpoint restore or save is reported once, by the checkpoint module's error. orbax
+  gives up at the first failed read or write and closes its event loop while the others are in
+  flight; each of those then reports its own failure (unraisable exceptions, asyncio's 'exception
+  was never retrieved', orbax's ERROR logs), hundreds of tracebacks, some only when garbage
+  collected. Reports naming a checkpoint step directory, or in orbax's and asyncio's wording of
+  those, are dropped (all are kept with --verbosity=1 or WESTWORLD_TRACEBACK=1)."""
+  if wants_traceback():
+    return
+  hook = sys.unraisablehook
+  if getattr(hook, "westworld_orphans", False):
+    return
+
+  def drop_orphaned(unraisable):
+    if not _orphaned("", unraisable.exc_value):
+      hook(unraisable)
+
+  drop_orphaned.westworld_orphans = True
+  sys.unraisablehook = drop_orphaned
+  std_logging.getLogger("asyncio").addFilter(_keep_record)
+  absl_logging.get_absl_handler().addFilter(_keep_record)
+  warnings.filterwarnings("ignore", "coroutine '_read_array_index_and_device_put' was never awaited", RuntimeWarning)
+
+
+def _one_line(e: BaseException) -> str:
+  """The message of e (of the exception it wraps, when its only argument is one) on one line."""
+  while len(e.args) == 1 and isinstance(e.args[0], BaseException):
+    e = e.args[0]
+  text = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+  return " ".join(text.split())
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing (its own flag errors keep absl's report); ml_collections' --config.* flags fail
+  with a plain AttributeError/KeyError/ValueError while absl parses them: one line, status 2."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    if wants_traceback():
+      raise
+    print(f"error: bad command-line flag: {_one_line(e)}", file=sys.stderr)
+    sys.exit(2)
+
+
 def _guarded(main: Callable) -> Callable:
   def wrapped(argv):
-    from westworld_jax.training import logs
-
-    logs.project_logging()  # quiet by default: other libraries' INFO logs only with --verbosity
+    project_logging()  # quiet by default: other libraries' INFO logs only with --verbosity
+    quiet_orbax_orphans()
     try:
       return main(argv)
     except UserError as e:
@@ -66,13 +144,4 @@ def _guarded(main: Callable) -> Callable:
 
 def run(main: Callable) -> None:
   """absl.app.run(main) behind the error boundary."""
-  try:
-    app.run(_guarded(main))
-  except Exception as e:  # pylint: disable=broad-except
-    # ml_collections' --config.* flags fail with a plain AttributeError/KeyError/ValueError while
-    # absl parses them (absl reports only its own flags.Error cleanly).
-    if flags.FLAGS.is_parsed() or wants_traceback():
-      raise
-    text = " ".join(str(e).replace("\\n", " ").replace("'", "").replace("\\", "").split())
-    print(f"error: bad command-line flag: {text}", file=sys.stderr)
-    sys.exit(2)
+  app.run(_guarded(main), flags_parser=_parse_flags)

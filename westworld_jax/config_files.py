@@ -11,6 +11,8 @@ import types
 
 import ml_collections
 
+from westworld_jax.model import registry
+
 
 def load_sibling(config_file: str, name: str) -> types.ModuleType:
   """The config module `<name>.py` in the folder of `config_file` (pass `__file__`)."""
@@ -26,8 +28,6 @@ def load_sibling(config_file: str, name: str) -> types.ModuleType:
 def model_config(name: str, size: str, **overrides) -> ml_collections.ConfigDict:
   """Every field of the model's config (so each is overridable on the command line), plus its registry
   name and size: what a training config's `model` holds."""
-  from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
-
   fields = dataclasses.asdict(registry.build(name, size, **overrides).config)
   fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
   return ml_collections.ConfigDict({"name": name, "size": size, **fields})

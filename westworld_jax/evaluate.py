@@ -19,12 +19,15 @@ import time
 from typing import Sequence
 
 from absl import app, flags
+from ml_collections import config_flags
 
 from westworld_jax import cli
 from westworld_jax import evaluation as ev
+from westworld_jax.data import importers
+from westworld_jax.errors import UserError
 
 
-class EvaluationError(cli.UserError, ValueError):
+class EvaluationError(UserError, ValueError):
   """The evaluation command was given inputs that do not go together; the message says what to pass."""
 
 
@@ -39,8 +42,6 @@ def evaluate(
     raise EvaluationError("--robot and --data go together: the robot's MJCF and its trajectories (HDF5/npz)")
   ckpts = [ev.load_checkpoint(path, label) for label, path in checkpoints]  # a bad --checkpoint fails before any work
   if robot:  # the user's own robot: import it as a corpus environment first
-    from westworld_jax.data import importers
-
     name = ev.safe_name(os.path.splitext(os.path.basename(data))[0])
     corpus_dir = os.path.join(outdir, "imported")
     # Imported anew each time (overwrite): the same outdir may be reused with other data.
@@ -108,8 +109,6 @@ def main(argv):
 
 if __name__ == "__main__":
   # Flags only when run as a program: importing this module defines none.
-  from ml_collections import config_flags
-
   _ROBOT = flags.DEFINE_string(
     "robot",
     None,

@@ -3,9 +3,10 @@
 
 For every few-shot environment (held-out robots: Cassie, Unitree A1, UR5e) and every pretrained
 checkpoint (WestWorld and each baseline), per seed:
-  - fine-tune: training.loop.train with init_from = the checkpoint (its params, a fresh optimizer) on
-    EXACTLY `episodes` training episodes of the environment (the first N in corpus order,
-    pipeline max_episodes; the run fails if fewer exist), `steps` steps at `lr` (upstream: 300, 1e-5);
+  - fine-tune: the checkpoint's params, model and recipe with a fresh optimizer (training/finetune.py),
+    trained by training.loop.train on EXACTLY `episodes` training episodes of the environment (the
+    first N in corpus order, pipeline max_episodes; the run fails if fewer exist), `steps` steps at
+    `lr` (upstream: 300, 1e-5);
   - scratch: the same model, data and steps from a random init (labels in `scratch`, `scratch_lr`);
   - zero-shot: the pretrained checkpoint as it is (no adaptation), for reference;
 then evaluates each on the environment's held-out (val) episodes with westworld_jax.evaluation
@@ -22,66 +23,20 @@ scratch runs, which use no pretrained weights, run once per seed in `scratch_see
 from __future__ import annotations
 
 import collections
-import copy
 import os
 import time
 
-import ml_collections
 from absl import app, flags
+from ml_collections import config_flags
 
+from westworld_jax import cli
 from westworld_jax import evaluation as ev
-from westworld_jax import inference
 from westworld_jax.data import pipeline
 from westworld_jax.training import corpus as corpus_lib
+from westworld_jax.training import finetune as finetune_lib
 from westworld_jax.training import loop
-from westworld_jax import cli
 
 _CONFIG = _WORKDIR = None  # flags, defined only when run as a program
-
-
-def run_config(
-  pretrained_workdir: str,
-  *,
-  env: str,
-  corpus_dir: str,
-  episodes: int,
-  steps: int,
-  lr: float,
-  warmup_steps: int,
-  final_lr_fraction: float,
-  batch_size: int,
-  seed: int,
-  init_from: bool,
-) -> ml_collections.ConfigDict:
-  """A training config for one adaptation run: the pretrained run's model and recipe, restricted to
-  the first `episodes` training episodes of `env`, with the given schedule."""
-  d = copy.deepcopy(inference.read_run_config(pretrained_workdir))
-  model = d["model"]
-  data = d["data"]
-  data.update(
-    corpus_dir=corpus_dir,
-    collect=None,
-    environments=[env],
-    max_episodes=int(episodes),
-    weights=[],
-    batch_size=batch_size,
-    eval_batch_size=batch_size,
-    num_threads=1,
-    # the robot may exceed the pretraining buckets (e.g. cassie's 39 obs channels)
-    obs_buckets=list(ev.channel_buckets(data["obs_buckets"], model.get("max_obs_channels"))),
-    act_buckets=list(ev.channel_buckets(data["act_buckets"], model.get("max_act_channels"))),
-  )
-  d.update(
-    seed=int(seed),
-    total_steps=int(steps),
-    max_steps_per_run=0,
-    init_from=os.path.abspath(pretrained_workdir) if init_from else "",
-  )
-  d["optim"].update(lr=float(lr), warmup_steps=int(warmup_steps), final_lr_fraction=float(final_lr_fraction))
-  d["checkpoint"] = {"every": int(steps), "keep": 1, "async_save": False}
-  d["eval"] = {"every": 10**9, "max_batches": 0}  # evaluated below with westworld_jax.evaluation
-  d["log"] = {"every": max(1, steps // 10), "tensorboard": False, "progress": False}
-  return ml_collections.ConfigDict(d)
 
 
 def training_episodes(cfg) -> int:
@@ -97,7 +52,7 @@ def adapt(
   """One fine-tuning ('finetune') or from-scratch ('scratch') run on env; returns its evaluated record.
   pretrain_index: which checkpoint of a label given several times (pretraining seeds) this run starts from."""
   steps = cfg.steps if mode == "finetune" else cfg.scratch_steps
-  rc = run_config(
+  rc = finetune_lib.finetune_config(
     pretrained,
     env=env,
     corpus_dir=cfg.corpus_dir,
@@ -108,7 +63,7 @@ def adapt(
     final_lr_fraction=cfg.final_lr_fraction,
     batch_size=cfg.batch_size,
     seed=seed,
-    init_from=mode == "finetune",
+    from_pretrained=mode == "finetune",
   )
   n_eps = training_episodes(rc)
   if n_eps != cfg.episodes:
@@ -218,8 +173,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from ml_collections import config_flags
-
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/few_shot.py", "Few-shot config file.")
   _WORKDIR = flags.DEFINE_string("workdir", "workdirs/few_shot", "Output directory (runs, results, plots).")
   cli.run(main)

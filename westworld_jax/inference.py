@@ -1,45 +1,23 @@
-"""Using a trained model: a training workdir's config, its model and parameters, and batches padded
-to the compiled size. Evaluation, fine-tuning, the learning curve and control all load through here.
+"""Using a trained model: a training workdir's model, parameters and data statistics, on one device.
+Evaluation, the learning curve and control load through here.
 
 A training workdir (`python -m westworld_jax.train --workdir DIR`) holds run_config.json (the latest
 run's full config), data_stats.json (the training environments and their normalisation) and
-checkpoints/<step>/ (each with the config it was written with).
+checkpoints/<step>/ (each with the config it was written with); training/run_files.py reads the two
+files.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 import ml_collections
-import numpy as np
 
-from westworld_jax.model import registry
 from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import mesh as mesh_lib
 from westworld_jax.training import state as state_lib
-
-DATA_STATS_FILE = "data_stats.json"
-
-
-def build_model(model_cfg) -> registry.WorldModel:
-  """registry.build(name, size, **every other field of cfg.model)."""
-  fields = {k: v for k, v in model_cfg.to_dict().items() if k not in ("name", "size")}
-  return registry.build(model_cfg.name, model_cfg.size, **fields)
-
-
-def read_run_config(workdir: str) -> dict:
-  """The run config of a training workdir (its run_config.json), as a dict."""
-  workdir = os.path.abspath(workdir)
-  path = os.path.join(workdir, ckpt_lib.RUN_FILE)
-  if not os.path.exists(path):
-    raise ckpt_lib.NoCheckpointError(
-      f"{workdir}: not a training workdir (no {ckpt_lib.RUN_FILE}); pass the "
-      "--workdir of a `python -m westworld_jax.train` run"
-    )
-  with open(path) as f:
-    return json.load(f)
+from westworld_jax.training.run_files import build_model, read_data_stats, read_run_config
 
 
 def load_for_inference(workdir: str, step: int | None = None, with_step: bool = False):
@@ -71,14 +49,5 @@ def load_for_inference(workdir: str, step: int | None = None, with_step: bool = 
       state = ckpt.restore(step, ckpt_lib.with_shardings(abstract, shardings), None, None)
   finally:
     ckpt.close(quiet=True)
-  with open(os.path.join(workdir, DATA_STATS_FILE)) as f:
-    stats = json.load(f)
+  stats = read_data_stats(workdir)
   return (model, state["params"], stats, step) if with_step else (model, state["params"], stats)
-
-
-def pad_batch(batch: dict, size: int) -> dict:
-  """Pads the batch axis with all-padding windows (masks False), which count nowhere."""
-  n = len(batch["obs"])
-  if n == size:
-    return batch
-  return {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}

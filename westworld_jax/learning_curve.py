@@ -21,6 +21,7 @@ from westworld_jax import evaluation as ev
 from westworld_jax import inference
 from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import loop
+from westworld_jax.training.run_files import read_run_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/learning_curve.py", "Learning-curve config.")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/learning_curve", "Output directory (runs, results).")
@@ -57,7 +58,7 @@ def run_seed(cfg, seed: int, outdir: str) -> tuple[list[dict], dict]:
   ck = ckpt_lib.Checkpointer(workdir, async_save=False)
   steps = sorted(ck.manager.all_steps())
   ck.close()
-  run_cfg = inference.read_run_config(workdir)
+  run_cfg = read_run_config(workdir)
   records, hold = [], None
   for step in steps:
     path = os.path.join(workdir, "curve", f"step-{step:07d}.json")

@@ -22,6 +22,7 @@ import os
 import time
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from westworld_jax import evaluation as ev
 from westworld_jax.training import corpus as corpus_lib
@@ -273,8 +274,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from ml_collections import config_flags
-
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/scaling.py", "Scaling config file.")
   _WORKDIR = flags.DEFINE_string("workdir", "workdirs/scaling", "Output directory (runs, results, plots).")
   cli.run(main)

@@ -12,9 +12,10 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from westworld_jax.inference import load_for_inference
-from westworld_jax.training.loop import TrainResult, train
 from westworld_jax import cli
+from westworld_jax.inference import load_for_inference
+from westworld_jax.training.distributed import maybe_initialize_distributed
+from westworld_jax.training.loop import TrainResult, train
 
 __all__ = ["train", "load_for_inference", "TrainResult"]
 
@@ -28,8 +29,6 @@ def main(argv):
   # JAX's GPU allocator takes 75% of a GPU unless told otherwise; the base model at batch 128 asks
   # an H100 for 64.4 GiB of its 79.1 (benchmarks/results/gpu_aot.json). Read when the backend starts.
   os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
-  from westworld_jax.training.loop import maybe_initialize_distributed
-
   maybe_initialize_distributed(_CONFIG.value)  # before any other JAX call
   result = train(_CONFIG.value, _WORKDIR.value)
   msg = f"stopped at step {result.step}; rerun to continue" if result.stopped_early else f"done at step {result.step}"

@@ -8,7 +8,7 @@
                 by return become corpus environment '<robot>-mppi_oracle' in OUT/corpus (or
                 cfg.collect.corpus_dir) -- control/mppi_corpus.py;
   2. fine-tune  training.loop.train from PRETRAINED's weights with its model and recipe
-                (westworld_jax.few_shot.run_config: a fresh optimizer, cfg.finetune.steps steps at
+                (training/finetune.py: a fresh optimizer, cfg.finetune.steps steps at
                 cfg.finetune.lr, batch cfg.finetune.batch_size) on the kept training episodes -> OUT/model,
                 a training workdir: `python -m westworld_jax.control --checkpoint OUT/model` loads it, and
                 its data_stats.json holds the robot's normalisation (the kept episodes' min-max);
@@ -74,11 +74,10 @@ def collect(cfg, corpus_dir: str) -> dict:
 
 def finetune_model(cfg, pretrained: str, corpus_dir: str, env: str, episodes: int, workdir: str) -> dict:
   """Step 2: the pretrained run's model and recipe, from its weights, on the control data."""
-  from westworld_jax import few_shot as ft  # pylint: disable=import-outside-toplevel
-  from westworld_jax.training import loop  # pylint: disable=import-outside-toplevel
+  from westworld_jax.training import finetune, loop  # pylint: disable=import-outside-toplevel
 
   f = cfg.finetune
-  rc = ft.run_config(
+  rc = finetune.finetune_config(
     pretrained,
     env=env,
     corpus_dir=os.path.abspath(corpus_dir),
@@ -89,7 +88,6 @@ def finetune_model(cfg, pretrained: str, corpus_dir: str, env: str, episodes: in
     final_lr_fraction=f.final_lr_fraction,
     batch_size=f.batch_size,
     seed=cfg.seed,
-    init_from=True,
   )
   window = rc.data.history + rc.data.horizon
   if (cfg.episode_len or 0) and cfg.episode_len < window:
@@ -115,9 +113,9 @@ def finetune_model(cfg, pretrained: str, corpus_dir: str, env: str, episodes: in
 def _check_horizon(cfg, pretrained: str) -> None:
   """Before collecting: the comparison's world-model MPPI must fit the model's window."""
   # This loads jax: only after main has pinned the CPU (experiment.prepare_process).
-  from westworld_jax import inference  # pylint: disable=import-outside-toplevel
+  from westworld_jax.training.run_files import read_run_config  # pylint: disable=import-outside-toplevel
 
-  model = inference.read_run_config(pretrained)["model"]
+  model = read_run_config(pretrained)["model"]
   history, max_window_len = model.get("history"), model.get("max_window_len")
   if cfg.finetune.compare and history and max_window_len and history + cfg.mppi.horizon > max_window_len:
     raise ValueError(

@@ -15,10 +15,10 @@ import os
 import mujoco
 import numpy as np
 
-from westworld_jax import cli
+from westworld_jax.errors import UserError
 
 
-class RenderError(cli.UserError, RuntimeError):
+class RenderError(UserError, RuntimeError):
   """No usable OpenGL backend for MuJoCo's offscreen renderer; the message says what to try."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable
 import weakref
 import zlib
@@ -10,7 +11,7 @@ import zlib
 import numpy as np
 
 from westworld_jax.data import mpc as mpc_lib
-from westworld_jax.data import behaviours, pd_hold, simulate
+from westworld_jax.data import behaviours, pd_hold, rl_env, simulate
 from westworld_jax.robots import catalogue
 from westworld_jax.robots.robot import Robot
 
@@ -109,7 +110,8 @@ def trained_policy_actor(
   sim: simulate.Simulator, level: str, rng: np.random.Generator, policy_root: str | None = None
 ) -> Callable[[int, np.ndarray], np.ndarray]:
   """act(t, states) of the robot's trained policy at `level`, sampled from its Gaussian."""
-  from westworld_jax.data import rl_env, train_policy  # pylint: disable=import-outside-toplevel
+  # train_policy imports jax: loaded only when a trained policy acts (collection is jax-free otherwise).
+  from westworld_jax.data import train_policy  # pylint: disable=import-outside-toplevel
 
   policy, _ = train_policy.load_policy(sim.robot.name, level, policy_root)
   spec = rl_env.reward_spec(sim.robot.name)
@@ -122,8 +124,8 @@ def replay_episodes(
   """Episodes first..first+n of the policy training run's replay.npz, in a fixed shuffled order (so
   shards never share an episode), each cut to at most T steps; episodes shorter than
   checks.min_length are left out of that order."""
+  # train_policy imports jax: loaded only when replays are read.
   from westworld_jax.data import train_policy  # pylint: disable=import-outside-toplevel
-  import os  # pylint: disable=import-outside-toplevel
 
   path = os.path.join(train_policy.policy_root(policy_root), robot.name, "replay.npz")
   if not os.path.exists(path):
@@ -169,8 +171,6 @@ def generate(
   if behaviour == behaviours.REPLAY:
     return replay_episodes(robot, first_episode, n, T, checks)
   if behaviour in behaviours.TRAINED:  # the start distribution the policy was trained on
-    from westworld_jax.data import rl_env  # pylint: disable=import-outside-toplevel
-
     start = rl_env.reset_states(sim, rl_env.reward_spec(robot.name), rng, n)
   else:
     start = hold_start(sim, rng, n) if behaviour == "pd_hold" else sim.initial_states(rng, n)
@@ -205,8 +205,6 @@ def generate(
   episodes = []
   terminate = task == catalogue.LOCOMOTION and behaviour != "random"
   if behaviour in behaviours.TRAINED:  # a trained policy's episodes end where its own environment's do
-    from westworld_jax.data import rl_env  # pylint: disable=import-outside-toplevel
-
     spec = rl_env.reward_spec(robot.name)
     terminate &= spec is None or spec.terminate_when_unhealthy
   for i in range(n):

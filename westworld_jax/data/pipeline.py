@@ -118,6 +118,14 @@ def bucket_of(n: int, buckets: Sequence[int], what: str, env: str) -> int:
   )
 
 
+def channel_buckets(configured: Sequence[int], model_max: int | None) -> tuple[int, ...]:
+  """The run's buckets plus the model's channel capacity, so every robot that fits the model fits."""
+  bs = {int(b) for b in configured if model_max is None or b <= model_max}
+  if model_max:
+    bs.add(int(model_max))
+  return tuple(sorted(bs))
+
+
 @functools.lru_cache(maxsize=64)
 def _episode_reader(env_dir: str, num_shards: int, stamp: tuple) -> grain.sources.ArrayRecordDataSource:
   del stamp  # part of the key only: a replaced environment directory gets a fresh reader

@@ -27,13 +27,13 @@ from array_record.python import array_record_module
 from flax import serialization
 
 from westworld_jax.robots.robot import Robot
-from westworld_jax import cli
+from westworld_jax.errors import UserError
 
 METADATA = "metadata.json"
 FORMAT_VERSION = 1
 
 
-class CorpusError(cli.UserError, ValueError):
+class CorpusError(UserError, ValueError):
   """The corpus on disk is missing, incomplete or inconsistent; the message says what to do."""
 
 

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from westworld_jax import cli
+from westworld_jax.errors import UserError
 from westworld_jax.data import ppo, rl_env
 
 POLICY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "robots", "policies")
@@ -39,7 +40,7 @@ REPLAY_EPISODES = 256  # replay.npz keeps this many of the run's episodes (unifo
 REPLAY_STEPS = 50_000  # and at most this many steps (robots that never fall run 1000-step episodes): small to ship
 
 
-class PolicyNotFoundError(cli.UserError, FileNotFoundError):
+class PolicyNotFoundError(UserError, FileNotFoundError):
   """No trained policy for a robot and level."""
 
 

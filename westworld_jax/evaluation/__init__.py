@@ -30,7 +30,6 @@ from westworld_jax.evaluation.checkpoints import (
 from westworld_jax.evaluation.evaluator import (
   EnvResult,
   Evaluator,
-  channel_buckets,
   ensure_environments,
   env_summaries,
   evaluate_checkpoint,

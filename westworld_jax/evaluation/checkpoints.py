@@ -8,12 +8,16 @@ import json
 import os
 from typing import Any, Iterable
 
-from westworld_jax import cli
+import jax.numpy as jnp
+
 from westworld_jax import inference
 from westworld_jax.data import shards
+from westworld_jax.errors import UserError
+from westworld_jax.model import registry
+from westworld_jax.training.run_files import read_run_config
 
 
-class HeldOutLeakError(cli.UserError, ValueError):
+class HeldOutLeakError(UserError, ValueError):
   """A zero-shot evaluation of a robot the checkpoint was trained on."""
 
 
@@ -46,7 +50,7 @@ def parse_checkpoints(spec: str) -> list[tuple[str | None, str]]:
 def load_checkpoint(workdir: str, label: str | None = None) -> Checkpoint:
   """The newest restorable checkpoint of a training workdir, labelled (default: the model's name)."""
   workdir = os.path.abspath(workdir)
-  run_cfg = inference.read_run_config(workdir)
+  run_cfg = read_run_config(workdir)
   model, params, stats, step = inference.load_for_inference(workdir, None, with_step=True)
   return Checkpoint(label or run_cfg["model"]["name"], workdir, model, params, stats, run_cfg, step)
 
@@ -54,9 +58,6 @@ def load_checkpoint(workdir: str, label: str | None = None) -> Checkpoint:
 def hold_last_reference(ckpt: Checkpoint) -> Checkpoint:
   """A reference 'model' that repeats the last history observation over the horizon: errors well
   below it mean a model learned dynamics, not just the current state."""
-  import jax.numpy as jnp
-  from westworld_jax.model import registry
-
   h = ckpt.model.history
 
   def predict(params, batch):

@@ -8,23 +8,16 @@ import time
 from typing import Sequence
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 
 from westworld_jax.data import pipeline, shards
 from westworld_jax.evaluation.checkpoints import Checkpoint, check_unseen
 from westworld_jax.evaluation.metrics import Pooled
-from westworld_jax.inference import pad_batch
+from westworld_jax.model.batch import pad_batch
 from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import step as step_lib
-
-
-def channel_buckets(configured: Sequence[int], model_max: int | None) -> tuple[int, ...]:
-  """The run's buckets plus the model's channel capacity, so every robot that fits the model fits."""
-  bs = {int(b) for b in configured if model_max is None or b <= model_max}
-  if model_max:
-    bs.add(int(model_max))
-  return tuple(sorted(bs))
 
 
 @dataclasses.dataclass
@@ -60,8 +53,8 @@ class Evaluator:
     self.batch_size, self.history, self.horizon = batch_size, history, horizon
     self.max_obs = model.capacity.max_obs_channels
     self.max_act = model.capacity.max_act_channels
-    self.obs_buckets = channel_buckets(obs_buckets or pipeline.DEFAULT_OBS_BUCKETS, self.max_obs)
-    self.act_buckets = channel_buckets(act_buckets or pipeline.DEFAULT_ACT_BUCKETS, self.max_act)
+    self.obs_buckets = pipeline.channel_buckets(obs_buckets or pipeline.DEFAULT_OBS_BUCKETS, self.max_obs)
+    self.act_buckets = pipeline.channel_buckets(act_buckets or pipeline.DEFAULT_ACT_BUCKETS, self.max_act)
 
     def eval_step(params, batch):
       pred = model.predict(params, batch)
@@ -210,8 +203,6 @@ def env_summaries(results: dict[str, EnvResult]) -> dict:
 
 def ensure_environments(corpus_dir: str, environments: Sequence[str], collect_cfg) -> None:
   """Generates missing environments with the data collector (as training.corpus.ensure_corpus does)."""
-  import ml_collections
-
   if collect_cfg is not None:
     collect_cfg = collect_cfg.copy_and_resolve_references()
     collect_cfg.environments, collect_cfg.max_environments = tuple(environments), 0

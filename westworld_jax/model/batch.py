@@ -1,5 +1,6 @@
 """The batch contract (BATCH_SPEC.md) in code: key shapes and dtypes, the all-real zero batch
-that initialises and compiles any model, and the check every model runs on its input."""
+that initialises and compiles any model, the check every model runs on its input, and padding a
+batch to a compiled batch size."""
 
 from __future__ import annotations
 
@@ -72,3 +73,11 @@ def check_batch(batch: Mapping[str, Any], config: Any, structure: bool = True) -
     )
   if t > config.max_window_len:
     raise ValueError(f"window has {t} steps; max_window_len is {config.max_window_len}: raise it in the model config.")
+
+
+def pad_batch(batch: dict, size: int) -> dict:
+  """Pads the batch axis with all-padding windows (masks False), which count nowhere."""
+  n = len(batch["obs"])
+  if n == size:
+    return batch
+  return {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}

@@ -17,7 +17,8 @@ import os
 import pathlib
 from typing import Iterable
 
-from westworld_jax import cli
+from westworld_jax.errors import UserError
+from westworld_jax.robots import procedural
 from westworld_jax.robots import robot as robot_lib
 
 # MJCF written here from published kinematics (held-out franka_panda, cassie_like, unitree_a1).
@@ -160,8 +161,6 @@ def _procedural_task(name: str) -> str:
 
 @functools.cache
 def _procedural_xml() -> dict[str, str]:
-  from westworld_jax.robots import procedural  # local: generators are only needed on demand
-
   return dict(procedural.procedural_robots())
 
 
@@ -208,7 +207,7 @@ def environments() -> tuple[EnvSpec, ...]:
   ) + tuple(EnvSpec(f"{r}-{b}", r, b, specs[r].split) for r in POLICY_ROBOTS for b in POLICY_LEVELS)
 
 
-class UnknownNameError(cli.UserError, KeyError):
+class UnknownNameError(UserError, KeyError):
   """A robot or environment name that is not in the catalogue (the message says where to look)."""
 
   def __str__(self) -> str:  # KeyError would quote the message

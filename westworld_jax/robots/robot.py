@@ -25,7 +25,7 @@ import mujoco
 import numpy as np
 
 from westworld_jax.robots import structure
-from westworld_jax import cli
+from westworld_jax.errors import UserError
 
 # Channel kinds. Ids are stable: they index the model's kind embedding (keep < 16 per family).
 OBS_KINDS = (
@@ -66,7 +66,7 @@ DEFAULT_CONTROL_DT = 0.02  # seconds per model step when the catalogue gives no 
 START_KEYFRAMES = ("home", "standing", "stand")
 
 
-class RobotLoadError(cli.UserError, ValueError):
+class RobotLoadError(UserError, ValueError):
   """A robot file cannot be turned into a Robot; the message says what to fix."""
 
 

@@ -13,6 +13,8 @@ for an H100 here needs 39.75 GiB, and ran with a 39.68 GiB peak on one).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
 from typing import Sequence
 
 import jax
@@ -20,8 +22,8 @@ import numpy as np
 
 from westworld_jax.model.batch import batch_spec
 from westworld_jax.model.flops import train_step_flops
-from westworld_jax import inference
 from westworld_jax.training import mesh as mesh_lib, state as state_lib, step as step_lib
+from westworld_jax.training.run_files import build_model
 
 GIB = 2**30
 
@@ -87,9 +89,6 @@ GPU_AOT_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
 
 def cuda_plugin_path() -> str | None:
   """The installed XLA CUDA PJRT plugin (jax-cuda12-pjrt's xla_cuda_plugin.so), or None."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  import os  # pylint: disable=import-outside-toplevel
-
   try:
     spec = importlib.util.find_spec("jax_plugins.xla_cuda12")
   except ModuleNotFoundError:  # no jax_plugins namespace at all
@@ -109,7 +108,6 @@ def gpu_devices(count: int = 1, plugin: str | None = None) -> list:
   which loads the CUDA runtime, is not run), after the host's own backends are up, so JAX never
   tries to open a GPU.
   """
-  import os  # pylint: disable=import-outside-toplevel
   from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
   from jax._src.lib import xla_client  # pylint: disable=import-outside-toplevel
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
@@ -139,7 +137,7 @@ def compile_train_step(
   (with XLA `compiler_options`; GPU_AOT_OPTIONS for gpu_devices())."""
   b = batch or cfg.data.batch_size
   t = cfg.data.history + cfg.data.horizon
-  model = inference.build_model(cfg.model)
+  model = build_model(cfg.model)
   mesh = mesh_lib.make_mesh(cfg.mesh, list(devices))
   if b % mesh_lib.batch_shards(mesh):
     raise ValueError(

@@ -17,6 +17,8 @@ damaged (truncated or missing files); the damaged steps are moved to checkpoints
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import os
 import shutil
@@ -29,9 +31,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 import westworld_jax
-from westworld_jax import cli
+from westworld_jax.errors import UserError
 
-RUN_FILE = "run_config.json"  # the full config of the latest run, in the workdir (for humans and inference)
 # Layout of a step directory. 0: the run item held only the identity; 1: format, version, identity
 # and config. Bump when a step directory of an older format can no longer be read.
 FORMAT = 1
@@ -64,20 +65,20 @@ REFUSED_PREFIXES = (
 _JSON_NAMES = ("_CHECKPOINT_METADATA", "metadata", "_METADATA", "_sharding")
 
 
-class CheckpointMismatchError(cli.UserError, ValueError):
+class CheckpointMismatchError(UserError, ValueError):
   """A checkpoint in the workdir was written by a run with a different model or data, or by a
   project version whose checkpoints this one cannot read."""
 
 
-class CheckpointDamagedError(cli.UserError, ValueError):
+class CheckpointDamagedError(UserError, ValueError):
   """No checkpoint step of the workdir restores; the message lists each step and why."""
 
 
-class CheckpointSaveError(cli.UserError, OSError):
+class CheckpointSaveError(UserError, OSError):
   """Writing a checkpoint failed (e.g. the disk is full); the earlier checkpoints are intact."""
 
 
-class NoCheckpointError(cli.UserError, FileNotFoundError):
+class NoCheckpointError(UserError, FileNotFoundError):
   """A directory given as a training workdir is not one, or holds no checkpoint."""
 
 
@@ -86,8 +87,6 @@ class _Damaged(Exception):
 
 
 def run_identity(model_name: str, model_config: Any, data_cfg, environments: list[str]) -> dict:
-  import dataclasses
-
   data = {
     "environments": list(environments),
     "batch_size": int(data_cfg.batch_size),
@@ -212,48 +211,6 @@ def _check_json_files(step_dir: str) -> None:
           raise _Damaged(f"{path} is not valid JSON (truncated?): {e}") from e
 
 
-_ORPHANED = ["Encountered error while reading array index", "Event loop is closed"]
-
-
-def _quiet_orphans(directory: str) -> None:
-  """A failed restore or save under `directory` is reported once, by this module. orbax gives up
-  at the first failed read or write and closes its event loop while the others are in flight;
-  each of those then reports its own failure (unraisable exceptions, asyncio's 'exception was
-  never retrieved', orbax's ERROR logs), hundreds of tracebacks, some only when garbage
-  collected. Reports naming the directory, or in orbax's and asyncio's wording of those, are
-  dropped (all are kept with --verbosity=1 or WESTWORLD_TRACEBACK=1)."""
-  import logging as std_logging
-  import sys
-  import warnings
-
-  if cli.wants_traceback():
-    return
-  if directory not in _ORPHANED:
-    _ORPHANED.append(directory)
-
-  def orphaned(text: str, e=None) -> bool:
-    text = f"{text} {e} {getattr(e, '__context__', '')} {getattr(e, '__cause__', '')}"
-    return any(s in text for s in _ORPHANED)
-
-  def keep(r) -> bool:
-    exc = r.exc_info[1] if r.exc_info else None
-    from_orbax = f"{os.sep}orbax{os.sep}" in r.pathname or r.name == "asyncio"
-    return not (from_orbax and (exc is not None or r.levelno >= std_logging.ERROR) and orphaned(r.getMessage(), exc))
-
-  hook = sys.unraisablehook
-  if not getattr(hook, "westworld_orphans", False):
-
-    def drop_orphaned(unraisable):
-      if not orphaned("", unraisable.exc_value):
-        hook(unraisable)
-
-    drop_orphaned.westworld_orphans = True
-    sys.unraisablehook = drop_orphaned
-    std_logging.getLogger("asyncio").addFilter(keep)
-    logging.get_absl_handler().addFilter(keep)
-    warnings.filterwarnings("ignore", "coroutine '_read_array_index_and_device_put' was never awaited", RuntimeWarning)
-
-
 class Checkpointer:
   """orbax CheckpointManager for (state, data iterator, run record)."""
 
@@ -270,7 +227,6 @@ class Checkpointer:
       ),
     )
     self._saving: int | None = None  # the step an asynchronous save may still be writing
-    _quiet_orphans(self.directory)
 
   @staticmethod
   def _handlers() -> dict:
@@ -374,8 +330,6 @@ class Checkpointer:
     try:
       return self.manager.restore(step, args=ocp.args.Composite(**items))["state"], record
     except Exception as e:  # pylint: disable=broad-except
-      import gc
-
       gc.collect()  # the orphaned reads' reports now, while they are recognisable
       raise _Damaged(_first_line(e)) from e
 

@@ -74,7 +74,7 @@ def training_environments(data_cfg) -> list[str]:
       "set data.environments (names of environment directories in the corpus) or "
       "data.collect (a data config whose environments are used)"
     )
-  from westworld_jax.data import collect
+  from westworld_jax.data import collect  # the simulators only when the data config is read
 
   envs = [e.name for e in collect.selected_environments(collect_cfg) if e.split == data_cfg.train_split]
   if not envs:

@@ -99,25 +99,3 @@ def plot_predictions(
   fig.savefig(path, dpi=90)
   plt.close(fig)
   return path
-
-
-def project_logging() -> None:
-  """INFO logs of this project; other libraries' (orbax, jax, grain) only at WARNING and above,
-  unless --verbosity is given (then absl's verbosity applies to everything, e.g. --verbosity=0
-  for every INFO log)."""
-  import logging as std_logging
-  from absl import flags
-  from absl import logging as absl_logging
-
-  if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
-    return
-  absl_logging.set_verbosity(absl_logging.INFO)
-  package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-  handler = absl_logging.get_absl_handler()
-  if not any(getattr(f, "westworld_project_only", False) for f in handler.filters):
-
-    def project_only(record) -> bool:
-      return record.levelno >= std_logging.WARNING or record.pathname.startswith(package)
-
-    project_only.westworld_project_only = True
-    handler.addFilter(project_only)

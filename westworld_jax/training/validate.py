@@ -1,13 +1,21 @@
-"""Checks of a training config's numeric fields, before any work starts: each names its field."""
+"""Checks of a training config before any work starts, each naming the field to change: its numeric
+fields (check_training_config), its data windows and batches against the model and the mesh
+(check_data_config), and the corpus against the model's tables (check_corpus_fits_model)."""
 
 from __future__ import annotations
 
 import math
+import os
 
-from westworld_jax import cli
+import jax
+import numpy as np
+
+from westworld_jax.data import shards
+from westworld_jax.errors import UserError
+from westworld_jax.training import mesh as mesh_lib
 
 
-class ConfigError(cli.UserError, ValueError):
+class ConfigError(UserError, ValueError):
   """A config field has a value the run cannot use; the message names the field."""
 
 
@@ -64,3 +72,48 @@ def check_training_config(cfg) -> None:
       problems.append(f"{path} must be in [0, 1) (got {v!r})")
   if problems:
     raise ConfigError("; ".join(problems))
+
+
+def check_data_config(cfg, model, mesh) -> None:
+  """data.history is the model's, a window fits model.max_window_len, and the batches divide over
+  the mesh's batch shards and the processes."""
+  d = cfg.data
+  if d.history != model.history:
+    raise ConfigError(
+      f"data.history={d.history} but the model's history is {model.history}: set "
+      "--config.model.history to match (or the other way round)"
+    )
+  if model.capacity.exceeds("max_window_len", d.history + d.horizon):
+    raise ConfigError(
+      f"windows of {d.history + d.horizon} steps exceed model.max_window_len="
+      f"{model.config.max_window_len}: raise --config.model.max_window_len"
+    )
+  shards_n = mesh_lib.batch_shards(mesh)
+  for name, b in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)):
+    if b % shards_n or b % jax.process_count():
+      raise ConfigError(
+        f"{name}={b} must be divisible by the {shards_n} batch shards of the mesh "
+        f"{dict(mesh.shape)} and by the {jax.process_count()} processes"
+      )
+
+
+def check_corpus_fits_model(data_cfg, envs: list[str], model) -> None:
+  """Out-of-range structural/kind indices would silently read garbage (NaN) from embedding tables."""
+  cfg = model.config
+  bounds = {"max_objects": (0,), "max_bodies": (1, 2, 3)}
+  for name in envs:
+    meta = shards.load_metadata(os.path.join(data_cfg.corpus_dir, name))
+    struct = np.array(meta["obs_struct"] + meta["act_struct"]).reshape(-1, 4)
+    for field, cols in bounds.items():
+      limit = model.capacity.limit(field)
+      if limit is not None and len(struct) and int(struct[:, cols].max()) >= limit:
+        raise ConfigError(
+          f"environment '{name}' has structural index {int(struct[:, cols].max())} but "
+          f"model.{field}={limit}: raise --config.model.{field}"
+        )
+    kinds = meta["obs_kind"] + meta["act_kind"]
+    if model.capacity.exceeds("num_kinds", max(kinds, default=-1) + 1):
+      raise ConfigError(
+        f"environment '{name}' has channel kind {max(kinds)} but model.num_kinds="
+        f"{cfg.num_kinds}: raise --config.model.num_kinds"
+      )

@@ -1,0 +1,10 @@
+"""The project's error base: every error for bad input derives from `UserError` (raised where the
+input enters); the commands' boundary (cli.py) prints its message as one line."""
+
+
+class UserError(Exception):
+  """Base of every project error whose message tells the user what to do.
+
+  Subclasses also derive from the builtin that fits (ValueError, FloatingPointError, ...), so
+  callers that catch those keep working.
+  """

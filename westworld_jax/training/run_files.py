@@ -1,0 +1,71 @@
+"""What a training workdir holds beside its checkpoints and logs, and the model its config describes.
+
+  run_config.json  the latest invocation's full config (each checkpoint keeps the config it was
+                   written with);
+  data_stats.json  the training environments: {environment: {"robot", "stats": {obs_min, obs_max,
+                   act_min, act_max}, "obs_channels", "act_channels"}} (their normalisation).
+Only process 0 writes them, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+from westworld_jax.data import shards
+from westworld_jax.model import registry
+from westworld_jax.training.checkpoint import NoCheckpointError
+
+RUN_FILE = "run_config.json"
+DATA_STATS_FILE = "data_stats.json"
+
+
+def build_model(model_cfg) -> registry.WorldModel:
+  """registry.build(name, size, **every other field of cfg.model)."""
+  fields = {k: v for k, v in model_cfg.to_dict().items() if k not in ("name", "size")}
+  return registry.build(model_cfg.name, model_cfg.size, **fields)
+
+
+def read_run_config(workdir: str) -> dict:
+  """The run config of a training workdir (its run_config.json), as a dict."""
+  workdir = os.path.abspath(workdir)
+  path = os.path.join(workdir, RUN_FILE)
+  if not os.path.exists(path):
+    raise NoCheckpointError(
+      f"{workdir}: not a training workdir (no {RUN_FILE}); pass the --workdir of a `python -m westworld_jax.train` run"
+    )
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_data_stats(workdir: str) -> dict:
+  """The training environments of a training workdir and their statistics (its data_stats.json)."""
+  with open(os.path.join(workdir, DATA_STATS_FILE)) as f:
+    return json.load(f)
+
+
+def write_run_files(cfg, workdir: str, envs: list[str]) -> None:
+  """run_config.json and data_stats.json of the run (process 0 only)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  _write_atomic(os.path.join(workdir, RUN_FILE), cfg.to_json_best_effort(indent=2))
+  stats = {}
+  for name in envs:
+    meta = shards.load_metadata(os.path.join(cfg.data.corpus_dir, name))
+    stats[name] = {
+      "robot": meta["robot"]["name"],
+      "stats": meta["stats"],
+      "obs_channels": [c["name"] for c in meta["robot"]["obs_channels"]],
+      "act_channels": [c["name"] for c in meta["robot"]["act_channels"]],
+    }
+  _write_atomic(os.path.join(workdir, DATA_STATS_FILE), json.dumps(stats))
+
+
+def _write_atomic(path: str, text: str) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
