@@ -23,9 +23,6 @@ from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import loop
 from westworld_jax.training.run_files import read_run_config
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/learning_curve.py", "Learning-curve config.")
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/learning_curve", "Output directory (runs, results).")
-
 
 def _errors(ckpt: ev.Checkpoint, cfg) -> dict:
   """{robot: {mae_x100, mse_x100, first_step_mae_x100}} on the held-out environments."""
@@ -168,4 +165,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", "experiments/learning_curve.py", "Learning-curve config.")
+  _WORKDIR = flags.DEFINE_string("workdir", "workdirs/learning_curve", "Output directory (runs, results).")
   cli.run(main)

@@ -19,9 +19,6 @@ from westworld_jax.training.loop import TrainResult, train
 
 __all__ = ["train", "load_for_inference", "TrainResult"]
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/pretrain.py", "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/pretrain", "Run directory (checkpoints, logs); reruns resume.")
-
 
 def main(argv):
   if len(argv) > 1:
@@ -37,4 +34,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", "experiments/pretrain.py", "Experiment config file.")
+  _WORKDIR = flags.DEFINE_string("workdir", "workdirs/pretrain", "Run directory (checkpoints, logs); reruns resume.")
   cli.run(main)

@@ -26,23 +26,6 @@ from ml_collections import config_flags
 from westworld_jax.control import experiment  # imports neither jax nor mujoco (pinning comes first)
 from westworld_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/control.py", "Control config file.")
-_WORKDIR = flags.DEFINE_string(
-  "workdir", None, "Output directory (default: the config's workdir, else workdirs/control/<task>)."
-)
-_CHECKPOINT = flags.DEFINE_string(
-  "checkpoint",
-  None,
-  "Training workdir of a world model (its load_for_inference); without it the world model is untrained.",
-)
-_PIN_CPU = flags.DEFINE_enum(
-  "pin_cpu",
-  "auto",
-  ["auto", "yes", "no"],
-  "Pin the process to one core before importing jax: jaxlib on <= 2 cores can "
-  "deadlock on the first call of large vmapped MJX programs. auto: pin on <= 2 cores.",
-)
-
 
 def main(argv):
   if len(argv) > 1:
@@ -54,4 +37,20 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", "experiments/control.py", "Control config file.")
+  _WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Output directory (default: the config's workdir, else workdirs/control/<task>)."
+  )
+  _CHECKPOINT = flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Training workdir of a world model (its load_for_inference); without it the world model is untrained.",
+  )
+  _PIN_CPU = flags.DEFINE_enum(
+    "pin_cpu",
+    "auto",
+    ["auto", "yes", "no"],
+    "Pin the process to one core before importing jax: jaxlib on <= 2 cores can "
+    "deadlock on the first call of large vmapped MJX programs. auto: pin on <= 2 cores.",
+  )
   cli.run(main)

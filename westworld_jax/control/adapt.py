@@ -26,6 +26,7 @@ import os
 import time
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from westworld_jax.control import experiment  # imports neither jax nor mujoco (pinning comes first)
 from westworld_jax.control.mppi_config import MPPIConfig  # neither does this
@@ -194,8 +195,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-
   _CONFIG = config_flags.DEFINE_config_file("config", "experiments/control.py:tiny", "Control config file.")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default workdirs/control_finetune/<task>).")
   _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Pretrained training workdir to fine-tune (required).")

@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import time
 
+from absl import flags
 import jax
 import numpy as np
 
@@ -251,51 +252,48 @@ def merge_results(path: str, rows: list[dict]) -> None:
 
 def main(argv):
   del argv
-  from absl import flags  # pylint: disable=import-outside-toplevel
-
-  F = flags.FLAGS
-  cfg = ppo.PPOConfig(total_steps=F.steps, num_envs=F.num_envs)
-  generic = rl_env.GenericReward(forward_weight=F.forward_weight, healthy_reward=F.healthy_reward)
+  cfg = ppo.PPOConfig(total_steps=_STEPS.value, num_envs=_NUM_ENVS.value)
+  generic = rl_env.GenericReward(forward_weight=_FORWARD_WEIGHT.value, healthy_reward=_HEALTHY_REWARD.value)
   rows = train_levels(
-    F.robot,
+    _ROBOT.value,
     cfg,
-    F.seed,
-    F.out,
-    eval_episodes=F.eval_episodes,
-    replay_episodes=F.replay_episodes,
-    replay_steps=F.replay_steps,
+    _SEED.value,
+    _OUT.value,
+    eval_episodes=_EVAL_EPISODES.value,
+    replay_episodes=_REPLAY_EPISODES.value,
+    replay_steps=_REPLAY_STEPS.value,
     generic=generic,
   )
-  if F.results:
-    merge_results(F.results, rows)
+  if _RESULTS.value:
+    merge_results(_RESULTS.value, rows)
   for r in rows:
     print(json.dumps(r))
 
 
 if __name__ == "__main__":
-  from absl import flags
-
-  flags.DEFINE_string("robot", None, "Catalogue robot to train a policy for.", required=True)
-  flags.DEFINE_integer("steps", 1_000_000, "Environment steps of PPO.")
-  flags.DEFINE_integer("num_envs", 16, "Environments stepped together.")
-  flags.DEFINE_integer("seed", 0, "Seed (environments, initialisation, sampling).")
-  flags.DEFINE_integer("eval_episodes", 10, "Evaluation episodes per snapshot.")
-  flags.DEFINE_integer(
+  _ROBOT = flags.DEFINE_string("robot", None, "Catalogue robot to train a policy for.", required=True)
+  _STEPS = flags.DEFINE_integer("steps", 1_000_000, "Environment steps of PPO.")
+  _NUM_ENVS = flags.DEFINE_integer("num_envs", 16, "Environments stepped together.")
+  _SEED = flags.DEFINE_integer("seed", 0, "Seed (environments, initialisation, sampling).")
+  _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 10, "Evaluation episodes per snapshot.")
+  _REPLAY_EPISODES = flags.DEFINE_integer(
     "replay_episodes",
     REPLAY_EPISODES,
     "Episodes of the training run kept as the replay level (0: all up to the medium snapshot).",
   )
-  flags.DEFINE_integer("replay_steps", REPLAY_STEPS, "At most this many steps in the replay level (0: no bound).")
-  flags.DEFINE_float(
+  _REPLAY_STEPS = flags.DEFINE_integer(
+    "replay_steps", REPLAY_STEPS, "At most this many steps in the replay level (0: no bound)."
+  )
+  _FORWARD_WEIGHT = flags.DEFINE_float(
     "forward_weight",
     rl_env.GenericReward.forward_weight,
     "Generic reward (robots without a gymnasium reward): weight of the forward velocity.",
   )
-  flags.DEFINE_float(
+  _HEALTHY_REWARD = flags.DEFINE_float(
     "healthy_reward", rl_env.GenericReward.healthy_reward, "Generic reward: bonus per step while the root stays up."
   )
-  flags.DEFINE_string("out", None, "Policy directory (default: westworld_jax/robots/policies).")
-  flags.DEFINE_string(
+  _OUT = flags.DEFINE_string("out", None, "Policy directory (default: westworld_jax/robots/policies).")
+  _RESULTS = flags.DEFINE_string(
     "results", "", "JSON table to merge the rows into, e.g. benchmarks/results/behaviour_policies.json."
   )
   cli.run(main)

@@ -15,8 +15,6 @@ from westworld_jax.robots import catalogue
 from westworld_jax.robots.robot import RobotLoadError
 from westworld_jax import cli
 
-_JSON = flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
-_SPLIT = flags.DEFINE_enum("split", None, list(catalogue.SPLITS), "Only list this split.")
 
 _USAGE = "usage: python -m westworld_jax.robots {describe FILE_OR_NAME | list} [--json]"
 
@@ -84,4 +82,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+  _JSON = flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
+  _SPLIT = flags.DEFINE_enum("split", None, list(catalogue.SPLITS), "Only list this split.")
   cli.run(main)
