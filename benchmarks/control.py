@@ -4,8 +4,8 @@
   python benchmarks/control.py --full               # the paper's sizes everywhere (for an accelerator)
   python benchmarks/control.py --checkpoint DIR     # world-model returns with a trained model
 
-Sections, each in its own subprocess (MJX sections pinned to one core on <= 2-core machines, see
-DESIGN.md; the world-model latency section uses every core):
+Sections, each in its own subprocess (MJX sections pinned to one core on <= 2-core machines: jaxlib
+can deadlock at the first call of large vmapped MJX programs there; the world-model latency section uses every core):
   latency_oracle  one replan of `--samples` x `--horizon` (default 256 x 100, the paper's) on Hopper,
                   for 1 environment and for `--envs` environments batched (vmap) in one call;
   latency_wm      the same with registry.build('westworld', 'control') (untrained: latency does not

@@ -1,4 +1,4 @@
-"""Evaluation as in the paper (DESIGN.md, "Evaluation protocol"); the command is
+"""Evaluation as in the paper (the protocol below, as the authors' code computes it); the command is
 `python -m westworld_jax.evaluate` (westworld_jax/evaluate.py).
 
 Protocol, per evaluated environment:

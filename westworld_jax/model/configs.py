@@ -26,7 +26,7 @@ def sized_config(cls, sizes: Mapping[str, Mapping[str, Any]], size: str, **overr
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(ConfigMixin):
-  """Architecture of the WestWorld model (see DESIGN.md, section "Model")."""
+  """Architecture of the WestWorld model (docs/architecture.md; every difference from the authors' model: docs/upstream.md)."""
 
   config_label: ClassVar[str] = "model config"
 
