@@ -40,13 +40,10 @@ TASKS = {
   "reacher": "reacher",
   "tiny": "pendulum",
 }
-VARIANTS = tuple(TASKS)
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "hopper"
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown control config variant '{variant}': choose one of {VARIANTS}")
+  if variant not in TASKS:
+    raise ValueError(f"unknown control config variant '{variant}': choose one of {tuple(TASKS)}")
   c = ml_collections.ConfigDict()
   c.task = TASKS[variant]
   c.policies = ("oracle", "world_model", "random")

@@ -8,18 +8,24 @@ import importlib.util
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from tests import test_ssm
 from westworld_jax import config_files
+from westworld_jax.control import backends, normalisation, tasks
+from westworld_jax.data import collect, pipeline
+from westworld_jax.robots import catalogue
 from westworld_jax.model import registry, ssm
 from westworld_jax.model.baselines.mlp_ensemble import build_mlp_ensemble
 from westworld_jax.model.batch import zeros_batch
 from westworld_jax.model.configs import get_model_config
 
 _BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+_EXPERIMENTS = os.path.join(os.path.dirname(_BENCH), "experiments")
 _SEQUENTIAL = ssm.IMPLS["sequential"]
+data_config = config_files.load_sibling(os.path.join(_EXPERIMENTS, "data.py"), "data")
 
 
 def _batch(b=2, t=10, co=3, ca=2):
@@ -128,3 +134,74 @@ def test_no_import_cycle_between_units():
 
   cycles = {tuple(sorted({a} | {b for b in graph if reaches(a, b) and reaches(b, a)})) for a in graph if reaches(a, a)}
   assert not cycles, f"units of westworld_jax that import each other (directly or through others): {sorted(cycles)}"
+
+
+def test_robot_recipe(tmp_path, monkeypatch):
+  """A robot is its RobotSpec in catalogue._SHIPPED: it then loads, its environments follow from its
+  task family's BEHAVIOURS, and the collector writes a corpus environment of it that the input
+  pipeline serves."""
+  spec = catalogue.RobotSpec("recipe_pendulum", "pkg:dm_control/suite/pendulum.xml", catalogue.BALANCE)
+  monkeypatch.setattr(catalogue, "_SHIPPED", catalogue._SHIPPED + (spec,))
+  for cached in (catalogue.robot_specs, catalogue.environments, catalogue.load):
+    cached.cache_clear()
+  try:
+    robot = catalogue.load("recipe_pendulum")
+    assert robot.num_obs == 2 and robot.num_act == 1
+    envs = [e.name for e in catalogue.environments() if e.robot == "recipe_pendulum"]
+    assert envs == [f"recipe_pendulum-{b}" for b in catalogue.BEHAVIOURS[catalogue.BALANCE]]
+    c = data_config.get_config("tiny")
+    c.corpus_dir, c.environments = str(tmp_path), (envs[0],)
+    c.episodes_per_env = c.episodes_per_shard = 4
+    c.episode_len, c.nthread = 40, 1
+    c.checks.min_length = 20
+    collect.collect(c)
+    ds, _ = pipeline.make_dataset(
+      pipeline.PipelineConfig(
+        str(tmp_path), (envs[0],), batch_size=2, history=4, horizon=4, shuffle=False, repeat=False
+      )
+    )
+    batch = next(iter(ds))
+    assert batch["obs_mask"][0].sum() == 2 and np.isfinite(batch["obs"]).all()
+  finally:
+    for cached in (catalogue.robot_specs, catalogue.environments):
+      cached.cache_clear()
+
+
+class _HoldStill(tasks.Task):
+  """The control-task recipe's example: keep the pendulum's velocity at zero."""
+
+  name = "recipe_hold_still"
+  robot_name = "dmc_pendulum"
+  episode_len = 20
+
+  def cost(self, obs, ctrl, goal):
+    del goal
+    vel = obs[jnp.asarray(self.obs_index("joint_vel"))]
+    return jnp.sum(vel**2) + 1e-3 * jnp.sum(ctrl**2), jnp.asarray(True)
+
+
+def test_control_task_recipe(monkeypatch):
+  """A control task is its Task subclass (with `cost`) and its line in tasks.TASKS, plus a variant in
+  experiments/control.py's TASKS: the config, the oracle and the world-model backend then take it."""
+  monkeypatch.setitem(tasks.TASKS, _HoldStill.name, _HoldStill)
+  control_cfg = config_files.load_sibling(os.path.join(_EXPERIMENTS, "control.py"), "control")
+  monkeypatch.setitem(control_cfg.TASKS, "recipe", _HoldStill.name)
+  cfg = control_cfg.get_config("recipe")
+  task = tasks.make_task(cfg.task)
+  assert isinstance(task, _HoldStill)
+  u_kha = jnp.zeros((2, 3, task.num_act))
+  d, goal = task.reset(jax.random.key(0))
+  oracle = backends.OracleBackend(task)
+  cost, healthy, _ = jax.jit(oracle.step_costs)(backends.OracleContext(d, goal), u_kha)
+  assert cost.shape == (2, 3) and bool(healthy.all()) and np.isfinite(np.asarray(cost)).all()
+  wm = registry.build("westworld", "tiny", history=2, max_window_len=8)
+  params = wm.init(jax.random.key(0), zeros_batch(1, 5, task.num_obs, task.num_act))
+  stats = {"obs_min": [-1.0] * task.num_obs, "obs_max": [1.0] * task.num_obs, "act_min": [-1.0], "act_max": [1.0]}
+  backend = backends.WorldModelBackend(
+    wm, params, [task], [normalisation.Normaliser.from_stats(stats, task.num_obs, task.num_act)], horizon=3
+  )
+  ctx = backends.WMContext(
+    jnp.int32(0), jnp.zeros((2, task.num_obs)), jnp.zeros((1, task.num_act)), jnp.zeros(tasks.GOAL_DIM)
+  )
+  cost, healthy, _ = jax.jit(backend.step_costs)(ctx, u_kha)
+  assert cost.shape == (2, 3) and np.isfinite(np.asarray(cost)).all()
