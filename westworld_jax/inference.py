@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from westworld_jax.model import registry
+from westworld_jax.model import registry, sharding
 from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import mesh as mesh_lib
 from westworld_jax.training import state as state_lib
@@ -23,10 +23,11 @@ from westworld_jax.training import state as state_lib
 DATA_STATS_FILE = "data_stats.json"
 
 
-def build_model(model_cfg) -> registry.WorldModel:
-  """registry.build(name, size, **every other field of cfg.model)."""
+def build_model(model_cfg, rules=None) -> registry.WorldModel:
+  """registry.build(name, size, rules, **every other field of cfg.model); rules: the mesh rule
+  table (model/sharding.py) the model runs under (None: the default table)."""
   fields = {k: v for k, v in model_cfg.to_dict().items() if k not in ("name", "size")}
-  return registry.build(model_cfg.name, model_cfg.size, **fields)
+  return registry.build(model_cfg.name, model_cfg.size, rules, **fields)
 
 
 def read_run_config(workdir: str) -> dict:
@@ -52,15 +53,14 @@ def load_for_inference(workdir: str, step: int | None = None, with_step: bool = 
   """
   workdir = os.path.abspath(workdir)
   cfg = ml_collections.ConfigDict(read_run_config(workdir))
-  model_cfg = cfg.model.to_dict()
-  if "expert_axis" in model_cfg:  # one device: experts run unsharded (same params)
-    model_cfg["expert_axis"] = None
-  model = build_model(ml_collections.ConfigDict(model_cfg))
+  # One device: every logical axis replicated, so the model runs unsharded on the same params.
+  rules = sharding.replicated(mesh_lib.config_rules(cfg.get("mesh")))
+  model = build_model(cfg.model, rules)
   tx, _ = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
   ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "expert": 1}), jax.devices()[:1])
-  abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh)
-  shardings = mesh_lib.state_shardings(abstract, mesh, expert_parallel=False)
+  abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh, rules)
+  shardings = mesh_lib.state_shardings(model, abstract, mesh, rules)
   try:
     if step is None:
       found = ckpt.restore_latest(ckpt_lib.with_shardings(abstract, shardings), None, None)

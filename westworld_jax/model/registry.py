@@ -1,7 +1,9 @@
 """World models by name, so that training, evaluation and control pick one from the config and
-never special-case it: `build(name, size, **overrides)` makes one, e.g.
+never special-case it: `build(name, size, rules, **overrides)` makes one, e.g.
 `build("westworld", "tiny", moe_mode="topk")`; `names()` lists them; `register(name)` adds a
-builder `(size, **overrides) -> WorldModel`.
+builder `(size, rules=None, **overrides) -> WorldModel`. `rules` is the mesh rule table the model
+runs under (model/sharding.py; None: the default table): a model whose computation splits over a
+mesh (WestWorld's expert dispatch) resolves its logical axes through it.
 
 The WorldModel interface (its functions, `Capacity` and `check_fits`) is world_model.py,
 re-exported here with its helpers; the models import that module, not this one.
@@ -20,8 +22,8 @@ from westworld_jax.model.world_model import (
   Params,
   WorldModel,
   copy_history,
-  replicated_specs,
 )
+from westworld_jax.model.sharding import replicated_specs
 
 __all__ = [
   "Batch",
@@ -45,7 +47,7 @@ _BUILDERS: dict[str, Callable[..., WorldModel]] = {
 
 
 def register(name: str):
-  """Decorator: `@register("my_model") def build_my_model(size, **overrides) -> WorldModel`."""
+  """Decorator: `@register("my_model") def build_my_model(size, rules=None, **overrides) -> WorldModel`."""
 
   def wrap(fn):
     _BUILDERS[name] = fn
@@ -58,8 +60,8 @@ def names() -> list[str]:
   return sorted(_BUILDERS)
 
 
-def build(name: str, size: str = "base", **overrides: Any) -> WorldModel:
-  """The model `name` at size `size` with config fields overridden."""
+def build(name: str, size: str = "base", rules: Any = None, **overrides: Any) -> WorldModel:
+  """The model `name` at size `size` with config fields overridden, under the rule table `rules`."""
   if name not in _BUILDERS:
     raise ValueError(f"unknown model {name!r}; registered: {sorted(_BUILDERS)}.")
-  return _BUILDERS[name](size, **overrides)
+  return _BUILDERS[name](size, rules=rules, **overrides)

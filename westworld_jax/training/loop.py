@@ -104,7 +104,7 @@ class Validator:
       if i >= cfg.eval.max_batches:
         break
       self.batches.append(pad_batch(b, eb))
-    self.sharding = mesh_lib.batch_sharding(mesh)
+    self.sharding = mesh_lib.batch_sharding(mesh, mesh_lib.config_rules(cfg.mesh))
     self.eval_step = step_lib.make_eval_step(model, params_shardings, self.sharding)
 
   def __call__(self, params, step: int, workdir: str | None) -> dict | None:
@@ -158,7 +158,7 @@ def _check_config(cfg, model, mesh) -> None:
       f"windows of {d.history + d.horizon} steps exceed model.max_window_len="
       f"{model.config.max_window_len}: raise --config.model.max_window_len"
     )
-  shards = mesh_lib.batch_shards(mesh)
+  shards = mesh_lib.batch_shards(mesh, mesh_lib.config_rules(cfg.mesh))
   for name, b in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)):
     if b % shards or b % jax.process_count():
       raise validate.ConfigError(
@@ -231,7 +231,8 @@ def train(cfg, workdir: str) -> TrainResult:
   validate.check_training_config(cfg)
   maybe_initialize_distributed(cfg)
   workdir = os.path.abspath(workdir)
-  model = build_model(cfg.model)
+  rules = mesh_lib.config_rules(cfg.mesh)
+  model = build_model(cfg.model, rules)
   mesh = mesh_lib.make_mesh(cfg.mesh)
   _check_config(cfg, model, mesh)
   envs = corpus_lib.ensure_corpus(cfg.data)
@@ -242,8 +243,8 @@ def train(cfg, workdir: str) -> TrainResult:
   record = ckpt_lib.run_record(identity, config)
 
   iterator = pipeline.make_iterator(corpus_lib.pipeline_config(cfg.data, envs, cfg.seed))
-  abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh)
-  shardings = mesh_lib.state_shardings(abstract, mesh, state_lib.expert_parallel(model))
+  abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh, rules)
+  shardings = mesh_lib.state_shardings(model, abstract, mesh, rules)
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
   with jax.set_mesh(mesh):
     try:
@@ -263,7 +264,7 @@ def train(cfg, workdir: str) -> TrainResult:
         )
       logging.info("resumed from %s step %d", ckpt.directory, latest)
     else:
-      state, _ = state_lib.create_sharded_state(model, tx, cfg.seed, mesh)
+      state, _ = state_lib.create_sharded_state(model, tx, cfg.seed, mesh, rules)
       if cfg.init_from:
         state = _init_from(cfg, state, shardings)
   start = int(jax.device_get(state["step"]))
@@ -278,7 +279,7 @@ def train(cfg, workdir: str) -> TrainResult:
     cfg.total_steps,
   )
 
-  batch_sharding = mesh_lib.batch_sharding(mesh)
+  batch_sharding = mesh_lib.batch_sharding(mesh, rules)
   train_step = step_lib.make_train_step(model, tx, schedule, cfg.seed, shardings, batch_sharding)
   validator = Validator(cfg, model, envs, mesh, shardings["params"])
   writer = logs.MetricsWriter(workdir, resume_step=start, tensorboard=cfg.log.tensorboard)
