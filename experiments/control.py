@@ -40,6 +40,8 @@ TASKS = {
   "reacher": "reacher",
   "tiny": "pendulum",
 }
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "hopper"
   if variant not in TASKS:

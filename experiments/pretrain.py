@@ -18,6 +18,7 @@ import ml_collections
 
 from westworld_jax import config_files
 from westworld_jax.config_files import model_config
+from westworld_jax.model import sharding
 
 
 def _data_config(variant: str) -> ml_collections.ConfigDict:
@@ -35,6 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.distributed = False  # force jax.distributed.initialize() (auto-detected on TPU pods and SLURM)
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, expert=1))  # -1: all remaining devices
+  # Logical axis -> mesh axes (model/sharding.py): how the batch, parameters and optimizer state split.
+  c.mesh.rules = dict(sharding.DEFAULT_RULES)
 
   c.data = ml_collections.ConfigDict()
   c.data.corpus_dir = "corpus/tiny"

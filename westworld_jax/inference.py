@@ -14,6 +14,7 @@ import os
 import jax
 import ml_collections
 
+from westworld_jax.model import sharding
 from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import mesh as mesh_lib
 from westworld_jax.training import state as state_lib
@@ -30,15 +31,14 @@ def load_for_inference(workdir: str, step: int | None = None, with_step: bool = 
   """
   workdir = os.path.abspath(workdir)
   cfg = ml_collections.ConfigDict(read_run_config(workdir))
-  model_cfg = cfg.model.to_dict()
-  if "expert_axis" in model_cfg:  # one device: experts run unsharded (same params)
-    model_cfg["expert_axis"] = None
-  model = build_model(ml_collections.ConfigDict(model_cfg))
+  # One device: every logical axis replicated, so the model runs unsharded on the same params.
+  rules = sharding.replicated(mesh_lib.config_rules(cfg.get("mesh")))
+  model = build_model(cfg.model, rules)
   tx, _ = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
   ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "expert": 1}), jax.devices()[:1])
-  abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh)
-  shardings = mesh_lib.state_shardings(abstract, mesh, expert_parallel=False)
+  abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh, rules)
+  shardings = mesh_lib.state_shardings(model, abstract, mesh, rules)
   try:
     if step is None:
       found = ckpt.restore_latest(ckpt_lib.with_shardings(abstract, shardings), None, None)

@@ -86,7 +86,8 @@ class ModelConfig(ConfigMixin):
   #               out = LN(z + sum_e g_e MLP_e(z)); CLS passed on = LN(cls_z);
   #   "post":     z = LN(x + SSM(x)); gate = softmax(W cls_z); out = LN(z + MoE(z)).
   block_norms: str = "upstream"
-  # Mesh axis the expert weights are sharded over; None = no expert parallelism.
+  # Logical axis of the experts (model/sharding.py): the mesh rule table maps it to the mesh axis
+  # the expert weights are split over and the Sys-MoE dispatches over; None = no expert parallelism.
   expert_axis: str | None = None
   # Mesh axes that shard routing units (batch-major) outside the MoE.
   token_axes: tuple[str, ...] = ("data", "expert")

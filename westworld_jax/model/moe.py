@@ -15,19 +15,27 @@ Routing is separate from dispatch (as in maxtext): `Router` returns
 Either path runs unsharded, or expert-parallel: expert weights sharded over the mesh
 axis `expert_axis`, units sharded over `token_axes` (batch-major, outside the MoE), and
 jax.shard_map moves units to their experts and back with all_to_all.
+
+Sharding of the parameters: `param_specs` gives the logical axes of every SysMoE's parameters in a
+params tree (model/sharding.py): the leading [E] axis of the expert weights on a logical axis,
+which the rule table maps to the mesh axes the dispatch runs over.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-EXPERT_PARAM_PREFIX = "expert_"  # params with a leading [E] axis; see expert_param_specs
+from westworld_jax.model import sharding
+from westworld_jax.model.configs import ModelConfig
+
+# SysMoE's parameters with a leading [E] (experts) axis; its router's are replicated.
+EXPERT_PARAMS = ("expert_w_in", "expert_b_in", "expert_w_out", "expert_b_out")
 
 
 class RouterOutput(NamedTuple):
@@ -171,15 +179,32 @@ def _topk_moe(params, x_gld, indices_gk, weights_gk, valid_g, capacity_factor, d
   return jnp.einsum("gec,ecld->gld", combine_gec, y_ecld.astype(jnp.float32))
 
 
-def expert_param_specs(params):
-  """PartitionSpec tree for a params tree: P('expert') on the leading [E] axis of expert
-  weights (names starting with EXPERT_PARAM_PREFIX), replicated elsewhere."""
+def param_specs(params: Any, expert_axis: str | None) -> Any:
+  """Logical PartitionSpecs for a params tree that holds SysMoE parameters (a bare SysMoE's
+  variables, a whole model's params): the leading [E] axis of each SysMoE's expert weights on the
+  logical axis `expert_axis`, everything else unsplit; None: every parameter unsplit."""
 
-  def spec(path, _):
-    name = getattr(path[-1], "key", str(path[-1]))
-    return P("expert") if str(name).startswith(EXPERT_PARAM_PREFIX) else P()
+  def is_moe(node):
+    return isinstance(node, Mapping) and all(name in node for name in EXPERT_PARAMS)
 
-  return jax.tree_util.tree_map_with_path(spec, params)
+  def moe_specs(node):
+    if not is_moe(node):
+      return P()  # a leaf outside any SysMoE
+    return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: sharding.leading_axis_spec(leaf, expert_axis) if path[0].key in EXPERT_PARAMS else P(), node
+    )
+
+  if expert_axis is None:
+    return sharding.replicated_specs(params)
+  return jax.tree.map(moe_specs, params, is_leaf=is_moe)
+
+
+def expert_param_specs(
+  params: Any, expert_axis: str = sharding.EXPERT, rules: Mapping[str, Any] | sharding.Rules | None = None
+) -> Any:
+  """Mesh PartitionSpecs of `param_specs(params, expert_axis)` through the rule table `rules`
+  (None: sharding.DEFAULT_RULES): where a bare SysMoE's or a model's parameters go on a mesh."""
+  return sharding.to_mesh(param_specs(params, expert_axis), rules)
 
 
 class SysMoE(nn.Module):
@@ -196,8 +221,8 @@ class SysMoE(nn.Module):
   capacity_factor: float = 1.25
   lb_loss_coef: float = 1e-2
   z_loss_coef: float = 0.0
-  expert_axis: str | None = None
-  token_axes: tuple[str, ...] = ("data", "expert")
+  expert_axis: str | None = None  # the mesh axis the experts are split over; None: unsharded
+  token_axes: tuple[str, ...] = ModelConfig.token_axes
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -213,7 +238,7 @@ class SysMoE(nn.Module):
     init_in = nn.initializers.variance_scaling(
       1.0, "fan_in", "truncated_normal", in_axis=-2, out_axis=-1, batch_axis=(0,)
     )
-    params = {
+    params = {  # EXPERT_PARAMS
       "expert_w_in": self.param("expert_w_in", init_in, (e, d, f), self.param_dtype),
       "expert_b_in": self.param("expert_b_in", nn.initializers.zeros, (e, f), self.param_dtype),
       "expert_w_out": self.param("expert_w_out", init_in, (e, f, d), self.param_dtype),
@@ -244,7 +269,7 @@ class SysMoE(nn.Module):
       raise ValueError(
         f"SysMoE(expert_axis={self.expert_axis!r}) needs a mesh with that axis: call "
         "the model inside `with jax.set_mesh(mesh):` (e.g. jax.make_mesh((2, 4), "
-        "('data', 'expert'), axis_types=(AxisType.Auto,) * 2)), or set expert_axis=None."
+        f"('data', {self.expert_axis!r}), axis_types=(AxisType.Auto,) * 2)), or set expert_axis=None."
       )
     n_ep = mesh.shape[self.expert_axis]
     if self.num_experts % n_ep:
@@ -261,6 +286,6 @@ class SysMoE(nn.Module):
         f"{unit_axes} ({n_units} shards): make the batch divisible."
       )
     unit_spec = P(unit_axes)
-    param_specs = {name: P(self.expert_axis) for name in args[0]}
-    in_specs = (param_specs,) + (unit_spec,) * (len(args) - 1)
+    expert_specs = {name: P(self.expert_axis) for name in args[0]}
+    in_specs = (expert_specs,) + (unit_spec,) * (len(args) - 1)
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=unit_spec)(*args)

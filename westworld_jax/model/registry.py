@@ -1,7 +1,9 @@
 """World models by name, so that training, evaluation and control pick one from the config and
-never special-case it: `build(name, size, **overrides)` makes one, e.g.
+never special-case it: `build(name, size, rules, **overrides)` makes one, e.g.
 `build("westworld", "tiny", moe_mode="topk")`; `names()` lists them. A model is registered by its
-line in `BUILDERS` (name -> builder `(size, **overrides) -> WorldModel`).
+line in `BUILDERS` (name -> builder `(size, rules=None, **overrides) -> WorldModel`). `rules` is the
+mesh rule table the model runs under (model/sharding.py; None: the default table): a model whose
+computation splits over a mesh (WestWorld's expert dispatch) resolves its logical axes through it.
 
 The WorldModel interface (its functions, `Capacity` and `check_fits`) is world_model.py,
 re-exported here with its helpers; the models import that module, not this one.
@@ -22,8 +24,8 @@ from westworld_jax.model.world_model import (
   Params,
   WorldModel,
   copy_history,
-  replicated_specs,
 )
+from westworld_jax.model.sharding import replicated_specs
 
 __all__ = [
   "Batch",
@@ -50,8 +52,8 @@ def names() -> list[str]:
   return sorted(BUILDERS)
 
 
-def build(name: str, size: str = "base", **overrides: Any) -> WorldModel:
-  """The model `name` at size `size` with config fields overridden."""
+def build(name: str, size: str = "base", rules: Any = None, **overrides: Any) -> WorldModel:
+  """The model `name` at size `size` with config fields overridden, under the rule table `rules`."""
   if name not in BUILDERS:
     raise ValueError(f"unknown model {name!r}; registered: {sorted(BUILDERS)}.")
-  return BUILDERS[name](size, **overrides)
+  return BUILDERS[name](size, rules=rules, **overrides)

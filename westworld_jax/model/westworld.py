@@ -32,8 +32,11 @@ upstream, whose CLS after the last step sees the whole window. system_embedding=
 causal everywhere. cls_position="end" is upstream exactly: the gate also sees every action
 of the window.
 
-`westworld_model(config)` / `build_westworld(size, **overrides)` wrap it as a WorldModel
-(world_model.py); the registry builds it as "westworld".
+`westworld_model(config, rules)` / `build_westworld(size, rules, **overrides)` wrap it as a
+WorldModel (world_model.py); the registry builds it as "westworld". Sharding: config.expert_axis
+names the logical axis of the experts (None: no expert parallelism); the rule table `rules`
+(model/sharding.py) maps it to the mesh axis that the expert weights are split over and the
+Sys-MoE dispatches over.
 """
 
 from __future__ import annotations
@@ -49,9 +52,10 @@ from westworld_jax.model.configs import ModelConfig, get_model_config
 from westworld_jax.model.embeddings import TokenEmbedding
 from westworld_jax.model.loss import next_step_loss
 from westworld_jax.model.mamba import SelectiveSSM
-from westworld_jax.model.moe import SysMoE, expert_param_specs
+from westworld_jax.model import moe as moe_lib, sharding
+from westworld_jax.model.moe import SysMoE
 from westworld_jax.model.tokenizer import expectation
-from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, replicated_specs
+from westworld_jax.model.world_model import Capacity, WorldModel, copy_history
 
 _MASKED_LOGIT = -1e9  # finite, so a fully masked row gives no NaN (it is zeroed anyway)
 
@@ -97,6 +101,7 @@ class WestWorldBlock(nn.Module):
 
   config: ModelConfig
   deterministic: bool = True
+  expert_mesh_axis: str | None = None  # config.expert_axis through the rule table (None: unsharded)
 
   def _ln(self, name):
     return nn.LayerNorm(dtype=jnp.float32, param_dtype=jnp.dtype(self.config.param_dtype), name=name)
@@ -171,7 +176,7 @@ class WestWorldBlock(nn.Module):
       capacity_factor=cfg.capacity_factor,
       lb_loss_coef=cfg.lb_loss_coef,
       z_loss_coef=cfg.z_loss_coef,
-      expert_axis=cfg.expert_axis,
+      expert_axis=self.expert_mesh_axis,
       token_axes=tuple(cfg.token_axes),
       dtype=dt,
       param_dtype=pdt,
@@ -184,9 +189,11 @@ class WestWorldBlock(nn.Module):
 
 class WestWorld(nn.Module):
   """The world model. __call__(batch, train=False) -> {"logits": [B, T, Co, K] float32,
-  "aux_loss": scalar float32 (MoE balance/z losses, already weighted)}."""
+  "aux_loss": scalar float32 (MoE balance/z losses, already weighted)}. `rules`: the rule table
+  that maps config.expert_axis to a mesh axis (model/sharding.py)."""
 
   config: ModelConfig
+  rules: sharding.Rules = sharding.as_rules()
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool = False) -> dict[str, jax.Array]:
@@ -198,12 +205,13 @@ class WestWorld(nn.Module):
     x_bctd, act_bctd = TokenEmbedding(cfg, name="embed")(batch)
 
     block_cls = nn.remat(WestWorldBlock) if cfg.remat else WestWorldBlock
+    expert_mesh_axis = expert_mesh_axis_of(cfg, self.rules)
     aux = jnp.zeros((), jnp.float32)
     cls_sd = None
     for i in range(cfg.n_layers):
-      x_bctd, cls_out_sd, aux_i = block_cls(cfg, deterministic=not train, name=f"block_{i}")(
-        x_bctd, act_bctd, obs_mask_bc, act_mask_bc, cls_sd
-      )
+      x_bctd, cls_out_sd, aux_i = block_cls(
+        cfg, deterministic=not train, expert_mesh_axis=expert_mesh_axis, name=f"block_{i}"
+      )(x_bctd, act_bctd, obs_mask_bc, act_mask_bc, cls_sd)
       cls_sd = cls_out_sd if cfg.cls_from_previous_block else None
       aux = aux + aux_i
 
@@ -240,8 +248,22 @@ def param_count(config: ModelConfig) -> int:
 # ----------------------------------------------------------------------------- WorldModel
 
 
-def westworld_model(config: ModelConfig) -> WorldModel:
-  module = WestWorld(config)
+def expert_mesh_axis_of(config: ModelConfig, rules: sharding.Rules) -> str | None:
+  """The mesh axis the experts are split over: config.expert_axis through the rule table."""
+  axis = None if config.expert_axis is None else sharding.mesh_axes(rules, config.expert_axis)
+  if axis is not None and not isinstance(axis, str):
+    raise ValueError(
+      f"the rule table maps the experts' logical axis {config.expert_axis!r} to mesh axes {axis}: "
+      "the expert dispatch runs over one mesh axis"
+    )
+  return axis
+
+
+def westworld_model(config: ModelConfig, rules: Any = None) -> WorldModel:
+  """WestWorld as a WorldModel; `rules`: the rule table it runs under (None: sharding.DEFAULT_RULES)."""
+  rules = sharding.as_rules(rules)
+  expert_mesh_axis_of(config, rules)  # a table without the experts' axis fails here, not in a trace
+  module = WestWorld(config, rules)
 
   def init(rng, batch):
     return module.init({"params": rng}, batch)["params"]
@@ -257,9 +279,11 @@ def westworld_model(config: ModelConfig) -> WorldModel:
     pred = jnp.concatenate([batch["obs"][:, :1].astype(jnp.float32), expectation(logits[:, :-1])], axis=1)
     return copy_history(pred, batch, config.history)
 
-  specs = expert_param_specs if config.expert_axis else replicated_specs
-  return WorldModel("westworld", config, init, loss, predict, specs, Capacity.of(config))
+  def param_specs(params):
+    return moe_lib.param_specs(params, config.expert_axis)
+
+  return WorldModel("westworld", config, init, loss, predict, param_specs, Capacity.of(config))
 
 
-def build_westworld(size: str = "base", **overrides: Any) -> WorldModel:
-  return westworld_model(get_model_config(size, **overrides))
+def build_westworld(size: str = "base", rules: Any = None, **overrides: Any) -> WorldModel:
+  return westworld_model(get_model_config(size, **overrides), rules)

@@ -11,7 +11,10 @@ A `WorldModel` is a bundle of pure functions of (params, batch) at the jit bound
       and all actions act[:, :T] only (never obs[:, history:]);
       pred[:, :history] = obs[:, :history].
       Values are in the normalised [0, 1] space; padded channels/steps are unspecified.
-  param_specs(params) -> PartitionSpec tree (experts over the 'expert' mesh axis, rest replicated)
+  param_specs(params) -> the logical axes of every parameter: a tree of PartitionSpecs of logical
+      axis names, e.g. P("expert", None, None), P() (sharding.replicated_specs: nothing split);
+      the rule table (model/sharding.py) maps them to mesh axes for the parameters and their
+      optimizer moments alike
 
 and its `Capacity`: the largest window, channel counts and structural / kind indices it takes.
 Batches follow westworld_jax/model/BATCH_SPEC.md.
@@ -24,7 +27,6 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
 
 Params = Any
 Batch = dict[str, jax.Array]
@@ -130,10 +132,6 @@ class WorldModel:
           limit,
           n,
         )
-
-
-def replicated_specs(params: Params) -> Any:
-  return jax.tree.map(lambda _: P(), params)
 
 
 def copy_history(pred_btc: jax.Array, batch: Batch, history: int) -> jax.Array:

@@ -137,18 +137,19 @@ def compile_train_step(
   (with XLA `compiler_options`; GPU_AOT_OPTIONS for gpu_devices())."""
   b = batch or cfg.data.batch_size
   t = cfg.data.history + cfg.data.horizon
-  model = build_model(cfg.model)
+  rules = mesh_lib.config_rules(cfg.mesh)
+  model = build_model(cfg.model, rules)
   mesh = mesh_lib.make_mesh(cfg.mesh, list(devices))
-  if b % mesh_lib.batch_shards(mesh):
+  if b % mesh_lib.batch_shards(mesh, rules):
     raise ValueError(
-      f"batch {b} is not divisible by the {mesh_lib.batch_shards(mesh)} batch shards of "
+      f"batch {b} is not divisible by the {mesh_lib.batch_shards(mesh, rules)} batch shards of "
       f"mesh {dict(mesh.shape)}: choose another batch"
     )
   tx, schedule = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
-  abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh)
-  shardings = mesh_lib.state_shardings(abstract, mesh, state_lib.expert_parallel(model))
+  abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh, rules)
+  shardings = mesh_lib.state_shardings(model, abstract, mesh, rules)
   state_in = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract, shardings)
-  bs = mesh_lib.batch_sharding(mesh)
+  bs = mesh_lib.batch_sharding(mesh, rules)
   batch_in = {
     k: jax.ShapeDtypeStruct(shape, dtype, sharding=bs) for k, (shape, dtype) in batch_spec(b, t, obs, act).items()
   }

@@ -188,7 +188,8 @@ def train(cfg, workdir: str) -> TrainResult:
   validate.check_training_config(cfg)
   maybe_initialize_distributed(cfg)
   workdir = os.path.abspath(workdir)
-  model = run_files.build_model(cfg.model)
+  rules = mesh_lib.config_rules(cfg.mesh)
+  model = run_files.build_model(cfg.model, rules)
   mesh = mesh_lib.make_mesh(cfg.mesh)
   validate.check_data_config(cfg, model, mesh)
   envs = corpus_lib.ensure_corpus(cfg.data)
@@ -199,13 +200,13 @@ def train(cfg, workdir: str) -> TrainResult:
   record = ckpt_lib.run_record(identity, config)
 
   iterator = pipeline.make_iterator(corpus_lib.pipeline_config(cfg.data, envs, cfg.seed))
-  abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh)
-  shardings = mesh_lib.state_shardings(abstract, mesh, state_lib.expert_parallel(model))
+  abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh, rules)
+  shardings = mesh_lib.state_shardings(model, abstract, mesh, rules)
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
   with jax.set_mesh(mesh):
     state = _resume(ckpt, ckpt_lib.with_shardings(abstract, shardings), iterator, identity, config)
     if state is None:
-      state, _ = state_lib.create_sharded_state(model, tx, cfg.seed, mesh)
+      state, _ = state_lib.create_sharded_state(model, tx, cfg.seed, mesh, rules)
       if cfg.init_from:
         state = finetune.with_pretrained_params(state, cfg.init_from, shardings)
   start = int(jax.device_get(state["step"]))
@@ -220,7 +221,7 @@ def train(cfg, workdir: str) -> TrainResult:
     cfg.total_steps,
   )
 
-  batch_sharding = mesh_lib.batch_sharding(mesh)
+  batch_sharding = mesh_lib.batch_sharding(mesh, rules)
   train_step = step_lib.make_train_step(model, tx, schedule, cfg.seed, shardings, batch_sharding)
   validator = Validator(cfg, model, envs, mesh, shardings["params"])
   writer = logs.MetricsWriter(workdir, resume_step=start, tensorboard=cfg.log.tensorboard)

@@ -1,9 +1,11 @@
-"""Device mesh from the config and the one table that maps logical axes onto it.
+"""Device mesh from the config, and the shardings training derives from the mesh rule table.
 
 Mesh axes are ('data', 'expert'). A size of -1 means "all remaining devices", so the same
-config runs on 1 CPU, 8 GPUs or a pod slice. Every sharding in training derives from
-LOGICAL_RULES: the batch is split over data x expert (the expert axis doubles as data
-parallelism outside the MoE), expert weights over 'expert', everything else replicated.
+config runs on 1 CPU, 8 GPUs or a pod slice. Every sharding comes from logical axes through the
+config's rule table (cfg.mesh.rules, model/sharding.py; by default the batch over data x expert,
+the expert axis doubling as data parallelism outside the MoE, and expert weights over 'expert'):
+the batch's leading axis is the logical 'batch' axis, a parameter's axes are what its model's
+param_specs declare, and the optimizer state follows the parameters.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from typing import Any, Sequence
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from westworld_jax.model import sharding
+from westworld_jax.model.world_model import WorldModel
+
 MESH_AXES = ("data", "expert")
 
-# logical axis -> mesh axes (None = replicated). The only place this mapping is written.
-LOGICAL_RULES: dict[str, Any] = {
-  "batch": ("data", "expert"),
-  "expert": "expert",
-}
-EXPERT_PARAM_PREFIX = "expert_"  # params (and their optimizer moments) with a leading [E] axis
+
+def config_rules(mesh_cfg) -> sharding.Rules:
+  """The rule table of a config's `mesh` (sharding.DEFAULT_RULES when it has none)."""
+  return sharding.as_rules(None if mesh_cfg is None else mesh_cfg.get("rules"))
 
 
 def resolve_axis_sizes(sizes: Sequence[int], num_devices: int) -> tuple[int, ...]:
@@ -49,39 +52,37 @@ def resolve_axis_sizes(sizes: Sequence[int], num_devices: int) -> tuple[int, ...
 
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """Mesh ('data', 'expert') with Auto axis types (so data-parallel gradients need no
-  explicit out_shardings; see DESIGN.md)."""
+  explicit out_shardings)."""
   devices = list(devices if devices is not None else jax.devices())
   sizes = resolve_axis_sizes((mesh_cfg.data, mesh_cfg.expert), len(devices))
   return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
 
 
-def logical_spec(*logical_axes: str | None) -> P:
-  return P(*(LOGICAL_RULES.get(a) if a else None for a in logical_axes))
+def batch_sharding(mesh: Mesh, rules: Any = None) -> NamedSharding:
+  """Leading (batch) axis over the mesh axes of the logical 'batch' axis; every batch array has the
+  batch first. rules None: sharding.DEFAULT_RULES."""
+  return NamedSharding(mesh, sharding.to_mesh(P(sharding.BATCH), rules))
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis over data x expert; every batch array has the batch first."""
-  return NamedSharding(mesh, logical_spec("batch"))
+def batch_shards(mesh: Mesh, rules: Any = None) -> int:
+  """How many pieces batch_sharding splits the batch into."""
+  return math.prod(mesh.shape[a] for a in jax.tree.leaves(sharding.mesh_axes(rules, sharding.BATCH)))
 
 
-def batch_shards(mesh: Mesh) -> int:
-  return math.prod(mesh.shape[a] for a in jax.tree.leaves(LOGICAL_RULES["batch"]))
+def state_specs(state: Any, param_specs: Any) -> Any:
+  """Mesh PartitionSpecs of a train state: every subtree shaped like state["params"] (the params,
+  and the optimizer's moments, which optax keeps as param-shaped subtrees) takes `param_specs`;
+  every other leaf (step, counts) is replicated."""
+  params_def = jax.tree.structure(state["params"])
+
+  def is_params(node):
+    return jax.tree.structure(node) == params_def
+
+  return jax.tree.map(lambda node: param_specs if is_params(node) else P(), state, is_leaf=is_params)
 
 
-def state_specs(state: Any, expert_parallel: bool) -> Any:
-  """PartitionSpec for every leaf of a train state (params and optimizer moments alike:
-  a moment leaf carries its parameter's name as the last key of its path)."""
-
-  def spec(path, leaf):
-    name = str(getattr(path[-1], "key", path[-1])) if path else ""
-    if expert_parallel and name.startswith(EXPERT_PARAM_PREFIX) and getattr(leaf, "ndim", 0) >= 1:
-      return logical_spec("expert")
-    return P()
-
-  return jax.tree_util.tree_map_with_path(spec, state)
-
-
-def state_shardings(state: Any, mesh: Mesh, expert_parallel: bool) -> Any:
-  return jax.tree.map(
-    lambda s: NamedSharding(mesh, s), state_specs(state, expert_parallel), is_leaf=lambda x: isinstance(x, P)
-  )
+def state_shardings(model: WorldModel, state: Any, mesh: Mesh, rules: Any = None) -> Any:
+  """NamedShardings of a train state (or its abstract shapes): the model's logical param_specs
+  through the rule table `rules` (None: sharding.DEFAULT_RULES)."""
+  specs = state_specs(state, sharding.to_mesh(model.param_specs(state["params"]), rules))
+  return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))

@@ -22,10 +22,11 @@ RUN_FILE = "run_config.json"
 DATA_STATS_FILE = "data_stats.json"
 
 
-def build_model(model_cfg) -> registry.WorldModel:
-  """registry.build(name, size, **every other field of cfg.model)."""
+def build_model(model_cfg, rules=None) -> registry.WorldModel:
+  """registry.build(name, size, rules, **every other field of cfg.model); rules: the mesh rule
+  table (model/sharding.py) the model runs under (None: the default table)."""
   fields = {k: v for k, v in model_cfg.to_dict().items() if k not in ("name", "size")}
-  return registry.build(model_cfg.name, model_cfg.size, **fields)
+  return registry.build(model_cfg.name, model_cfg.size, rules, **fields)
 
 
 def read_run_config(workdir: str) -> dict:

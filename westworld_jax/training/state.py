@@ -57,21 +57,20 @@ def init_state(model: WorldModel, tx: optax.GradientTransformation, seed: int, b
   return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
 
-def abstract_state(model: WorldModel, tx: optax.GradientTransformation, seed: int, mesh):
+def abstract_state(model: WorldModel, tx: optax.GradientTransformation, seed: int, mesh, rules: Any = None):
+  """The state's shapes and dtypes, from an init traced under `mesh` with the rule table `rules`
+  (None: the default table; it sets the example batch's size, see init_state)."""
   with jax.set_mesh(mesh):
-    return jax.eval_shape(lambda: init_state(model, tx, seed, mesh_lib.batch_shards(mesh)))
+    return jax.eval_shape(lambda: init_state(model, tx, seed, mesh_lib.batch_shards(mesh, rules)))
 
 
-def expert_parallel(model: WorldModel) -> bool:
-  return bool(getattr(model.config, "expert_axis", None))
-
-
-def create_sharded_state(model: WorldModel, tx, seed: int, mesh) -> tuple[dict, Any]:
+def create_sharded_state(model: WorldModel, tx, seed: int, mesh, rules: Any = None) -> tuple[dict, Any]:
   """The state created directly in its sharded layout (jit with out_shardings), so no device
-  ever holds a full copy of sharded parameters; returns (state, shardings)."""
-  shardings = mesh_lib.state_shardings(abstract_state(model, tx, seed, mesh), mesh, expert_parallel(model))
+  ever holds a full copy of sharded parameters; returns (state, shardings). `rules`: the rule
+  table the model was built with (None: the default table)."""
+  shardings = mesh_lib.state_shardings(model, abstract_state(model, tx, seed, mesh, rules), mesh, rules)
   with jax.set_mesh(mesh):
-    state = jax.jit(lambda: init_state(model, tx, seed, mesh_lib.batch_shards(mesh)), out_shardings=shardings)()
+    state = jax.jit(lambda: init_state(model, tx, seed, mesh_lib.batch_shards(mesh, rules)), out_shardings=shardings)()
   return state, shardings
 
 

@@ -88,7 +88,7 @@ def check_data_config(cfg, model, mesh) -> None:
       f"windows of {d.history + d.horizon} steps exceed model.max_window_len="
       f"{model.config.max_window_len}: raise --config.model.max_window_len"
     )
-  shards_n = mesh_lib.batch_shards(mesh)
+  shards_n = mesh_lib.batch_shards(mesh, mesh_lib.config_rules(cfg.mesh))
   for name, b in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)):
     if b % shards_n or b % jax.process_count():
       raise ConfigError(

@@ -40,7 +40,7 @@ class Validator:
       if i >= cfg.eval.max_batches:
         break
       self.batches.append(pad_batch(b, eb))
-    self.sharding = mesh_lib.batch_sharding(mesh)
+    self.sharding = mesh_lib.batch_sharding(mesh, mesh_lib.config_rules(cfg.mesh))
     self.eval_step = step_lib.make_eval_step(model, params_shardings, self.sharding)
 
   def __call__(self, params, step: int, workdir: str | None) -> dict | None:

@@ -34,7 +34,8 @@ import jax.numpy as jnp
 from westworld_jax.model.baselines.layers import UNLIMITED, prepare_batch
 from westworld_jax.config_mixin import ConfigMixin
 from westworld_jax.model.configs import sized_config
-from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, replicated_specs
+from westworld_jax.model.sharding import replicated_specs
+from westworld_jax.model.world_model import Capacity, WorldModel, copy_history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,5 +238,6 @@ def elites(model: WorldModel, params, batch):
   return select_elites(lambda p, x: net.apply({"params": p}, x), params, prepare_batch(batch, config), config)
 
 
-def build_mlp_ensemble(size: str = "base", **overrides: Any) -> WorldModel:
+def build_mlp_ensemble(size: str = "base", rules: Any = None, **overrides: Any) -> WorldModel:
+  del rules  # the registry's rule table: nothing of this model is split
   return mlp_ensemble_model(get_mlp_ensemble_config(size, **overrides))

@@ -49,7 +49,8 @@ from westworld_jax.config_mixin import ConfigMixin
 from westworld_jax.model.configs import sized_config
 from westworld_jax.model.loss import WEIGHTINGS
 from westworld_jax.model.tokenizer import expectation
-from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, replicated_specs
+from westworld_jax.model.sharding import replicated_specs
+from westworld_jax.model.world_model import Capacity, WorldModel, copy_history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,5 +283,6 @@ def tdm_model(config: TDMConfig) -> WorldModel:
   return WorldModel("tdm", config, init, loss, predict, replicated_specs, Capacity.of(config, UNLIMITED))
 
 
-def build_tdm(size: str = "base", **overrides: Any) -> WorldModel:
+def build_tdm(size: str = "base", rules: Any = None, **overrides: Any) -> WorldModel:
+  del rules  # the registry's rule table: nothing of this model is split
   return tdm_model(get_tdm_config(size, **overrides))

@@ -45,7 +45,8 @@ from westworld_jax.config_mixin import ConfigMixin
 from westworld_jax.model.configs import sized_config
 from westworld_jax.model.loss import WEIGHTINGS
 from westworld_jax.model.tokenizer import expectation
-from westworld_jax.model.world_model import Capacity, WorldModel, copy_history, replicated_specs
+from westworld_jax.model.sharding import replicated_specs
+from westworld_jax.model.world_model import Capacity, WorldModel, copy_history
 
 
 # ----------------------------------------------------------------------------- config
@@ -263,5 +264,6 @@ def trajworld_model(config: TrajWorldConfig) -> WorldModel:
   return WorldModel("trajworld", config, init, loss, predict, replicated_specs, Capacity.of(config, UNLIMITED))
 
 
-def build_trajworld(size: str = "base", **overrides: Any) -> WorldModel:
+def build_trajworld(size: str = "base", rules: Any = None, **overrides: Any) -> WorldModel:
+  del rules  # the registry's rule table: nothing of this model is split
   return trajworld_model(get_trajworld_config(size, **overrides))
