@@ -17,12 +17,19 @@ from typing import Any, Mapping
 import jax
 from jax.sharding import PartitionSpec as P
 
+from westworld_jax.errors import UserError
+
 BATCH = "batch"  # the leading axis of every batch array
 EXPERT = "expert"  # the leading [E] axis of expert weights
 
 # The batch over data x expert (the expert axis doubles as data parallelism outside the MoE),
 # expert weights over 'expert'.
 DEFAULT_RULES: dict[str, Any] = {BATCH: ("data", "expert"), EXPERT: "expert"}
+
+
+class ShardingRuleError(UserError, ValueError):
+  """A rule table that cannot place a logical axis; the message says which rule to add or change."""
+
 
 # A rule table in hashable form (a flax module field): ((logical axis, mesh axes), ...).
 Rules = tuple[tuple[str, Any], ...]
@@ -52,7 +59,7 @@ def mesh_axes(rules: Mapping[str, Any] | Rules | None, logical: str) -> Any:
   """The mesh axes of one logical axis (None: not split); a name the table lacks raises."""
   table = dict(as_rules(rules))
   if logical not in table:
-    raise ValueError(
+    raise ShardingRuleError(
       f"logical axis {logical!r} has no rule in the mesh rule table {table} (cfg.mesh.rules): add one, "
       "e.g. --config.mesh.rules.<axis>=<mesh axis>"
     )

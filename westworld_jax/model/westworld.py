@@ -252,7 +252,7 @@ def expert_mesh_axis_of(config: ModelConfig, rules: sharding.Rules) -> str | Non
   """The mesh axis the experts are split over: config.expert_axis through the rule table."""
   axis = None if config.expert_axis is None else sharding.mesh_axes(rules, config.expert_axis)
   if axis is not None and not isinstance(axis, str):
-    raise ValueError(
+    raise sharding.ShardingRuleError(
       f"the rule table maps the experts' logical axis {config.expert_axis!r} to mesh axes {axis}: "
       "the expert dispatch runs over one mesh axis"
     )
