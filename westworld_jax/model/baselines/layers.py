@@ -11,13 +11,23 @@ import jax
 import jax.numpy as jnp
 
 from westworld_jax.model.batch import check_batch
-from westworld_jax.model.loss import next_step_loss
+from westworld_jax.model.loss import WEIGHTINGS, next_step_loss
 from westworld_jax.model.tokenizer import hl_gauss_histogram
 
 _MASKED_LOGIT = -1e9  # finite: a fully masked row gives no NaN (its weights are zeroed)
 _EMBED_INIT = nn.initializers.normal(stddev=0.02)
 # What the baselines do not read, so do not bound (they embed no structure and no kinds).
 UNLIMITED = ("max_objects", "max_bodies", "num_kinds")
+
+
+def check_transformer_config(config: Any) -> None:
+  """The checks TrajWorld's and TDM's configs share (heads, history, loss weighting)."""
+  if config.d_model % config.n_heads:
+    raise ValueError(f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}.")
+  if not 1 <= config.history <= config.max_window_len:
+    raise ValueError(f"history={config.history} must be in [1, max_window_len={config.max_window_len}].")
+  if config.loss_weighting not in WEIGHTINGS:
+    raise ValueError(f"loss_weighting={config.loss_weighting!r}: use one of {WEIGHTINGS}.")
 
 
 def prepare_batch(batch: Mapping[str, Any], config: Any) -> dict[str, jax.Array]:

@@ -40,6 +40,7 @@ from westworld_jax.model.baselines.layers import (
   FeedForward,
   ScalarTokenEmbed,
   channel_layout,
+  check_transformer_config,
   layer_norm,
   masked_softmax,
   prepare_batch,
@@ -47,7 +48,6 @@ from westworld_jax.model.baselines.layers import (
 )
 from westworld_jax.config_mixin import ConfigMixin
 from westworld_jax.model.configs import sized_config
-from westworld_jax.model.loss import WEIGHTINGS
 from westworld_jax.model.tokenizer import expectation
 from westworld_jax.model.sharding import replicated_specs
 from westworld_jax.model.world_model import Capacity, WorldModel, copy_history
@@ -74,12 +74,7 @@ class TDMConfig(ConfigMixin):
   remat: bool = False
 
   def __post_init__(self):
-    if self.d_model % self.n_heads:
-      raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}.")
-    if not 1 <= self.history <= self.max_window_len:
-      raise ValueError(f"history={self.history} must be in [1, max_window_len={self.max_window_len}].")
-    if self.loss_weighting not in WEIGHTINGS:
-      raise ValueError(f"loss_weighting={self.loss_weighting!r}: use one of {WEIGHTINGS}.")
+    check_transformer_config(self)
 
 
 TDM_SIZES: dict[str, dict[str, Any]] = {

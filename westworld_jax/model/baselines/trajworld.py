@@ -36,6 +36,7 @@ from westworld_jax.model.baselines.layers import (
   FeedForward,
   ScalarTokenEmbed,
   channel_layout,
+  check_transformer_config,
   layer_norm,
   masked_softmax,
   prepare_batch,
@@ -43,7 +44,6 @@ from westworld_jax.model.baselines.layers import (
 )
 from westworld_jax.config_mixin import ConfigMixin
 from westworld_jax.model.configs import sized_config
-from westworld_jax.model.loss import WEIGHTINGS
 from westworld_jax.model.tokenizer import expectation
 from westworld_jax.model.sharding import replicated_specs
 from westworld_jax.model.world_model import Capacity, WorldModel, copy_history
@@ -72,12 +72,7 @@ class TrajWorldConfig(ConfigMixin):
   remat: bool = False  # rematerialise each block in the training backward pass
 
   def __post_init__(self):
-    if self.d_model % self.n_heads:
-      raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}.")
-    if not 1 <= self.history <= self.max_window_len:
-      raise ValueError(f"history={self.history} must be in [1, max_window_len={self.max_window_len}].")
-    if self.loss_weighting not in WEIGHTINGS:
-      raise ValueError(f"loss_weighting={self.loss_weighting!r}: use one of {WEIGHTINGS}.")
+    check_transformer_config(self)
 
 
 TRAJWORLD_SIZES: dict[str, dict[str, Any]] = {
