@@ -62,8 +62,9 @@ _ADAPT = (
   + """
 from mujoco.mjx._src import collision_driver
 from mujoco import mjx
-from westworld_jax.robots import catalogue, robot as robot_lib
-from westworld_jax.data import mjx_backend
+from westworld_jax.robots import catalogue
+from westworld_jax.robots.loading import load_robot
+from westworld_jax.data import mjx_backend, mjx_model
 
 def world_contacts(m):
   world = m.body_weldid[m.geom_bodyid] == 0
@@ -78,7 +79,7 @@ for name in NAMES:
   model = catalogue.load(name).model
   before = (model.geom_contype.copy(), model.geom_conaffinity.copy(), model.geom_margin.copy(),
             int(model.opt.solver), int(model.opt.enableflags))
-  m, changes = mjx_backend.mjx_compatible_model(model, name)
+  m, changes = mjx_model.mjx_compatible_model(model, name)
   mjx.put_model(m, impl="jax")  # raises if still incompatible
   after = (model.geom_contype, model.geom_conaffinity, model.geom_margin, int(model.opt.solver),
            int(model.opt.enableflags))
@@ -91,7 +92,7 @@ BAD = '''<mujoco model="boxcyl"><worldbody><geom name="floor" type="plane" size=
   <body name="b" pos="0 0 2"><joint name="h" type="hinge"/><geom name="cyl" type="cylinder" size=".1 .1"/></body>
   </worldbody><contact><pair geom1="box" geom2="cyl"/></contact>
   <actuator><motor joint="h"/></actuator></mujoco>'''
-bad = robot_lib.load_robot(BAD, name="boxcyl_bot")
+bad = load_robot(BAD, name="boxcyl_bot")
 try:
   mjx_backend.MJXSimulator(bad)
   res["bad"] = None

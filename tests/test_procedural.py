@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from westworld_jax.robots import procedural as P
+from westworld_jax.robots.planar_locomotors import cheetah, planar_walker
+from westworld_jax.robots.snakes_swimmers import snake
 from westworld_jax.robots.catalogue import ASSET_DIR
 
 ASSETS = sorted(ASSET_DIR.glob("*.xml"))
@@ -56,7 +58,7 @@ def test_generators_are_deterministic():
     ("arm", dict(gripper=True)),
   ]:
     assert P.FAMILIES[family](**kwargs) == P.FAMILIES[family](**kwargs)
-  assert P.planar_walker(legs=(2, 2)) != P.planar_walker(legs=(2, 3))
+  assert planar_walker(legs=(2, 2)) != planar_walker(legs=(2, 3))
 
 
 @pytest.mark.timeout(30)
@@ -65,8 +67,8 @@ def test_topologies_are_diverse():
   assert len(signatures) >= 35
   # Mirror images share a topology; a different joint type does not.
   sig = lambda xml: P.topology_signature(mujoco.MjModel.from_xml_string(xml))  # noqa: E731
-  assert sig(P.cheetah(back=2, front=3)) == sig(P.cheetah(back=3, front=2))
-  assert sig(P.snake(n_links=4)) != sig(P.snake(n_links=4, pitch=True))
+  assert sig(cheetah(back=2, front=3)) == sig(cheetah(back=3, front=2))
+  assert sig(snake(n_links=4)) != sig(snake(n_links=4, pitch=True))
 
 
 @pytest.mark.timeout(45)

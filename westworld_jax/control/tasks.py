@@ -1,7 +1,7 @@
 """Control tasks: a catalogue robot simulated in MJX, with costs the planner minimises.
 
 A `Task` bundles
-- the robot (catalogue.load) and an MJX copy of its model (adapted by data/mjx_backend.py),
+- the robot (catalogue.load) and an MJX copy of its model (adapted by data/mjx_model.py),
 - `reset(key)` / `step(d, ctrl)` / `observe(d)`, all jittable and vmappable,
 - a running cost `cost(obs, ctrl, goal) -> (cost, healthy)` and `terminal_cost(obs, goal)` on the
   robot's observation vector (the world model's channels, in physical units), and the same on an
@@ -33,7 +33,7 @@ import mujoco
 from mujoco import mjx
 import numpy as np
 
-from westworld_jax.data import mjx_backend
+from westworld_jax.data import mjx_model
 from westworld_jax.robots import catalogue, kinematics
 from westworld_jax.robots.robot import Robot
 
@@ -64,7 +64,7 @@ class Task(abc.ABC):
   def __init__(self, robot: Robot | None = None, exact_physics: bool = False):
     self.robot = robot if robot is not None else catalogue.load(self.robot_name)
     r = self.robot
-    self.model, adaptations = mjx_backend.mjx_compatible_model(r.model, r.name, self.self_collisions)
+    self.model, adaptations = mjx_model.mjx_compatible_model(r.model, r.name, self.self_collisions)
     self.adaptations = list(adaptations)
     if not exact_physics:
       for field, value in self.physics.items():
@@ -75,12 +75,12 @@ class Task(abc.ABC):
     if self.adaptations:
       logging.info("task '%s': MJX model adaptations: %s", self.name, "; ".join(self.adaptations))
     try:
-      self.mx = mjx_backend.put_model(self.model)
-      self._d0 = mjx_backend.make_data(self.mx)
+      self.mx = mjx_model.put_model(self.model)
+      self._d0 = mjx_model.make_data(self.mx)
     except (NotImplementedError, ValueError, TypeError, KeyError) as e:
       raise ValueError(
         f"task '{self.name}': robot '{r.name}' does not run in MJX ({e}); choose another "
-        "robot or adapt its MJCF (see westworld_jax/data/mjx_backend.py)"
+        "robot or adapt its MJCF (see westworld_jax/data/mjx_model.py)"
       ) from e
     self.act_low = np.asarray(r.act_low, np.float32)
     self.act_high = np.asarray(r.act_high, np.float32)

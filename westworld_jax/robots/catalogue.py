@@ -19,7 +19,8 @@ from typing import Iterable
 
 from westworld_jax.errors import UserError
 from westworld_jax.robots import procedural
-from westworld_jax.robots import robot as robot_lib
+from westworld_jax.robots.loading import load_robot
+from westworld_jax.robots.robot import Robot
 
 # MJCF written here from published kinematics (held-out franka_panda, cassie_like, unitree_a1).
 ASSET_DIR = pathlib.Path(__file__).parent / "assets"
@@ -248,17 +249,17 @@ def resolve_source(source: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def load(name: str) -> robot_lib.Robot:
+def load(name: str) -> Robot:
   """Load a catalogue robot by name, or any MJCF/URDF path the user brings."""
   specs = robot_specs()
   if name not in specs:
     if os.path.exists(name) or name.endswith((".xml", ".urdf")):
-      return robot_lib.load_robot(name)
+      return load_robot(name)
     raise UnknownNameError(
       f"no robot '{name}' in the catalogue and no such file; `python -m westworld_jax.robots list` shows the catalogue"
     )
   s = specs[name]
-  return robot_lib.load_robot(resolve_source(s.source), name=s.name, frame_skip=s.frame_skip, add_motors=s.add_motors)
+  return load_robot(resolve_source(s.source), name=s.name, frame_skip=s.frame_skip, add_motors=s.add_motors)
 
 
 def iter_robots(split: str | None = None) -> Iterable[RobotSpec]:

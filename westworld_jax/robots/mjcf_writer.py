@@ -1,5 +1,6 @@
 """Writing MJCF for procedural robots: a tiny body/joint tree with its renderer, and the building
-blocks the generators in procedural.py share (capsule chains, planar roots and legs).
+blocks the generators share (capsule chains, planar roots and legs; the generators are listed in
+procedural.py).
 
 Every model gets the same timestep and solver (MJX supports Newton with pyramidal cones), motors
 with ctrlrange [-1, 1], limited damped joints with armature, and contact bits such that robot geoms
