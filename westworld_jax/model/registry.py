@@ -3,7 +3,7 @@ never special-case it: `build(name, size, **overrides)` makes one, e.g.
 `build("westworld", "tiny", moe_mode="topk")`; `names()` lists them. A model is registered by its
 line in `BUILDERS` (name -> builder `(size, **overrides) -> WorldModel`).
 
-The WorldModel interface (its functions, `Capacity` and `check_fits`) is world_model.py,
+The WorldModel interface (its functions, `Capacity` and the capacity check) is world_model.py,
 re-exported here with its helpers; the models import that module, not this one.
 """
 
