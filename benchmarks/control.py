@@ -117,8 +117,9 @@ def _time_replan(planner, state, calls: int) -> dict:
 
 def section_latency(a, which: str) -> list[dict]:
   import jax  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import backends, env, mppi, normalisation, planners, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import backends, env, mppi, normalisation, tasks  # pylint: disable=import-outside-toplevel
   from westworld_jax.model import flops, registry, ssm  # pylint: disable=import-outside-toplevel
+  from westworld_jax.model.batch import zeros_batch  # pylint: disable=import-outside-toplevel
 
   sizes = _sizes(a, jax.default_backend())
   task = tasks.make_task("hopper")
@@ -133,9 +134,7 @@ def section_latency(a, which: str) -> list[dict]:
     )
     for dtype in sizes["wm_dtypes"]:
       wm = registry.build("westworld", "control", dtype=dtype)
-      params = jax.jit(wm.init)(
-        jax.random.key(0), planners.spec_batch(task.num_obs, task.num_act, wm.history + a.horizon)
-      )
+      params = jax.jit(wm.init)(jax.random.key(0), zeros_batch(1, wm.history + a.horizon, task.num_obs, task.num_act))
       backend = backends.WorldModelBackend(wm, params, [task], [norm], a.horizon, sample_chunk=sizes["wm_sample_chunk"])
       info = {
         "model": "westworld/control (untrained)",

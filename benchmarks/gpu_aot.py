@@ -124,8 +124,9 @@ def train_row(devices, name, variant, batch, gpus, expert, overrides, impl) -> d
 def replan_rows(dev) -> list[dict]:
   """The world-model MPPI replan (Hopper, control-size model, 256 samples x horizon 100, the
   kernel scan): what benchmarks/control.py times on a GPU, compiled for one."""
-  from westworld_jax.control import backends, env, mppi, normalisation, planners, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import backends, env, mppi, normalisation, tasks  # pylint: disable=import-outside-toplevel
   from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
+  from westworld_jax.model.batch import zeros_batch  # pylint: disable=import-outside-toplevel
 
   task = tasks.make_task("hopper")
   norm = normalisation.Normaliser.from_stats(
@@ -138,7 +139,7 @@ def replan_rows(dev) -> list[dict]:
     wm = registry.build("westworld", "control", dtype=dtype, ssm_scan_impl="kernel")
     # the same parameters, initialised here with the host's scan (the kernel would be interpreted)
     init = registry.build("westworld", "control", dtype=dtype).init
-    params = jax.jit(init)(jax.random.key(0), planners.spec_batch(task.num_obs, task.num_act, wm.history + 100))
+    params = jax.jit(init)(jax.random.key(0), zeros_batch(1, wm.history + 100, task.num_obs, task.num_act))
     planner = mppi.MPPI(
       backends.WorldModelBackend(wm, params, [task], [norm], 100), mppi.MPPIConfig(samples=256, horizon=100)
     )

@@ -170,13 +170,13 @@ emit()
 _AUX = """
 from jax.sharding import AxisType
 from westworld_jax.model import registry
-from westworld_jax.control import planners as pol
+from westworld_jax.model.batch import zeros_batch
 t_start = time.time()
 task = tasks.make_task("pendulum")
 mesh = jax.make_mesh((8,), ("samples",), axis_types=(AxisType.Auto,))
 wm = registry.build("westworld", "tiny", n_layers=1)
 cfg = mppi.MPPIConfig(samples=32, horizon=8, iterations=2)
-params = jax.jit(wm.init)(jax.random.key(0), pol.spec_batch(2, 1, wm.history + cfg.horizon))
+params = jax.jit(wm.init)(jax.random.key(0), zeros_batch(1, wm.history + cfg.horizon, 2, 1))
 norm = normalisation.Normaliser.from_stats(normalisation.stats_from_rollouts(task, 4, 50), 2, 1)
 backend = backends.WorldModelBackend(wm, params, [task], [norm], cfg.horizon)
 # The same model with the fused scan kernel (Pallas interpreter here): under the mesh it must run per

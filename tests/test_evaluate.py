@@ -22,6 +22,7 @@ from westworld_jax import evaluation as ev
 from westworld_jax import few_shot as ft
 from westworld_jax import scaling as scaling_lib
 from westworld_jax.data import pipeline, shards
+from westworld_jax.model.metrics import horizon_errors
 from westworld_jax.robots import catalogue
 from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import loop
@@ -90,11 +91,9 @@ def test_metric_matches_hand_computation():
   np.testing.assert_allclose(out["mae_by_step"], [(0.1 + 0.2 + 0.3 + 0.5) / 5, 0.4 / 3], rtol=1e-6)
   np.testing.assert_allclose(out["mse_by_step"], [(0.01 + 0.04 + 0.09 + 0.25) / 5, 0.16 / 3], rtol=1e-6)
   # Pooling over batches == one batch with every window (sums, not means of means).
-  from westworld_jax.training import step as step_lib
-
   a, b = ev.Pooled(2), ev.Pooled(2)
-  a.add(step_lib.horizon_errors(jnp.asarray(pred[:1]), _batch(obs[:1], mask_c[:1], mask_t[:1]), 2), 1)
-  b.add(step_lib.horizon_errors(jnp.asarray(pred[1:]), _batch(obs[1:], mask_c[1:], mask_t[1:]), 2), 1)
+  a.add(horizon_errors(jnp.asarray(pred[:1]), _batch(obs[:1], mask_c[:1], mask_t[:1]), 2), 1)
+  b.add(horizon_errors(jnp.asarray(pred[1:]), _batch(obs[1:], mask_c[1:], mask_t[1:]), 2), 1)
   merged = a.merge(b).summary()
   for k in ("mae", "mse", "count"):
     np.testing.assert_allclose(merged[k], out[k], rtol=1e-6)

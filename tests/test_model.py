@@ -10,10 +10,11 @@ import pytest
 from westworld_jax.model import (
   WestWorld,
   check_batch,
+  expectation,
   get_model_config,
   next_step_loss,
   param_count,
-  prediction_metrics,
+  pooled_errors,
   target_mask,
 )
 
@@ -186,7 +187,8 @@ def test_loss_ignores_padding(params):
     loss = next_step_loss(logits, batch, first_target_step=H, weighting=weighting)
     loss2 = next_step_loss(noisy_logits, noisy, first_target_step=H, weighting=weighting)
     assert np.isfinite(float(loss)) and float(loss) == pytest.approx(float(loss2), abs=1e-6)
-  m, m2 = (prediction_metrics(lg, b, first_target_step=H) for lg, b in ((logits, batch), (noisy_logits, noisy)))
+  pred = lambda lg, b: np.concatenate([b["obs"][:, :1], expectation(lg[:, :-1])], axis=1)  # logits[:, t] -> obs t+1
+  m, m2 = (pooled_errors(pred(lg, b), b, H) for lg, b in ((logits, batch), (noisy_logits, noisy)))
   assert float(m["count"]) == valid.sum()
   for k in ("mae", "mse"):
     assert float(m[k]) == pytest.approx(float(m2[k]), abs=1e-6)

@@ -149,16 +149,10 @@ class WorldModelBackend(Backend):
     tasks, normalisers = list(tasks), list(normalisers)
     if not tasks or len(tasks) != len(normalisers):
       raise ValueError(f"need one normaliser per task, got {len(tasks)} tasks and {len(normalisers)} normalisers")
-    cap = world_model.capacity
     self.world_model, self.params, self.tasks = world_model, params, tasks
     self._history = int(world_model.history)
     self.horizon = int(horizon)
     self.T = self.history + self.horizon
-    if cap.exceeds("max_window_len", self.T):
-      raise ValueError(
-        f"history {self.history} + MPPI horizon {self.horizon} = {self.T} steps exceeds the world "
-        f"model's max_window_len={cap.max_window_len}: shorten mppi.horizon to <= {cap.max_window_len - self.history}"
-      )
     self.obs_pad = obs_pad or max(t.num_obs for t in tasks)
     self.act_pad = act_pad or max(t.num_act for t in tasks)
     for t in tasks:
@@ -167,12 +161,18 @@ class WorldModelBackend(Backend):
           f"task '{t.name}' has {t.num_obs} obs / {t.num_act} act channels, more than the padding "
           f"{self.obs_pad} / {self.act_pad}"
         )
-    world_model.check_fits(
-      max_obs_channels=self.obs_pad, max_act_channels=self.act_pad, hint="use a bigger model size or fewer channels"
-    )
-    for t in tasks:
-      if cap.exceeds("max_bodies", max(t.robot.obs_struct().max(initial=0), t.robot.act_struct().max(initial=0)) + 1):
-        raise ValueError(f"robot '{t.robot.name}' has more bodies than the world model's max_bodies={cap.max_bodies}")
+      world_model.check_robot(
+        f"robot '{t.robot.name}' (padded to {self.obs_pad} / {self.act_pad} obs / action channels, "
+        f"history {self.history} + mppi.horizon {self.horizon} steps)",
+        "plan with a world model of a larger {field} (or, for max_window_len, a shorter mppi.horizon)",
+        obs_struct=t.robot.obs_struct(),
+        act_struct=t.robot.act_struct(),
+        obs_kind=t.robot.obs_kinds(),
+        act_kind=t.robot.act_kinds(),
+        num_obs=self.obs_pad,
+        num_act=self.act_pad,
+        window_len=self.T,
+      )
     for t, n in zip(tasks, normalisers):
       if len(n.obs_min) != t.num_obs or len(n.act_min) != t.num_act:
         raise ValueError(

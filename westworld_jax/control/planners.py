@@ -28,11 +28,6 @@ from westworld_jax.model.batch import zeros_batch
 POLICIES = ("oracle", "world_model", "random")
 
 
-def spec_batch(num_obs: int, num_act: int, steps: int, batch: int = 1) -> dict:
-  """An all-real BATCH_SPEC batch of zeros (to initialise any registry model)."""
-  return zeros_batch(batch, steps, num_obs, num_act)
-
-
 def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
   """(world_model, params, Normaliser, description) for the task, per cfg.model / cfg.stats."""
   desc = {}
@@ -47,7 +42,7 @@ def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
   else:
     wm = registry.build(cfg.model.name, cfg.model.size, **dict(cfg.model.overrides))
     T = wm.history + cfg.mppi.horizon
-    params = jax.jit(wm.init)(jax.random.key(cfg.seed), spec_batch(task.num_obs, task.num_act, T))
+    params = jax.jit(wm.init)(jax.random.key(cfg.seed), zeros_batch(1, T, task.num_obs, task.num_act))
     env, stats = "", {}
     desc.update(trained=False, note="untrained world model (random init): pass --checkpoint for real control")
     logging.warning(

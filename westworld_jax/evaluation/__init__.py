@@ -15,8 +15,10 @@ Protocol, per evaluated environment:
     paper's tables); per horizon step; per environment and per robot (its environments pooled).
   - zero-shot (`require_unseen`): refuses a checkpoint trained on the robot (name or MJCF fingerprint).
 
-Modules: metrics (the pooled errors), checkpoints (loading, the hold-last reference, the leak
-check), evaluator (one checkpoint on environments), report (tables, plots, JSON).
+Modules: checkpoints (loading, the hold-last reference, the leak check), evaluator (one checkpoint
+on environments), report (tables, plots, JSON). The metric is model/metrics.py, and the eval step
+and its runner are training's (training/step.py, training/eval_runner.py), so that validation
+during training and evaluation after it measure alike.
 """
 
 from westworld_jax.evaluation.checkpoints import (
@@ -34,7 +36,6 @@ from westworld_jax.evaluation.evaluator import (
   env_summaries,
   evaluate_checkpoint,
 )
-from westworld_jax.evaluation.metrics import X100, Pooled, pooled_errors
 from westworld_jax.evaluation.report import (
   PROTOCOL,
   first_step_mae_x100,
@@ -49,3 +50,4 @@ from westworld_jax.evaluation.report import (
   save_figure,
   write_json,
 )
+from westworld_jax.model.metrics import X100, Pooled, pooled_errors

@@ -1,4 +1,5 @@
-"""The Evaluator: one checkpoint's jitted predict + error sums over an environment's held-out windows."""
+"""The Evaluator: one checkpoint on an environment's held-out windows, per the protocol
+(evaluation/__init__.py), with training's eval step and runner (training/step.py, eval_runner.py)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,14 @@ import os
 import time
 from typing import Sequence
 
-import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
 from westworld_jax.data import pipeline, shards
 from westworld_jax.evaluation.checkpoints import Checkpoint, check_unseen
-from westworld_jax.evaluation.metrics import Pooled
-from westworld_jax.model.batch import pad_batch
+from westworld_jax.model.metrics import Pooled
 from westworld_jax.training import corpus as corpus_lib
+from westworld_jax.training import eval_runner, validate
 from westworld_jax.training import step as step_lib
 
 
@@ -46,21 +45,16 @@ class Evaluator:
   ):
     if history != model.history:
       raise ValueError(f"history {history} differs from the model's {model.history}")
-    max_window_len = history + horizon if model.capacity.max_window_len is None else model.capacity.max_window_len
-    if history + horizon > max_window_len:
-      raise ValueError(f"history {history} + horizon {horizon} exceeds the model's max_window_len={max_window_len}")
+    model.check_fits(
+      f"history {history} + horizon {horizon}", "evaluate a shorter horizon", max_window_len=history + horizon
+    )
     self.model, self.params = model, params
     self.batch_size, self.history, self.horizon = batch_size, history, horizon
     self.max_obs = model.capacity.max_obs_channels
     self.max_act = model.capacity.max_act_channels
     self.obs_buckets = pipeline.channel_buckets(obs_buckets or pipeline.DEFAULT_OBS_BUCKETS, self.max_obs)
     self.act_buckets = pipeline.channel_buckets(act_buckets or pipeline.DEFAULT_ACT_BUCKETS, self.max_act)
-
-    def eval_step(params, batch):
-      pred = model.predict(params, batch)
-      return pred, step_lib.horizon_errors(pred, batch, model.history)
-
-    self._step = jax.jit(eval_step)
+    self._step = step_lib.make_eval_step(model)
 
   @classmethod
   def for_checkpoint(cls, ckpt: Checkpoint, batch_size: int, horizon: int = 0) -> "Evaluator":
@@ -95,25 +89,7 @@ class Evaluator:
   ) -> EnvResult:
     env_dir = os.path.join(corpus_dir, env)
     meta = shards.load_metadata(env_dir)
-    n_obs, n_act = len(meta["robot"]["obs_channels"]), len(meta["robot"]["act_channels"])
-    if (self.max_obs and n_obs > self.max_obs) or (self.max_act and n_act > self.max_act):
-      raise ValueError(
-        f"{env} has {n_obs} obs / {n_act} action channels but the model holds at most "
-        f"{self.max_obs} / {self.max_act}: pretrain with larger model.max_obs_channels / "
-        "max_act_channels to evaluate this robot"
-      )
-    struct = np.reshape(meta["obs_struct"] + meta["act_struct"], (-1, 4))
-    for what, col, bound in (
-      ("object ids", struct[:, 0], "max_objects"),
-      ("body ranks", struct[:, 1:], "max_bodies"),
-      ("channel kinds", np.array(meta["obs_kind"] + meta["act_kind"]), "num_kinds"),
-    ):
-      cap = self.model.capacity.limit(bound)
-      if cap is not None and len(col) and col.max() >= cap:  # an embedding lookup out of range gives NaN
-        raise ValueError(
-          f"{env} has {what} up to {int(col.max())} but the model's {bound}={cap}: this robot "
-          f"needs a model built with a larger {bound}"
-        )
+    validate.check_env_fits(self.model, meta, env, "this robot needs a model pretrained with a larger model.{field}")
     split = "val"
     if not len(pipeline.load_env(self._pipeline(corpus_dir, env, "val"), 0, env).windows):
       if not allow_train_fallback:
@@ -127,29 +103,24 @@ class Evaluator:
     cfg = self._pipeline(corpus_dir, env, split)
     env_data = pipeline.load_env(cfg, 0, env)
     ds, _ = pipeline.make_dataset(cfg)
-    pooled, examples, done = Pooled(self.history), [], 0
-    for b in ds:
-      if max_windows:
-        b = {k: v[: max_windows - done] for k, v in b.items()}
-      n = len(b["obs"])
-      pred, err = self._step(self.params, pad_batch(b, self.batch_size))  # padding windows count nowhere
-      pooled.add(err, n)
-      if len(examples) < keep_examples:
-        pred = np.asarray(jax.device_get(pred))
-        for i in range(min(n, keep_examples - len(examples))):
-          t = int(b["time_mask"][i].sum())
-          examples.append((b["obs"][i, :t, :n_obs], pred[i, :t, :n_obs]))
-      done += n
-      if max_windows and done >= max_windows:
-        break
+    run = eval_runner.run_eval(
+      self._step,
+      self.params,
+      ds,
+      self.batch_size,
+      self.history,
+      max_windows=max_windows,
+      keep_examples=keep_examples,
+    )
+    done = run.pooled.windows
     episodes = len({(int(w[0]), int(w[1])) for w in env_data.windows[:done]})  # unshuffled: in order
     return EnvResult(
       env,
       meta["robot"]["name"],
-      pooled,
+      run.pooled,
       "val" if split == "val" else "train (no val episodes; robot unseen by the model)",
       episodes,
-      examples,
+      [(obs, pred) for _, obs, pred in run.examples],
       [c["name"] for c in meta["robot"]["obs_channels"]],
     )
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from westworld_jax.evaluation.checkpoints import Checkpoint
 from westworld_jax.evaluation.evaluator import EnvResult, env_summaries
-from westworld_jax.evaluation.metrics import X100
+from westworld_jax.model.metrics import X100
 from westworld_jax.training import logs
 
 PROTOCOL = (

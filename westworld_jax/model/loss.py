@@ -1,10 +1,10 @@
-"""Training loss and prediction metrics for WestWorld's next-step logits.
+"""The training loss of WestWorld's next-step logits.
 
 logits[:, t, c] predicts obs[:, t + 1, c]. An element (b, t + 1, c) counts when channel c is
 real (obs_mask), step t + 1 is real (time_mask) and t + 1 >= first_target_step. WestWorld
 trains with ModelConfig.first_target_step: 1 (upstream) counts every next-step target of the
 window, history positions included; the history length counts the predicted horizon only.
-Evaluation metrics always score the horizon (first_target_step = history).
+The metric of validation and evaluation (metrics.py) always scores the horizon (steps >= history).
 
 Weighting (padding never counts, unlike upstream's fixed 1/78 weight per padded slot):
   "token" (default): mean over all real target tokens of the batch; an environment weighs
@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from westworld_jax.model.tokenizer import expectation, target_bins
+from westworld_jax.model.tokenizer import target_bins
 
 WEIGHTINGS = ("token", "env")
 
@@ -67,21 +67,3 @@ def next_step_loss(
   mask_btc = target_mask(batch, first_target_step)
   env_id = batch.get("env_id", jnp.zeros(logits_btck.shape[:1], jnp.int32))
   return _weighted_mean(nll_btc, mask_btc, env_id, weighting)
-
-
-def prediction_metrics(
-  logits_btck: jax.Array, batch: dict[str, jax.Array], *, first_target_step: int
-) -> dict[str, jax.Array]:
-  """Pooled error of the expectation read-out over valid elements of the horizon.
-
-  Returns mae, mse (normalised [0, 1] units; the paper reports them x100) and the sums and
-  count, so an evaluator can pool exactly across batches: mae = sum_abs_err / count.
-  """
-  pred_btc = expectation(logits_btck[:, :-1])
-  err_btc = pred_btc - batch["obs"][:, 1:].astype(jnp.float32)
-  w = target_mask(batch, first_target_step).astype(jnp.float32)
-  count = jnp.sum(w)
-  sum_abs = jnp.sum(jnp.abs(err_btc) * w)
-  sum_sq = jnp.sum(jnp.square(err_btc) * w)
-  denom = jnp.maximum(count, 1.0)
-  return {"mae": sum_abs / denom, "mse": sum_sq / denom, "sum_abs_err": sum_abs, "sum_sq_err": sum_sq, "count": count}

@@ -5,7 +5,7 @@ line in `BUILDERS` (name -> builder `(size, rules=None, **overrides) -> WorldMod
 mesh rule table the model runs under (model/sharding.py; None: the default table): a model whose
 computation splits over a mesh (WestWorld's expert dispatch) resolves its logical axes through it.
 
-The WorldModel interface (its functions, `Capacity` and `check_fits`) is world_model.py,
+The WorldModel interface (its functions, `Capacity` and the capacity check) is world_model.py,
 re-exported here with its helpers; the models import that module, not this one.
 """
 

@@ -16,7 +16,9 @@ A `WorldModel` is a bundle of pure functions of (params, batch) at the jit bound
       the rule table (model/sharding.py) maps them to mesh axes for the parameters and their
       optimizer moments alike
 
-and its `Capacity`: the largest window, channel counts and structural / kind indices it takes.
+and its `Capacity`: the largest window, channel counts and structural / kind indices it takes,
+which `WorldModel.check_robot` / `check_fits` check (training's corpus and windows, evaluation and
+the control backend all call them) before any index can overrun a table.
 Batches follow westworld_jax/model/BATCH_SPEC.md.
 """
 
@@ -27,12 +29,15 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from westworld_jax.errors import UserError
 
 Params = Any
 Batch = dict[str, jax.Array]
 
 
-class CapacityError(ValueError):
+class CapacityError(UserError, ValueError):
   """What a caller needs exceeds a model's capacity (`model`, `field`, `limit`, `need`)."""
 
   def __init__(self, message: str, model: str, field: str, limit: int, need: int):
@@ -119,19 +124,49 @@ class WorldModel:
   def history(self) -> int:
     return self.config.history
 
-  def check_fits(self, hint: str = "", **need: int) -> None:
-    """Raise a CapacityError for the first capacity field (keyword) whose need exceeds this
-    model's limit, e.g. check_fits(max_window_len=T, max_obs_channels=Co); `hint` says what to do."""
+  def check_fits(self, who: str, hint: str, **need: int) -> None:
+    """Raise a CapacityError for the first capacity field (keyword) whose need (a count) exceeds
+    this model's limit, e.g. check_fits("windows", "...", max_window_len=T). The message says
+    that `who` needs it and ends with `hint` (what to do; "{field}" in it names the field)."""
     for field, n in need.items():
       if self.capacity.exceeds(field, n):
         limit = self.capacity.limit(field)
         raise CapacityError(
-          f"the world model supports {field}={limit} but {n} are needed" + (f": {hint}" if hint else ""),
+          f"{who} needs {field} >= {n} but the {self.name} model has {field}={limit}: " + hint.format(field=field),
           self.name,
           field,
           limit,
           n,
         )
+
+  def check_robot(
+    self,
+    who: str,
+    hint: str,
+    *,
+    obs_struct: Any,
+    act_struct: Any,
+    obs_kind: Any,
+    act_kind: Any,
+    num_obs: int | None = None,
+    num_act: int | None = None,
+    window_len: int | None = None,
+  ) -> None:
+    """The capacity check of a robot (check_fits over every field): its channel counts (default:
+    its own; a caller that pads passes the padded ones), its structural indices ([C, 4] object id
+    and body ranks per channel) and channel kinds, and optionally the window length. An index
+    past a model's table would read NaN from an embedding, so every caller checks here first."""
+    struct = np.concatenate([np.reshape(obs_struct, (-1, 4)), np.reshape(act_struct, (-1, 4))])
+    kinds = np.concatenate([np.ravel(obs_kind), np.ravel(act_kind)])
+    need = {
+      "max_window_len": window_len,
+      "max_obs_channels": len(np.ravel(obs_kind)) if num_obs is None else num_obs,
+      "max_act_channels": len(np.ravel(act_kind)) if num_act is None else num_act,
+      "max_objects": int(struct[:, 0].max(initial=-1)) + 1,
+      "max_bodies": int(struct[:, 1:].max(initial=-1)) + 1,
+      "num_kinds": int(kinds.max(initial=-1)) + 1,
+    }
+    self.check_fits(who, hint, **{k: v for k, v in need.items() if v is not None})
 
 
 def copy_history(pred_btc: jax.Array, batch: Batch, history: int) -> jax.Array:

@@ -42,7 +42,8 @@ def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransform
 
 
 def example_batch(model: WorldModel, batch_size: int = 1) -> dict[str, jax.Array]:
-  """Smallest all-real batch that fixes parameter shapes (they do not depend on B, T or C)."""
+  """batch.zeros_batch at the smallest size that fixes parameter shapes (they do not depend on B,
+  T or C)."""
   cap, h = model.capacity, model.history
   t = min(h + 1 if cap.max_window_len is None else cap.max_window_len, h + 2)
   co = min(8, 8 if cap.max_obs_channels is None else cap.max_obs_channels)

@@ -1,4 +1,5 @@
-"""The jitted train and eval steps (pure functions of state and batch).
+"""The jitted train and eval steps (pure functions of state and batch); the eval step serves
+training's validation and evaluation alike, through eval_runner.py.
 
 train_step: loss and gradients, AdamW update, and a guard: when the loss, the gradient
 norm or the updated parameters are not finite the update is discarded (the returned state is the input state) and
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from westworld_jax.model.loss import target_mask
+from westworld_jax.model.metrics import horizon_errors
 from westworld_jax.model.registry import WorldModel
 
 
@@ -41,35 +42,16 @@ def make_train_step(
   )
 
 
-def horizon_errors(pred_btc: jax.Array, batch: dict[str, jax.Array], history: int) -> dict[str, jax.Array]:
-  """Pooled error sums over valid (window, step >= history, channel) elements, and per step.
+def make_eval_step(model: WorldModel, params_shardings: Any = None, batch_sharding: Any = None) -> Callable:
+  """(params, batch) -> (pred_btc, metrics.horizon_errors): the whole horizon from model.predict.
 
-  Sums (not means), so batches of any padding pool exactly: mae = sum_abs / count.
+  Training's validation passes the mesh's shardings; evaluation (one device) passes none.
   """
-  mask_btc = jnp.concatenate(
-    [jnp.zeros_like(target_mask(batch, history)[:, :1]), target_mask(batch, history)], axis=1
-  ).astype(jnp.float32)
-  err = (pred_btc - batch["obs"].astype(jnp.float32)) * mask_btc
-  abs_btc, sq_btc = jnp.abs(err), err * err
-  return {
-    "sum_abs": jnp.sum(abs_btc),
-    "sum_sq": jnp.sum(sq_btc),
-    "count": jnp.sum(mask_btc),
-    # per step (error vs horizon) and per window (per-environment pooling on the host)
-    "sum_abs_t": jnp.sum(abs_btc, axis=(0, 2)),
-    "sum_sq_t": jnp.sum(sq_btc, axis=(0, 2)),
-    "count_t": jnp.sum(mask_btc, axis=(0, 2)),
-    "sum_abs_b": jnp.sum(abs_btc, axis=(1, 2)),
-    "sum_sq_b": jnp.sum(sq_btc, axis=(1, 2)),
-    "count_b": jnp.sum(mask_btc, axis=(1, 2)),
-  }
-
-
-def make_eval_step(model: WorldModel, params_shardings: Any, batch_sharding: Any) -> Callable:
-  """(params, batch) -> (pred_btc, error sums): the whole horizon from model.predict."""
 
   def eval_step(params, batch):
     pred = model.predict(params, batch)
     return pred, horizon_errors(pred, batch, model.history)
 
+  if params_shardings is None and batch_sharding is None:
+    return jax.jit(eval_step)
   return jax.jit(eval_step, in_shardings=(params_shardings, batch_sharding))

@@ -1,6 +1,7 @@
 """Checks of a training config before any work starts, each naming the field to change: its numeric
 fields (check_training_config), its data windows and batches against the model and the mesh
-(check_data_config), and the corpus against the model's tables (check_corpus_fits_model)."""
+(check_data_config), and the corpus against the model's tables (check_corpus_fits_model; the
+capacity check itself is WorldModel.check_robot, model/world_model.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import math
 import os
 
 import jax
-import numpy as np
 
 from westworld_jax.data import shards
 from westworld_jax.errors import UserError
@@ -83,11 +83,11 @@ def check_data_config(cfg, model, mesh) -> None:
       f"data.history={d.history} but the model's history is {model.history}: set "
       "--config.model.history to match (or the other way round)"
     )
-  if model.capacity.exceeds("max_window_len", d.history + d.horizon):
-    raise ConfigError(
-      f"windows of {d.history + d.horizon} steps exceed model.max_window_len="
-      f"{model.config.max_window_len}: raise --config.model.max_window_len"
-    )
+  model.check_fits(
+    f"a window of data.history + data.horizon = {d.history + d.horizon} steps",
+    "raise --config.model.max_window_len",
+    max_window_len=d.history + d.horizon,
+  )
   shards_n = mesh_lib.batch_shards(mesh, mesh_lib.config_rules(cfg.mesh))
   for name, b in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)):
     if b % shards_n or b % jax.process_count():
@@ -97,23 +97,21 @@ def check_data_config(cfg, model, mesh) -> None:
       )
 
 
+def check_env_fits(model, meta: dict, who: str, hint: str) -> None:
+  """WorldModel.check_robot on a corpus environment's robot, from its metadata (shards.py)."""
+  model.check_robot(
+    who,
+    hint,
+    obs_struct=meta["obs_struct"],
+    act_struct=meta["act_struct"],
+    obs_kind=meta["obs_kind"],
+    act_kind=meta["act_kind"],
+  )
+
+
 def check_corpus_fits_model(data_cfg, envs: list[str], model) -> None:
-  """Out-of-range structural/kind indices would silently read garbage (NaN) from embedding tables."""
-  cfg = model.config
-  bounds = {"max_objects": (0,), "max_bodies": (1, 2, 3)}
+  """Each environment's channels, structural indices and kinds fit the model's tables (an index
+  past one would silently read NaN from an embedding)."""
   for name in envs:
     meta = shards.load_metadata(os.path.join(data_cfg.corpus_dir, name))
-    struct = np.array(meta["obs_struct"] + meta["act_struct"]).reshape(-1, 4)
-    for field, cols in bounds.items():
-      limit = model.capacity.limit(field)
-      if limit is not None and len(struct) and int(struct[:, cols].max()) >= limit:
-        raise ConfigError(
-          f"environment '{name}' has structural index {int(struct[:, cols].max())} but "
-          f"model.{field}={limit}: raise --config.model.{field}"
-        )
-    kinds = meta["obs_kind"] + meta["act_kind"]
-    if model.capacity.exceeds("num_kinds", max(kinds, default=-1) + 1):
-      raise ConfigError(
-        f"environment '{name}' has channel kind {max(kinds)} but model.num_kinds="
-        f"{cfg.num_kinds}: raise --config.model.num_kinds"
-      )
+    check_env_fits(model, meta, f"environment '{name}'", "raise --config.model.{field}")

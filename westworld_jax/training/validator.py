@@ -1,23 +1,22 @@
 """Validation during training: held-out episodes of the training environments, evaluated every
-eval.every steps (and at the last step); MAE/MSE pooled over valid elements, per environment, and a
-plot of the first window in <workdir>/plots/."""
+eval.every steps (and at the last step) by the eval runner (eval_runner.py) under the mesh; MAE/MSE
+pooled over valid elements, per environment, and a plot of the first window in <workdir>/plots/."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 
 import jax
-import numpy as np
 from absl import logging
 
 from westworld_jax.data import pipeline
-from westworld_jax.model.batch import pad_batch
 from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import logs
 from westworld_jax.training import mesh as mesh_lib
 from westworld_jax.training import step as step_lib
-from westworld_jax.training.distributed import to_global
+from westworld_jax.training.eval_runner import run_eval
 
 
 class Validator:
@@ -35,48 +34,35 @@ class Validator:
       corpus_lib.pipeline_config(cfg.data, self.envs, cfg.seed, split="val"), process_index=0, process_count=1
     )  # every host evaluates the same windows
     ds, _ = pipeline.make_dataset(pcfg)
-    eb = cfg.data.eval_batch_size
-    for i, b in enumerate(ds):
-      if i >= cfg.eval.max_batches:
-        break
-      self.batches.append(pad_batch(b, eb))
+    self.batches = list(itertools.islice(ds, cfg.eval.max_batches))
     self.sharding = mesh_lib.batch_sharding(mesh, mesh_lib.config_rules(cfg.mesh))
     self.eval_step = step_lib.make_eval_step(model, params_shardings, self.sharding)
 
   def __call__(self, params, step: int, workdir: str | None) -> dict | None:
     if not self.batches:
       return None
-    tot = {"sum_abs": 0.0, "sum_sq": 0.0, "count": 0.0}
-    per_env = {}
-    first = None
     with jax.set_mesh(self.mesh):
-      for b in self.batches:
-        pred, err = self.eval_step(params, to_global(b, self.sharding, per_process=False))
-        err = jax.device_get(err)
-        for k in tot:
-          tot[k] += float(err[k])
-        for e, sa, ss, c in zip(b["env_id"], err["sum_abs_b"], err["sum_sq_b"], err["count_b"]):
-          if c > 0:
-            acc = per_env.setdefault(self.envs[int(e)], [0.0, 0.0, 0.0])
-            acc[0] += float(sa)
-            acc[1] += float(ss)
-            acc[2] += float(c)
-        if first is None:
-          first = (b, np.asarray(jax.device_get(pred)))
-    n = max(tot["count"], 1.0)
-    out = {"val_mae": tot["sum_abs"] / n, "val_mse": tot["sum_sq"] / n}
-    out.update({f"val_mae/{e}": a / max(c, 1.0) for e, (a, _, c) in sorted(per_env.items())})
-    if workdir and jax.process_index() == 0 and first is not None:
-      b, pred = first
-      env = self.envs[int(b["env_id"][0])]
-      t = int(b["time_mask"][0].sum())
-      co = int(b["obs_mask"][0].sum())
+      run = run_eval(
+        self.eval_step,
+        params,
+        self.batches,
+        self.cfg.data.eval_batch_size,
+        self.model.history,
+        sharding=self.sharding,
+        keep_examples=1,
+      )
+    n = max(run.pooled.count, 1.0)
+    out = {"val_mae": run.pooled.sum_abs / n, "val_mse": run.pooled.sum_sq / n}
+    per_env = {self.envs[e]: p for e, p in run.by_env.items()}
+    out.update({f"val_mae/{e}": p.sum_abs / max(p.count, 1.0) for e, p in sorted(per_env.items())})
+    if workdir and jax.process_index() == 0 and run.examples:
+      env_id, obs, pred = run.examples[0]
       logs.plot_predictions(
         os.path.join(workdir, "plots", f"val_step_{step:08d}.png"),
-        b["obs"][0, :t, :co],
-        pred[0, :t, :co],
+        obs,
+        pred,
         self.model.history,
-        corpus_lib.channel_names(self.cfg.data, env),
-        f"{env}, step {step}: validation window (normalised)",
+        corpus_lib.channel_names(self.cfg.data, self.envs[env_id]),
+        f"{self.envs[env_id]}, step {step}: validation window (normalised)",
       )
     return out
