@@ -74,15 +74,7 @@ def adapt(
   result = loop.train(rc, workdir)  # resumes / returns at once when the run is already finished
   seconds = time.perf_counter() - t0
   ckpt = ev.load_checkpoint(workdir, f"{label} {'fine-tuned' if mode == 'finetune' else 'scratch'}")
-  res = ev.evaluate_checkpoint(
-    ckpt,
-    cfg.corpus_dir,
-    [env],
-    require_unseen=False,
-    batch_size=cfg.eval.batch_size,
-    max_windows=cfg.eval.max_windows,
-    keep_examples=cfg.eval.plot_windows,
-  )
+  res = _evaluate(cfg, ckpt, env, require_unseen=False, keep_examples=cfg.eval.plot_windows)
   for r in res.values():
     ev.plot_examples(outdir, ckpt.label, r, ckpt.model.history)
   last = next((r for r in reversed(result.rows) if "loss" in r), {})
@@ -101,17 +93,22 @@ def adapt(
   }
 
 
-def zero_shot(cfg, label: str, pretrained: str, env: str, outdir: str) -> dict:
-  ckpt = ev.load_checkpoint(pretrained, f"{label} zero-shot")
-  res = ev.evaluate_checkpoint(
+def _evaluate(cfg, ckpt, env: str, require_unseen: bool, keep_examples: int) -> dict:
+  """The few-shot robot's held-out windows under the config's evaluation settings."""
+  return ev.evaluate_checkpoint(
     ckpt,
     cfg.corpus_dir,
     [env],
-    require_unseen=True,
+    require_unseen=require_unseen,
     batch_size=cfg.eval.batch_size,
     max_windows=cfg.eval.max_windows,
-    keep_examples=0,
+    keep_examples=keep_examples,
   )
+
+
+def zero_shot(cfg, label: str, pretrained: str, env: str, outdir: str) -> dict:
+  ckpt = ev.load_checkpoint(pretrained, f"{label} zero-shot")
+  res = _evaluate(cfg, ckpt, env, require_unseen=True, keep_examples=0)
   return {**ev.run_record(ckpt, res), "env": env, "mode": "zero_shot", "seed": None, "pretrained": pretrained}
 
 
