@@ -5,15 +5,18 @@
   python benchmarks/control.py --checkpoint DIR     # world-model returns with a trained model
 
 Sections, each in its own subprocess (MJX sections pinned to one core on <= 2-core machines: jaxlib
-can deadlock at the first call of large vmapped MJX programs there; the world-model latency section uses every core):
-  latency_oracle  one replan of `--samples` x `--horizon` (default 256 x 100, the paper's) on Hopper,
-                  for 1 environment and for `--envs` environments batched (vmap) in one call;
+can deadlock there on the first call of large vmapped MJX programs; the world-model latency section
+uses every core):
+  latency_oracle  one replan of `--samples` x `--horizon` (default 256 x 100, the paper's) on Hopper
+                  with the MJX oracle, for 1 environment and for `--envs` environments batched (vmap)
+                  in one call (the C MuJoCo oracle against it: benchmarks/oracle_backends.py);
   latency_wm      the same with registry.build('westworld', 'control') (untrained: latency does not
                   depend on the weights); on a CPU the batched row uses `--wm_batched_samples` samples
                   per environment (a 256-sample replan takes minutes there); one row set per compute
                   dtype (`--wm_dtypes`), each with the replan's model TFLOP (model/flops.py) and TFLOP/s;
   returns         closed-loop episodes: oracle MPPI, world-model MPPI (untrained unless --checkpoint)
-                  and uniform random actions, from the same start states.
+                  and uniform random actions, from the same start states, on the control config's
+                  physics (auto: C MuJoCo on a CPU, MJX on an accelerator; control/physics.py).
 Latency is the median wall time of jitted replans after compilation (compile time reported apart).
 """
 
@@ -182,7 +185,7 @@ def section_latency(a, which: str) -> list[dict]:
 
 def section_returns(a) -> list[dict]:
   import jax  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import env, planners, rollout, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import physics, planners, rollout, tasks  # pylint: disable=import-outside-toplevel
   from experiments import control as control_cfg  # pylint: disable=import-outside-toplevel
 
   sizes = _sizes(a, jax.default_backend())
@@ -201,7 +204,7 @@ def section_returns(a) -> list[dict]:
         cfg.wm_sample_chunk = sizes["wm_sample_chunk"]
         steps = sizes["wm_episode_len"] or steps
       policy, history, desc = planners.make_policy(pol, task, cfg, a.checkpoint or None)
-      envs = env.Envs(task, history=history)
+      envs = physics.make_envs(task, history=history, physics=cfg.physics)
       logs, key = [], jax.random.key(a.seed)
       t0 = time.perf_counter()
       episodes = a.episodes if pol != "world_model" else 1
@@ -218,6 +221,7 @@ def section_returns(a) -> list[dict]:
         "return_std": round(s["return_std"], 2),
         "length_mean": s["length_mean"],
         "returns": [round(float(r), 2) for l in logs for r in l.returns],
+        "physics": envs.physics,
         "seconds": round(time.perf_counter() - t0, 1),
       }
       if pol != "random":
@@ -292,7 +296,10 @@ def main() -> None:
   for s in sections:
     rows = _run_section(s, argv)
     result["latency" if s.startswith("latency") else "returns"] += rows
-  notes = ["oracle and environments: MJX with brax's speed settings for Hopper/Walker2d (Euler, 4 solver iterations)"]
+  notes = [
+    "latency_oracle: MJX; returns: the physics of each row; both with brax's speed settings for "
+    "Hopper/Walker2d (Euler, 4 solver iterations)"
+  ]
   if any(r["policy"] == "world_model" and not r.get("trained") for r in result["returns"]):
     notes.append("world-model returns use an UNTRAINED model (no --checkpoint): they measure the loop, not control")
   result["notes"] = notes

@@ -3,7 +3,8 @@
 Variants (default: hopper):
   hopper, walker2d  the paper's setting: MPPI with 256 samples x horizon 100, oracle vs world model vs
                     random, gym-length episodes (1000 steps). Meant for an accelerator: on a 2-core
-                    CPU one oracle replan takes seconds.
+                    CPU one oracle replan takes ~0.45 s in C MuJoCo (~11 s in MJX), a world-model
+                    replan minutes.
   hopper_cpu        hopper on a CPU: 64 samples x horizon 30, 2 episodes of 100 steps.
   hopper_tiny       hopper on a CPU with a tiny world model (history 8 + horizon 24 <= its 32 steps):
                     64 samples x horizon 24, 100-step episodes; with westworld_jax.control.adapt
@@ -12,7 +13,7 @@ Variants (default: hopper):
   walker2d_tiny     the same for gym Walker2d (6 actuators: collecting the control data took 38 min, Hopper 32).
   go1, franka       Go1 walking forward upright; Franka Panda end-effector reach (oracle vs random).
                     Franka is very slow in MJX on a CPU (~1.5 s per physics step of 32 vmapped
-                    samples: MJX's kinematics over its 11-deep chain); use an accelerator.
+                    samples: MJX's kinematics over its 11-deep chain): there, keep physics 'auto'.
   pendulum, reacher cheap dm_control tasks (swing-up from hanging; reach a random target).
   tiny              pendulum on a CPU in about a minute: oracle, tiny world model (untrained unless
                     --checkpoint), random; 60 steps of horizon 16 (the tiny model's window): a smoke
@@ -20,6 +21,8 @@ Variants (default: hopper):
                     westworld_jax.control.adapt: a fine-tune in 1-2 minutes.
 World-model fine-tuning on control data (oracle MPPI episodes, the best 10% kept):
   python -m westworld_jax.control.adapt --config experiments/control.py:VARIANT --checkpoint DIR --workdir OUT
+physics (westworld_jax/control/physics.py): what the oracle and the environments step, 'auto' (C MuJoCo
+where JAX runs on a CPU, MJX on an accelerator), 'mujoco' or 'mjx'.
 Override anything on the command line, e.g. --config.mppi.samples=512 --config.policies="('oracle',)".
 """
 
@@ -53,6 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.n_envs = 1
   c.episode_len = 0  # control steps; 0 = the task's default
   c.seed = 0
+  c.physics = "auto"  # oracle and environments: 'auto' (C MuJoCo on a CPU, MJX on an accelerator) | 'mujoco' | 'mjx'
   c.workdir = ""  # default workdirs/control/<task>; --workdir overrides
   c.mppi = ml_collections.ConfigDict(MPPIConfig().to_dict())  # the defaults (control/mppi_config.py)
   # The world model when no --checkpoint is given (untrained: latency only) and its batching.
@@ -78,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant in ("hopper", "walker2d"):
     c.episodes = 3
   elif variant == "hopper_cpu":
-    c.mppi.samples, c.mppi.horizon = 64, 30  # one replan ~0.5 s on a CPU core
+    c.mppi.samples, c.mppi.horizon = 64, 30  # one replan ~30 ms in C MuJoCo, ~0.5 s in MJX on a CPU core
     c.episode_len = 100
     c.policies = ("oracle", "random")
   elif variant in ("hopper_tiny", "walker2d_tiny"):

@@ -1,17 +1,19 @@
-"""Downstream control (westworld_jax/control): MPPI with the MJX oracle and a world model.
+"""Downstream control (westworld_jax/control): MPPI with the simulator oracles (MJX, C MuJoCo) and a world model.
 
 Everything that runs MJX runs in subprocesses pinned to one core before jax is imported (jaxlib on
-two shared cores can deadlock at the first call of large vmapped MJX programs). Two subprocesses
-start together when the module's first test needs them and run on different cores:
+two shared cores can deadlock at the first call of large vmapped MJX programs). Three subprocesses
+start together when the module's first test needs them (hopper shares aux's core):
   main  oracle MPPI vs random on pendulum swing-up, control data -> corpus -> data pipeline, a
         perfect-model world-model backend against the oracle, and end to end: a tiny world model
         trained on that control data with the training API (training.loop.train), fine-tuned on it
         (control.adapt, as `python -m westworld_jax.control.adapt`) and driving world-model
         MPPI in closed loop through the control CLI's experiment.run (summary.json, video);
   aux   8 forced CPU devices: the replan with samples sharded over a mesh == unsharded; channel
-        padding and several robots in one world-model batch.
+        padding and several robots in one world-model batch;
+  hopper  the C MuJoCo and MJX oracles cost the same plans alike; C-oracle MPPI keeps the hopper
+        healthy in closed loop; control-data collection steps C MuJoCo on a CPU.
 Unit tests of pure functions (noise, weights, trajectory cost, normaliser, config errors, GL
-backend selection) run here.
+backend selection, the physics choice) run here.
 """
 
 import json
@@ -231,6 +233,58 @@ RES["seconds"] = time.time() - t_start
 emit()
 """
 
+_HOPPER = """
+import mujoco
+from westworld_jax.control import mujoco_backend, physics
+t_start = time.time()
+task = tasks.make_task("hopper")
+
+# --- 1. C MuJoCo and MJX oracles: the same plans from the same state cost the same ---------------
+c_envs, m_envs = physics.make_envs(task, physics="mujoco"), physics.make_envs(task, physics="mjx")
+sc, sm = c_envs.reset(jax.random.key(0), 2), m_envs.reset(jax.random.key(0), 2)  # the same start states
+c_or, m_or = mujoco_backend.MujocoOracle(task), backends.OracleBackend(task)
+u = jax.random.uniform(jax.random.key(1), (2, 4, 20, task.num_act), minval=-1.0, maxval=1.0)  # [env, plan, step, act]
+cost = lambda o, s: jax.jit(jax.vmap(o.step_costs))(jax.vmap(o.context)(s), u)
+(cc, hc, tc), (cm, hm, tm) = cost(c_or, sc), cost(m_or, sm)
+s1, r1 = c_envs.step(sc, u[:, 0, 0])  # the environment's own step: the C oracle predicted it exactly
+m, d, x = c_or.sim.model, mujoco.MjData(c_or.sim.model), mujoco_backend.from_bits(np.asarray(sc.d.bits))
+contact = 0  # steps of the compared rollouts with the foot on the ground
+for e in range(2):
+  for k in range(4):
+    mujoco.mj_setState(m, d, np.ascontiguousarray(x[e, :c_or.sim.nstate]), mujoco.mjtState.mjSTATE_FULLPHYSICS)
+    for t in range(20):
+      d.ctrl[:] = np.asarray(u[e, k, t])
+      mujoco.mj_step(m, d, nstep=task.frame_skip)
+      contact += int(d.ncon > 0)
+RES["same_costs"] = {"max_diff": float(jnp.abs(cc - cm).max()), "terminal_diff": float(jnp.abs(tc - tm).max()),
+                     "healthy_equal": bool(jnp.all(hc == hm)), "unhealthy": int((~hc).sum()),
+                     "spread": float(jnp.abs(cc - cc.mean(axis=1, keepdims=True)).max()), "contact_steps": contact,
+                     "steps": int(cc.size), "env_reward_diff": float(jnp.abs(-r1 - cc[:, 0, 0]).max()),
+                     "start_equal": bool(jnp.all(sc.obs_hist == sm.obs_hist))}
+
+# --- 2. closed loop: C-oracle MPPI (32 samples x horizon 20) vs random actions, 100 steps --------
+planner = mppi.MPPI(physics.make_oracle(task, "mujoco"), mppi.MPPIConfig(samples=32, horizon=20))
+t0 = time.time()
+log = rollout.run_episode(c_envs, planner, 2, 100, jax.random.key(2))
+t_loop = time.time() - t0
+rnd = rollout.run_episode(c_envs, rollout.RandomPolicy(task), 8, 100, jax.random.key(2))
+RES["loop"] = {"returns": log.returns.tolist(), "lengths": log.lengths.tolist(), "alive": bool(log.alive[-1].all()),
+               "steps": int(log.latency_s.shape[0]), "random_returns": rnd.returns.tolist(),
+               "random_lengths": rnd.lengths.tolist(), "traces": planner.trace_count,
+               "replan_ms": float(np.median(log.latency_s[1:]) * 1e3), "seconds": t_loop}
+
+# --- 3. control-data collection on the automatic physics: C MuJoCo on this CPU ------------------
+from westworld_jax.data import shards
+corpus = tempfile.mkdtemp()
+col = mppi_corpus.collect(task, mppi.MPPIConfig(samples=16, horizon=10), corpus, episodes=2, episode_len=30,
+                          n_envs=2, keep_fraction=0.5)
+meta = shards.load_metadata(os.path.join(corpus, col["env"]))
+RES["collect"] = {"physics": col["physics"], "env": col["env"], "kept": col["episodes_kept"],
+                  "lengths": [e["length"] for e in meta["episodes"]]}
+RES["seconds"] = time.time() - t_start
+emit()
+"""
+
 _PRETRAIN_STEPS = 8  # training-API steps of the tiny world model (then 2 fine-tuning steps)
 
 
@@ -260,6 +314,7 @@ def procs():
   started = {
     "main": _start(_MAIN.replace("PRETRAIN_STEPS", str(_PRETRAIN_STEPS)), cores[0], render=True),
     "aux": _start(_AUX, cores[-1], {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}),
+    "hopper": _start(_HOPPER, cores[-1]),
   }
   yield started
   for p in started.values():
@@ -346,6 +401,39 @@ def test_sharded_replan_equals_unsharded(procs):
     assert r[name]["u_diff"] < tol and r[name]["mean_diff"] < tol and r[name]["cost_diff"] < 1e-5, r[name]
   # The scan kernel runs on each device's samples (shard_map); the chunked scan needs none.
   assert r["world_model_kernel_per_shard_scan"] and not r["world_model_per_shard_scan"]
+
+
+@pytest.mark.timeout(480)
+def test_c_and_mjx_oracles_give_the_same_costs(procs):
+  """Hopper, 2 start states x 4 random plans of 20 steps: per-step costs, healthy flags, terminal costs.
+
+  Tolerance 1e-4: MJX steps in float32 and C MuJoCo in float64 (the same adapted model, solver and
+  contacts), so rounding differences grow over the 80 physics steps, most at the foot's ground
+  contacts; measured ~2e-6, so 1e-4 leaves a wide margin and is still ~1000x below the cost
+  differences between plans that MPPI weighs.
+  """
+  r = _result(procs, "hopper")["same_costs"]
+  assert r["start_equal"] and r["contact_steps"] > 20, r  # the plans do reach the ground
+  assert r["spread"] > 0.1 and r["unhealthy"] > 0, r  # plans differ, and some fall (flags of both kinds)
+  assert r["max_diff"] < 1e-4 and r["terminal_diff"] < 1e-4 and r["healthy_equal"], r
+  assert r["env_reward_diff"] == 0.0, r  # the C oracle plans from the environment's exact float64 state
+
+
+@pytest.mark.timeout(480)
+def test_c_oracle_mppi_keeps_the_hopper_healthy(procs):
+  """100 closed-loop steps in C MuJoCo: MPPI stays up, uniform random actions fall (~10-60 steps)."""
+  r = _result(procs, "hopper")["loop"]
+  assert r["steps"] == 100 and r["lengths"] == [100, 100] and r["alive"], r
+  assert min(r["returns"]) > 150.0, r  # ~225 measured (forward speed + 1 per healthy step)
+  assert max(r["random_returns"]) < 150.0 and max(r["random_lengths"]) < 100, r  # measured: <= 62.4, <= 58 steps
+  assert r["traces"] == 1
+
+
+@pytest.mark.timeout(480)
+def test_control_data_collection_uses_the_c_oracle_on_a_cpu(procs):
+  r = _result(procs, "hopper")["collect"]
+  assert r["physics"] == "mujoco" and r["env"] == "hopper-mppi_oracle" and r["kept"] == 1, r
+  assert r["lengths"] == [30], r  # MPPI kept the hopper up for the whole episode
 
 
 # --- pure functions (in process, no MJX) -------------------------------------------------------------
@@ -476,3 +564,35 @@ def test_a_missing_gl_backend_is_reported_not_fatal(monkeypatch):
   err = experiment.select_gl()
   assert err and "MUJOCO_GL=nonexistent" in err and "MUJOCO_GL=egl" in err
   assert os.environ["MUJOCO_GL"] == "disabled"
+
+
+@pytest.mark.timeout(120)
+def test_physics_choice_auto_and_explicit():
+  """'auto' picks C MuJoCo on a CPU; 'mjx' picks MJX; an oracle refuses the other physics' states."""
+  import jax
+  from westworld_jax.control import backends, env, mujoco_backend, physics, planners, tasks
+
+  sys.path.insert(0, _ROOT)
+  from experiments import control as control_cfg
+
+  assert jax.default_backend() == "cpu"
+  assert physics.resolve("auto") == "mujoco" and physics.resolve("mjx") == "mjx"
+  with pytest.raises(ValueError, match="physics 'bullet' unknown"):
+    physics.resolve("bullet")
+  task = tasks.make_task("pendulum")
+  cfg = control_cfg.get_config("pendulum")
+  assert cfg.physics == "auto"
+  oracle, _, desc = planners.make_policy("oracle", task, cfg)
+  assert isinstance(oracle.backend, mujoco_backend.MujocoOracle) and desc["physics"] == "mujoco"
+  assert type(physics.make_envs(task)) is env.MujocoEnvs
+  cfg.physics = "mjx"
+  oracle, _, desc = planners.make_policy("oracle", task, cfg)
+  assert type(oracle.backend) is backends.OracleBackend and desc["physics"] == "mjx"
+  assert type(physics.make_envs(task, physics="mjx")) is env.Envs
+  c_state = physics.make_envs(task, physics="mujoco").reset(jax.random.key(0), 1)
+  m_state = physics.make_envs(task, physics="mjx").reset(jax.random.key(0), 1)
+  assert np.array_equal(np.asarray(c_state.obs_hist), np.asarray(m_state.obs_hist))  # one key, one start
+  with pytest.raises(TypeError, match="MJX oracle plans from MJX environments"):
+    jax.vmap(backends.OracleBackend(task).context)(c_state)
+  with pytest.raises(TypeError, match="C MuJoCo oracle plans from C MuJoCo environments"):
+    jax.vmap(mujoco_backend.MujocoOracle(task, nthread=1).context)(m_state)

@@ -1,4 +1,4 @@
-"""Downstream control: MPPI with a simulator-oracle or world-model rollout on MJX tasks.
+"""Downstream control: MPPI with a simulator-oracle or world-model rollout on MuJoCo tasks.
 
   tasks.py   Task (an ABC: MJX robot, abstract cost on observations, action bounds) and the tasks
              (pendulum, reacher, hopper, walker2d, go1, franka)
@@ -6,8 +6,11 @@
   mppi_config.py  MPPIConfig: MPPI's settings and defaults (no jax: config files import it)
   backends.py  Backend (the ABC MPPI plans with) and its rollouts: OracleBackend (MJX) and
              WorldModelBackend (one predict call)
+  mujoco_backend.py  C MuJoCo for CPUs: MujocoOracle (multi-threaded mujoco.rollout inside the jitted
+             replan, the same task costs) and the physics MujocoEnvs step
+  physics.py  the physics choice ('auto': C MuJoCo on a CPU, MJX on an accelerator; 'mujoco'; 'mjx')
   normalisation.py  the world model's min-max per robot (Normaliser) and its stats sources
-  env.py     batched MJX environments with observation history
+  env.py     batched environments with observation history: Envs (MJX), MujocoEnvs (C MuJoCo)
   rollout.py   closed-loop episodes, random baseline, summaries
   planners.py  policies from a config (oracle / world model from a checkpoint or untrained / random)
   mppi_corpus.py   MPPI rollouts -> corpus environment for world-model fine-tuning

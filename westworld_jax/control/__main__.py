@@ -1,7 +1,8 @@
 """Control CLI: `python -m westworld_jax.control --config experiments/control.py:hopper [--checkpoint DIR]`.
 
 Runs cfg.episodes batches of cfg.n_envs episodes of cfg.task with each policy in cfg.policies
-('oracle' MPPI on MJX, 'world_model' MPPI, 'random') and writes into --workdir:
+('oracle' MPPI, 'world_model' MPPI, 'random') and writes into --workdir; the oracle and the
+environments step cfg.physics (control/physics.py: C MuJoCo on a CPU, MJX on an accelerator):
   summary.json   per-policy returns and replanning latency, task, settings, world-model provenance
   summary.md     the same as a markdown table
   returns.json   every episode's return and length per policy
@@ -31,7 +32,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   cfg = _CONFIG.value
-  experiment.prepare_process(_PIN_CPU.value, render=cfg.render.enabled)
+  experiment.prepare_process(_PIN_CPU.value, render=cfg.render.enabled, physics=cfg.physics)
   workdir = _WORKDIR.value or cfg.workdir or os.path.join("workdirs", "control", cfg.task)
   experiment.run(cfg, workdir, _CHECKPOINT.value)
 
@@ -51,6 +52,6 @@ if __name__ == "__main__":
     "auto",
     ["auto", "yes", "no"],
     "Pin the process to one core before importing jax: jaxlib on <= 2 cores can "
-    "deadlock on the first call of large vmapped MJX programs. auto: pin on <= 2 cores.",
+    "deadlock on the first call of large vmapped MJX programs. auto: pin on <= 2 cores with physics 'mjx'.",
   )
   cli.run(main)

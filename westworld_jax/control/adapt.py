@@ -4,7 +4,8 @@
       --workdir OUT
 
   1. collect    cfg.collect.episodes closed-loop oracle-MPPI episodes of cfg.task (cfg.mppi,
-                cfg.collect.n_envs at a time, cfg.episode_len steps); the best cfg.collect.keep_fraction
+                cfg.collect.n_envs at a time, cfg.episode_len steps, on cfg.physics: C MuJoCo on a
+                CPU, MJX on an accelerator); the best cfg.collect.keep_fraction
                 by return become corpus environment '<robot>-mppi_oracle' in OUT/corpus (or
                 cfg.collect.corpus_dir) -- control/mppi_corpus.py;
   2. fine-tune  training.loop.train from PRETRAINED's weights with its model and recipe
@@ -61,6 +62,7 @@ def collect(cfg, corpus_dir: str) -> dict:
       seed=cfg.seed,
       val_fraction=cfg.collect.val_fraction,
       overwrite=cfg.collect.overwrite,
+      physics=cfg.physics,
     )
   meta = shards.load_metadata(env_dir)
   out.update(
@@ -168,7 +170,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   cfg = _CONFIG.value
-  experiment.prepare_process(_PIN_CPU.value, render=cfg.render.enabled and cfg.finetune.compare)
+  experiment.prepare_process(_PIN_CPU.value, render=cfg.render.enabled and cfg.finetune.compare, physics=cfg.physics)
   workdir = _WORKDIR.value or os.path.join("workdirs", "control_finetune", cfg.task)
   s = run(cfg, workdir, _CHECKPOINT.value)
   c, f = s["collect"], s["finetune"]

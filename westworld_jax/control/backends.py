@@ -2,9 +2,10 @@
 
 `Backend` is that contract (an abstract base class): a backend turns an environment state into a
 rollout context, gives the action bounds, and costs K sampled action sequences over the horizon.
-The oracle steps MJX (vmap over samples of a lax.scan of mjx.step); the world model predicts the
-whole horizon of every sample in ONE `predict` call from the last H observed steps and the sampled
-actions (BATCH_SPEC.md), and the task's observation cost is applied to the de-normalised prediction.
+The MJX oracle steps MJX (vmap over samples of a lax.scan of mjx.step); its C MuJoCo twin, for
+CPUs, is control/mujoco_backend.py's MujocoOracle. The world model predicts the whole horizon of
+every sample in ONE `predict` call from the last H observed steps and the sampled actions
+(BATCH_SPEC.md). Every backend applies the task's observation costs (`observation_costs`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+from mujoco import mjx
 import numpy as np
 
 from westworld_jax.control import tasks as tasks_lib
@@ -53,6 +55,15 @@ class Backend(abc.ABC):
     """(cost [K, Hp], healthy [K, Hp], terminal [K]) of K action sequences u_kha [K, Hp, Ca]."""
 
 
+def observation_costs(task: tasks_lib.Task, obs_kho: jax.Array, u_kha: jax.Array, goal: jax.Array):
+  """(cost [K, Hp], healthy [K, Hp], terminal [K]) of observed rollouts obs [K, Hp, >= num_obs]
+  reached by actions u [K, Hp, >= num_act]: the task's cost on each step, its terminal cost on the last."""
+  obs, u = obs_kho[..., : task.num_obs], u_kha[..., : task.num_act]
+  c, h = jax.vmap(jax.vmap(task.cost, in_axes=(0, 0, None)), in_axes=(0, 0, None))(obs, u, goal)
+  term = jax.vmap(task.terminal_cost, in_axes=(0, None))(obs[:, -1], goal)
+  return c.astype(jnp.float32), h.astype(bool), term.astype(jnp.float32)
+
+
 # --- oracle: MJX ----------------------------------------------------------------------------------
 
 
@@ -65,6 +76,7 @@ class OracleBackend(Backend):
   """Rollouts in MJX from the environment's true state (the upper bound a world model can reach)."""
 
   kind = "oracle"
+  physics = "mjx"
   history = 1  # the oracle needs no observation history
 
   def __init__(self, task: tasks_lib.Task):
@@ -75,6 +87,11 @@ class OracleBackend(Backend):
     return self.task.num_act
 
   def context(self, env_state) -> OracleContext:
+    if not isinstance(env_state.d, mjx.Data):
+      raise TypeError(
+        "the MJX oracle plans from MJX environments (their EnvState.d is an mjx.Data): "
+        "make both with the same physics (control/physics.py)"
+      )
     return OracleContext(env_state.d, env_state.goal)
 
   def bounds(self, ctx):
@@ -282,16 +299,9 @@ class WorldModelBackend(Backend):
     mask = jnp.asarray(self._static["obs_mask"])[r]
     return jnp.where(mask, normalise.denormalise(jnp.clip(fut, 0.0, 1.0), obs_lo, obs_span), 0.0)
 
-  def _task_costs(self, task, fut_khc, u_kha, goal):
-    obs = fut_khc[..., : task.num_obs]
-    u = u_kha[..., : task.num_act]
-    c, h = jax.vmap(jax.vmap(task.cost, in_axes=(0, 0, None)), in_axes=(0, 0, None))(obs, u, goal)
-    term = jax.vmap(task.terminal_cost, in_axes=(0, None))(obs[:, -1], goal)
-    return c.astype(jnp.float32), h.astype(bool), term.astype(jnp.float32)
-
   def step_costs(self, ctx: WMContext, u_kha: jax.Array):
     fut = self.predict(ctx, u_kha)
     if len(self.tasks) == 1:
-      return self._task_costs(self.tasks[0], fut, u_kha, ctx.goal)
-    branches = [functools.partial(self._task_costs, t) for t in self.tasks]
+      return observation_costs(self.tasks[0], fut, u_kha, ctx.goal)
+    branches = [functools.partial(observation_costs, t) for t in self.tasks]
     return jax.lax.switch(ctx.robot, branches, fut, u_kha, ctx.goal)

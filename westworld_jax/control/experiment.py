@@ -62,15 +62,16 @@ def select_gl() -> str | None:
   )
 
 
-def prepare_process(pin_cpu: str = "auto", render: bool = True) -> None:
+def prepare_process(pin_cpu: str = "auto", render: bool = True, physics: str = "auto") -> None:
   """Before jax/mujoco are imported: CPU pinning, GL backend, persistent compilation cache.
 
-  pin_cpu 'yes' / 'auto' (<= 2 cores): pin the process to one core (jaxlib on <= 2 cores can deadlock
-  on the first call of large vmapped MJX programs); 'no': leave the affinity alone.
+  pin_cpu 'yes', or 'auto' on <= 2 cores with physics 'mjx': pin the process to one core (jaxlib on
+  <= 2 cores can deadlock on the first call of large vmapped MJX programs; with physics 'auto' a
+  CPU steps C MuJoCo, whose rollout threads should use every core); 'no': leave the affinity alone.
   render: pick a working MUJOCO_GL (the one set, else egl, else osmesa; see select_gl).
   """
   global _gl_error
-  if pin_cpu == "yes" or (pin_cpu == "auto" and len(os.sched_getaffinity(0)) <= 2):
+  if pin_cpu == "yes" or (pin_cpu == "auto" and physics == "mjx" and len(os.sched_getaffinity(0)) <= 2):
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
   if render and "mujoco" not in sys.modules:
     _gl_error = select_gl()
@@ -101,7 +102,7 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
   # jax and mujoco load here, not at module top: the CLI pins the CPU and picks MUJOCO_GL first.
   import jax  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import mppi_corpus  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import env as env_lib  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import physics as physics_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import rollout as rollout_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import planners as planners_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import render as render_lib  # pylint: disable=import-outside-toplevel
@@ -119,6 +120,7 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
     "n_envs": cfg.n_envs,
     "episodes": cfg.episodes,
     "mppi": dict(cfg.mppi),
+    "physics": physics_lib.resolve(cfg.physics),
     "device": str(jax.devices()[0]),
     "policies": {},
   }
@@ -135,7 +137,7 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
       name, task, cfg, checkpoint, mesh=mesh if name != "random" else None
     )
     if history not in envs_by_history:  # one compiled environment per history length
-      envs_by_history[history] = env_lib.Envs(task, history=history)
+      envs_by_history[history] = physics_lib.make_envs(task, history=history, physics=cfg.physics)
     envs = envs_by_history[history]
     logs, key = [], jax.random.key(cfg.seed)
     for ep in range(cfg.episodes):
@@ -211,7 +213,7 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
     f"# Control: {task.name} ({task.robot.name}), {cfg.episodes} x {cfg.n_envs} episodes of {steps} steps",
     "",
     f"MPPI: {cfg.mppi.samples} samples x horizon {cfg.mppi.horizon}, {cfg.mppi.iterations} iteration(s); "
-    f"device {summary['device']}",
+    f"physics {summary['physics']}; device {summary['device']}",
     "",
     _table(rows),
     "",

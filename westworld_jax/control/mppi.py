@@ -7,8 +7,9 @@ One replanning step, for every environment at once (vmap), as ONE jitted functio
   execute the plan's first action and warm-start the next step with the plan shifted by one.
 
 The planner is written against control/backends.py's `Backend` (action_dim, bounds, context,
-step_costs); its two implementations are the MJX oracle and a world model. Its settings are
-`MPPIConfig` (control/mppi_config.py).
+step_costs); its implementations are the simulator oracle (MJX, or C MuJoCo through a host
+callback: control/mujoco_backend.py) and a world model. Its settings are `MPPIConfig`
+(control/mppi_config.py).
 
 Devices: with `mesh`, the samples axis is sharded over the mesh axis `axis` (NamedSharding), so
 rollouts/predictions run data-parallel over devices and the weighted mean is an all-reduce.
@@ -121,7 +122,7 @@ class MPPI:
   """Batched MPPI: `replan(plan [E], env_state [E]) -> (ctrl [E, Ca], plan, info)`, one jit.
 
   Args:
-    backend: a Backend (OracleBackend or WorldModelBackend).
+    backend: a Backend (OracleBackend, MujocoOracle or WorldModelBackend).
     config: MPPIConfig.
     mesh: optional device mesh; the samples axis is sharded over its axis `axis`.
   Attributes:

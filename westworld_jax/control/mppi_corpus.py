@@ -18,10 +18,9 @@ from absl import logging
 import jax
 import numpy as np
 
-from westworld_jax.control import env as env_lib
-from westworld_jax.control import rollout as rollout_lib
-from westworld_jax.control import backends
 from westworld_jax.control import mppi as mppi_lib
+from westworld_jax.control import physics as physics_lib
+from westworld_jax.control import rollout as rollout_lib
 from westworld_jax.control import tasks as tasks_lib
 from westworld_jax.control.mppi_config import MPPIConfig
 from westworld_jax.data import shards
@@ -94,10 +93,16 @@ def collect(
   val_fraction: float = 0.1,
   overwrite: bool = False,
   env_name: str | None = None,
+  physics: str = "auto",
 ) -> dict:
-  """Runs `episodes` oracle-MPPI episodes, keeps the best keep_fraction, writes them; returns a summary."""
-  planner = mppi_lib.MPPI(backends.OracleBackend(task), config)
-  envs = env_lib.Envs(task)
+  """Runs `episodes` oracle-MPPI episodes, keeps the best keep_fraction, writes them; returns a summary.
+
+  The oracle and its environments step `physics` (control/physics.py: C MuJoCo on a CPU, MJX on an
+  accelerator).
+  """
+  physics = physics_lib.resolve(physics)
+  planner = mppi_lib.MPPI(physics_lib.make_oracle(task, physics), config)
+  envs = physics_lib.make_envs(task, physics=physics)
   all_eps, key = [], jax.random.key(seed)
   for start in range(0, episodes, n_envs):
     key, sub = jax.random.split(key)
@@ -126,11 +131,12 @@ def collect(
     env_name,
     val_fraction=val_fraction,
     overwrite=overwrite,
-    info={"mppi": dataclasses.asdict(config)},
+    info={"mppi": dataclasses.asdict(config), "physics": physics},
   )
   rets = np.array([e["return"] for e in all_eps])
   return {
     "env": meta["env"],
+    "physics": physics,
     "episodes_run": len(all_eps),
     "episodes_kept": len(best),
     "return_mean_all": float(rets.mean()),

@@ -19,6 +19,7 @@ from westworld_jax import inference
 from westworld_jax.control import backends
 from westworld_jax.control import mppi as mppi_lib
 from westworld_jax.control import normalisation
+from westworld_jax.control import physics as physics_lib
 from westworld_jax.control import rollout as rollout_lib
 from westworld_jax.control import tasks as tasks_lib
 from westworld_jax.control.mppi_config import MPPIConfig
@@ -62,12 +63,16 @@ def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
 
 
 def make_policy(name: str, task: tasks_lib.Task, cfg, checkpoint: str | None = None, mesh=None):
-  """(policy, history the environments must keep, description) for policy `name`."""
+  """(policy, history the environments must keep, description) for policy `name`.
+
+  The oracle steps cfg.physics (control/physics.py): its environments must be made with the same.
+  """
   if name == "random":
     return rollout_lib.RandomPolicy(task), 1, {}
   mcfg = MPPIConfig.from_dict(cfg.mppi)
   if name == "oracle":
-    return mppi_lib.MPPI(backends.OracleBackend(task), mcfg, mesh=mesh), 1, {}
+    oracle = physics_lib.make_oracle(task, cfg.physics)
+    return mppi_lib.MPPI(oracle, mcfg, mesh=mesh), 1, {"physics": oracle.physics}
   if name == "world_model":
     wm, params, norm, desc = world_model_parts(task, cfg, checkpoint)
     backend = backends.WorldModelBackend(wm, params, [task], [norm], mcfg.horizon, sample_chunk=cfg.wm_sample_chunk)

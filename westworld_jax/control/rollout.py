@@ -1,4 +1,4 @@
-"""Closed loop: replan (one jitted call for all environments), step MJX, log, repeat.
+"""Closed loop: replan (one jitted call for all environments), step the environments, log, repeat.
 
 `run_episode(envs, policy, n, steps, key)` runs n environments of one task for up to `steps`
 control steps with an MPPI planner (any backend) or `RandomPolicy`, and returns an `EpisodeLog`

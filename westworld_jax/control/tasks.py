@@ -1,8 +1,10 @@
-"""Control tasks: a catalogue robot simulated in MJX, with costs the planner minimises.
+"""Control tasks: a catalogue robot simulated in MJX or C MuJoCo, with costs the planner minimises.
 
 A `Task` bundles
-- the robot (catalogue.load) and an MJX copy of its model (adapted by data/mjx_model.py),
-- `reset(key)` / `step(d, ctrl)` / `observe(d)`, all jittable and vmappable,
+- the robot (catalogue.load), its model adapted for MJX (data/mjx_model.py; `model`, which C
+  MuJoCo steps too, control/mujoco_backend.py) and the MJX copy of it (`mx`),
+- `episode_start(key)` (an episode's qpos, qvel and goal), and `reset(key)` / `step(d, ctrl)` /
+  `observe(d)` on MJX states, all jittable and vmappable,
 - a running cost `cost(obs, ctrl, goal) -> (cost, healthy)` and `terminal_cost(obs, goal)` on the
   robot's observation vector (the world model's channels, in physical units), and the same on an
   MJX state (`state_cost`, `state_terminal_cost`: the state is observed first). Costs are written
@@ -130,16 +132,22 @@ class Task(abc.ABC):
     del key
     return jnp.zeros(GOAL_DIM, jnp.float32)
 
+  def episode_start(self, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(qpos [nq], qvel [nv], goal [GOAL_DIM]) of a new episode: MJX and C MuJoCo environments
+    start from these, so one key gives both the same start state."""
+    kstate, kgoal = jax.random.split(key)
+    qpos, qvel = self._reset_qpos_qvel(kstate)
+    return qpos.astype(jnp.float32), qvel.astype(jnp.float32), self.sample_goal(kgoal)
+
   def reset(self, key: jax.Array) -> tuple[mjx.Data, jax.Array]:
     """(MJX state, goal [GOAL_DIM]) of a new episode.
 
     Only qpos/qvel are set: mjx.step runs forward first, and costs read observations, so an extra
     mjx.forward here would only add compile time (~15 s on a CPU core even for a pendulum).
     """
-    kstate, kgoal = jax.random.split(key)
-    qpos, qvel = self._reset_qpos_qvel(kstate)
+    qpos, qvel, goal = self.episode_start(key)
     d = self._d0.replace(qpos=qpos.astype(self._d0.qpos.dtype), qvel=qvel.astype(self._d0.qvel.dtype))
-    return d, self.sample_goal(kgoal)
+    return d, goal
 
   def step(self, d: mjx.Data, ctrl: jax.Array) -> mjx.Data:
     """Holds ctrl (actuator units, clipped to the bounds) for frame_skip physics steps."""

@@ -40,12 +40,13 @@ class StateLayout:
 class Simulator:
   """Rolls a robot forward for many environments at once; one thread pool per simulator.
 
-  Not thread-safe: use one per thread. `nthread=0` runs on the calling thread.
+  Not thread-safe: use one per thread. `nthread=0` runs on the calling thread. `model` replaces
+  the robot's own (a copy with the same sizes, e.g. a control task's adapted model).
   """
 
-  def __init__(self, robot: Robot, nthread: int = 0):
+  def __init__(self, robot: Robot, nthread: int = 0, model: mujoco.MjModel | None = None):
     self.robot = robot
-    self.model = robot.model
+    self.model = robot.model if model is None else model
     self.layout = StateLayout.of(self.model)
     self.nthread = nthread
     self._datas = [mujoco.MjData(self.model) for _ in range(max(1, nthread))]
@@ -100,12 +101,15 @@ class Simulator:
     return mask
 
   # --- stepping -----------------------------------------------------------------------------
-  def run(self, states: np.ndarray, ctrl_ntu: np.ndarray, substeps: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  def run(
+    self, states: np.ndarray, ctrl_ntu: np.ndarray, substeps: bool = False, warmstart: np.ndarray | None = None
+  ) -> tuple[np.ndarray, np.ndarray]:
     """Holds each control for frame_skip physics steps.
 
     Args:
       states: [n, nstate] initial full-physics states.
       ctrl_ntu: [n, T, nu] controls in actuator units.
+      warmstart: [n, nv] the solver's initial qacc_warmstart (default zeros).
     Returns:
       states [n, T, nstate] after each control step, sensordata [n, T, nsensordata].
     """
@@ -119,6 +123,7 @@ class Simulator:
       np.ascontiguousarray(ctrl, np.float64),
       control_spec=_CTRL,
       skip_checks=False,
+      initial_warmstart=warmstart,
     )
     if not substeps and fs > 1:
       state, sens = state[:, fs - 1 :: fs], sens[:, fs - 1 :: fs]
