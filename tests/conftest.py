@@ -2,4 +2,17 @@
 
 import os
 
+import pytest
+
+from westworld_jax import cli
+
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "westworld_jax_jit"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+  """The tests run the library as the commands do: orbax's orphaned reports after a failed checkpoint
+  read or write are dropped (cli.quiet_orbax_orphans, installed by every command). trylast: it wraps
+  pytest's own unraisable-exception hook, which keeps reporting everything else."""
+  del config
+  cli.quiet_orbax_orphans()
