@@ -1,11 +1,26 @@
 """Control config: `python -m westworld_jax.control --config experiments/control.py:VARIANT [--checkpoint DIR]`.
 
 Variants (default: hopper):
-  hopper, walker2d  the paper's setting: MPPI with 256 samples x horizon 100, oracle vs world model vs
-                    random, gym-length episodes (1000 steps). Meant for an accelerator: on a 2-core
+  hopper, walker2d  the paper's sizes with this library's task-cost MPPI (every variant but the
+                    *_paper ones): 256 samples x horizon 100, oracle vs world model vs random,
+                    gym-length episodes (1000 steps). Meant for an accelerator: on a 2-core
                     CPU one oracle replan takes ~0.45 s in C MuJoCo (~11 s in MJX), a world-model
                     replan minutes.
   hopper_cpu        hopper on a CPU: 64 samples x horizon 30, 2 episodes of 100 steps.
+  hopper_paper, walker2d_paper
+                    the paper authors' protocol (docs/upstream.md, "Control protocol"): the planner
+                    minimises -(gym's reward) plus the tracking cost of an expert episode
+                    (`reference`: 'expert' = the robot's shipped PPO expert, 1000 steps, cached;
+                    or --config.reference=FILE.npz, control/reference.py), with their MPPI (AR(2)
+                    noise, expert-action initialisation and tails, step size, control cost, fall
+                    penalty) at 256 samples x horizon 100, and 1000-step episodes reporting gym's
+                    return; policies: the PPO expert itself, oracle, world model, random. Meant for
+                    an accelerator.
+  hopper_paper_cpu, walker2d_paper_cpu
+                    the same protocol at CPU sizes (PAPER_CPU_SIZES, measured on 2 shared cores):
+                    the C oracle at 128 x 100 (~0.24 s a replan, a 1000-step episode in 4-5
+                    minutes) and the CPU-size world model at 64 x 24 (~0.19 s; experiments/
+                    scaling.py's: history 16 + horizon <= 24 = its 40-step window).
   hopper_tiny       hopper on a CPU with a tiny world model (history 8 + horizon 24 <= its 32 steps):
                     64 samples x horizon 24, 100-step episodes; with westworld_jax.control.adapt
                     and a tiny pretrained checkpoint (experiments/scaling.py:cpu), the whole
@@ -35,6 +50,10 @@ TASKS = {
   "hopper": "hopper",
   "walker2d": "walker2d",
   "hopper_cpu": "hopper",
+  "hopper_paper": "hopper",
+  "walker2d_paper": "walker2d",
+  "hopper_paper_cpu": "hopper",
+  "walker2d_paper_cpu": "walker2d",
   "hopper_tiny": "hopper",
   "walker2d_tiny": "walker2d",
   "go1": "go1",
@@ -43,6 +62,43 @@ TASKS = {
   "reacher": "reacher",
   "tiny": "pendulum",
 }
+
+# The authors' MPPI and reference cost per robot (MPPI/configs/{hopper,walker2d}_mppi.yaml of
+# 511205787/WestWorld): the values of control/mppi_config.py's paper options.
+PAPER_MPPI = dict(
+  samples=256,
+  horizon=100,
+  iterations=1,
+  noise_kind="ar2",
+  temperature=0.5,
+  normalize_costs=False,
+  discount=1.0,
+  keep_mean=False,
+  filter_coeffs=(0.5, 0.5, 0.0),
+  covariance=0.3,  # replaced by the expert's action variance (init 'expert')
+  step_size=0.4,
+  control_cost=True,
+  update_clipped=False,
+  init="expert",
+  tail="expert",
+  expert_cov_scale=0.8,
+  fall_penalty=10.0,
+  hold_after_fall=True,
+)
+PAPER = {
+  "hopper": dict(mppi={}, pos_weight=(0.15,), vel_weight=(0.15,), phase="wrap"),
+  "walker2d": dict(
+    mppi=dict(covariance=0.4, filter_coeffs=(0.4, 0.6, 0.0), temperature=0.25, fall_penalty=100.0),
+    pos_weight=(0.0, 10.0, 10.0, 10.0, 1.0, 1.0, 10.0, 1.0, 1.0),  # per qpos entry (root x, z, angle, joints)
+    vel_weight=(0.01,),
+    phase="hold",
+  ),
+}
+# samples, horizon of the *_paper_cpu variants, from one replan measured on 2 shared cores
+# (docs/upstream.md, "Control protocol"): the C oracle keeps the paper's horizon (at 128 x 50
+# or 256 x 50 it let the hopper fall) at ~0.24 s; the CPU-size world model (history 16, so a
+# horizon <= 24) at ~0.19 s.
+PAPER_CPU_SIZES = {"oracle": (128, 100), "world_model": (64, 24)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -59,6 +115,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.physics = "auto"  # oracle and environments: 'auto' (C MuJoCo on a CPU, MJX on an accelerator) | 'mujoco' | 'mjx'
   c.workdir = ""  # default workdirs/control/<task>; --workdir overrides
   c.mppi = ml_collections.ConfigDict(MPPIConfig().to_dict())  # the defaults (control/mppi_config.py)
+  c.policy_mppi = ml_collections.ConfigDict()  # per policy: MPPI fields that differ from c.mppi
+  # The paper protocol (control/planners.py). reference: '' (the task's cost alone), 'expert' (the
+  # robot's PPO expert episode, cached under reference_episode.cache_dir, default
+  # ~/.cache/westworld_jax/references) or an npz file (control/reference.py: qpos, qvel, actions).
+  c.reference = ""
+  c.reference_cost = ml_collections.ConfigDict(dict(pos_weight=(0.15,), vel_weight=(0.15,), phase="wrap"))
+  c.reference_episode = ml_collections.ConfigDict(dict(steps=1000, seed=0, cache_dir=""))
+  c.gym_return = False  # gym locomotion: report gym's reward (dx/dt, healthy bonus while healthy), not -cost
+  c.world_model_terminates = True  # False: world-model episodes and rollouts go on after a fall (the authors')
   # The world model when no --checkpoint is given (untrained: latency only) and its batching.
   c.model = ml_collections.ConfigDict(dict(name="westworld", size="control", overrides={}))
   c.wm_sample_chunk = 0  # predict at most this many samples at once (0 = all): bounds memory
@@ -81,6 +146,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if variant in ("hopper", "walker2d"):
     c.episodes = 3
+  elif variant.endswith(("_paper", "_paper_cpu")):
+    paper = PAPER[c.task]
+    c.policies = ("expert_policy", "oracle", "world_model", "random")
+    c.episodes, c.episode_len = 1, 1000
+    c.mppi.update(dict(PAPER_MPPI, **paper["mppi"]))
+    c.reference = "expert"
+    c.reference_cost.update(pos_weight=paper["pos_weight"], vel_weight=paper["vel_weight"], phase=paper["phase"])
+    c.gym_return = True
+    if variant.endswith("_cpu"):
+      c.mppi.samples, c.mppi.horizon = PAPER_CPU_SIZES["oracle"]
+      wm_samples, wm_horizon = PAPER_CPU_SIZES["world_model"]
+      c.policy_mppi = ml_collections.ConfigDict({"world_model": dict(samples=wm_samples, horizon=wm_horizon)})
+      c.model.size = "tiny"  # experiments/scaling.py's CPU model when no --checkpoint is given
+      c.model.overrides = dict(
+        max_obs_channels=40,
+        max_act_channels=16,
+        history=16,
+        max_window_len=40,
+        ssm_scan_impl="sequential",
+        max_bodies=32,
+      )
+      c.render.width, c.render.height = 160, 120
   elif variant == "hopper_cpu":
     c.mppi.samples, c.mppi.horizon = 64, 30  # one replan ~30 ms in C MuJoCo, ~0.5 s in MJX on a CPU core
     c.episode_len = 100

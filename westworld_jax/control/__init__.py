@@ -12,7 +12,10 @@
   normalisation.py  the world model's min-max per robot (Normaliser) and its stats sources
   env.py     batched environments with observation history: Envs (MJX), MujocoEnvs (C MuJoCo)
   rollout.py   closed-loop episodes, random baseline, summaries
-  planners.py  policies from a config (oracle / world model from a checkpoint or untrained / random)
+  planners.py  policies from a config (oracle / world model from a checkpoint or untrained / PPO
+             expert / random) and the task each runs (the paper protocol's reference and termination)
+  reference.py  the reference-tracking cost of one expert episode (the paper protocol)
+  expert.py  the robot's PPO expert as a policy; its cached episode, the default reference
   mppi_corpus.py   MPPI rollouts -> corpus environment for world-model fine-tuning
   render.py  videos (MuJoCo offscreen renderer) and trajectory plots
   experiment.py  one control run (what the CLI runs): episodes per policy, summaries, videos

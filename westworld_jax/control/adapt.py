@@ -30,7 +30,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from westworld_jax.control import experiment  # imports neither jax nor mujoco (pinning comes first)
-from westworld_jax.control.mppi_config import MPPIConfig  # neither does this
 from westworld_jax import cli
 
 _CONFIG = _WORKDIR = _CHECKPOINT = _PIN_CPU = None  # flags, defined only when run as a program
@@ -40,10 +39,11 @@ def collect(cfg, corpus_dir: str) -> dict:
   """Step 1: oracle-MPPI episodes -> the best ones as a corpus environment (reused when present)."""
   # These load numpy, jax and mujoco: only after main has pinned the CPU (experiment.prepare_process).
   from westworld_jax.control import mppi_corpus  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import planners  # pylint: disable=import-outside-toplevel
   from westworld_jax.data import shards  # pylint: disable=import-outside-toplevel
 
-  task = tasks_lib.make_task(cfg.task)
+  task = planners.protocol_task(cfg)  # with the config's reference cost, if any
+  mcfg = planners.mppi_config("oracle", cfg)
   env = f"{task.robot.name}-mppi_oracle"
   env_dir = os.path.join(corpus_dir, env)
   t0 = time.perf_counter()
@@ -53,7 +53,7 @@ def collect(cfg, corpus_dir: str) -> dict:
   else:
     out = mppi_corpus.collect(
       task,
-      MPPIConfig.from_dict(cfg.mppi),
+      mcfg,
       corpus_dir,
       cfg.collect.episodes,
       cfg.episode_len or task.episode_len,
@@ -63,6 +63,7 @@ def collect(cfg, corpus_dir: str) -> dict:
       val_fraction=cfg.collect.val_fraction,
       overwrite=cfg.collect.overwrite,
       physics=cfg.physics,
+      expert=planners.expert_actions(task, mcfg, task.num_act),
     )
   meta = shards.load_metadata(env_dir)
   out.update(
@@ -116,13 +117,15 @@ def finetune_model(cfg, pretrained: str, corpus_dir: str, env: str, episodes: in
 def _check_horizon(cfg, pretrained: str) -> None:
   """Before collecting: the comparison's world-model MPPI must fit the model's window."""
   # This loads jax: only after main has pinned the CPU (experiment.prepare_process).
+  from westworld_jax.control import planners  # pylint: disable=import-outside-toplevel
   from westworld_jax.training.run_files import read_run_config  # pylint: disable=import-outside-toplevel
 
   model = read_run_config(pretrained)["model"]
   history, max_window_len = model.get("history"), model.get("max_window_len")
-  if cfg.finetune.compare and history and max_window_len and history + cfg.mppi.horizon > max_window_len:
+  horizon = planners.mppi_config("world_model", cfg).horizon
+  if cfg.finetune.compare and history and max_window_len and history + horizon > max_window_len:
     raise ValueError(
-      f"mppi.horizon={cfg.mppi.horizon} + the model's history {history} exceeds its max_window_len="
+      f"mppi.horizon={horizon} + the model's history {history} exceeds its max_window_len="
       f"{max_window_len}: the comparison's world-model MPPI cannot run; pass "
       f"--config.mppi.horizon={max_window_len - history} or --config.finetune.compare=False"
     )

@@ -5,7 +5,9 @@ rollout context, gives the action bounds, and costs K sampled action sequences o
 The MJX oracle steps MJX (vmap over samples of a lax.scan of mjx.step); its C MuJoCo twin, for
 CPUs, is control/mujoco_backend.py's MujocoOracle. The world model predicts the whole horizon of
 every sample in ONE `predict` call from the last H observed steps and the sampled actions
-(BATCH_SPEC.md). Every backend applies the task's observation costs (`observation_costs`).
+(BATCH_SPEC.md). Every backend applies the task's observation costs (`observation_costs`), with
+the task's reference-tracking term at the episode step each rollout step reaches (every context
+carries the environment's step count).
 """
 
 from __future__ import annotations
@@ -55,11 +57,19 @@ class Backend(abc.ABC):
     """(cost [K, Hp], healthy [K, Hp], terminal [K]) of K action sequences u_kha [K, Hp, Ca]."""
 
 
-def observation_costs(task: tasks_lib.Task, obs_kho: jax.Array, u_kha: jax.Array, goal: jax.Array):
+def observation_costs(task: tasks_lib.Task, obs_kho: jax.Array, u_kha: jax.Array, goal: jax.Array, step=0):
   """(cost [K, Hp], healthy [K, Hp], terminal [K]) of observed rollouts obs [K, Hp, >= num_obs]
-  reached by actions u [K, Hp, >= num_act]: the task's cost on each step, its terminal cost on the last."""
+  reached by actions u [K, Hp, >= num_act] from episode step `step`: the task's cost on each step
+  plus, with a reference, its tracking cost at phase step + t (the authors' indexing: the state
+  after the episode's step n is compared with reference row n), and its terminal cost on the last.
+  A task variant that does not terminate (Task.variant) is healthy throughout."""
   obs, u = obs_kho[..., : task.num_obs], u_kha[..., : task.num_act]
   c, h = jax.vmap(jax.vmap(task.cost, in_axes=(0, 0, None)), in_axes=(0, 0, None))(obs, u, goal)
+  if task.reference is not None:
+    phase = jnp.asarray(step, jnp.int32) + jnp.arange(obs.shape[1], dtype=jnp.int32)
+    c = c + jax.vmap(jax.vmap(task.reference.cost), in_axes=(0, None))(obs, phase)
+  if not task.terminates:
+    h = jnp.ones_like(h)
   term = jax.vmap(task.terminal_cost, in_axes=(0, None))(obs[:, -1], goal)
   return c.astype(jnp.float32), h.astype(bool), term.astype(jnp.float32)
 
@@ -70,6 +80,7 @@ def observation_costs(task: tasks_lib.Task, obs_kho: jax.Array, u_kha: jax.Array
 class OracleContext(NamedTuple):
   d: Any  # mjx.Data
   goal: jax.Array
+  step: Any = 0  # int32: the environment's episode step (the reference cost's phase)
 
 
 class OracleBackend(Backend):
@@ -92,25 +103,25 @@ class OracleBackend(Backend):
         "the MJX oracle plans from MJX environments (their EnvState.d is an mjx.Data): "
         "make both with the same physics (control/physics.py)"
       )
-    return OracleContext(env_state.d, env_state.goal)
+    return OracleContext(env_state.d, env_state.goal, env_state.steps)
 
   def bounds(self, ctx):
     del ctx
     return jnp.asarray(self.task.act_low), jnp.asarray(self.task.act_high)
 
-  def rollout(self, ctx: OracleContext, u_ha: jax.Array):
+  def rollout(self, ctx: OracleContext, u_ha: jax.Array) -> jax.Array:
+    """Observations [Hp, num_obs] after each step of one action sequence."""
     task = self.task
 
     def step(d, u):
       d = task.step(d, u)
-      c, h = task.state_cost(d, u, ctx.goal)
-      return d, (c, h)
+      return d, task.observe(d)
 
-    d, (c, h) = jax.lax.scan(step, ctx.d, u_ha)
-    return c.astype(jnp.float32), h, task.state_terminal_cost(d, ctx.goal).astype(jnp.float32)
+    return jax.lax.scan(step, ctx.d, u_ha)[1]
 
   def step_costs(self, ctx, u_kha):
-    return jax.vmap(self.rollout, in_axes=(None, 0))(ctx, u_kha)
+    obs = jax.vmap(self.rollout, in_axes=(None, 0))(ctx, u_kha)
+    return observation_costs(self.task, obs, u_kha, ctx.goal, ctx.step)
 
 
 # --- world model ----------------------------------------------------------------------------------
@@ -123,6 +134,7 @@ class HistoryView(NamedTuple):
   act_hist: jax.Array
   goal: jax.Array
   robot: jax.Array
+  steps: jax.Array
 
 
 class WMContext(NamedTuple):
@@ -130,6 +142,7 @@ class WMContext(NamedTuple):
   obs_hist: jax.Array  # [H, Co] physical units, last = current observation; padded channels 0
   act_hist: jax.Array  # [H-1, Ca] actions applied after obs_hist[:-1]
   goal: jax.Array
+  step: Any = 0  # int32: the environment's episode step (the reference cost's phase)
 
 
 def _pad_last(x, n):
@@ -232,6 +245,7 @@ class WorldModelBackend(Backend):
       _pad_last(obs_hist, self.obs_pad),
       _pad_last(act_hist, self.act_pad),
       env_state.goal,
+      env_state.steps,
     )
 
   def bounds(self, ctx: WMContext):
@@ -250,6 +264,7 @@ class WorldModelBackend(Backend):
       ),
       goal=jnp.concatenate([s.goal for s in states]),
       robot=jnp.concatenate([s.robot for s in states]),
+      steps=jnp.concatenate([s.steps for s in states]),
     )
 
   def batch(self, ctx: WMContext, u_kha: jax.Array) -> dict:
@@ -302,6 +317,6 @@ class WorldModelBackend(Backend):
   def step_costs(self, ctx: WMContext, u_kha: jax.Array):
     fut = self.predict(ctx, u_kha)
     if len(self.tasks) == 1:
-      return observation_costs(self.tasks[0], fut, u_kha, ctx.goal)
+      return observation_costs(self.tasks[0], fut, u_kha, ctx.goal, ctx.step)
     branches = [functools.partial(observation_costs, t) for t in self.tasks]
-    return jax.lax.switch(ctx.robot, branches, fut, u_kha, ctx.goal)
+    return jax.lax.switch(ctx.robot, branches, fut, u_kha, ctx.goal, ctx.step)

@@ -1,9 +1,11 @@
 """Batched environments for the closed loop: n episodes of one task stepped together.
 
 `EnvState` carries, per environment, the physics state and goal, the last H observations and H-1
-actions (what a world-model planner conditions on), the return so far and whether the episode
-is still alive. Before the first step the history is the first observation repeated with the
-task's neutral (zero-torque) control: a world model then sees the robot at rest.
+actions (what a world-model planner conditions on), the return so far (of the task's `reward`:
+-cost, or gym's reward for a `gym_return` variant; never the reference-tracking term), the
+episode step and whether the episode is still alive. Before the first step the history is the
+first observation repeated with the task's neutral (zero-torque) control: a world model then sees
+the robot at rest.
 
 Two physics keep that contract, so every planner and control/rollout.py work with either:
 `Envs` steps MJX (one jitted call; the accelerator path) and `MujocoEnvs` C MuJoCo on the host
@@ -31,7 +33,7 @@ class EnvState(NamedTuple):
   robot: jax.Array  # int32 index of the task in a multi-robot world-model backend
   alive: jax.Array  # bool: no unhealthy state reached yet
   ret: jax.Array  # float32 return (sum of rewards while alive)
-  steps: jax.Array  # int32 steps taken while alive
+  steps: jax.Array  # int32 steps taken while alive: the episode step, the reference cost's phase
 
 
 class Envs:
@@ -65,8 +67,8 @@ class Envs:
   def _advance(self, s: EnvState, d, obs, ctrl) -> tuple[EnvState, jax.Array]:
     """The state after ctrl (clipped) led to physics state d with observation obs; the reward."""
     task = self.task
-    cost, healthy = task.cost(obs, ctrl, s.goal)
-    reward = jnp.where(s.alive, -cost, 0.0).astype(jnp.float32)
+    reward, healthy = task.reward(obs, ctrl, s.goal, s.d.qpos, d.qpos)
+    reward = jnp.where(s.alive, reward, 0.0).astype(jnp.float32)
     alive = s.alive & (healthy | (not task.terminates))
     obs_hist = jnp.concatenate([s.obs_hist[1:], obs[None]], axis=0)
     act_hist = jnp.concatenate([s.act_hist[1:], ctrl[None]], axis=0) if self.history > 1 else s.act_hist

@@ -84,6 +84,7 @@ def prepare_process(pin_cpu: str = "auto", render: bool = True, physics: str = "
 
 def _table(rows: dict) -> str:
   cols = [
+    ("MPPI", "mppi", "{}"),
     ("return", "return_mean", "{:.1f}"),
     ("± std", "return_std", "{:.1f}"),
     ("length", "length_mean", "{:.0f}"),
@@ -106,20 +107,23 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
   from westworld_jax.control import rollout as rollout_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import planners as planners_lib  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import render as render_lib  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
 
   os.makedirs(workdir, exist_ok=True)
-  task = tasks_lib.make_task(cfg.task)
+  task = planners_lib.protocol_task(cfg)
   steps = cfg.episode_len or task.episode_len
   unknown = [p for p in cfg.policies if p not in planners_lib.POLICIES]
   if unknown or not cfg.policies:
     raise ValueError(f"config policies {tuple(cfg.policies)}: choose from {planners_lib.POLICIES}")
+  stray = set(cfg.get("policy_mppi", {})) - {"oracle", "world_model"}
+  if stray:
+    raise ValueError(f"config policy_mppi names {sorted(stray)}: MPPI policies are 'oracle' and 'world_model'")
   summary = {
     "task": task.describe(),
     "episode_len": steps,
     "n_envs": cfg.n_envs,
     "episodes": cfg.episodes,
     "mppi": dict(cfg.mppi),
+    "policy_mppi": cfg.get("policy_mppi", {}).to_dict() if cfg.get("policy_mppi") else {},
     "physics": physics_lib.resolve(cfg.physics),
     "device": str(jax.devices()[0]),
     "policies": {},
@@ -131,14 +135,16 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
     mesh = jax.make_mesh((jax.device_count(),), ("samples",), axis_types=(AxisType.Auto,))
     summary["mesh"] = f"samples sharded over {jax.device_count()} devices"
   returns, lat_rows, rows = {}, [], {}
-  logs_by_policy, envs_by_history = {}, {}
+  logs_by_policy, envs_by = {}, {}
   for name in cfg.policies:
+    ptask = planners_lib.policy_task(name, task, cfg)
     policy, history, desc = planners_lib.make_policy(
-      name, task, cfg, checkpoint, mesh=mesh if name != "random" else None
+      name, ptask, cfg, checkpoint, mesh=mesh if name not in ("random", "expert_policy") else None
     )
-    if history not in envs_by_history:  # one compiled environment per history length
-      envs_by_history[history] = physics_lib.make_envs(task, history=history, physics=cfg.physics)
-    envs = envs_by_history[history]
+    desc["terminates"] = ptask.terminates
+    if (history, ptask.terminates) not in envs_by:  # one compiled environment per history and termination
+      envs_by[history, ptask.terminates] = physics_lib.make_envs(ptask, history=history, physics=cfg.physics)
+    envs = envs_by[history, ptask.terminates]
     logs, key = [], jax.random.key(cfg.seed)
     for ep in range(cfg.episodes):
       key, sub = jax.random.split(key)  # the same start states for every policy
@@ -159,7 +165,7 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
     logs_by_policy[name] = logs
     s = rollout_lib.summarize(logs)
     s.update(desc)
-    if name != "random":
+    if hasattr(policy, "trace_count"):
       s["trace_count"] = policy.trace_count
     summary["policies"][name] = rows[name] = s
     returns[name] = {
@@ -168,7 +174,7 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
     }
     log0 = logs[0]
     summary["policies"][name]["trajectory_plot"] = render_lib.plot_trajectory(
-      log0, task, os.path.join(workdir, f"trajectory_{name}.png")
+      log0, ptask, os.path.join(workdir, f"trajectory_{name}.png")
     )
     if cfg.render.enabled and _gl_error:
       s["video"] = None
@@ -177,7 +183,7 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
       try:
         n = int(log0.lengths[0]) + 1
         s["video"] = render_lib.render_video(
-          task, log0.qpos[:n, 0], os.path.join(workdir, f"video_{name}"), cfg.render.width, cfg.render.height
+          ptask, log0.qpos[:n, 0], os.path.join(workdir, f"video_{name}"), cfg.render.width, cfg.render.height
         )
       except render_lib.RenderError as e:
         logging.warning("%s", e)
@@ -212,8 +218,15 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
   md = [
     f"# Control: {task.name} ({task.robot.name}), {cfg.episodes} x {cfg.n_envs} episodes of {steps} steps",
     "",
-    f"MPPI: {cfg.mppi.samples} samples x horizon {cfg.mppi.horizon}, {cfg.mppi.iterations} iteration(s); "
+    f"MPPI: samples x horizon per policy in the table, {cfg.mppi.iterations} iteration(s); "
     f"physics {summary['physics']}; device {summary['device']}",
+    "",
+    "Planner cost: "
+    + (
+      "the task's cost plus tracking of the reference " + task.reference.source if task.reference else "the task's cost"
+    )
+    + "; returns: "
+    + ("gym's reward" if task.gym_return else "-(the task's cost)"),
     "",
     _table(rows),
     "",

@@ -2,9 +2,12 @@
 
 One replanning step, for every environment at once (vmap), as ONE jitted function:
   for each iteration: sample K action sequences around the plan with temporally correlated noise
-  (Ornstein-Uhlenbeck, knot-smoothed or white), clip to the action bounds, roll them out with the
-  backend, weight them by softmax(-cost / lambda) and set the plan to the weighted mean;
-  execute the plan's first action and warm-start the next step with the plan shifted by one.
+  (Ornstein-Uhlenbeck, knot-smoothed, white or AR(2)-filtered), clip to the action bounds, roll
+  them out with the backend, weight them by softmax(-cost / lambda) and move the plan to the
+  weighted mean; execute the plan's first action and warm-start the next step with the plan
+  shifted by one. MPPIConfig's paper options (control/mppi_config.py) change the noise scale, the
+  update, the cost of falls and the plan's start and tail (the expert's action statistics,
+  `ExpertActions`).
 
 The planner is written against control/backends.py's `Backend` (action_dim, bounds, context,
 step_costs); its implementations are the simulator oracle (MJX, or C MuJoCo through a host
@@ -37,8 +40,23 @@ class PlanState(NamedTuple):
   key: jax.Array  # PRNG key
 
 
+class ExpertActions(NamedTuple):
+  """An expert's action statistics per dimension (actuator units): the 'expert' init and tail."""
+
+  mean: jax.Array  # [Ca]
+  std: jax.Array  # [Ca]
+
+  @classmethod
+  def of(cls, actions: np.ndarray, dim: int | None = None) -> "ExpertActions":
+    """From an episode's actions [T, A] (zero-padded to `dim` channels): mean and std + 1e-6."""
+    a = np.asarray(actions, np.float64)
+    pad = lambda x: np.pad(x, (0, (dim or a.shape[1]) - a.shape[1])).astype(np.float32)
+    return cls(jnp.asarray(pad(a.mean(0))), jnp.asarray(pad(a.std(0) + 1e-6)))
+
+
 def sample_noise(key: jax.Array, cfg: MPPIConfig, shape_kha: tuple[int, int, int]) -> jax.Array:
-  """Unit-variance noise [K, Hp, A], correlated in time per cfg.noise_kind."""
+  """Noise [K, Hp, A] correlated in time per cfg.noise_kind: unit variance, except 'ar2' (the
+  authors' filter of unit normals, whose variance the coefficients set)."""
   k, h, a = shape_kha
   if cfg.noise_kind == "white":
     return jax.random.normal(key, shape_kha)
@@ -51,9 +69,11 @@ def sample_noise(key: jax.Array, cfg: MPPIConfig, shape_kha: tuple[int, int, int
     out = z[:, lo] * (1 - frac) + z[:, lo + 1] * frac
     # Interpolation shrinks the variance between knots; rescale to unit variance per step.
     return out / jnp.sqrt((1 - frac) ** 2 + frac**2)
+  z = jax.random.normal(key, (h, k, a))
+  if cfg.noise_kind == "ar2":
+    return _ar2(z, cfg.filter_coeffs)
   # Stationary OU / AR(1): x_t = c x_{t-1} + sqrt(1 - c^2) n_t, x_0 ~ N(0, 1).
   c = cfg.correlation
-  z = jax.random.normal(key, (h, k, a))
 
   def ar(x, n):
     x = c * x + np.sqrt(1.0 - c * c) * n
@@ -61,6 +81,57 @@ def sample_noise(key: jax.Array, cfg: MPPIConfig, shape_kha: tuple[int, int, int
 
   _, xs = jax.lax.scan(ar, z[0], z[1:])
   return jnp.moveaxis(jnp.concatenate([z[:1], xs], axis=0), 0, 1)
+
+
+def _ar2(z, coeffs) -> jax.Array:
+  """Unit normals z [Hp, K, A] -> [K, Hp, A] filtered as the authors do: steps 0 and 1 as drawn,
+  then eps_t = b0 z_t + b1 eps_{t-1} + b2 eps_{t-2} (the filtered previous values: an AR(2)
+  process, whose variance is not 1; (0.5, 0.5, 0) gives 1/3 and autocorrelation 0.5^lag)."""
+  b0, b1, b2 = coeffs
+  if z.shape[0] <= 2:
+    return jnp.moveaxis(z, 0, 1)
+
+  def ar(carry, n):
+    prev, prev2 = carry
+    x = b0 * n + b1 * prev + b2 * prev2
+    return (x, prev), x
+
+  _, xs = jax.lax.scan(ar, (z[1], z[0]), z[2:])
+  return jnp.moveaxis(jnp.concatenate([z[:2], xs], axis=0), 0, 1)
+
+
+def noise_std(cfg: MPPIConfig, lo: jax.Array, hi: jax.Array, expert: ExpertActions | None) -> jax.Array | None:
+  """Per-dimension noise std [Ca] in actuator units, or None for the default (cfg.noise times
+  each action's half-range). Padded channels (lo == hi) get none."""
+  if cfg.init == "expert":
+    std = jnp.sqrt(jnp.maximum(expert.std**2 * cfg.expert_cov_scale, 1e-6))
+  elif cfg.covariance > 0:
+    std = jnp.full(lo.shape, np.sqrt(cfg.covariance), jnp.float32)
+  else:
+    return None
+  return jnp.where(hi > lo, std, 0.0)
+
+
+def fall_costs(cost_kh, healthy_kh, terminal_k, cfg: MPPIConfig) -> jax.Array:
+  """Totals [K] with the authors' fall handling: the step that falls costs fall_penalty more per
+  remaining step, and later steps repeat that cost (hold_after_fall) or count nothing."""
+  h = cost_kh.shape[1]
+  healthy = healthy_kh.astype(jnp.float32)
+  alive_after = jnp.cumprod(healthy, axis=1)
+  alive_before = jnp.concatenate([jnp.ones_like(alive_after[:, :1]), alive_after[:, :-1]], axis=1)
+  falls = alive_before * (1.0 - healthy)  # one-hot at the falling step, if any
+  remain = (h - 1 - jnp.arange(h)).astype(jnp.float32)
+  step = alive_before * cost_kh + cfg.fall_penalty * falls * remain
+  if cfg.hold_after_fall:
+    step = step + (1.0 - alive_before) * jnp.sum(falls * (cost_kh + cfg.fall_penalty * remain), 1, keepdims=True)
+  g = jnp.asarray(cfg.discount, jnp.float32) ** jnp.arange(h + 1, dtype=jnp.float32)
+  return jnp.sum(g[:-1] * step, axis=1) + g[-1] * alive_after[:, -1] * terminal_k
+
+
+def control_costs(mean: jax.Array, eps: jax.Array, std: jax.Array) -> jax.Array:
+  """[K]: 0.5 sum_t mean_t' Sigma^-1 (mean_t + 2 eps_t), Sigma = diag(std^2) (padded channels 0)."""
+  inv = jnp.where(std > 0, 1.0 / jnp.maximum(std, 1e-12) ** 2, 0.0)
+  return 0.5 * jnp.sum((mean * inv)[None] * (mean[None] + 2.0 * eps), axis=(1, 2))
 
 
 def mppi_weights(costs_k: jax.Array, cfg: MPPIConfig) -> jax.Array:
@@ -78,29 +149,49 @@ def mppi_weights(costs_k: jax.Array, cfg: MPPIConfig) -> jax.Array:
   return jax.nn.softmax(jnp.where(jnp.any(finite), logits, 0.0))
 
 
-def total_costs(cost_kh, healthy_kh, terminal_k, discount) -> jax.Array:
-  return jax.vmap(functools.partial(tasks_lib.trajectory_cost, discount=discount))(cost_kh, healthy_kh, terminal_k)
+def total_costs(cost_kh, healthy_kh, terminal_k, cfg: MPPIConfig) -> jax.Array:
+  if cfg.fall_penalty or cfg.hold_after_fall:
+    return fall_costs(cost_kh, healthy_kh, terminal_k, cfg)
+  return jax.vmap(functools.partial(tasks_lib.trajectory_cost, discount=cfg.discount))(cost_kh, healthy_kh, terminal_k)
 
 
-def replan_one(backend: Backend, cfg: MPPIConfig, plan: PlanState, ctx: Any, sharding: NamedSharding | None = None):
+def perturbations(key, cfg: MPPIConfig, shape_kha, std, half, scale) -> jax.Array:
+  """The noise eps [K, Hp, Ca] added to the plan: unit noise times std (or cfg.noise x half-range)."""
+  z = sample_noise(key, cfg, shape_kha)
+  eps = z * (cfg.noise * scale) * half if std is None else z * (scale * std)
+  return eps.at[0].set(0.0) if cfg.keep_mean else eps
+
+
+def replan_one(
+  backend: Backend,
+  cfg: MPPIConfig,
+  plan: PlanState,
+  ctx: Any,
+  sharding: NamedSharding | None = None,
+  expert: ExpertActions | None = None,
+):
   """One environment's replanning step -> (ctrl [Ca], next PlanState, info)."""
   lo, hi = backend.bounds(ctx)
   half = 0.5 * (hi - lo)
+  std = noise_std(cfg, lo, hi, expert)
   K, Hp, A = cfg.samples, cfg.horizon, backend.action_dim
   key, iter_key = jax.random.split(plan.key)
 
   def iteration(mean, xs):
     k, scale = xs
-    eps = sample_noise(k, cfg, (K, Hp, A)) * (cfg.noise * scale) * half
-    if cfg.keep_mean:
-      eps = eps.at[0].set(0.0)
+    eps = perturbations(k, cfg, (K, Hp, A), std, half, scale)
     if sharding is not None:
       eps = jax.lax.with_sharding_constraint(eps, sharding)
-    u = jnp.clip(mean[None] + eps, lo, hi)
+    u_raw = mean[None] + eps
+    u = jnp.clip(u_raw, lo, hi)
     cost_kh, healthy_kh, terminal_k = backend.step_costs(ctx, u)
-    costs = total_costs(cost_kh, healthy_kh, terminal_k, cfg.discount)
+    costs = total_costs(cost_kh, healthy_kh, terminal_k, cfg)
+    if cfg.control_cost:
+      costs = costs + cfg.temperature * control_costs(mean, eps, half * cfg.noise if std is None else std)
     w = mppi_weights(costs, cfg)
-    new_mean = jnp.einsum("k,kha->ha", w, u)
+    new_mean = jnp.einsum("k,kha->ha", w, u if cfg.update_clipped else u_raw)
+    if cfg.step_size < 1.0:
+      new_mean = (1.0 - cfg.step_size) * mean + cfg.step_size * new_mean
     stats = {
       "cost_min": jnp.min(jnp.where(jnp.isfinite(costs), costs, jnp.inf)),
       "cost_mean": jnp.mean(jnp.where(jnp.isfinite(costs), costs, jnp.nan)),
@@ -114,7 +205,12 @@ def replan_one(backend: Backend, cfg: MPPIConfig, plan: PlanState, ctx: Any, sha
   info = {k: v[-1] for k, v in stats.items()}
   info["cost_first_iter_min"] = stats["cost_min"][0]
   ctrl = mean[0]
-  shifted = jnp.concatenate([mean[1:], mean[-1:]], axis=0)
+  last = mean[-1]
+  if cfg.tail == "expert":
+    key, tail_key = jax.random.split(key)
+    spread = expert.std * np.sqrt(cfg.expert_cov_scale)
+    last = jnp.where(hi > lo, expert.mean + spread * jax.random.normal(tail_key, last.shape), 0.0)
+  shifted = jnp.concatenate([mean[1:], last[None]], axis=0)
   return ctrl, PlanState(shifted, key), info
 
 
@@ -125,13 +221,28 @@ class MPPI:
     backend: a Backend (OracleBackend, MujocoOracle or WorldModelBackend).
     config: MPPIConfig.
     mesh: optional device mesh; the samples axis is sharded over its axis `axis`.
+    expert: the expert's action statistics, which config.init / config.tail 'expert' need.
   Attributes:
     trace_count: how many times replan was traced (1 after any number of same-shaped calls).
   """
 
-  def __init__(self, backend: Backend, config: MPPIConfig, mesh: Mesh | None = None, axis: str = "samples"):
+  def __init__(
+    self,
+    backend: Backend,
+    config: MPPIConfig,
+    mesh: Mesh | None = None,
+    axis: str = "samples",
+    expert: ExpertActions | None = None,
+  ):
     self.backend, self.config, self.mesh = backend, config, mesh
     self.trace_count = 0
+    if config.uses_expert and expert is None:
+      raise ValueError(
+        f"MPPI init '{config.init}' / tail '{config.tail}' needs the expert's action statistics: "
+        "plan with a reference episode (config reference) or set mppi.init='zero', mppi.tail='repeat'"
+      )
+    if expert is not None and expert.mean.shape != (backend.action_dim,):
+      raise ValueError(f"expert actions have {expert.mean.shape} dims, the backend plans {backend.action_dim}")
     sharding = None
     if mesh is not None:
       if axis not in mesh.axis_names:
@@ -149,12 +260,14 @@ class MPPI:
       # The mesh is visible while tracing, so a world model's scan kernel runs per shard of the
       # samples (shard_map: XLA cannot split a kernel call; see model/ssm.py) instead of replicated.
       with contextlib.nullcontext() if mesh is None else jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-        return jax.vmap(functools.partial(replan_one, backend, config, sharding=sharding))(plan, ctx)
+        one = functools.partial(replan_one, backend, config, sharding=sharding, expert=expert)
+        return jax.vmap(one)(plan, ctx)
 
     def init(key, env_state):
       ctx = jax.vmap(backend.context)(env_state)
       lo, hi = jax.vmap(backend.bounds)(ctx)
-      mean = jnp.broadcast_to(jnp.clip(0.0, lo, hi)[:, None], (lo.shape[0], config.horizon, lo.shape[-1]))
+      start = jnp.where(hi > lo, expert.mean, 0.0) if config.init == "expert" else jnp.clip(0.0, lo, hi)
+      mean = jnp.broadcast_to(start[:, None], (lo.shape[0], config.horizon, lo.shape[-1]))
       return PlanState(mean.astype(jnp.float32), jax.random.split(key, lo.shape[0]))
 
     self.replan = jax.jit(replan)

@@ -94,14 +94,15 @@ def collect(
   overwrite: bool = False,
   env_name: str | None = None,
   physics: str = "auto",
+  expert: mppi_lib.ExpertActions | None = None,
 ) -> dict:
   """Runs `episodes` oracle-MPPI episodes, keeps the best keep_fraction, writes them; returns a summary.
 
   The oracle and its environments step `physics` (control/physics.py: C MuJoCo on a CPU, MJX on an
-  accelerator).
+  accelerator). `expert`: the action statistics an MPPI config with 'expert' init or tail needs.
   """
   physics = physics_lib.resolve(physics)
-  planner = mppi_lib.MPPI(physics_lib.make_oracle(task, physics), config)
+  planner = mppi_lib.MPPI(physics_lib.make_oracle(task, physics), config, expert=expert)
   envs = physics_lib.make_envs(task, physics=physics)
   all_eps, key = [], jax.random.key(seed)
   for start in range(0, episodes, n_envs):

@@ -131,6 +131,7 @@ class MujocoPhysics:
 class MujocoContext(NamedTuple):
   bits: jax.Array  # MjState.bits of the environment
   goal: jax.Array
+  step: jax.Array  # int32: the environment's episode step (the reference cost's phase)
 
 
 class MujocoOracle(backends.OracleBackend):
@@ -148,7 +149,7 @@ class MujocoOracle(backends.OracleBackend):
         "the C MuJoCo oracle plans from C MuJoCo environments (their EnvState.d is an MjState): "
         "make both with the same physics (control/physics.py)"
       )
-    return MujocoContext(env_state.d.bits, env_state.goal)
+    return MujocoContext(env_state.d.bits, env_state.goal, env_state.steps)
 
   def _host_rollouts(self, bits, u):
     # vmap_method="broadcast_all": leading axes (environments under MPPI's vmap) are shared.
@@ -162,4 +163,4 @@ class MujocoOracle(backends.OracleBackend):
     k, hp = u_kha.shape[:2]
     out = jax.ShapeDtypeStruct((k, hp, self.task.num_obs), jnp.float32)
     obs = jax.pure_callback(self._host_rollouts, out, ctx.bits, u_kha, vmap_method="broadcast_all")
-    return backends.observation_costs(self.task, obs, u_kha, ctx.goal)
+    return backends.observation_costs(self.task, obs, u_kha, ctx.goal, ctx.step)

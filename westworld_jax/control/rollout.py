@@ -1,9 +1,10 @@
 """Closed loop: replan (one jitted call for all environments), step the environments, log, repeat.
 
 `run_episode(envs, policy, n, steps, key)` runs n environments of one task for up to `steps`
-control steps with an MPPI planner (any backend) or `RandomPolicy`, and returns an `EpisodeLog`
-with returns, per-step rewards, observations, controls, qpos (for rendering) and the wall time of
-every replanning call (the first one includes compilation).
+control steps with an MPPI planner (any backend), `RandomPolicy` or the PPO expert
+(control/expert.py), and returns an `EpisodeLog` with returns, per-step rewards, observations,
+controls, qpos (for rendering) and the wall time of every replanning call (the first one includes
+compilation).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from westworld_jax.control import tasks as tasks_lib
 
 class RandomPolicy:
   """Uniform random actions within the bounds: the baseline a planner must beat."""
+
+  kind = "random"
 
   def __init__(self, task: tasks_lib.Task):
     lo, hi = task.act_low, task.act_high
@@ -72,8 +75,8 @@ def run_episode(
 ) -> EpisodeLog:
   """Runs n_envs episodes of envs.task for up to `steps` control steps with `policy`.
 
-  policy: MPPI (its backend must fit envs: a world-model backend needs envs.history == its history)
-    or RandomPolicy.
+  policy: MPPI (its backend must fit envs: a world-model backend needs envs.history == its history),
+    RandomPolicy or expert.ExpertPolicy.
   progress: a label to show a progress bar (steps, last replan ms, environments still alive) on stderr.
   """
   task = envs.task
@@ -108,7 +111,7 @@ def run_episode(
   stack = lambda xs: np.asarray(jnp.stack(xs))
   return EpisodeLog(
     task=task.name,
-    policy=getattr(getattr(policy, "backend", None), "kind", "random"),
+    policy=policy.backend.kind if hasattr(policy, "backend") else policy.kind,
     returns=np.asarray(s.ret),
     lengths=np.asarray(s.steps) if task.terminates else np.full(n_envs, len(rewards)),
     rewards=stack(rewards),

@@ -1,20 +1,20 @@
 """Control tasks: a catalogue robot simulated in MJX or C MuJoCo, with costs the planner minimises.
 
-A `Task` bundles
-- the robot (catalogue.load), its model adapted for MJX (data/mjx_model.py; `model`, which C
-  MuJoCo steps too, control/mujoco_backend.py) and the MJX copy of it (`mx`),
-- `episode_start(key)` (an episode's qpos, qvel and goal), and `reset(key)` / `step(d, ctrl)` /
-  `observe(d)` on MJX states, all jittable and vmappable,
-- a running cost `cost(obs, ctrl, goal) -> (cost, healthy)` and `terminal_cost(obs, goal)` on the
-  robot's observation vector (the world model's channels, in physical units), and the same on an
-  MJX state (`state_cost`, `state_terminal_cost`: the state is observed first). Costs are written
-  once, on observations, so the simulator-oracle and world-model planners optimise the very same
-  objective and differ only in where the predicted observations come from;
-- action bounds (actuator units) and the control step dt.
+A `Task` bundles the robot (catalogue.load), its model adapted for MJX (data/mjx_model.py;
+`model`, which C MuJoCo steps too, control/mujoco_backend.py) and its MJX copy (`mx`);
+`episode_start(key)` (an episode's qpos, qvel and goal), and `reset` / `step` / `observe` on MJX
+states (jittable, vmappable); a running cost `cost(obs, ctrl, goal) -> (cost, healthy)` and
+`terminal_cost(obs, goal)` on the robot's observation vector (the world model's channels, in
+physical units): written once, on observations, so the simulator-oracle and world-model planners
+optimise the very same objective and differ only in where the observations come from; the
+environments' `reward` (-cost, or gym's reward for a `gym_return` variant); action bounds
+(actuator units) and the control step dt. `variant(...)` is a copy sharing the models with a
+reference-tracking term for the planners (control/reference.py), termination switched, or gym's
+reward reported.
 
 `healthy` False marks a terminal (fallen) state: an episode ends after the step that produced it
-(gym's `terminate_when_unhealthy`), and a planner stops accumulating cost from there on.
-Rewards are -cost. `goal` is a float32 [GOAL_DIM] per episode (a reach target; zeros otherwise).
+(gym's `terminate_when_unhealthy`), and a planner stops accumulating cost from there on (see
+MPPIConfig's fall options). `goal` is a float32 [GOAL_DIM] per episode (a reach target; else zeros).
 
 Tasks (see TASKS): 'pendulum' (dm_control pendulum swing-up from hanging down), 'reacher'
 (dm_control reacher to a random reachable target), 'hopper' and 'walker2d' (gym-style forward
@@ -25,6 +25,7 @@ forward while upright), 'franka' (Franka Panda end-effector reach).
 from __future__ import annotations
 
 import abc
+import copy
 import functools
 from typing import Callable
 
@@ -51,7 +52,8 @@ class Task(abc.ABC):
     _reset_qpos_qvel(key)     an episode's start state (default: gym-style qpos0 and zero velocity,
                               each entry + U(-0.005, 0.005)).
   Class attributes name the robot (`robot_name`, catalogue.load) and set `terminates`,
-  `episode_len`, `self_collisions` and the MJX speed `physics`.
+  `episode_len`, `self_collisions` and the MJX speed `physics`; `variant` sets `terminates`,
+  `reference` and `gym_return` per instance.
   """
 
   name = "task"
@@ -62,6 +64,8 @@ class Task(abc.ABC):
   # MjOption overrides for speed in MJX (environment and oracle alike), e.g. brax's MJX Hopper:
   # Euler instead of RK4 and 4 solver iterations. Task(exact_physics=True) keeps the robot's own.
   physics: dict = {}
+  reference = None  # a reference.Reference: its tracking cost is added to `cost` when planning
+  gym_return = False  # GymLocomotion: the environments report gym's reward instead of -cost
 
   def __init__(self, robot: Robot | None = None, exact_physics: bool = False):
     self.robot = robot if robot is not None else catalogue.load(self.robot_name)
@@ -168,12 +172,21 @@ class Task(abc.ABC):
     del obs, goal
     return jnp.zeros((), jnp.float32)
 
-  def state_cost(self, d: mjx.Data, ctrl: jax.Array, goal: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Running cost from an MJX state (the state after applying ctrl)."""
-    return self.cost(self.observe(d), ctrl, goal)
+  def reward(self, obs, ctrl, goal, qpos_before, qpos_after) -> tuple[jax.Array, jax.Array]:
+    """(reward, healthy) the environments report for the step qpos_before -> qpos_after that
+    reached obs: -cost (the reference-tracking term is the planners' alone)."""
+    del qpos_before, qpos_after
+    cost, healthy = self.cost(obs, ctrl, goal)
+    return -cost, healthy
 
-  def state_terminal_cost(self, d: mjx.Data, goal: jax.Array) -> jax.Array:
-    return self.terminal_cost(self.observe(d), goal)
+  def variant(self, **attrs) -> "Task":
+    """A copy sharing the models with some of `terminates`, `reference`, `gym_return` replaced."""
+    unknown = set(attrs) - {"terminates", "reference", "gym_return"}
+    if unknown:
+      raise ValueError(f"Task.variant sets terminates, reference, gym_return; not {sorted(unknown)}")
+    task = copy.copy(self)
+    task.__dict__.update(attrs)
+    return task
 
   def describe(self) -> dict:
     return {
@@ -185,6 +198,8 @@ class Task(abc.ABC):
       "act_low": self.act_low.tolist(),
       "act_high": self.act_high.tolist(),
       "terminates": self.terminates,
+      "reference": None if self.reference is None else self.reference.describe(),
+      "gym_return": self.gym_return,
       "episode_len": self.episode_len,
       "mjx_adaptations": list(self.adaptations),
     }
@@ -335,7 +350,9 @@ class GymLocomotion(Task):
   reward = x velocity + 1 (healthy bonus) - 1e-3 |u|^2; unhealthy when root height leaves
   healthy_z, the torso angle leaves healthy_angle, or any observation but height exceeds 100.
   The forward term is the root x velocity at the end of the control step (gym uses the mean
-  velocity over the step, dx/dt; the world model observes velocities, not global x). MJX physics
+  velocity over the step, dx/dt; the world model observes velocities, not global x); a
+  `gym_return` variant's environments report gym's v5 reward itself (dx/dt, the healthy bonus
+  only while healthy). MJX physics
   as brax's MJX Hopper/Walker2d: Euler instead of gym's RK4 and 4 solver iterations (~20x faster
   on a CPU; exact_physics=True keeps RK4).
   """
@@ -351,6 +368,8 @@ class GymLocomotion(Task):
     self._z = self.obs_index("root_height")[0]
     self._angle = self.obs_index("root_angle")[0]
     self._vx = self.obs_index("root_x_vel")[0]
+    vx_dof = self.robot.obs_channels[self._vx].address
+    self._x = int(self.model.jnt_qposadr[self.model.dof_jntid[vx_dof]])  # the root's x in qpos
 
   def healthy(self, obs):
     z, a = obs[self._z], obs[self._angle]
@@ -366,6 +385,13 @@ class GymLocomotion(Task):
   def cost(self, obs, ctrl, goal):
     reward = obs[self._vx] + 1.0 - 1e-3 * jnp.sum(ctrl**2)
     return -reward, self.healthy(obs)
+
+  def reward(self, obs, ctrl, goal, qpos_before, qpos_after):
+    if not self.gym_return:
+      return super().reward(obs, ctrl, goal, qpos_before, qpos_after)
+    healthy = self.healthy(obs)
+    forward = (qpos_after[self._x] - qpos_before[self._x]) / self.dt
+    return forward + healthy.astype(jnp.float32) - 1e-3 * jnp.sum(ctrl**2), healthy
 
 
 class Hopper(GymLocomotion):
