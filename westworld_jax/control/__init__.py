@@ -1,7 +1,7 @@
 """Downstream control: MPPI with a simulator-oracle or world-model rollout on MuJoCo tasks.
 
-  tasks.py   Task (an ABC: MJX robot, abstract cost on observations, action bounds) and the tasks
-             (pendulum, reacher, hopper, walker2d, go1, franka)
+  task.py    Task (an ABC: MJX robot, abstract cost on observations, action bounds)
+  tasks.py   the tasks (pendulum, reacher, hopper, walker2d, go1, franka) and make_task
   mppi.py    MPPI (one jitted replan for all environments, samples sharded over devices)
   mppi_config.py  MPPIConfig: MPPI's settings and defaults (no jax: config files import it)
   backends.py  Backend (the ABC MPPI plans with) and its rollouts: OracleBackend (MJX) and
