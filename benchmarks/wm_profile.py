@@ -1,21 +1,26 @@
-"""Where a WestWorld replan's time goes: each component jitted alone on the shapes the replan gives it.
+"""Where a WestWorld replan's time goes (the cpu_model at 256 x 24), two ways.
 
-Used by benchmarks/wm_replan.py --profile (or run alone: `python benchmarks/wm_profile.py`). Times
-block 0's modules (x n_layers for the whole trunk), the embedding, the head and read-out, the SSM
-with each scan and the replan in float32 vs bfloat16 matmuls; 'rest' is the whole replan minus the
-components (LayerNorms, the CLS splice, reshapes, the batch and the costs).
+Used by benchmarks/wm_replan.py --profile (or run alone: `python benchmarks/wm_profile.py`).
+- components_ms: each component jitted alone on the shapes the replan gives it (block 0's modules
+  x n_layers, the embedding, the head and read-out, the SSM layer with each scan); alone, each
+  also pays for materialising its inputs and outputs, so they sum to more than the replan;
+- in_model: the replan with the SSM layers, the Sys-MoEs or the channel attentions replaced by
+  zeros (patched in at trace time), calls interleaved: the time each costs inside the model;
+plus the replan with float32 vs bfloat16 matmuls (and the matmul rate at each).
 """
 
 from __future__ import annotations
 
 import common  # noqa: F401  (sets sys.path; before project imports)
 
+import time
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 import wm_replan
-from westworld_jax.model import flops, ssm as ssm_lib
+from westworld_jax.model import flops, ssm as ssm_lib, westworld as westworld_lib
 from westworld_jax.model.embeddings import TokenEmbedding
 from westworld_jax.model.mamba import SelectiveSSM
 from westworld_jax.model.moe import SysMoE
@@ -82,8 +87,9 @@ def profile(task, repeats: int = 3, samples: int = 256, horizon: int = 24) -> di
     "scan": used,
     "replan_ms": round(whole, 2),
     "components_ms": comps,
-    "rest_ms": round(whole - summed, 2),
+    "components_sum_ms": round(summed, 2),
     "note": "each component jitted alone at the replan's shapes (block 0 x n_layers); min of the repeats",
+    "in_model": ablation(task, repeats, samples, horizon),
   }
   T = wm.history + horizon
   res["component_gflop"] = _component_gflop(cfg, samples, T, task.num_obs, task.num_act)
@@ -98,6 +104,92 @@ def profile(task, repeats: int = 3, samples: int = 256, horizon: int = 24) -> di
   res["matmul_gflops_f32"] = round(wm_replan.matmul_gflops(rows, cfg.d_model, repeats), 1)
   res["matmul_gflops_bf16"] = round(wm_replan.matmul_gflops(rows, cfg.d_model, repeats, jnp.bfloat16), 1)
   return res
+
+
+class _NoSSM(nn.Module):
+  """Stands in for SelectiveSSM in the ablation: y = 0 (the residual passes x on)."""
+
+  d_model: int
+  d_state: int = 0
+  expand: int = 0
+  d_conv: int = 0
+  scan_impl: str = ""
+  chunk_size: int = 0
+  dtype: object = jnp.float32
+  param_dtype: object = jnp.float32
+
+  def __call__(self, x):
+    return jnp.zeros_like(x)
+
+
+class _NoMoE(nn.Module):
+  """Stands in for SysMoE in the ablation: zero expert output, no aux loss."""
+
+  d_model: int
+  d_expert: int
+  num_experts: int
+  mode: str = ""
+  top_k: int = 1
+  capacity_factor: float = 0.0
+  lb_loss_coef: float = 0.0
+  z_loss_coef: float = 0.0
+  expert_axis: object = None
+  token_axes: tuple = ()
+  dtype: object = jnp.float32
+  param_dtype: object = jnp.float32
+
+  def __call__(self, x, sys, valid):
+    return jnp.zeros(x.shape, jnp.float32), jnp.zeros((), jnp.float32)
+
+
+class _NoAttention(nn.Module):
+  """Stands in for ChannelAttention in the ablation: zero output."""
+
+  d_model: int
+  n_heads: int
+  dtype: object = jnp.float32
+  param_dtype: object = jnp.float32
+  dropout_rate: float = 0.0
+  deterministic: bool = True
+
+  def __call__(self, q, kv, mask):
+    return jnp.zeros_like(q)
+
+
+def ablation(task, repeats: int = 3, samples: int = 256, horizon: int = 24) -> dict:
+  """In-model cost of each component: the cpu_model replan with it replaced by zeros (patched into
+  model/westworld.py at trace time), calls interleaved; ms saved against the whole replan."""
+  wm, _ = wm_replan.build("westworld", "cpu")
+  backend, _, ctx = wm_replan.make_backend(wm, task, horizon)
+  u = wm_replan.actions(task, samples, horizon)
+  stand_ins = {
+    "ssm_layer": ("SelectiveSSM", _NoSSM),
+    "moe": ("SysMoE", _NoMoE),
+    "attentions": ("ChannelAttention", _NoAttention),
+  }
+  compiled = {}
+  for name, (attr, stand_in) in {"whole": (None, None), **stand_ins}.items():
+    old = getattr(westworld_lib, attr) if attr else None
+    try:
+      if attr:
+        setattr(westworld_lib, attr, stand_in)
+      compiled[name] = jax.jit(lambda c, v: backend.step_costs(c, v)).lower(ctx, u).compile()
+    finally:
+      if attr:
+        setattr(westworld_lib, attr, old)
+  times = {name: [] for name in compiled}
+  for _ in range(repeats + 1):
+    for name, fn in compiled.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(ctx, u))
+      times[name].append((time.perf_counter() - t0) * 1e3)
+  ms = {name: min(v[1:]) for name, v in times.items()}
+  return {
+    "samples": samples,
+    "horizon": horizon,
+    "whole_ms": round(ms["whole"], 2),
+    "saved_ms_without": {name: round(ms["whole"] - ms[name], 2) for name in stand_ins},
+  }
 
 
 def _component_gflop(cfg, b, t, co, ca) -> dict:
@@ -116,4 +208,5 @@ if __name__ == "__main__":
 
   from westworld_jax.control import tasks
 
-  print(json.dumps(profile(tasks.make_task("hopper"), repeats=3), indent=1))
+  task = tasks.make_task("hopper")
+  print(json.dumps(profile(task, repeats=3), indent=1))

@@ -3,18 +3,19 @@
 Times `WorldModelBackend.step_costs` under jax.jit (what MPPI's replan calls: the batch, one
 `predict` over K samples x (history + Hp) steps, the task costs) for every registry model on the
 hopper task's channels (11 obs / 3 act, from the catalogue robot). Models: experiments/scaling.py's
-`cpu_model` (tiny, history 16, window 40, so Hp <= 24) and WestWorld's 'control' size (history 50,
-window 150) at the paper's K x Hp = 256 x 100. Parameters are untrained (latency does not depend on
-them); the normaliser is fixed synthetic stats.
+`cpu_model` (tiny, history 16, window 40, so Hp <= 24) at 256 x 24 and 64 x 24 (min of --repeats
+calls after a warm-up), and WestWorld's 'control' size (history 50, window 150) at the paper's
+K x Hp = 256 x 100 (one call: minutes), with the default scan ('auto': chunked on a CPU) and the
+sequential one, in chunks of 64 samples as benchmarks/control.py runs it on a CPU. Parameters are
+untrained (latency does not depend on them); the normaliser is fixed synthetic stats.
 
-Beside each time: the analytic forward FLOPs (model/flops.py, WestWorld only) and the floor =
-FLOPs / the float32 matmul rate measured in the same process on [rows, d] x [d, d], rows =
-min(K * T * Co, 2^16), d the model width. `--profile` adds WestWorld's per-component times
-(embedding, attentions, FFN, SSM with each scan, MoE, head; float32 and bfloat16 matmuls), each
-module jitted alone on the shapes it sees in the replan.
+Beside each WestWorld time: the analytic forward FLOPs (model/flops.py) and the floor = FLOPs /
+the float32 matmul rate measured right after it in the same process on [rows, d] x [d, d], rows =
+min(K * T * Co, 2^16), d the model width (min of 10 calls). The baselines have no analytic count
+here: their times stand alone. `--profile` adds where WestWorld's time goes (benchmarks/wm_profile.py).
 
-  python benchmarks/wm_replan.py                 # every row; writes results/wm_replan_cpu.json
-  python benchmarks/wm_replan.py --quick         # CPU sizes only (no 256 x 100 control row)
+  python benchmarks/wm_replan.py --profile       # every row; writes results/wm_replan_cpu.json
+  python benchmarks/wm_replan.py --quick         # CPU sizes only (no 256 x 100 control rows)
 """
 
 from __future__ import annotations
