@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -126,23 +125,7 @@ def section(a, physics: str) -> list[dict]:
 
 
 def _run_section(name: str, argv: list[str]) -> list[dict]:
-  pin = name == "mjx" and len(os.sched_getaffinity(0)) <= 2
-  code = (
-    "import os, sys, runpy\n"
-    + f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
-    + ("os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n" if pin else "")
-    + f"sys.argv = {[__file__] + argv + ['--section', name]!r}\n"
-    + f"runpy.run_path({__file__!r}, run_name='__main__')\n"
-  )
-  env = dict(os.environ)
-  env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "westworld_jax_jit"))
-  t0 = time.perf_counter()
-  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=common.ROOT)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-  if proc.returncode or not lines:
-    raise SystemExit(f"section {name} failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
-  print(f"section {name}: {time.perf_counter() - t0:.0f}s (pinned to one core: {pin})", flush=True)
-  return json.loads(lines[-1][len("RESULT ") :])
+  return common.run_section(__file__, name, argv, pin=name == "mjx" and len(os.sched_getaffinity(0)) <= 2)
 
 
 def main() -> None:
