@@ -192,36 +192,25 @@ def test_checkpoint_of_another_version_is_refused_clearly(base, monkeypatch):
   assert _steps(wd) == [2, 4]
 
 
+def _train_cli(tmp_path, flag: str):
+  """The tiny training command with one extra flag: (process, its non-empty output lines)."""
+  cmd = [sys.executable, "-m", "westworld_jax.train", "--config", "experiments/pretrain.py:tiny"]
+  proc = subprocess.run(
+    cmd + [f"--workdir={tmp_path / 'w'}", flag], cwd=REPO_ROOT, capture_output=True, text=True, timeout=110
+  )
+  return proc, [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+
+
 @pytest.mark.timeout(120)
 def test_cli_prints_one_error_line_and_exits_2(tmp_path):
-  cmd = [
-    sys.executable,
-    "-m",
-    "westworld_jax.train",
-    "--config",
-    "experiments/pretrain.py:tiny",
-    f"--workdir={tmp_path / 'w'}",
-    "--config.data.batch_size=0",
-  ]
-  proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=110)
-  lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+  proc, lines = _train_cli(tmp_path, "--config.data.batch_size=0")
   assert proc.returncode == 2, proc.stdout + proc.stderr
   assert lines == ["error: data.batch_size must be > 0 (got 0)"], lines
 
 
 @pytest.mark.timeout(120)
 def test_cli_reports_a_bad_config_flag_in_one_line(tmp_path):
-  cmd = [
-    sys.executable,
-    "-m",
-    "westworld_jax.train",
-    "--config",
-    "experiments/pretrain.py:tiny",
-    f"--workdir={tmp_path / 'w'}",
-    "--config.optim.lrr=1",
-  ]
-  proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=110)
-  lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+  proc, lines = _train_cli(tmp_path, "--config.optim.lrr=1")
   assert proc.returncode == 2, proc.stdout + proc.stderr
   assert len(lines) == 1 and lines[0].startswith("error: bad command-line flag: ") and "lrr" in lines[0], lines
   assert not os.path.exists(tmp_path / "w")
