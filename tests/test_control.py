@@ -313,7 +313,11 @@ def procs():
   cores = sorted(os.sched_getaffinity(0))
   started = {
     "main": _start(_MAIN.replace("PRETRAIN_STEPS", str(_PRETRAIN_STEPS)), cores[0], render=True),
-    "aux": _start(_AUX, cores[-1], {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}),
+    "aux": _start(
+      _AUX,
+      cores[-1],
+      {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_cpu_collective_call_terminate_timeout_seconds=240"},
+    ),
     "hopper": _start(_HOPPER, cores[-1]),
   }
   yield started

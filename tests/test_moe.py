@@ -107,7 +107,7 @@ def test_expert_parallel_without_mesh_says_what_to_do():
 
 _SHARDED_CHECK = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_cpu_collective_call_terminate_timeout_seconds=240"
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
     from westworld_jax.model.moe import SysMoE, expert_param_specs
@@ -156,7 +156,7 @@ def test_expert_parallel_equals_unsharded_on_8_devices():
 
 _SHARDED_MODEL_CHECK = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_cpu_collective_call_terminate_timeout_seconds=240"
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
     from westworld_jax.model import WestWorld, dummy_batch, expert_param_specs, get_model_config

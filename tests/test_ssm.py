@@ -402,7 +402,7 @@ def test_kernel_auto_lowers_mosaic_for_tpu_and_triton_for_gpu():
 
 _SHARDED_SCAN_CHECK = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_cpu_collective_call_terminate_timeout_seconds=240"
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
     from tests.test_ssm import _inputs, _rel_err, _scan

@@ -199,7 +199,7 @@ def test_mesh_sizes():
 
 _EIGHT_DEVICES = textwrap.dedent("""
     import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_cpu_collective_call_terminate_timeout_seconds=240"
     import jax, jax.numpy as jnp, ml_collections, numpy as np
     from westworld_jax.model import dummy_batch, registry
     from westworld_jax.training import checkpoint as ckpt_lib, mesh as mesh_lib
@@ -277,7 +277,7 @@ def test_sharded_step_and_restore_on_8_devices(runs, tmp_path):
 _WORKER = textwrap.dedent("""
     import os, sys, zlib
     pid, port, corpus, wd = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 --xla_cpu_collective_call_terminate_timeout_seconds=240"
     import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid)
