@@ -9,6 +9,10 @@ Variants:
          global batch 56 (their 14 per GPU x 4 GPUs), environments mixed by window count (their
          shuffled pool of all windows), bf16 matmuls, blocks rematerialised so that batch 56 fits
          one 80 GB GPU; data: the full generated corpus (experiments/data.py).
+  cpu    the recipe a 2-core CPU can train (experiments/scaling.py:cpu): 52 cheap pretraining
+         environments (corpus/cpu, generated when missing), tiny models with windows of 16 + 24 steps,
+         3000 steps (WestWorld ~25 minutes on one core); `cpu_trajworld`, `cpu_tdm`,
+         `cpu_mlp_ensemble` train the baselines with their own CPU configs.
   large  scale-out: the >=100M-parameter sparse top-k Sys-MoE (16 experts) with experts sharded over
          the 'expert' mesh axis (expert-parallel) and the batch over data x expert.
 Any field can be overridden on the command line, e.g. --config.optim.lr=1e-4 --config.mesh.expert=2.
@@ -28,6 +32,8 @@ def _data_config(variant: str) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "tiny"
+  if variant == "cpu" or variant.startswith("cpu_"):
+    return _cpu_config(variant.removeprefix("cpu").removeprefix("_") or "westworld")
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.total_steps = 150
@@ -86,5 +92,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.model = model_config("westworld", "large", expert_axis="expert")
       c.mesh.expert = 4  # 16 experts, 4 per expert shard; the rest of the devices do data parallelism
   else:
-    raise ValueError(f"unknown pretrain variant {variant!r}: use tiny, base or large")
+    raise ValueError(f"unknown pretrain variant {variant!r}: use tiny, cpu, cpu_<model>, base or large")
+  return c
+
+
+def _cpu_config(model: str) -> ml_collections.ConfigDict:
+  """experiments/scaling.py's CPU recipe for one model, with progress and a final checkpoint kept."""
+  scaling = config_files.load_sibling(__file__, "scaling")
+  if model not in scaling.CPU_MODELS:
+    raise ValueError(
+      f"unknown pretrain variant 'cpu_{model}': use cpu or cpu_<model>, model one of {scaling.CPU_MODELS}"
+    )
+  c = scaling.pretrain_config("cpu", model)
+  c.log.update(progress=True)
   return c

@@ -132,7 +132,8 @@ def _cpu_scan(name: str) -> dict:
   return {"ssm_scan_impl": "sequential", "max_bodies": 32} if name == "westworld" else {}
 
 
-CPU_HISTORY, CPU_HORIZON = 16, 24  # 3 windows of 40 steps per 128-step episode
+CPU_HISTORY, CPU_HORIZON = 16, 24
+CPU_MODELS = ("westworld", "trajworld", "tdm", "mlp_ensemble")  # 3 windows of 40 steps per 128-step episode
 
 
 # Bins per model from the learning-curve sweep (benchmarks/results/learning_curve_cpu/sweep/): WestWorld is

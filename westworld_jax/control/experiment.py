@@ -62,6 +62,11 @@ def select_gl() -> str | None:
   )
 
 
+def gl_error() -> str | None:
+  """Why no video can be rendered in this process (after prepare_process), else None."""
+  return _gl_error
+
+
 def prepare_process(pin_cpu: str = "auto", render: bool = True, physics: str = "auto") -> None:
   """Before jax/mujoco are imported: CPU pinning, GL backend, persistent compilation cache.
 

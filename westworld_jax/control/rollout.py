@@ -37,6 +37,33 @@ class RandomPolicy:
     self.init = lambda key, s: key
 
 
+class NoisyPolicy:
+  """Another policy's actions plus Gaussian noise (std `fraction` x each actuator's half range), clipped:
+  control data that also covers the states a planner's own path does not visit."""
+
+  def __init__(self, policy, task: tasks_lib.Task, fraction: float):
+    if fraction <= 0:
+      raise ValueError(f"action noise must be > 0 (a fraction of the half range), got {fraction}")
+    self.policy, self.kind = policy, f"{getattr(policy, 'kind', None) or policy.backend.kind}+noise"
+    lo, hi = jnp.asarray(task.act_low), jnp.asarray(task.act_high)
+    std = fraction * 0.5 * (hi - lo)
+
+    def replan(plan, s):
+      inner, key = plan
+      u, inner, info = policy.replan(inner, s)
+      key, sub = jax.random.split(key)
+      nu = lo.shape[0]
+      noisy = jnp.clip(u[:, :nu] + std * jax.random.normal(sub, u[:, :nu].shape), lo, hi)
+      return u.at[:, :nu].set(noisy), (inner, key), info
+
+    def init(key, s):
+      k1, k2 = jax.random.split(key)
+      return policy.init(k1, s), k2
+
+    self.replan = jax.jit(replan)
+    self.init = init
+
+
 @dataclasses.dataclass
 class EpisodeLog:
   task: str
@@ -72,12 +99,14 @@ def run_episode(
   key: jax.Array,
   stop_when_done: bool = True,
   progress: str | None = None,
+  observer=None,
 ) -> EpisodeLog:
   """Runs n_envs episodes of envs.task for up to `steps` control steps with `policy`.
 
   policy: MPPI (its backend must fit envs: a world-model backend needs envs.history == its history),
     RandomPolicy or expert.ExpertPolicy.
   progress: a label to show a progress bar (steps, last replan ms, environments still alive) on stderr.
+  observer: called as observer(t, state, ctrl, plan) after each replan, before the step (e.g. plan_check).
   """
   task = envs.task
   kreset, kplan = jax.random.split(key)
@@ -92,6 +121,8 @@ def run_episode(
     u, plan, info = policy.replan(plan, s)
     u = jax.block_until_ready(u)
     lat.append(time.perf_counter() - t0)
+    if observer is not None:
+      observer(t, s, u, plan)
     alive.append(s.alive)
     s, r = envs.step(s, u)
     u_real = u[:, :nu]

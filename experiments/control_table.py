@@ -1,0 +1,95 @@
+"""The control table: `python -m westworld_jax.control.table --config experiments/control_table.py[:cpu|paper]
+[--workdir DIR]`.
+
+Every row of the paper's control comparison, under the authors' protocol (experiments/control.py:
+<robot>_paper[_cpu]; docs/upstream.md, "Control protocol"), for each robot in `robots`:
+  expert_policy, oracle, random    the PPO expert, simulator MPPI, uniform random actions;
+  world_model x each of `models`   MPPI with the model pretrained (`pretrained`: a training workdir
+                                   per model, or '' = train it here with `pretrain[model]`) and
+                                   fine-tuned on simulator-MPPI rollouts by each recipe of `recipes`.
+Fine-tuning data: `collect_episodes` oracle-MPPI episodes from their own start states (not the
+evaluation's), kept per recipe; world-model MPPI of both kinds is normalised with those episodes'
+min-max statistics (as the authors do). Each finished episode is a file: a rerun (e.g. after an
+interruption) skips it and the finished training runs.
+
+Variants:
+  cpu    (default) the CPU sizes of <robot>_paper_cpu (C oracle 128 x 100, world model 64 x 24 with
+         the CPU-recipe models of experiments/pretrain.py:cpu*), 3 episodes of 1000 steps.
+  paper  the paper's sizes (<robot>_paper: 256 x 100 for every planner): meant for an accelerator,
+         with models whose window holds history + 100 steps (pass --config.pretrained.<model>=DIR).
+  tiny   a smoke test: hopper, the tiny WestWorld, 2 episodes of 40 steps, tiny planners, 2 training steps.
+Recipes (finetune.recipes; `recipe_names` picks which run): keep (fraction of the collected episodes kept,
+best by return), action_noise (std of Gaussian noise added to the oracle's executed actions while
+collecting, as a fraction of each actuator's half range), rounds (> 1: plan with the fine-tuned model
+from the collection start states, add its episodes and fine-tune again from it).
+"""
+
+import ml_collections
+
+from westworld_jax import config_files
+
+MODELS = ("westworld", "trajworld", "tdm", "mlp_ensemble")
+
+
+def _load(name: str):
+  return config_files.load_sibling(__file__, name)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "cpu"
+  if variant not in ("cpu", "paper", "tiny"):
+    raise ValueError(f"unknown control_table variant {variant!r}: use cpu, paper or tiny")
+  control, pretrain = _load("control"), _load("pretrain")
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.robots = ("hopper", "walker2d")
+  suffix = "_paper" if variant == "paper" else "_paper_cpu"
+  c.control = ml_collections.ConfigDict({r: control.get_config(r + suffix) for r in ("hopper", "walker2d")})
+  for r in c.control:
+    c.control[r].render.enabled = True
+  c.policies = ("expert_policy", "oracle", "random", "world_model")
+  c.models = MODELS
+  c.episodes = 3
+  c.episode_len = 1000
+  c.seed = 0
+  c.pretrained = ml_collections.ConfigDict({m: "" for m in MODELS})  # '' = train with pretrain[m] in DIR/pretrain/m
+  c.pretrain = ml_collections.ConfigDict({m: pretrain.get_config(f"cpu_{m}") for m in MODELS})
+  c.collect_episodes = 6  # oracle-MPPI episodes for fine-tuning (their own start states)
+  # Fine-tuning: training/finetune.py (the pretrained run's model and recipe, a fresh optimizer).
+  c.finetune = ml_collections.ConfigDict(
+    dict(
+      steps=300,
+      lr=1e-4,  # the CPU models' few-shot lr (experiments/few_shot.py:cpu), pretrained at 2e-3
+      warmup_steps=0,
+      final_lr_fraction=1.0,
+      batch_size=8,
+      val_fraction=0.1,
+      recipes=dict(
+        all=dict(keep=1.0, action_noise=0.0, rounds=1),
+        best=dict(keep=0.34, action_noise=0.0, rounds=1),  # the best third (upstream keeps ~10% of many more)
+        noisy=dict(keep=1.0, action_noise=0.1, rounds=1),
+        iterative=dict(keep=1.0, action_noise=0.0, rounds=2),
+      ),
+    )
+  )
+  c.recipe_names = ("all",)  # the default recipe; the study: --config.recipe_names="('all','best','noisy','iterative')"
+  c.plan_check_every = 50  # world-model MPPI: predicted vs simulated cost of the chosen plan every N steps (0: never)
+
+  if variant == "tiny":
+    c.robots = ("hopper",)
+    c.models = ("westworld",)
+    c.episodes, c.episode_len, c.collect_episodes = 2, 40, 2  # 40 >= the tiny model's 32-step training window
+    for r in c.control:
+      ctl = c.control[r]
+      ctl.mppi.samples, ctl.mppi.horizon = 16, 8
+      ctl.policy_mppi = ml_collections.ConfigDict({"world_model": dict(samples=8, horizon=8)})
+      ctl.render.enabled = False
+    tiny = pretrain.get_config("tiny")
+    tiny.total_steps = 2
+    tiny.checkpoint.update(every=2, keep=1, async_save=False)
+    tiny.eval.update(every=10**9, max_batches=0)
+    tiny.log.update(every=1, tensorboard=False, progress=False)
+    c.pretrain.westworld = tiny
+    c.finetune.update(steps=2, batch_size=4, val_fraction=0.0)
+    c.plan_check_every = 4
+  return c

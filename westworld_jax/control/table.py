@@ -1,0 +1,251 @@
+"""The whole control table in one resumable command:
+
+  python -m westworld_jax.control.table --config experiments/control_table.py[:cpu|paper|tiny] [--workdir DIR]
+
+For each robot (cfg.control[robot]: a control config of experiments/control.py, the paper protocol):
+  1. rows   expert_policy, oracle, random: cfg.episodes episodes each from the same start states;
+  2. data   cfg.collect_episodes oracle-MPPI episodes from their own start states (with action noise
+            for a recipe that asks for it), the fine-tuning data;
+  3. models each of cfg.models pretrained (cfg.pretrained[model], or trained here with
+            cfg.pretrain[model]); world-model MPPI with it, normalised with the collected episodes'
+            min-max statistics; then per recipe of cfg.recipe_names: the kept episodes as a corpus
+            environment, fine-tuning (training/finetune.py), world-model MPPI with the fine-tuned
+            model (rounds > 1: its own episodes from the collection start states join the data and
+            it is fine-tuned again);
+  4. report results.json, results.md and plots (control/table_report.py), rewritten after each row.
+Every finished episode is a file (control/episode_store.py) and every training run resumes, so a
+rerun continues where an interrupted one stopped and never runs a finished episode again.
+DIR (default workdirs/control_table/<variant>): <robot>/rows/<row>/ep<i>.{json,npz}, <robot>/collect/,
+<robot>/corpus/, <robot>/finetune/<model>-<recipe>[-r<k>]/, pretrain/<model>/, videos and plots.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from westworld_jax import cli
+from westworld_jax.errors import UserError
+from westworld_jax.control import experiment  # imports neither jax nor mujoco (pinning comes first)
+
+_CONFIG = _WORKDIR = None  # flags, defined only when run as a program
+
+
+def _row_dir(workdir: str, robot: str, row: str) -> str:
+  return os.path.join(workdir, robot, "rows", row)
+
+
+def run_row(
+  ccfg, policy: str, directory: str, keys, steps: int, label: str, checkpoint=None, plan_check_every=0, action_noise=0.0
+):
+  """The finished episodes of one row (running the missing ones); each is saved as it ends.
+
+  action_noise > 0: Gaussian noise of that fraction of each actuator's half range on the executed actions.
+  """
+  from westworld_jax.control import episode_store, plan_check, planners, physics  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import render, rollout  # pylint: disable=import-outside-toplevel
+
+  store = episode_store.EpisodeStore(directory)
+  todo = store.missing(len(keys))
+  if not todo:
+    return store.records(len(keys))
+  task = planners.protocol_task(ccfg)
+  ptask = planners.policy_task(policy, task, ccfg)
+  pol, history, desc = planners.make_policy(policy, ptask, ccfg, checkpoint)
+  if action_noise:
+    pol = rollout.NoisyPolicy(pol, ptask, action_noise)
+    desc["action_noise"] = action_noise
+  envs = physics.make_envs(ptask, history=history, physics=ccfg.physics)
+  desc = {k: v for k, v in desc.items() if isinstance(v, (str, int, float, bool)) or v is None}
+  for i in todo:
+    check = None
+    if policy == "world_model" and plan_check_every:
+      check = plan_check.PlanCheck(pol, ptask, ccfg.physics, plan_check_every)
+    log = rollout.run_episode(
+      envs, pol, 1, steps, keys[i], progress=f"{label} episode {i + 1}/{len(keys)}", observer=check
+    )
+    rec = store.save(i, log, plan_check=check.summary() if check else None, **desc)
+    print(f"{label} episode {i + 1}/{len(keys)}: return {rec['return']:.1f}, {rec['length']} steps", flush=True)
+    if i == 0:
+      render.plot_trajectory(log, ptask, os.path.join(directory, "trajectory.png"))
+      if ccfg.render.enabled and not experiment.gl_error():
+        try:
+          n = int(log.lengths[0]) + 1
+          render.render_video(
+            ptask, log.qpos[:n, 0], os.path.join(directory, "video"), ccfg.render.width, ccfg.render.height
+          )
+        except render.RenderError as e:
+          logging.warning("%s", e)
+  return store.records(len(keys))
+
+
+def _check_finished(workdir: str, model: str) -> None:
+  """A given pretrained run must have reached its total_steps (not a run still training)."""
+  from westworld_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  from westworld_jax.training.run_files import read_run_config  # pylint: disable=import-outside-toplevel
+
+  total = read_run_config(workdir)["total_steps"]
+  ck = ckpt_lib.Checkpointer(workdir, async_save=False)
+  step = ck.latest_step()
+  ck.close()
+  if step != total:
+    raise UserError(
+      f"pretrained.{model}={workdir} is at step {step} of {total}: let its training finish "
+      f"(python -m westworld_jax.train ... --workdir {workdir} resumes it) or pass another run"
+    )
+
+
+def _pretrained(cfg, model: str, workdir: str) -> str:
+  from westworld_jax.training import loop  # pylint: disable=import-outside-toplevel
+
+  given = cfg.pretrained.get(model, "")
+  if given:
+    _check_finished(given, model)
+    return given
+  out = os.path.join(workdir, "pretrain", model)
+  if model not in cfg.pretrain:
+    raise ValueError(
+      f"no pretrained workdir nor pretrain config for model '{model}': pass --config.pretrained.{model}=DIR"
+    )
+  logging.info("pretraining %s in %s", model, out)
+  loop.train(cfg.pretrain[model], out)  # resumes, or returns at once when finished
+  return out
+
+
+def _data_env(cfg, robot: str, ccfg, workdir: str, episodes: list[dict], tag: str) -> tuple[str, str, int]:
+  """(corpus_dir, env, training episodes) of the kept episodes written as corpus environment <robot>-mppi_<tag>."""
+  from westworld_jax.control import mppi_corpus, planners  # pylint: disable=import-outside-toplevel
+  from westworld_jax.data import shards  # pylint: disable=import-outside-toplevel
+
+  corpus_dir = os.path.abspath(os.path.join(workdir, robot, "corpus"))
+  env = f"{robot}-mppi_{tag}"
+  env_dir = os.path.join(corpus_dir, env)
+  if not os.path.exists(os.path.join(env_dir, shards.METADATA)):
+    task = planners.protocol_task(ccfg)
+    mppi_corpus.write_corpus(
+      task, episodes, corpus_dir, env, behaviour=f"mppi_{tag}", val_fraction=cfg.finetune.val_fraction, overwrite=True
+    )
+  meta = shards.load_metadata(env_dir)
+  return corpus_dir, env, sum(not e["val"] for e in meta["episodes"])
+
+
+def _finetune(cfg, start: str, corpus_dir: str, env: str, episodes: int, out: str) -> str:
+  from westworld_jax.training import finetune, loop  # pylint: disable=import-outside-toplevel
+
+  f = cfg.finetune
+  rc = finetune.finetune_config(
+    start,
+    env=env,
+    corpus_dir=corpus_dir,
+    episodes=episodes,
+    steps=f.steps,
+    lr=f.lr,
+    warmup_steps=f.warmup_steps,
+    final_lr_fraction=f.final_lr_fraction,
+    batch_size=f.batch_size,
+    seed=cfg.seed,
+  )
+  loop.train(rc, out)  # resumes, or returns at once when finished
+  return out
+
+
+def _data_tag(recipe) -> str:
+  """Names the fine-tuning data of a recipe by what it holds (recipes with the same data share it)."""
+  tag = "oracle" if not recipe.action_noise else f"oracle_noise{recipe.action_noise:g}"
+  return tag if recipe.keep >= 1.0 else f"{tag}_best{recipe.keep:g}"
+
+
+def _collected(robot, ccfg, workdir, keys, steps, noise: float) -> list[dict]:
+  """The collection episodes of the oracle (with Gaussian action noise of `noise` x half range)."""
+  from westworld_jax.control import episode_store  # pylint: disable=import-outside-toplevel
+
+  tag = "oracle" if not noise else f"oracle_noise{noise:g}"
+  d = os.path.join(workdir, robot, "collect", tag)
+  c = ccfg.copy_and_resolve_references()
+  c.render.enabled = False
+  run_row(c, "oracle", d, keys, steps, f"{robot} data {tag}", action_noise=noise)
+  store = episode_store.EpisodeStore(d)
+  return [store.trajectory(i) for i in range(len(keys))]
+
+
+def run_robot(cfg, robot: str, workdir: str, report) -> None:
+  from westworld_jax.control import episode_store, mppi_corpus  # pylint: disable=import-outside-toplevel
+
+  ccfg = cfg.control[robot].copy_and_resolve_references()
+  ccfg.seed = cfg.seed
+  steps = cfg.episode_len or ccfg.episode_len
+  keys = episode_store.episode_keys(cfg.seed, cfg.episodes)
+  for policy in ("expert_policy", "oracle", "random"):
+    if policy in cfg.policies:
+      run_row(ccfg, policy, _row_dir(workdir, robot, policy), keys, steps, f"{robot} {policy}")
+      report()
+  if "world_model" not in cfg.policies:
+    return
+  data_keys = episode_store.episode_keys(cfg.seed + 1, cfg.collect_episodes)
+  base = _collected(robot, ccfg, workdir, data_keys, steps, 0.0)
+  corpus_dir, stats_env, _ = _data_env(cfg, robot, ccfg, workdir, base, "oracle")
+  wcfg = ccfg.copy_and_resolve_references()
+  wcfg.stats.corpus_env = os.path.join(corpus_dir, stats_env)  # pretrained and fine-tuned: the same statistics
+  for model in cfg.models:
+    pretrained = _pretrained(cfg, model, workdir)
+    run_row(
+      wcfg, "world_model", _row_dir(workdir, robot, f"wm-{model}-pretrained"), keys, steps,
+      f"{robot} {model} pretrained", pretrained, cfg.plan_check_every,
+    )  # fmt: skip
+    report()
+    for name in cfg.recipe_names:
+      r = cfg.finetune.recipes[name]
+      eps = _collected(robot, ccfg, workdir, data_keys, steps, r.action_noise) if r.action_noise else base
+      eps = mppi_corpus.select_best(eps, r.keep)
+      tag, start = _data_tag(r), pretrained
+      for k in range(1, r.rounds + 1):
+        run_tag = f"{tag}-iter{k}" if k > 1 else tag  # round 1 is the one-round recipe of the same data
+        cdir, env, n_train = _data_env(cfg, robot, ccfg, workdir, eps, f"{model}_{run_tag}" if k > 1 else tag)
+        start = _finetune(
+          cfg, start, cdir, env, n_train, os.path.join(workdir, robot, "finetune", f"{model}-{run_tag}")
+        )
+        if k < r.rounds:  # the fine-tuned model's own episodes from the collection start states join the data
+          d = os.path.join(workdir, robot, "collect", f"wm-{model}-{run_tag}")
+          run_row(wcfg, "world_model", d, data_keys, steps, f"{robot} {model} {run_tag} data", start)
+          store = episode_store.EpisodeStore(d)
+          eps = eps + [store.trajectory(i) for i in range(len(data_keys))]
+      run_row(
+        wcfg, "world_model", _row_dir(workdir, robot, f"wm-{model}-{name}"), keys, steps,
+        f"{robot} {model} fine-tuned ({name})", start, cfg.plan_check_every,
+      )  # fmt: skip
+      report()
+
+
+def run(cfg, workdir: str) -> dict:
+  from westworld_jax.control import table_report  # pylint: disable=import-outside-toplevel
+
+  unknown = [r for r in cfg.robots if r not in cfg.control]
+  if unknown:
+    raise ValueError(f"robots {unknown} have no control config: choose from {sorted(cfg.control)}")
+  missing = [n for n in cfg.recipe_names if n not in cfg.finetune.recipes]
+  if missing:
+    raise ValueError(f"recipe_names {missing} are not in finetune.recipes {sorted(cfg.finetune.recipes)}")
+  os.makedirs(workdir, exist_ok=True)
+  report = lambda: table_report.write(cfg, workdir)
+  for robot in cfg.robots:
+    run_robot(cfg, robot, workdir, report)
+  return report()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  cfg = _CONFIG.value
+  render = any(cfg.control[r].render.enabled for r in cfg.robots if r in cfg.control)
+  experiment.prepare_process("no", render=render, physics="auto")
+  workdir = _WORKDIR.value or os.path.join("workdirs", "control_table", cfg.variant)
+  out = run(cfg, workdir)
+  print(f"wrote {out['results']} and {out['markdown']}")
+
+
+if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", "experiments/control_table.py", "Control table config file.")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default workdirs/control_table/<variant>).")
+  cli.run(main)
