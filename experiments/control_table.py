@@ -2,7 +2,8 @@
 [--workdir DIR]`.
 
 Every row of the paper's control comparison, under the authors' protocol (experiments/control.py:
-<robot>_paper[_cpu]; docs/upstream.md, "Control protocol"), for each robot in `robots`:
+<robot>_paper[_cpu]; docs/upstream.md, "Control protocol"), for each robot in `robots` (hopper,
+walker2d; `go1` adds Go1 walking forward under the task's own cost, whose policies have no expert):
   expert_policy, oracle, random    the PPO expert, simulator MPPI, uniform random actions;
   world_model x each of `models`   MPPI with the model pretrained (`pretrained`: a training workdir
                                    per model, or '' = train it here with `pretrain[model]`) and
@@ -45,12 +46,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.robots = ("hopper", "walker2d")
   suffix = "_paper" if variant == "paper" else "_paper_cpu"
   c.control = ml_collections.ConfigDict({r: control.get_config(r + suffix) for r in ("hopper", "walker2d")})
+  # Go1 walking forward (the task's cost: no expert episode to track), 250-step episodes.
+  go1 = control.get_config("go1")
+  go1.policies = ("oracle", "random", "world_model")
+  go1.episode_len = 250
+  if variant != "paper":
+    go1.mppi.samples, go1.mppi.horizon = 128, 50
+    go1.policy_mppi = ml_collections.ConfigDict({"world_model": dict(samples=64, horizon=24)})
+    go1.render.width, go1.render.height = 160, 120
+  c.control.go1 = go1
   for r in c.control:
     c.control[r].render.enabled = True
   c.policies = ("expert_policy", "oracle", "random", "world_model")
   c.models = MODELS
   c.episodes = 3
-  c.episode_len = 1000
+  c.episode_len = 0  # 0: each robot's control config (1000 steps under the paper protocol)
   c.seed = 0
   c.pretrained = ml_collections.ConfigDict({m: "" for m in MODELS})  # '' = train with pretrain[m] in DIR/pretrain/m
   c.pretrain = ml_collections.ConfigDict({m: pretrain.get_config(f"cpu_{m}") for m in MODELS})

@@ -171,17 +171,18 @@ def _collected(robot, ccfg, workdir, keys, steps, noise: float) -> list[dict]:
 
 
 def run_robot(cfg, robot: str, workdir: str, report) -> None:
-  from westworld_jax.control import episode_store, mppi_corpus  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import episode_store, mppi_corpus, tasks  # pylint: disable=import-outside-toplevel
 
   ccfg = cfg.control[robot].copy_and_resolve_references()
   ccfg.seed = cfg.seed
-  steps = cfg.episode_len or ccfg.episode_len
+  steps = cfg.episode_len or ccfg.episode_len or tasks.make_task(ccfg.task).episode_len
+  policies = [p for p in cfg.policies if p in ccfg.policies]  # e.g. no expert_policy where the robot has none
   keys = episode_store.episode_keys(cfg.seed, cfg.episodes)
   for policy in ("expert_policy", "oracle", "random"):
-    if policy in cfg.policies:
+    if policy in policies:
       run_row(ccfg, policy, _row_dir(workdir, robot, policy), keys, steps, f"{robot} {policy}")
       report()
-  if "world_model" not in cfg.policies:
+  if "world_model" not in policies:
     return
   data_keys = episode_store.episode_keys(cfg.seed + 1, cfg.collect_episodes)
   base = _collected(robot, ccfg, workdir, data_keys, steps, 0.0)

@@ -1,0 +1,130 @@
+"""The control table command (control/table.py): per-episode files that make it resumable, its
+report, the noisy-action collection policy and the plan check (predicted vs simulated plan cost).
+
+Everything runs in process on C MuJoCo with small planners; the world-model rows' training and
+planning are covered by the pieces they call (training/finetune, control/backends) and by
+`python -m westworld_jax.control.table --config experiments/control_table.py:tiny`.
+"""
+
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from westworld_jax.control import episode_store, mppi, physics, plan_check, planners, rollout, table, table_report
+from westworld_jax.control.mppi_config import MPPIConfig
+from westworld_jax.errors import UserError
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+from experiments import control_table as table_cfg  # noqa: E402
+
+
+def _cfg(policies=("expert_policy", "random")):
+  c = table_cfg.get_config("tiny")
+  c.policies = policies
+  c.episodes, c.episode_len = 2, 15
+  return c
+
+
+@pytest.mark.timeout(300)
+def test_table_saves_each_episode_and_a_rerun_runs_only_the_missing_ones(tmp_path, monkeypatch):
+  cfg, wd = _cfg(), str(tmp_path)
+  calls = []
+  real = rollout.run_episode
+  monkeypatch.setattr(rollout, "run_episode", lambda *a, **k: calls.append(k["progress"]) or real(*a, **k))
+  out = table.run(cfg, wd)
+  assert len(calls) == 4  # 2 policies x 2 episodes
+  rows = {r["policy"]: r for r in out["rows"]}
+  assert set(rows) == {"expert_policy", "random"} and all(r["episodes"] == 2 for r in rows.values())
+  assert rows["expert_policy"]["return_mean"] > rows["random"]["return_mean"]
+  saved = json.load(open(os.path.join(wd, "results.json")))
+  assert saved["rows"] == json.loads(json.dumps(out["rows"]))
+  assert os.path.exists(os.path.join(wd, "plots", "returns.png")) and os.path.exists(os.path.join(wd, "results.md"))
+  ep = os.path.join(wd, "hopper", "rows", "random", "ep001.json")
+  before = json.load(open(ep))
+  calls.clear()
+  table.run(cfg, wd)
+  assert calls == []  # every episode finished: nothing reruns
+  os.remove(ep)  # an interrupted episode leaves no JSON
+  table.run(cfg, wd)
+  assert calls == ["hopper random episode 2/2"]
+  assert json.load(open(ep))["return"] == pytest.approx(before["return"])  # the same start state and actions' seed
+  store = episode_store.EpisodeStore(os.path.join(wd, "hopper", "rows", "random"))
+  traj = store.trajectory(1)
+  assert traj["obs"].shape == (before["length"], 11) and traj["act"].shape == (before["length"], 3)
+  assert traj["rewards"].sum() == pytest.approx(before["return"], rel=1e-5)
+
+
+def test_episode_keys_are_the_control_commands_sequence():
+  keys = episode_store.episode_keys(3, 4)
+  key = jax.random.key(3)
+  for k in keys:
+    key, sub = jax.random.split(key)  # control/experiment.py's draw
+    assert np.array_equal(jax.random.key_data(k), jax.random.key_data(sub))
+  assert len({tuple(np.asarray(jax.random.key_data(k)).tolist()) for k in keys}) == 4
+
+
+def test_report_parses_rows_and_relates_them_to_the_oracle(tmp_path):
+  assert table_report._parse("wm-mlp_ensemble-pretrained") == {
+    "policy": "world_model",
+    "model": "mlp_ensemble",
+    "finetuned": False,
+    "recipe": None,
+  }
+  assert table_report._parse("wm-westworld-best")["recipe"] == "best"
+  cfg = _cfg()
+  for row, rets in (("oracle", [100.0, 200.0]), ("wm-westworld-pretrained", [30.0, 45.0])):
+    d = tmp_path / "hopper" / "rows" / row
+    d.mkdir(parents=True)
+    for i, r in enumerate(rets):
+      (d / f"ep{i:03d}.json").write_text(
+        json.dumps({"return": r, "length": 10, "replan_ms_median": 5.0, "mppi": "8 x 8"})
+      )
+  rows = {r["policy"]: r for r in table_report.rows(cfg, str(tmp_path))}
+  assert rows["oracle"]["return_mean"] == 150.0 and rows["oracle"]["return_std"] == 50.0
+  assert rows["world_model"]["pct_of_oracle"] == 25.0 and rows["world_model"]["finetuned"] is False
+
+
+def test_a_pretrained_run_that_has_not_finished_is_refused(tmp_path, monkeypatch):
+  monkeypatch.setattr("westworld_jax.training.run_files.read_run_config", lambda d: {"total_steps": 3000})
+  with pytest.raises(UserError, match="is at step None of 3000"):
+    table._check_finished(str(tmp_path), "westworld")
+
+
+@pytest.mark.timeout(120)
+def test_noisy_policy_perturbs_the_executed_actions_within_the_bounds():
+  task = planners.protocol_task(_cfg().control.hopper)
+  envs = physics.make_envs(task)
+  s = envs.reset(jax.random.key(0), 256)
+  zero = rollout.RandomPolicy(task)
+  zero.replan = lambda plan, s: (jnp.zeros((s.alive.shape[0], task.num_act)), plan, {})
+  noisy = rollout.NoisyPolicy(zero, task, 0.1)
+  u, _, _ = noisy.replan(noisy.init(jax.random.key(1), s), s)
+  u = np.asarray(u)
+  half = 0.5 * (task.act_high - task.act_low)
+  assert np.all(u >= task.act_low) and np.all(u <= task.act_high)
+  assert np.allclose(u.std(axis=0), 0.1 * half, rtol=0.2) and np.allclose(u.mean(axis=0), 0.0, atol=0.05)
+  with pytest.raises(ValueError, match="must be > 0"):
+    rollout.NoisyPolicy(zero, task, 0.0)
+
+
+@pytest.mark.timeout(180)
+def test_plan_check_is_exact_when_the_planner_plans_with_the_simulator():
+  """The planner's backend is the simulator itself: predicted and simulated plan costs agree."""
+  ccfg = _cfg().control.hopper
+  task = planners.protocol_task(ccfg)
+  cfg = MPPIConfig.from_dict({**dict(ccfg.mppi), "samples": 8, "horizon": 6})
+  planner = mppi.MPPI(physics.make_oracle(task, "mujoco"), cfg, expert=planners.expert_actions(task, cfg, task.num_act))
+  check = plan_check.PlanCheck(planner, task, "mujoco", every=3)
+  rollout.run_episode(physics.make_envs(task, physics="mujoco"), planner, 1, 7, jax.random.key(0), observer=check)
+  assert [r["step"] for r in check.rows] == [0, 3, 6]
+  for r in check.rows:
+    assert r["predicted_total"] == pytest.approx(r["simulated_total"], rel=1e-5, abs=1e-4)
+    assert r["step_cost_mae"] < 1e-4
+  s = check.summary()
+  assert s["plans"] == 3 and s["total_abs_error"] < 1e-3
