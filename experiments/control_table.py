@@ -29,7 +29,7 @@ import ml_collections
 
 from westworld_jax import config_files
 
-MODELS = ("westworld", "trajworld", "tdm", "mlp_ensemble")
+MODELS = ("westworld", "trajworld", "mlp_ensemble", "tdm")  # TDM last: its replan is ~13x WestWorld's (wm_replan_cpu.json)
 
 
 def _load(name: str):
