@@ -41,6 +41,7 @@ from westworld_jax.model.baselines.layers import (
   ScalarTokenEmbed,
   channel_layout,
   check_transformer_config,
+  _MASKED_LOGIT,
   layer_norm,
   masked_softmax,
   prepare_batch,
@@ -125,6 +126,18 @@ def causal_attention(q_bqhe, k_bkhe, v_bkhe, q_pos_q, key_ok_bk, chunk: int = 0)
   return jnp.swapaxes(out, 0, 1).reshape(b, n * chunk, h, e)[:, :nq]
 
 
+def decode_attention(q_b1he, k_bkhe, v_bkhe, pos, key_ok_bk):
+  """causal_attention of ONE query at flat position `pos`, written as broadcasts and reductions over
+  the cache's own [B, K, H, dh] layout: the einsum form makes XLA transpose the whole KV cache for
+  every decoded token (most of a CPU replan's time)."""
+  scale = 1.0 / jnp.sqrt(q_b1he.shape[-1])
+  logits_bkh = jnp.sum(q_b1he.astype(jnp.float32) * k_bkhe.astype(jnp.float32), axis=-1) * scale
+  mask_bk = (jnp.arange(k_bkhe.shape[1]) <= pos)[None] & key_ok_bk
+  m_bk1 = mask_bk[..., None]
+  w_bkh = jax.nn.softmax(jnp.where(m_bk1, logits_bkh, _MASKED_LOGIT), axis=1) * m_bk1  # masked_softmax over K
+  return jnp.sum(w_bkh[..., None] * v_bkhe.astype(jnp.float32), axis=1, keepdims=True).astype(v_bkhe.dtype)
+
+
 class TDMBlock(nn.Module):
   """Pre-LN causal self-attention + FFN on x_bld; returns (x, (k_blhe, v_blhe)).
 
@@ -147,8 +160,10 @@ class TDMBlock(nn.Module):
     if kv_cache is not None:
       k = jax.lax.dynamic_update_slice_in_dim(kv_cache[0], k.astype(kv_cache[0].dtype), pos, axis=1)
       v = jax.lax.dynamic_update_slice_in_dim(kv_cache[1], v.astype(kv_cache[1].dtype), pos, axis=1)
-    chunk = 0 if kv_cache is not None else self.config.attn_chunk
-    o = causal_attention(q, k, v, q_pos_l, key_ok_bl, chunk)
+    if kv_cache is not None:
+      o = decode_attention(q, k, v, pos, key_ok_bl)
+    else:
+      o = causal_attention(q, k, v, q_pos_l, key_ok_bl, self.config.attn_chunk)
     x = x_bld + self.drop(self.attn(o), deterministic=self.deterministic)
     y = self.ffn(self.ln_ffn(x))
     return x + self.drop(y, deterministic=self.deterministic), (k, v)
