@@ -64,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.pretrained = ml_collections.ConfigDict({m: "" for m in MODELS})  # '' = train with pretrain[m] in DIR/pretrain/m
   c.pretrain = ml_collections.ConfigDict({m: pretrain.get_config(f"cpu_{m}") for m in MODELS})
-  c.collect_episodes = 6  # oracle-MPPI episodes for fine-tuning (their own start states)
+  c.collect_episodes = 4  # oracle-MPPI episodes for fine-tuning (their own start states): 4,000 steps
   # Fine-tuning: training/finetune.py (the pretrained run's model and recipe, a fresh optimizer).
   c.finetune = ml_collections.ConfigDict(
     dict(
