@@ -22,14 +22,20 @@ Variants:
 Recipes (finetune.recipes; `recipe_names` picks which run): keep (fraction of the collected episodes kept,
 best by return), action_noise (std of Gaussian noise added to the oracle's executed actions while
 collecting, as a fraction of each actuator's half range), rounds (> 1: plan with the fine-tuned model
-from the collection start states, add its episodes and fine-tune again from it).
+from the collection start states, add its episodes and fine-tune again from it), sampled (add the
+MPPI-sampled rollouts of `sampled`, the authors' fine-tuning data).
 """
 
 import ml_collections
 
 from westworld_jax import config_files
 
-MODELS = ("westworld", "trajworld", "mlp_ensemble", "tdm")  # TDM last: its replan is ~13x WestWorld's (wm_replan_cpu.json)
+MODELS = (
+  "westworld",
+  "trajworld",
+  "mlp_ensemble",
+  "tdm",
+)  # TDM last: its replan is ~13x WestWorld's (wm_replan_cpu.json)
 
 
 def _load(name: str):
@@ -75,16 +81,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       batch_size=8,
       val_fraction=0.1,
       recipes=dict(
-        all=dict(keep=1.0, action_noise=0.0, rounds=1),
-        best=dict(keep=0.34, action_noise=0.0, rounds=1),  # the best third (upstream keeps ~10% of many more)
-        noisy=dict(keep=1.0, action_noise=0.1, rounds=1),
-        iterative=dict(keep=1.0, action_noise=0.0, rounds=2),
+        all=dict(keep=1.0, action_noise=0.0, rounds=1, sampled=False),
+        best=dict(keep=0.5, action_noise=0.0, rounds=1, sampled=False),  # the best half
+        noisy=dict(keep=1.0, action_noise=0.1, rounds=1, sampled=False),
+        iterative=dict(keep=1.0, action_noise=0.0, rounds=2, sampled=False),
+        sampled=dict(keep=1.0, action_noise=0.0, rounds=1, sampled=True),  # + MPPI-sampled rollouts (upstream's data)
       ),
     )
   )
+  # The authors fine-tune on the rollouts their simulator MPPI samples at every step: while collecting,
+  # every `every` steps `count` action sequences drawn as the planner draws its candidates are simulated
+  # from the true state and kept as windows of the real history + the sampled future
+  # (control/sampled_rollouts.py), the world model's windows (experiments/scaling.py: 16 + 24).
+  c.sampled = ml_collections.ConfigDict(dict(history=16, horizon=24, every=10, count=16))
   c.recipe_names = ("all",)  # the default recipe; the study: --config.recipe_names="('all','best','noisy','iterative')"
   c.plan_check_every = 50  # world-model MPPI: predicted vs simulated cost of the chosen plan every N steps (0: never)
 
+  if variant == "paper":
+    c.sampled.update(history=50, horizon=100)  # base models' windows
   if variant == "tiny":
     c.robots = ("hopper",)
     c.models = ("westworld",)
@@ -102,4 +116,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pretrain.westworld = tiny
     c.finetune.update(steps=2, batch_size=4, val_fraction=0.0)
     c.plan_check_every = 4
+    c.sampled.update(history=8, horizon=8, every=8, count=4)
   return c

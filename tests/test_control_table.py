@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from westworld_jax.control import episode_store, mppi, physics, plan_check, planners, rollout, table, table_report
+from westworld_jax.control import episode_store, mppi, physics, plan_check, planners, rollout, sampled_rollouts
+from westworld_jax.control import table, table_report
 from westworld_jax.control.mppi_config import MPPIConfig
 from westworld_jax.errors import UserError
 
@@ -128,3 +129,31 @@ def test_plan_check_is_exact_when_the_planner_plans_with_the_simulator():
     assert r["step_cost_mae"] < 1e-4
   s = check.summary()
   assert s["plans"] == 3 and s["total_abs_error"] < 1e-3
+
+
+@pytest.mark.timeout(180)
+def test_sampled_rollouts_are_the_real_history_then_simulated_candidate_plans():
+  ccfg = _cfg().control.hopper
+  task = planners.protocol_task(ccfg)
+  cfg = MPPIConfig.from_dict({**dict(ccfg.mppi), "samples": 8, "horizon": 6})
+  planner = mppi.MPPI(physics.make_oracle(task, "mujoco"), cfg, expert=planners.expert_actions(task, cfg, task.num_act))
+  sampler = sampled_rollouts.SampledRollouts(planner, task, history=3, horizon=4, every=2, count=5)
+  log = rollout.run_episode(
+    physics.make_envs(task, physics="mujoco"), planner, 1, 7, jax.random.key(0), observer=sampler
+  )
+  a = sampler.arrays()
+  assert a["window_obs"].shape == (15, 7, task.num_obs) and a["window_act"].shape == (
+    15,
+    7,
+    task.num_act,
+  )  # t = 2, 4, 6
+  for j, t in enumerate((2, 4, 6)):
+    w_obs, w_act = a["window_obs"][5 * j : 5 * j + 5], a["window_act"][5 * j : 5 * j + 5]
+    np.testing.assert_allclose(
+      w_obs[:, :3], np.broadcast_to(log.obs[t - 2 : t + 1, 0], (5, 3, task.num_obs)), atol=1e-6
+    )
+    np.testing.assert_allclose(w_act[:, :2], np.broadcast_to(log.ctrl[t - 2 : t, 0], (5, 2, task.num_act)), atol=1e-6)
+    assert np.all(w_act >= task.act_low - 1e-6) and np.all(w_act <= task.act_high + 1e-6)
+    assert np.ptp(w_act[:, 2], axis=0).max() > 0  # the candidates differ
+    assert not np.allclose(w_obs[0, 3:], w_obs[1, 3:])  # and so do their simulated futures
+  sampler.close()

@@ -48,8 +48,9 @@ class EpisodeStore:
   def missing(self, n: int) -> list[int]:
     return [i for i in range(n) if not self.done(i)]
 
-  def save(self, i: int, log: rollout_lib.EpisodeLog, **extra) -> dict:
-    """Episode i from a one-environment EpisodeLog (+ JSON-able extras); returns its record."""
+  def save(self, i: int, log: rollout_lib.EpisodeLog, arrays: dict | None = None, **extra) -> dict:
+    """Episode i from a one-environment EpisodeLog (+ JSON-able extras, + `arrays` kept in
+    ep<i>.extra.npz, e.g. sampled rollouts); returns its record."""
     if log.returns.shape != (1,):
       raise ValueError(f"an EpisodeStore keeps one environment per episode, the log has {log.returns.shape[0]}")
     os.makedirs(self.directory, exist_ok=True)
@@ -66,6 +67,13 @@ class EpisodeStore:
         np.savez(f, **arrays)
 
     _replace(self._path(i, "npz"), write_npz)
+    if arrays:
+
+      def write_extra(tmp):
+        with open(tmp, "wb") as f:
+          np.savez(f, **arrays)
+
+      _replace(self._path(i, "extra.npz"), write_extra)
     lat = log.latency_s[1:] if len(log.latency_s) > 1 else np.zeros(0)
     record = {
       "episode": i,
@@ -93,6 +101,14 @@ class EpisodeStore:
       out = {k: z[k] for k in z.files}
     out["return"] = self.record(i)["return"]
     return out
+
+  def arrays(self, i: int) -> dict:
+    """The extra arrays saved with episode i ({} if none)."""
+    path = self._path(i, "extra.npz")
+    if not os.path.exists(path):
+      return {}
+    with np.load(path) as z:
+      return {k: z[k] for k in z.files}
 
   def records(self, n: int) -> list[dict]:
     """The finished episodes among 0..n-1."""

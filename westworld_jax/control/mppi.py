@@ -234,7 +234,7 @@ class MPPI:
     axis: str = "samples",
     expert: ExpertActions | None = None,
   ):
-    self.backend, self.config, self.mesh = backend, config, mesh
+    self.backend, self.config, self.mesh, self.expert = backend, config, mesh, expert
     self.trace_count = 0
     if config.uses_expert and expert is None:
       raise ValueError(

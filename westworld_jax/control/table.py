@@ -38,13 +38,16 @@ def _row_dir(workdir: str, robot: str, row: str) -> str:
 
 
 def run_row(
-  ccfg, policy: str, directory: str, keys, steps: int, label: str, checkpoint=None, plan_check_every=0, action_noise=0.0
+  ccfg, policy: str, directory: str, keys, steps: int, label: str, checkpoint=None, observers=None, action_noise=0.0
 ):
   """The finished episodes of one row (running the missing ones); each is saved as it ends.
 
+  observers: {name: make(planner, task, episode)} of rollout.run_episode observers, one per episode;
+    each one's summary() joins the episode's record under `name`, its arrays() (if any) the
+    episode's extra arrays (EpisodeStore.arrays).
   action_noise > 0: Gaussian noise of that fraction of each actuator's half range on the executed actions.
   """
-  from westworld_jax.control import episode_store, plan_check, planners, physics  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import episode_store, planners, physics  # pylint: disable=import-outside-toplevel
   from westworld_jax.control import render, rollout  # pylint: disable=import-outside-toplevel
 
   store = episode_store.EpisodeStore(directory)
@@ -54,19 +57,29 @@ def run_row(
   task = planners.protocol_task(ccfg)
   ptask = planners.policy_task(policy, task, ccfg)
   pol, history, desc = planners.make_policy(policy, ptask, ccfg, checkpoint)
+  planner = pol
   if action_noise:
+    if observers:
+      raise ValueError("observers see the planner's own plan: run them without action noise")
     pol = rollout.NoisyPolicy(pol, ptask, action_noise)
     desc["action_noise"] = action_noise
   envs = physics.make_envs(ptask, history=history, physics=ccfg.physics)
   desc = {k: v for k, v in desc.items() if isinstance(v, (str, int, float, bool)) or v is None}
   for i in todo:
-    check = None
-    if policy == "world_model" and plan_check_every:
-      check = plan_check.PlanCheck(pol, ptask, ccfg.physics, plan_check_every)
+    obs = {name: make(planner, ptask, i) for name, make in (observers or {}).items()}
+
+    def observe(*args):
+      for o in obs.values():
+        o(*args)
+
     log = rollout.run_episode(
-      envs, pol, 1, steps, keys[i], progress=f"{label} episode {i + 1}/{len(keys)}", observer=check
+      envs, pol, 1, steps, keys[i], progress=f"{label} episode {i + 1}/{len(keys)}", observer=observe if obs else None
     )
-    rec = store.save(i, log, plan_check=check.summary() if check else None, **desc)
+    arrays = {k: v for o in obs.values() if hasattr(o, "arrays") for k, v in o.arrays().items()}
+    rec = store.save(i, log, arrays=arrays, **{name: o.summary() for name, o in obs.items()}, **desc)
+    for o in obs.values():
+      if hasattr(o, "close"):
+        o.close()
     print(f"{label} episode {i + 1}/{len(keys)}: return {rec['return']:.1f}, {rec['length']} steps", flush=True)
     if i == 0:
       render.plot_trajectory(log, ptask, os.path.join(directory, "trajectory.png"))
@@ -125,7 +138,14 @@ def _data_env(cfg, robot: str, ccfg, workdir: str, episodes: list[dict], tag: st
   if not os.path.exists(os.path.join(env_dir, shards.METADATA)):
     task = planners.protocol_task(ccfg)
     mppi_corpus.write_corpus(
-      task, episodes, corpus_dir, env, behaviour=f"mppi_{tag}", val_fraction=cfg.finetune.val_fraction, overwrite=True
+      task,
+      episodes,
+      corpus_dir,
+      env,
+      behaviour=f"mppi_{tag}",
+      val_fraction=cfg.finetune.val_fraction,
+      episodes_per_shard=256,
+      overwrite=True,
     )
   meta = shards.load_metadata(env_dir)
   return corpus_dir, env, sum(not e["val"] for e in meta["episodes"])
@@ -154,24 +174,38 @@ def _finetune(cfg, start: str, corpus_dir: str, env: str, episodes: int, out: st
 def _data_tag(recipe) -> str:
   """Names the fine-tuning data of a recipe by what it holds (recipes with the same data share it)."""
   tag = "oracle" if not recipe.action_noise else f"oracle_noise{recipe.action_noise:g}"
-  return tag if recipe.keep >= 1.0 else f"{tag}_best{recipe.keep:g}"
+  tag = tag if recipe.keep >= 1.0 else f"{tag}_best{recipe.keep:g}"
+  return f"{tag}_sampled" if recipe.sampled else tag
 
 
-def _collected(robot, ccfg, workdir, keys, steps, noise: float) -> list[dict]:
-  """The collection episodes of the oracle (with Gaussian action noise of `noise` x half range)."""
-  from westworld_jax.control import episode_store  # pylint: disable=import-outside-toplevel
+def _collected(cfg, robot, ccfg, workdir, keys, steps, noise: float) -> tuple[list[dict], list[dict]]:
+  """(episodes, sampled windows) of the oracle's collection episodes (with Gaussian action noise of
+  `noise` x half range; without noise, cfg.sampled's MPPI-sampled rollouts are kept beside them)."""
+  from westworld_jax.control import episode_store, sampled_rollouts  # pylint: disable=import-outside-toplevel
 
   tag = "oracle" if not noise else f"oracle_noise{noise:g}"
   d = os.path.join(workdir, robot, "collect", tag)
   c = ccfg.copy_and_resolve_references()
   c.render.enabled = False
-  run_row(c, "oracle", d, keys, steps, f"{robot} data {tag}", action_noise=noise)
+  observers = None
+  if not noise and cfg.sampled.every:
+    sc = cfg.sampled
+    observers = {
+      "sampled_rollouts": lambda p, t, i: sampled_rollouts.SampledRollouts(
+        p, t, sc.history, sc.horizon, sc.every, sc.count, seed=cfg.seed + 1000 + i
+      )
+    }
+  run_row(c, "oracle", d, keys, steps, f"{robot} data {tag}", observers=observers, action_noise=noise)
   store = episode_store.EpisodeStore(d)
-  return [store.trajectory(i) for i in range(len(keys))]
+  windows = []
+  for i in range(len(keys)):
+    a = store.arrays(i)
+    windows += [{"obs": o, "act": u} for o, u in zip(a.get("window_obs", ()), a.get("window_act", ()))]
+  return [store.trajectory(i) for i in range(len(keys))], windows
 
 
 def run_robot(cfg, robot: str, workdir: str, report) -> None:
-  from westworld_jax.control import episode_store, mppi_corpus, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import episode_store, mppi_corpus, plan_check, tasks  # pylint: disable=import-outside-toplevel
 
   ccfg = cfg.control[robot].copy_and_resolve_references()
   ccfg.seed = cfg.seed
@@ -185,21 +219,24 @@ def run_robot(cfg, robot: str, workdir: str, report) -> None:
   if "world_model" not in policies:
     return
   data_keys = episode_store.episode_keys(cfg.seed + 1, cfg.collect_episodes)
-  base = _collected(robot, ccfg, workdir, data_keys, steps, 0.0)
+  base, windows = _collected(cfg, robot, ccfg, workdir, data_keys, steps, 0.0)
   corpus_dir, stats_env, _ = _data_env(cfg, robot, ccfg, workdir, base, "oracle")
+  check = None
+  if cfg.plan_check_every:
+    check = {"plan_check": lambda p, t, i: plan_check.PlanCheck(p, t, wcfg.physics, cfg.plan_check_every)}
   wcfg = ccfg.copy_and_resolve_references()
   wcfg.stats.corpus_env = os.path.join(corpus_dir, stats_env)  # pretrained and fine-tuned: the same statistics
   for model in cfg.models:
     pretrained = _pretrained(cfg, model, workdir)
     run_row(
       wcfg, "world_model", _row_dir(workdir, robot, f"wm-{model}-pretrained"), keys, steps,
-      f"{robot} {model} pretrained", pretrained, cfg.plan_check_every,
+      f"{robot} {model} pretrained", pretrained, check,
     )  # fmt: skip
     report()
     for name in cfg.recipe_names:
       r = cfg.finetune.recipes[name]
-      eps = _collected(robot, ccfg, workdir, data_keys, steps, r.action_noise) if r.action_noise else base
-      eps = mppi_corpus.select_best(eps, r.keep)
+      eps = _collected(cfg, robot, ccfg, workdir, data_keys, steps, r.action_noise)[0] if r.action_noise else base
+      eps = mppi_corpus.select_best(eps, r.keep) + (windows if r.sampled else [])
       tag, start = _data_tag(r), pretrained
       for k in range(1, r.rounds + 1):
         run_tag = f"{tag}-iter{k}" if k > 1 else tag  # round 1 is the one-round recipe of the same data
@@ -214,7 +251,7 @@ def run_robot(cfg, robot: str, workdir: str, report) -> None:
           eps = eps + [store.trajectory(i) for i in range(len(data_keys))]
       run_row(
         wcfg, "world_model", _row_dir(workdir, robot, f"wm-{model}-{name}"), keys, steps,
-        f"{robot} {model} fine-tuned ({name})", start, cfg.plan_check_every,
+        f"{robot} {model} fine-tuned ({name})", start, check,
       )  # fmt: skip
       report()
 
