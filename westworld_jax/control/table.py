@@ -52,9 +52,10 @@ def run_row(
 
   store = episode_store.EpisodeStore(directory)
   todo = store.missing(len(keys))
-  if not todo:
-    return store.records(len(keys))
   task = planners.protocol_task(ccfg)
+  if not todo:
+    _video(store, planners.policy_task(policy, task, ccfg), ccfg, directory)
+    return store.records(len(keys))
   ptask = planners.policy_task(policy, task, ccfg)
   pol, history, desc = planners.make_policy(policy, ptask, ccfg, checkpoint)
   planner = pol
@@ -83,15 +84,24 @@ def run_row(
     print(f"{label} episode {i + 1}/{len(keys)}: return {rec['return']:.1f}, {rec['length']} steps", flush=True)
     if i == 0:
       render.plot_trajectory(log, ptask, os.path.join(directory, "trajectory.png"))
-      if ccfg.render.enabled and not experiment.gl_error():
-        try:
-          n = int(log.lengths[0]) + 1
-          render.render_video(
-            ptask, log.qpos[:n, 0], os.path.join(directory, "video"), ccfg.render.width, ccfg.render.height
-          )
-        except render.RenderError as e:
-          logging.warning("%s", e)
+  _video(store, ptask, ccfg, directory)
   return store.records(len(keys))
+
+
+def _video(store, task, ccfg, directory: str) -> None:
+  """The first episode's video (from its saved qpos; also after a resume), unless it exists."""
+  from westworld_jax.control import render  # pylint: disable=import-outside-toplevel
+
+  if not ccfg.render.enabled or experiment.gl_error() or not store.done(0):
+    return
+  if any(os.path.exists(os.path.join(directory, f"video.{ext}")) for ext in ("mp4", "gif")):
+    return
+  try:
+    qpos = store.trajectory(0)["qpos"]
+    tmp = render.render_video(task, qpos, os.path.join(directory, "video.tmp"), ccfg.render.width, ccfg.render.height)
+    os.replace(tmp, os.path.join(directory, "video" + os.path.splitext(tmp)[1]))  # no half-written video survives
+  except render.RenderError as e:
+    logging.warning("%s", e)
 
 
 def _check_finished(workdir: str, model: str) -> None:
