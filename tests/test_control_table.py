@@ -59,6 +59,21 @@ def test_table_saves_each_episode_and_a_rerun_runs_only_the_missing_ones(tmp_pat
   traj = store.trajectory(1)
   assert traj["obs"].shape == (before["length"], 11) and traj["act"].shape == (before["length"], 3)
   assert traj["rewards"].sum() == pytest.approx(before["return"], rel=1e-5)
+  assert store.arrays(1) == {} and not os.path.exists(os.path.join(store.directory, "ep001.extra.npz"))
+
+
+def test_episode_store_keeps_extra_arrays_beside_the_trajectory(tmp_path):
+  log = rollout.EpisodeLog(
+    "t", "p", np.array([1.5]), np.array([2]), np.ones((2, 1)), np.ones((2, 1), bool), np.zeros((3, 1, 4)),
+    np.zeros((2, 1, 2)), np.zeros((3, 1, 5)), np.zeros((1, 3)), np.array([0.5, 0.01, 0.02]),
+  )  # fmt: skip
+  store = episode_store.EpisodeStore(str(tmp_path))
+  windows = np.arange(24.0).reshape(2, 3, 4)
+  rec = store.save(0, log, arrays={"window_obs": windows}, note="x")
+  assert rec["note"] == "x" and rec["return"] == 1.5 and rec["replan_ms_median"] == pytest.approx(15.0)
+  np.testing.assert_array_equal(store.arrays(0)["window_obs"], windows)
+  assert set(store.trajectory(0)) == {"obs", "act", "qpos", "rewards", "return"}
+  assert store.trajectory(0)["obs"].shape == (2, 4)
 
 
 def test_episode_keys_are_the_control_commands_sequence():

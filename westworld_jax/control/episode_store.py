@@ -55,7 +55,7 @@ class EpisodeStore:
       raise ValueError(f"an EpisodeStore keeps one environment per episode, the log has {log.returns.shape[0]}")
     os.makedirs(self.directory, exist_ok=True)
     n = int(log.lengths[0])
-    arrays = {
+    trajectory = {
       "obs": log.obs[:n, 0],
       "act": log.ctrl[:n, 0],
       "qpos": log.qpos[: n + 1, 0],
@@ -64,7 +64,7 @@ class EpisodeStore:
 
     def write_npz(tmp):
       with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **trajectory)
 
     _replace(self._path(i, "npz"), write_npz)
     if arrays:
