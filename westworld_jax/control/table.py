@@ -249,7 +249,7 @@ def run_robot(cfg, robot: str, workdir: str, report) -> None:
       eps = mppi_corpus.select_best(eps, r.keep) + (windows if r.sampled else [])
       tag, start = _data_tag(r), pretrained
       for k in range(1, r.rounds + 1):
-        run_tag = f"{tag}-iter{k}" if k > 1 else tag  # round 1 is the one-round recipe of the same data
+        run_tag = f"{tag}_iter{k}" if k > 1 else tag  # round 1 is the one-round recipe of the same data
         cdir, env, n_train = _data_env(cfg, robot, ccfg, workdir, eps, f"{model}_{run_tag}" if k > 1 else tag)
         start = _finetune(
           cfg, start, cdir, env, n_train, os.path.join(workdir, robot, "finetune", f"{model}-{run_tag}")
