@@ -172,3 +172,12 @@ def test_sampled_rollouts_are_the_real_history_then_simulated_candidate_plans():
     assert np.ptp(w_act[:, 2], axis=0).max() > 0  # the candidates differ
     assert not np.allclose(w_obs[0, 3:], w_obs[1, 3:])  # and so do their simulated futures
   sampler.close()
+
+
+def test_a_training_run_stopped_by_a_signal_ends_the_table():
+  """No world-model row may plan with a half-trained model: the rerun resumes the training."""
+  from westworld_jax.training.loop import TrainResult
+
+  table._trained(TrainResult(None, 300, [], None, stopped_early=False), "wd")
+  with pytest.raises(table.Interrupted, match="stopped at step 29: rerun the same command"):
+    table._trained(TrainResult(None, 29, [], None, stopped_early=True), "wd")

@@ -28,6 +28,12 @@ from ml_collections import config_flags
 
 from westworld_jax import cli
 from westworld_jax.errors import UserError
+
+
+class Interrupted(UserError):
+  """The run was stopped (a signal) before the table was complete; a rerun resumes it."""
+
+
 from westworld_jax.control import experiment  # imports neither jax nor mujoco (pinning comes first)
 
 _CONFIG = _WORKDIR = None  # flags, defined only when run as a program
@@ -104,6 +110,13 @@ def _video(store, task, ccfg, directory: str) -> None:
     logging.warning("%s", e)
 
 
+def _trained(result, workdir: str) -> None:
+  """A training run that stopped early (SIGTERM saved its state, or max_steps_per_run) ends the table:
+  nothing may plan with a half-trained model."""
+  if result.stopped_early:
+    raise Interrupted(f"training in {workdir} stopped at step {result.step}: rerun the same command to resume")
+
+
 def _check_finished(workdir: str, model: str) -> None:
   """A given pretrained run must have reached its total_steps (not a run still training)."""
   from westworld_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
@@ -133,7 +146,7 @@ def _pretrained(cfg, model: str, workdir: str) -> str:
       f"no pretrained workdir nor pretrain config for model '{model}': pass --config.pretrained.{model}=DIR"
     )
   logging.info("pretraining %s in %s", model, out)
-  loop.train(cfg.pretrain[model], out)  # resumes, or returns at once when finished
+  _trained(loop.train(cfg.pretrain[model], out), out)  # resumes, or returns at once when finished
   return out
 
 
@@ -177,7 +190,7 @@ def _finetune(cfg, start: str, corpus_dir: str, env: str, episodes: int, out: st
     batch_size=f.batch_size,
     seed=cfg.seed,
   )
-  loop.train(rc, out)  # resumes, or returns at once when finished
+  _trained(loop.train(rc, out), out)  # resumes, or returns at once when finished
   return out
 
 
