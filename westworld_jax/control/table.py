@@ -241,6 +241,13 @@ def run_robot(cfg, robot: str, workdir: str, report) -> None:
       report()
   if "world_model" not in policies:
     return
+  if "oracle" in policies and cfg.oracle_at_world_model_size:
+    # The simulator planning at the world model's samples x horizon: what a perfect model could reach.
+    small = ccfg.copy_and_resolve_references()
+    with small.unlocked():
+      small.policy_mppi.oracle = dict(ccfg.policy_mppi.get("world_model", {}))
+    run_row(small, "oracle", _row_dir(workdir, robot, "oracle_wm_size"), keys, steps, f"{robot} oracle at the wm size")
+    report()
   data_keys = episode_store.episode_keys(cfg.seed + 1, cfg.collect_episodes)
   base, windows = _collected(cfg, robot, ccfg, workdir, data_keys, steps, 0.0)
   corpus_dir, stats_env, _ = _data_env(cfg, robot, ccfg, workdir, base, "oracle")

@@ -12,11 +12,13 @@ import numpy as np
 
 from westworld_jax.control import episode_store
 
-_FIXED = ("expert_policy", "oracle", "random")
+_FIXED = ("expert_policy", "oracle", "oracle_wm_size", "random")
 
 
 def _parse(row: str) -> dict:
   """'oracle' -> policy; 'wm-<model>-<pretrained|recipe>' -> world_model with model and recipe."""
+  if row == "oracle_wm_size":  # the oracle at the world model's MPPI size
+    return {"policy": "oracle", "model": None, "finetuned": None, "recipe": "world_model_size"}
   if row in _FIXED:
     return {"policy": row, "model": None, "finetuned": None, "recipe": None}
   _, model, which = row.split("-", 2)
@@ -68,12 +70,14 @@ def rows(cfg, workdir: str) -> list[dict]:
         }
       )
   for r in out:  # share of the oracle's return on the same robot
-    oracle = [o for o in out if o["robot"] == r["robot"] and o["policy"] == "oracle"]
+    oracle = [o for o in out if o["robot"] == r["robot"] and o["policy"] == "oracle" and o["recipe"] is None]
     r["pct_of_oracle"] = round(100.0 * r["return_mean"] / oracle[0]["return_mean"], 1) if oracle else None
   return out
 
 
 def _label(r: dict) -> str:
+  if r["policy"] == "oracle" and r["recipe"]:
+    return "oracle MPPI at the world model's size"
   if r["policy"] != "world_model":
     return {"expert_policy": "PPO expert", "oracle": "oracle MPPI", "random": "random"}[r["policy"]]
   return f"{r['model']} ({r['recipe'] if r['finetuned'] else 'pretrained'})"
