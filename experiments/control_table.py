@@ -23,7 +23,8 @@ Recipes (finetune.recipes; `recipe_names` picks which run): keep (fraction of th
 best by return), action_noise (std of Gaussian noise added to the oracle's executed actions while
 collecting, as a fraction of each actuator's half range), rounds (> 1: plan with the fine-tuned model
 from the collection start states, add its episodes and fine-tune again from it), sampled (add the
-MPPI-sampled rollouts of `sampled`, the authors' fine-tuning data).
+MPPI-sampled rollouts of `sampled`, the authors' fine-tuning data), steps / lr (this recipe's own
+fine-tuning schedule; default finetune.steps / finetune.lr).
 """
 
 import ml_collections
@@ -86,6 +87,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         noisy=dict(keep=1.0, action_noise=0.1, rounds=1, sampled=False),
         iterative=dict(keep=1.0, action_noise=0.0, rounds=2, sampled=False),
         sampled=dict(keep=1.0, action_noise=0.0, rounds=1, sampled=True),  # + MPPI-sampled rollouts (upstream's data)
+        # the same data, trained longer at the pretraining's order of learning rate
+        sampled_long=dict(keep=1.0, action_noise=0.0, rounds=1, sampled=True, steps=1500, lr=1e-3),
       ),
     )
   )

@@ -174,17 +174,23 @@ def _data_env(cfg, robot: str, ccfg, workdir: str, episodes: list[dict], tag: st
   return corpus_dir, env, sum(not e["val"] for e in meta["episodes"])
 
 
-def _finetune(cfg, start: str, corpus_dir: str, env: str, episodes: int, out: str) -> str:
+def _schedule(cfg, recipe) -> tuple[int, float]:
+  """(steps, lr) of a recipe's fine-tuning: its own where set, else cfg.finetune's."""
+  return int(recipe.get("steps", 0) or cfg.finetune.steps), float(recipe.get("lr", 0.0) or cfg.finetune.lr)
+
+
+def _finetune(cfg, recipe, start: str, corpus_dir: str, env: str, episodes: int, out: str) -> str:
   from westworld_jax.training import finetune, loop  # pylint: disable=import-outside-toplevel
 
   f = cfg.finetune
+  steps, lr = _schedule(cfg, recipe)
   rc = finetune.finetune_config(
     start,
     env=env,
     corpus_dir=corpus_dir,
     episodes=episodes,
-    steps=f.steps,
-    lr=f.lr,
+    steps=steps,
+    lr=lr,
     warmup_steps=f.warmup_steps,
     final_lr_fraction=f.final_lr_fraction,
     batch_size=f.batch_size,
@@ -271,9 +277,9 @@ def run_robot(cfg, robot: str, workdir: str, report) -> None:
       for k in range(1, r.rounds + 1):
         run_tag = f"{tag}_iter{k}" if k > 1 else tag  # round 1 is the one-round recipe of the same data
         cdir, env, n_train = _data_env(cfg, robot, ccfg, workdir, eps, f"{model}_{run_tag}" if k > 1 else tag)
-        start = _finetune(
-          cfg, start, cdir, env, n_train, os.path.join(workdir, robot, "finetune", f"{model}-{run_tag}")
-        )
+        steps_lr = "" if _schedule(cfg, r) == _schedule(cfg, {}) else "_s%d_lr%g" % _schedule(cfg, r)
+        run_dir = os.path.join(workdir, robot, "finetune", f"{model}-{run_tag}{steps_lr}")
+        start = _finetune(cfg, r, start, cdir, env, n_train, run_dir)
         if k < r.rounds:  # the fine-tuned model's own episodes from the collection start states join the data
           d = os.path.join(workdir, robot, "collect", f"wm-{model}-{run_tag}")
           run_row(wcfg, "world_model", d, data_keys, steps, f"{robot} {model} {run_tag} data", start)
