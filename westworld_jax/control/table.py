@@ -257,11 +257,13 @@ def run_robot(cfg, robot: str, workdir: str, report) -> None:
   data_keys = episode_store.episode_keys(cfg.seed + 1, cfg.collect_episodes)
   base, windows = _collected(cfg, robot, ccfg, workdir, data_keys, steps, 0.0)
   corpus_dir, stats_env, _ = _data_env(cfg, robot, ccfg, workdir, base, "oracle")
+  if windows:  # as the authors: the min-max of the MPPI rollouts, whose range holds falls (episodes' may not)
+    _, stats_env, _ = _data_env(cfg, robot, ccfg, workdir, base + windows, "oracle_sampled")
   check = None
   if cfg.plan_check_every:
     check = {"plan_check": lambda p, t, i: plan_check.PlanCheck(p, t, wcfg.physics, cfg.plan_check_every)}
   wcfg = ccfg.copy_and_resolve_references()
-  wcfg.stats.corpus_env = os.path.join(corpus_dir, stats_env)  # pretrained and fine-tuned: the same statistics
+  wcfg.stats.corpus_env = os.path.join(corpus_dir, stats_env)  # for pretrained models (fine-tuned: their data's)
   for model in cfg.models:
     pretrained = _pretrained(cfg, model, workdir)
     run_row(
