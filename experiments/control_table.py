@@ -9,9 +9,12 @@ walker2d; `go1` adds Go1 walking forward under the task's own cost, whose polici
                                    per model, or '' = train it here with `pretrain[model]`) and
                                    fine-tuned on simulator-MPPI rollouts by each recipe of `recipes`.
 Fine-tuning data: `collect_episodes` oracle-MPPI episodes from their own start states (not the
-evaluation's), kept per recipe; world-model MPPI of both kinds is normalised with those episodes'
-min-max statistics (as the authors do). Each finished episode is a file: a rerun (e.g. after an
-interruption) skips it and the finished training runs.
+evaluation's) and the action sequences their MPPI sampled (`sampled`), kept per recipe. A pretrained
+model plans normalised with the min-max of those MPPI rollouts (as the authors do; the executed
+episodes alone never reach a fall's states), a fine-tuned one with its own data's. `oracle_wm_size`
+adds the oracle at the world model's samples x horizon: what a perfect model could reach there.
+Each finished episode is a file: a rerun (e.g. after an interruption) skips it and the finished
+training runs.
 
 Variants:
   cpu    (default) the CPU sizes of <robot>_paper_cpu (C oracle 128 x 100, world model 64 x 24 with
@@ -31,12 +34,8 @@ import ml_collections
 
 from westworld_jax import config_files
 
-MODELS = (
-  "westworld",
-  "trajworld",
-  "mlp_ensemble",
-  "tdm",
-)  # TDM last: its replan is ~13x WestWorld's (wm_replan_cpu.json)
+# TDM last: its replan is the slowest (token-by-token decoding; benchmarks/results/wm_replan_cpu.json).
+MODELS = ("westworld", "trajworld", "mlp_ensemble", "tdm")
 
 
 def _load(name: str):
