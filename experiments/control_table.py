@@ -11,7 +11,7 @@ walker2d; `go1` adds Go1 walking forward under the task's own cost, whose polici
 Fine-tuning data: `collect_episodes` oracle-MPPI episodes from their own start states (not the
 evaluation's) and the action sequences their MPPI sampled (`sampled`), kept per recipe. A pretrained
 model plans normalised with the min-max of those MPPI rollouts (as the authors do; the executed
-episodes alone never reach a fall's states), a fine-tuned one with its own data's. `oracle_wm_size`
+episodes alone never reach a fall's states), a fine-tuned one with its own data's. `oracle_at_world_model_size`
 adds the oracle at the world model's samples x horizon: what a perfect model could reach there.
 Each finished episode is a file: a rerun (e.g. after an interruption) skips it and the finished
 training runs.
