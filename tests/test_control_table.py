@@ -181,3 +181,11 @@ def test_a_training_run_stopped_by_a_signal_ends_the_table():
   table._trained(TrainResult(None, 300, [], None, stopped_early=False), "wd")
   with pytest.raises(table.Interrupted, match="stopped at step 29: rerun the same command"):
     table._trained(TrainResult(None, 29, [], None, stopped_early=True), "wd")
+
+
+def test_per_env_equals_vmap_for_one_environment_and_many():
+  f = lambda a, b: (a * b.sum(), jnp.tanh(a))
+  for n in (1, 3):
+    a, b = jnp.arange(n * 2.0).reshape(n, 2), jnp.ones((n, 4))
+    for x, y in zip(mppi.per_env(f, a, b), jax.vmap(f)(a, b)):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
