@@ -129,13 +129,20 @@ def test_noisy_policy_perturbs_the_executed_actions_within_the_bounds():
     rollout.NoisyPolicy(zero, task, 0.0)
 
 
-@pytest.mark.timeout(180)
-def test_plan_check_is_exact_when_the_planner_plans_with_the_simulator():
-  """The planner's backend is the simulator itself: predicted and simulated plan costs agree."""
+def _oracle_planner():
+  """Hopper under the paper protocol with a small C-MuJoCo oracle MPPI (8 x 6)."""
   ccfg = _cfg().control.hopper
   task = planners.protocol_task(ccfg)
   cfg = MPPIConfig.from_dict({**dict(ccfg.mppi), "samples": 8, "horizon": 6})
-  planner = mppi.MPPI(physics.make_oracle(task, "mujoco"), cfg, expert=planners.expert_actions(task, cfg, task.num_act))
+  return task, mppi.MPPI(
+    physics.make_oracle(task, "mujoco"), cfg, expert=planners.expert_actions(task, cfg, task.num_act)
+  )
+
+
+@pytest.mark.timeout(180)
+def test_plan_check_is_exact_when_the_planner_plans_with_the_simulator():
+  """The planner's backend is the simulator itself: predicted and simulated plan costs agree."""
+  task, planner = _oracle_planner()
   check = plan_check.PlanCheck(planner, task, "mujoco", every=3)
   rollout.run_episode(physics.make_envs(task, physics="mujoco"), planner, 1, 7, jax.random.key(0), observer=check)
   assert [r["step"] for r in check.rows] == [0, 3, 6]
@@ -148,10 +155,7 @@ def test_plan_check_is_exact_when_the_planner_plans_with_the_simulator():
 
 @pytest.mark.timeout(180)
 def test_sampled_rollouts_are_the_real_history_then_simulated_candidate_plans():
-  ccfg = _cfg().control.hopper
-  task = planners.protocol_task(ccfg)
-  cfg = MPPIConfig.from_dict({**dict(ccfg.mppi), "samples": 8, "horizon": 6})
-  planner = mppi.MPPI(physics.make_oracle(task, "mujoco"), cfg, expert=planners.expert_actions(task, cfg, task.num_act))
+  task, planner = _oracle_planner()
   sampler = sampled_rollouts.SampledRollouts(planner, task, history=3, horizon=4, every=2, count=5)
   log = rollout.run_episode(
     physics.make_envs(task, physics="mujoco"), planner, 1, 7, jax.random.key(0), observer=sampler
