@@ -43,6 +43,8 @@ Override anything on the command line, e.g. --config.mppi.samples=512 --config.p
 
 import ml_collections
 
+from westworld_jax import config_files
+
 from westworld_jax.control.mppi_config import MPPIConfig
 
 # variant -> the control task it runs (westworld_jax/control/tasks.py)
@@ -159,14 +161,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       wm_samples, wm_horizon = PAPER_CPU_SIZES["world_model"]
       c.policy_mppi = ml_collections.ConfigDict({"world_model": dict(samples=wm_samples, horizon=wm_horizon)})
       c.model.size = "tiny"  # experiments/scaling.py's CPU model when no --checkpoint is given
-      c.model.overrides = dict(
-        max_obs_channels=40,
-        max_act_channels=16,
-        history=16,
-        max_window_len=40,
-        ssm_scan_impl="sequential",
-        max_bodies=32,
-      )
+      c.model.overrides = config_files.load_sibling(__file__, "scaling").cpu_model_overrides(c.model.name)
       c.render.width, c.render.height = 160, 120
   elif variant == "hopper_cpu":
     c.mppi.samples, c.mppi.horizon = 64, 30  # one replan ~30 ms in C MuJoCo, ~0.5 s in MJX on a CPU core

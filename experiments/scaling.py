@@ -142,12 +142,10 @@ CPU_MODELS = ("westworld", "trajworld", "tdm", "mlp_ensemble")  # 3 windows of 4
 _CPU_BINS = {"trajworld": 64}
 
 
-def cpu_model(name: str) -> ml_collections.ConfigDict:
-  """Tiny models whose channel tables hold every robot of the cpu corpus (cassie: 39 obs)."""
+def cpu_model_overrides(name: str) -> dict:
+  """What the CPU model of `name` sets over the registry's 'tiny' size."""
   bins = {"num_bins": _CPU_BINS[name]} if name in _CPU_BINS else {}
-  return model_config(
-    name,
-    "tiny",
+  return dict(
     max_obs_channels=40,
     max_act_channels=16,
     history=CPU_HISTORY,
@@ -155,6 +153,11 @@ def cpu_model(name: str) -> ml_collections.ConfigDict:
     **bins,
     **_cpu_scan(name),
   )
+
+
+def cpu_model(name: str) -> ml_collections.ConfigDict:
+  """Tiny models whose channel tables hold every robot of the cpu corpus (cassie: 39 obs)."""
+  return model_config(name, "tiny", **cpu_model_overrides(name))
 
 
 def pretrain_config(variant: str = "cpu", model: str = "westworld") -> ml_collections.ConfigDict:
