@@ -10,6 +10,8 @@ fall penalties), and records the totals and the per-step cost error up to the fi
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +32,17 @@ def _coster(backend, cfg, width: int):
   return jax.jit(jax.vmap(one))
 
 
+@functools.lru_cache(maxsize=None)
+def _costers(planner: mppi_lib.MPPI, task: tasks_lib.Task, physics: str):
+  """(predicted, simulated) plan costers of a planner: one oracle and one compilation per planner,
+  not per episode (a PlanCheck is made for every episode)."""
+  oracle = physics_lib.make_oracle(task, physics)
+  return (
+    _coster(planner.backend, planner.config, planner.backend.action_dim),
+    _coster(oracle, planner.config, oracle.action_dim),
+  )
+
+
 class PlanCheck:
   """Predicted (planner's backend) vs simulated (oracle) cost of each chosen plan, every `every` steps."""
 
@@ -37,9 +50,7 @@ class PlanCheck:
     if every < 1:
       raise ValueError(f"plan_check every must be >= 1 step, got {every}")
     self.every = int(every)
-    oracle = physics_lib.make_oracle(task, physics)
-    self._predicted = _coster(planner.backend, planner.config, planner.backend.action_dim)
-    self._simulated = _coster(oracle, planner.config, oracle.action_dim)
+    self._predicted, self._simulated = _costers(planner, task, physics)
     self.rows: list[dict] = []
 
   def __call__(self, t: int, s, u, plan) -> None:

@@ -200,9 +200,14 @@ def _finetune(cfg, recipe, start: str, corpus_dir: str, env: str, episodes: int,
   return out
 
 
+def _collect_tag(noise: float) -> str:
+  """Names the oracle's collection episodes (with Gaussian action noise of `noise` x half range)."""
+  return "oracle" if not noise else f"oracle_noise{noise:g}"
+
+
 def _data_tag(recipe) -> str:
   """Names the fine-tuning data of a recipe by what it holds (recipes with the same data share it)."""
-  tag = "oracle" if not recipe.action_noise else f"oracle_noise{recipe.action_noise:g}"
+  tag = _collect_tag(recipe.action_noise)
   tag = tag if recipe.keep >= 1.0 else f"{tag}_best{recipe.keep:g}"
   return f"{tag}_sampled" if recipe.sampled else tag
 
@@ -212,7 +217,7 @@ def _collected(cfg, robot, ccfg, workdir, keys, steps, noise: float) -> tuple[li
   `noise` x half range; without noise, cfg.sampled's MPPI-sampled rollouts are kept beside them)."""
   from westworld_jax.control import episode_store, sampled_rollouts  # pylint: disable=import-outside-toplevel
 
-  tag = "oracle" if not noise else f"oracle_noise{noise:g}"
+  tag = _collect_tag(noise)
   d = os.path.join(workdir, robot, "collect", tag)
   c = ccfg.copy_and_resolve_references()
   c.render.enabled = False
