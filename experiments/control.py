@@ -129,6 +129,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The world model when no --checkpoint is given (untrained: latency only) and its batching.
   c.model = ml_collections.ConfigDict(dict(name="westworld", size="control", overrides={}))
   c.wm_sample_chunk = 0  # predict at most this many samples at once (0 = all): bounds memory
+  # 0: the whole horizon in one window (the authors'); N > 0: windows of history + N steps, chained,
+  # each conditioned on the last `history` steps before it: a horizon beyond the model's window.
+  c.wm_segment = 0
   c.shard_samples = True  # with several devices, shard MPPI samples over all of them (mesh axis 'samples')
   # Normalisation stats for the world model when the checkpoint has none for this robot:
   # a corpus environment directory (its metadata.json), else OU rollouts of the robot.

@@ -99,6 +99,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.recipe_names = ("sampled",)  # the default recipe (benchmarks/results/control_paper_cpu: the study of all of them)
   c.oracle_at_world_model_size = True  # also the oracle at the world model's samples x horizon (a ceiling)
   c.plan_check_every = 10  # world-model MPPI: predicted vs simulated cost of the chosen plan every N steps (0: never)
+  # ... and of this many candidates drawn around it as MPPI draws them: does the model order plans as
+  # the physics does (rank correlation, the simulated quantile of its favourite)? 0: the chosen plan only.
+  c.plan_check_candidates = 64
 
   if variant == "paper":
     c.sampled.update(history=50, horizon=100)  # base models' windows
@@ -119,5 +122,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pretrain.westworld = tiny
     c.finetune.update(steps=2, batch_size=4, val_fraction=0.0)
     c.plan_check_every = 4
+    c.plan_check_candidates = 4
     c.sampled.update(history=8, horizon=8, every=8, count=4)
   return c

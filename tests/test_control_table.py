@@ -151,6 +151,19 @@ def test_plan_check_is_exact_when_the_planner_plans_with_the_simulator():
     assert r["step_cost_mae"] < 1e-4
   s = check.summary()
   assert s["plans"] == 3 and s["total_abs_error"] < 1e-3
+  # candidates drawn around each plan: the simulator orders them as the simulator does
+  ranked = plan_check.PlanCheck(planner, task, "mujoco", every=3, candidates=6)
+  rollout.run_episode(physics.make_envs(task, physics="mujoco"), planner, 1, 4, jax.random.key(0), observer=ranked)
+  s = ranked.summary()
+  assert s["rank_corr"] == pytest.approx(1.0) and s["pick_quantile"] == 0.0
+  assert [r["predicted_total"] for r in ranked.rows] == [r["predicted_total"] for r in check.rows[:2]]
+
+
+def test_rank_agreement_of_predicted_and_simulated_costs():
+  sim = np.array([3.0, 1.0, 2.0, 4.0])
+  assert plan_check.rank_agreement(sim * 2 + 1, sim) == (pytest.approx(1.0), 0.0)
+  corr, pick = plan_check.rank_agreement(-sim, sim)  # the model's favourite is the physics' worst
+  assert corr == pytest.approx(-1.0) and pick == 0.75
 
 
 @pytest.mark.timeout(180)

@@ -150,7 +150,8 @@ def _pad_last(x, n):
 
 
 class WorldModelBackend(Backend):
-  """Rollouts in a world model: the whole horizon of all samples from one `predict` call.
+  """Rollouts in a world model: the whole horizon of all samples from one `predict` call (the
+  authors' way), or, with `segment`, chained windows for a horizon longer than the model's window.
 
   Args:
     world_model: a registry.WorldModel (predict(params, batch) -> pred [B, T, Co]).
@@ -161,6 +162,9 @@ class WorldModelBackend(Backend):
     horizon: planning horizon Hp; the model sees T = history + Hp steps (<= its max_window_len).
     obs_pad / act_pad: padded channel counts (default: the largest robot's).
     sample_chunk: predict at most this many samples at once (lax.map over chunks; bounds memory).
+    segment: 0 = the whole horizon in one window of history + Hp steps; > 0 = predict at most this
+      many steps per window and chain the windows, each conditioned on the last `history` steps of
+      the one before (observed, then predicted): a horizon beyond the model's max_window_len.
   """
 
   kind = "world_model"
@@ -175,6 +179,7 @@ class WorldModelBackend(Backend):
     obs_pad: int | None = None,
     act_pad: int | None = None,
     sample_chunk: int = 0,
+    segment: int = 0,
   ):
     tasks, normalisers = list(tasks), list(normalisers)
     if not tasks or len(tasks) != len(normalisers):
@@ -182,7 +187,10 @@ class WorldModelBackend(Backend):
     self.world_model, self.params, self.tasks = world_model, params, tasks
     self._history = int(world_model.history)
     self.horizon = int(horizon)
-    self.T = self.history + self.horizon
+    if segment < 0:
+      raise ValueError(f"segment must be >= 0 (0 = the whole horizon in one window), got {segment}")
+    self.segment = min(int(segment), self.horizon) if segment else self.horizon
+    self.T = self.history + self.segment  # the window the model sees
     self.obs_pad = obs_pad or max(t.num_obs for t in tasks)
     self.act_pad = act_pad or max(t.num_act for t in tasks)
     for t in tasks:
@@ -193,8 +201,8 @@ class WorldModelBackend(Backend):
         )
       world_model.check_robot(
         f"robot '{t.robot.name}' (padded to {self.obs_pad} / {self.act_pad} obs / action channels, "
-        f"history {self.history} + mppi.horizon {self.horizon} steps)",
-        "plan with a world model of a larger {field} (or, for max_window_len, a shorter mppi.horizon)",
+        f"history {self.history} + {self.segment} planned steps per window)",
+        "plan with a world model of a larger {field} (or, for max_window_len, a shorter mppi.horizon or wm_segment)",
         obs_struct=t.robot.obs_struct(),
         act_struct=t.robot.act_struct(),
         obs_kind=t.robot.obs_kinds(),
@@ -268,18 +276,22 @@ class WorldModelBackend(Backend):
     )
 
   def batch(self, ctx: WMContext, u_kha: jax.Array) -> dict:
-    """The model batch (BATCH_SPEC.md) for K sampled action sequences [K, Hp, Ca]."""
-    K, H, T = u_kha.shape[0], self.history, self.T
+    """The model batch (BATCH_SPEC.md) for K sampled action sequences [K, n, Ca], n <= segment.
+
+    ctx.obs_hist / act_hist are one history for all samples ([H, Co] / [H-1, Ca]) or one each
+    ([K, H, Co] / [K, H-1, Ca]: a chained window's)."""
+    K, H = u_kha.shape[0], self.history
+    T = H + u_kha.shape[1]
     r = ctx.robot
     obs_mask = jnp.asarray(self._static["obs_mask"])[r]
     act_mask = jnp.asarray(self._static["act_mask"])[r]
     obs_lo, obs_span = jnp.asarray(self._obs_lo)[r], jnp.asarray(self._obs_span)[r]
     act_lo, act_span = jnp.asarray(self._act_lo)[r], jnp.asarray(self._act_span)[r]
     hist = jnp.where(obs_mask, normalise.normalise(ctx.obs_hist, obs_lo, obs_span, jnp), 0.0)  # [H, Co]
-    obs = jnp.zeros((K, T, self.obs_pad), jnp.float32).at[:, :H].set(hist[None])
+    obs = jnp.zeros((K, T, self.obs_pad), jnp.float32).at[:, :H].set(jnp.broadcast_to(hist, (K, H, self.obs_pad)))
     # act[t] follows obs[t]: H-1 applied actions, then the plan; the last slot (after the final
     # predicted observation) cannot influence predictions and repeats the last planned action.
-    past = jnp.broadcast_to(ctx.act_hist[None], (K, H - 1, self.act_pad))
+    past = jnp.broadcast_to(ctx.act_hist, (K, H - 1, self.act_pad))
     act = jnp.concatenate([past, u_kha, u_kha[:, -1:]], axis=1)
     act = jnp.where(act_mask, normalise.normalise(act, act_lo, act_span, jnp), 0.0)
     bcast = lambda x: jnp.broadcast_to(x[None], (K,) + x.shape)
@@ -304,10 +316,38 @@ class WorldModelBackend(Backend):
       if K % chunk:
         raise ValueError(f"samples={K} must be divisible by wm sample_chunk={chunk}")
       u = u_kha.reshape(K // chunk, chunk, *u_kha.shape[1:])
-      pred = jax.lax.map(lambda uc: self.world_model.predict(self.params, self.batch(ctx, uc)), u)
-      pred = pred.reshape(K, *pred.shape[2:])
-    else:
-      pred = self.world_model.predict(self.params, self.batch(ctx, u_kha))
+      pred = jax.lax.map(lambda uc: self._chained(ctx, uc), u)
+      return pred.reshape(K, *pred.shape[2:])
+    return self._chained(ctx, u_kha)
+
+  def _chained(self, ctx: WMContext, u_kha: jax.Array) -> jax.Array:
+    """The horizon in windows of `segment` steps: a scan over the full ones, then the rest."""
+    K, Hp, seg, H = u_kha.shape[0], u_kha.shape[1], self.segment, self.history
+    if seg >= Hp:
+      return self._window(ctx, u_kha)
+    obs_hist = jnp.broadcast_to(ctx.obs_hist, (K,) + ctx.obs_hist.shape[-2:])
+    act_hist = jnp.broadcast_to(ctx.act_hist, (K,) + ctx.act_hist.shape[-2:])
+
+    def window(hist, u_kna):
+      obs_h, act_h = hist
+      fut = self._window(ctx._replace(obs_hist=obs_h, act_hist=act_h), u_kna)
+      # act[i] follows obs[i]: the last H observations and the H-1 actions between them
+      obs_h = jnp.concatenate([obs_h, fut], axis=1)[:, -H:]
+      act_h = jnp.concatenate([act_h, u_kna], axis=1)[:, act_h.shape[1] + u_kna.shape[1] - (H - 1) :]
+      return (obs_h, act_h), fut
+
+    n_full = Hp // seg
+    u_full = u_kha[:, : n_full * seg].reshape(K, n_full, seg, -1).swapaxes(0, 1)  # [W, K, seg, Ca]
+    hist, fut = jax.lax.scan(window, (obs_hist, act_hist), u_full)
+    fut = fut.swapaxes(0, 1).reshape(K, n_full * seg, -1)
+    if Hp % seg:
+      _, rest = window(hist, u_kha[:, n_full * seg :])
+      fut = jnp.concatenate([fut, rest], axis=1)
+    return fut
+
+  def _window(self, ctx: WMContext, u_kna: jax.Array) -> jax.Array:
+    """One model window: the n steps after ctx's history, [K, n, Co] in physical units."""
+    pred = self.world_model.predict(self.params, self.batch(ctx, u_kna))
     r = ctx.robot
     fut = pred[:, self.history :].astype(jnp.float32)
     obs_lo, obs_span = jnp.asarray(self._obs_lo)[r], jnp.asarray(self._obs_span)[r]

@@ -162,6 +162,20 @@ def perturbations(key, cfg: MPPIConfig, shape_kha, std, half, scale) -> jax.Arra
   return eps.at[0].set(0.0) if cfg.keep_mean else eps
 
 
+def candidate_sampler(planner: "MPPI", low, high, count: int, horizon: int):
+  """jit(key, plan [>= horizon, >= Ca]) -> [count, horizon, Ca]: action sequences drawn around a plan as
+  the planner draws its candidates (its noise process and spread), clipped to [low, high]."""
+  cfg, nu = planner.config, len(low)
+  lo, hi = jnp.asarray(low, jnp.float32), jnp.asarray(high, jnp.float32)
+  std = noise_std(cfg, lo, hi, planner.expert)
+
+  def sample(key, plan_ha):
+    eps = perturbations(key, cfg, (count, horizon, nu), std, 0.5 * (hi - lo), 1.0)
+    return jnp.clip(plan_ha[None, :horizon, :nu] + eps, lo, hi)
+
+  return jax.jit(sample)
+
+
 def replan_one(
   backend: Backend,
   cfg: MPPIConfig,

@@ -88,7 +88,8 @@ def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
       )
   else:
     wm = registry.build(cfg.model.name, cfg.model.size, **dict(cfg.model.overrides))
-    T = wm.history + mppi_config("world_model", cfg).horizon
+    horizon = mppi_config("world_model", cfg).horizon
+    T = wm.history + min(cfg.get("wm_segment", 0) or horizon, horizon)
     params = jax.jit(wm.init)(jax.random.key(cfg.seed), zeros_batch(1, T, task.num_obs, task.num_act))
     env, stats = "", {}
     desc.update(trained=False, note="untrained world model (random init): pass --checkpoint for real control")
@@ -126,8 +127,12 @@ def make_policy(name: str, task: tasks_lib.Task, cfg, checkpoint: str | None = N
     return mppi_lib.MPPI(oracle, mcfg, mesh=mesh, expert=expert), 1, desc
   if name == "world_model":
     wm, params, norm, desc = world_model_parts(task, cfg, checkpoint)
-    backend = backends.WorldModelBackend(wm, params, [task], [norm], mcfg.horizon, sample_chunk=cfg.wm_sample_chunk)
+    backend = backends.WorldModelBackend(
+      wm, params, [task], [norm], mcfg.horizon, sample_chunk=cfg.wm_sample_chunk, segment=cfg.get("wm_segment", 0)
+    )
     expert = expert_actions(task, mcfg, backend.action_dim)
     desc["mppi"] = f"{mcfg.samples} x {mcfg.horizon}"
+    if backend.segment < mcfg.horizon:
+      desc["wm_segment"] = backend.segment
     return mppi_lib.MPPI(backend, mcfg, mesh=mesh, expert=expert), backend.history, desc
   raise ValueError(f"unknown policy '{name}': choose from {POLICIES}")

@@ -42,16 +42,7 @@ class SampledRollouts:
       raise ValueError(f"sampled horizon {horizon} exceeds the planner's {planner.config.horizon}")
     self.task, self.history, self.horizon, self.every, self.count = task, history, horizon, every, count
     self.physics = mujoco_backend.MujocoPhysics(task, nthread=1)
-    cfg, expert, nu = planner.config, planner.expert, task.num_act
-    lo, hi = jnp.asarray(task.act_low), jnp.asarray(task.act_high)
-    std = mppi_lib.noise_std(cfg, lo, hi, expert)
-    half = 0.5 * (hi - lo)
-
-    def sample(key, plan_ha):
-      eps = mppi_lib.perturbations(key, cfg, (count, horizon, nu), std, half, 1.0)
-      return jnp.clip(plan_ha[None, :horizon, :nu] + eps, lo, hi)
-
-    self._sample = jax.jit(sample)
+    self._sample = mppi_lib.candidate_sampler(planner, task.act_low, task.act_high, count, horizon)
     self._key = jax.random.key(seed)
     self._obs: list[np.ndarray] = []
     self._act: list[np.ndarray] = []

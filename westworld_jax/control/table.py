@@ -266,7 +266,11 @@ def run_robot(cfg, robot: str, workdir: str, report) -> None:
     _, stats_env, _ = _data_env(cfg, robot, ccfg, workdir, base + windows, "oracle_sampled")
   check = None
   if cfg.plan_check_every:
-    check = {"plan_check": lambda p, t, i: plan_check.PlanCheck(p, t, wcfg.physics, cfg.plan_check_every)}
+    check = {
+      "plan_check": lambda p, t, i: plan_check.PlanCheck(
+        p, t, wcfg.physics, cfg.plan_check_every, cfg.get("plan_check_candidates", 0), seed=cfg.seed + i
+      )
+    }
   wcfg = ccfg.copy_and_resolve_references()
   wcfg.stats.corpus_env = os.path.join(corpus_dir, stats_env)  # for pretrained models (fine-tuned: their data's)
   for model in cfg.models:

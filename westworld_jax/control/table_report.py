@@ -89,23 +89,27 @@ def _markdown(cfg, table: list[dict]) -> str:
     "",
     "Returns are gym's reward per episode (mean ± std over episodes from the same start states); "
     "'% oracle' is the share of simulator-MPPI's return. Plan check: the world model's predicted cost "
-    "of the plan it chose against that plan's cost in the simulator (mean over checked plans).",
+    "of the plan it chose against that plan's cost in the simulator (mean over checked plans); rank: over "
+    "candidates drawn around that plan as MPPI draws its samples, the Spearman correlation of predicted and "
+    "simulated costs and the simulated-cost quantile of the model's favourite (0 = the physics' best, 0.5 = random).",
     "",
   ]
   for robot in dict.fromkeys(r["robot"] for r in table):
     lines += [
       f"## {robot}",
       "",
-      "| policy | MPPI | return | ± std | % oracle | episodes | mean length | replan ms | predicted / simulated plan cost |",
-      "|---|---|---|---|---|---|---|---|---|",
+      "| policy | MPPI | return | ± std | % oracle | episodes | mean length | replan ms | predicted / simulated plan cost "
+      "| rank corr / pick quantile |",
+      "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in (r for r in table if r["robot"] == robot):
       pc = r["plan_check"]
       check = f"{pc['predicted_total']:.0f} / {pc['simulated_total']:.0f}" if pc else "-"
+      rank = f"{pc['rank_corr']:.2f} / {pc['pick_quantile']:.2f}" if pc and "rank_corr" in pc else "-"
       lines.append(
         f"| {_label(r)} | {r['mppi'] or '-'} | {r['return_mean']:.1f} | {r['return_std']:.1f} | "
         f"{'-' if r['pct_of_oracle'] is None else r['pct_of_oracle']} | {r['episodes']} | {r['length_mean']:.0f} | "
-        f"{'-' if r['replan_ms'] is None else r['replan_ms']} | {check} |"
+        f"{'-' if r['replan_ms'] is None else r['replan_ms']} | {check} | {rank} |"
       )
     lines.append("")
   return "\n".join(lines)
