@@ -113,6 +113,19 @@ def test_a_pretrained_run_that_has_not_finished_is_refused(tmp_path, monkeypatch
 
 
 @pytest.mark.timeout(120)
+def test_a_corpus_environment_is_reused_only_for_the_same_episodes(tmp_path):
+  cfg = _cfg()
+  rng = np.random.default_rng(0)
+  ep = lambda: {"obs": rng.normal(size=(12, 11)).astype(np.float32), "act": rng.uniform(-1, 1, (12, 3))}
+  eps = [ep() for _ in range(3)]
+  first = table._data_env(cfg, "hopper", cfg.control.hopper, str(tmp_path), eps, "t")
+  assert table._data_env(cfg, "hopper", cfg.control.hopper, str(tmp_path), eps, "t") == first
+  for other in (eps[:2], eps[:2] + [ep()]):  # fewer episodes; as many, but different ones
+    with pytest.raises(UserError, match="holds other episodes than this config collects"):
+      table._data_env(cfg, "hopper", cfg.control.hopper, str(tmp_path), other, "t")
+
+
+@pytest.mark.timeout(120)
 def test_noisy_policy_perturbs_the_executed_actions_within_the_bounds():
   task = planners.protocol_task(_cfg().control.hopper)
   envs = physics.make_envs(task)

@@ -21,6 +21,9 @@ DIR (default workdirs/control_table/<variant>): <robot>/rows/<row>/ep<i>.{json,n
 
 from __future__ import annotations
 
+import glob
+import hashlib
+import json
 import os
 
 from absl import app, flags, logging
@@ -150,14 +153,31 @@ def _pretrained(cfg, model: str, workdir: str) -> str:
   return out
 
 
+def _episodes_digest(episodes: list[dict]) -> str:
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  h = hashlib.sha1()
+  for e in episodes:
+    for k in ("obs", "act"):
+      a = np.ascontiguousarray(e[k], np.float32)
+      h.update(str(a.shape).encode())
+      h.update(a.tobytes())
+  return h.hexdigest()
+
+
 def _data_env(cfg, robot: str, ccfg, workdir: str, episodes: list[dict], tag: str) -> tuple[str, str, int]:
-  """(corpus_dir, env, training episodes) of the kept episodes written as corpus environment <robot>-mppi_<tag>."""
+  """(corpus_dir, env, training episodes) of the kept episodes written as corpus environment <robot>-mppi_<tag>.
+
+  An environment already there is reused only if it holds these episodes (a digest of them in its
+  shard markers; count for ones written without): other data under the same tag (a changed config on
+  an old workdir) would otherwise train and report silently on the old data."""
   from westworld_jax.control import mppi_corpus, planners  # pylint: disable=import-outside-toplevel
   from westworld_jax.data import shards  # pylint: disable=import-outside-toplevel
 
   corpus_dir = os.path.abspath(os.path.join(workdir, robot, "corpus"))
   env = f"{robot}-mppi_{tag}"
   env_dir = os.path.join(corpus_dir, env)
+  digest = _episodes_digest(episodes)
   if not os.path.exists(os.path.join(env_dir, shards.METADATA)):
     task = planners.protocol_task(ccfg)
     mppi_corpus.write_corpus(
@@ -169,8 +189,19 @@ def _data_env(cfg, robot: str, ccfg, workdir: str, episodes: list[dict], tag: st
       val_fraction=cfg.finetune.val_fraction,
       episodes_per_shard=256,
       overwrite=True,
+      info={"inputs_sha1": digest},
     )
   meta = shards.load_metadata(env_dir)
+  markers = sorted(glob.glob(os.path.join(env_dir, "shard-*.json")))
+  with open(markers[0]) as f:
+    stored = json.load(f).get("inputs_sha1")
+  same = stored == digest if stored else len(meta["episodes"]) == len(episodes)
+  if not same:
+    raise UserError(
+      f"{env_dir} holds other episodes than this config collects ({len(meta['episodes'])} stored, "
+      f"{len(episodes)} now): the table's data settings changed on an existing workdir. Use a new "
+      f"--workdir, or remove that directory and the fine-tuning runs under {os.path.join(workdir, robot, 'finetune')}"
+    )
   return corpus_dir, env, sum(not e["val"] for e in meta["episodes"])
 
 
