@@ -119,7 +119,8 @@ def _time_replan(planner, state, calls: int) -> dict:
 
 def section_latency(a, which: str) -> list[dict]:
   import jax  # pylint: disable=import-outside-toplevel
-  from westworld_jax.control import backends, env, mppi, normalisation, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import backends, env, mppi, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.data import normalise  # pylint: disable=import-outside-toplevel
   from westworld_jax.model import flops, registry, ssm  # pylint: disable=import-outside-toplevel
   from westworld_jax.model.batch import zeros_batch  # pylint: disable=import-outside-toplevel
 
@@ -131,8 +132,8 @@ def section_latency(a, which: str) -> list[dict]:
     setups = [(backends.OracleBackend(task), 1, a.calls, [(1, a.samples), (a.envs, a.samples)], {}, None)]
   else:
     setups = []
-    norm = normalisation.Normaliser.from_stats(
-      normalisation.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act
+    norm = normalise.Normaliser.from_stats(
+      normalise.stats_from_rollouts(task.robot, 8, 100), task.num_obs, task.num_act
     )
     for dtype in sizes["wm_dtypes"]:
       wm = registry.build("westworld", "control", dtype=dtype)

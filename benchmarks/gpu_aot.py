@@ -124,14 +124,13 @@ def train_row(devices, name, variant, batch, gpus, expert, overrides, impl) -> d
 def replan_rows(dev) -> list[dict]:
   """The world-model MPPI replan (Hopper, control-size model, 256 samples x horizon 100, the
   kernel scan): what benchmarks/control.py times on a GPU, compiled for one."""
-  from westworld_jax.control import backends, env, mppi, normalisation, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.control import backends, env, mppi, tasks  # pylint: disable=import-outside-toplevel
+  from westworld_jax.data import normalise  # pylint: disable=import-outside-toplevel
   from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
   from westworld_jax.model.batch import zeros_batch  # pylint: disable=import-outside-toplevel
 
   task = tasks.make_task("hopper")
-  norm = normalisation.Normaliser.from_stats(
-    normalisation.stats_from_rollouts(task, 8, 100), task.num_obs, task.num_act
-  )
+  norm = normalise.Normaliser.from_stats(normalise.stats_from_rollouts(task.robot, 8, 100), task.num_obs, task.num_act)
   sh = jax.sharding.SingleDeviceSharding(dev)
   to_sds = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)  # noqa: E731
   rows = []

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import scaling
-from westworld_jax.control import backends, normalisation, tasks
+from westworld_jax.control import backends, tasks
+from westworld_jax.data import normalise
 from westworld_jax.model import flops, registry, ssm
 from westworld_jax.model.batch import zeros_batch
 from westworld_jax.training import run_files
@@ -56,7 +57,7 @@ def make_backend(wm, task, horizon: int, sample_chunk: int = 0, seed: int = 0):
   """(backend, params, ctx): the backend over an untrained model, a random history as context."""
   co, ca = task.num_obs, task.num_act
   params = jax.jit(wm.init)(jax.random.key(seed), zeros_batch(1, wm.history + horizon, co, ca))
-  norm = normalisation.Normaliser(
+  norm = normalise.Normaliser(
     -np.ones(co, np.float32), np.ones(co, np.float32), np.asarray(task.act_low), np.asarray(task.act_high)
   )
   backend = backends.WorldModelBackend(wm, params, [task], [norm], horizon, sample_chunk=sample_chunk)

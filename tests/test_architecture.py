@@ -14,8 +14,8 @@ import pytest
 
 from tests import test_ssm
 from westworld_jax import config_files
-from westworld_jax.control import backends, normalisation, tasks
-from westworld_jax.data import collect, pipeline
+from westworld_jax.control import backends, tasks
+from westworld_jax.data import collect, normalise, pipeline
 from westworld_jax.robots import catalogue
 from westworld_jax.model import registry, ssm
 from westworld_jax.model.baselines.mlp_ensemble import build_mlp_ensemble
@@ -198,7 +198,7 @@ def test_control_task_recipe(monkeypatch):
   params = wm.init(jax.random.key(0), zeros_batch(1, 5, task.num_obs, task.num_act))
   stats = {"obs_min": [-1.0] * task.num_obs, "obs_max": [1.0] * task.num_obs, "act_min": [-1.0], "act_max": [1.0]}
   backend = backends.WorldModelBackend(
-    wm, params, [task], [normalisation.Normaliser.from_stats(stats, task.num_obs, task.num_act)], horizon=3
+    wm, params, [task], [normalise.Normaliser.from_stats(stats, task.num_obs, task.num_act)], horizon=3
   )
   ctx = backends.WMContext(
     jnp.int32(0), jnp.zeros((2, task.num_obs)), jnp.zeros((1, task.num_act)), jnp.zeros(tasks.GOAL_DIM)

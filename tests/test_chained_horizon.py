@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from westworld_jax.control import backends, normalisation, tasks
+from westworld_jax.control import backends, tasks
+from westworld_jax.data import normalise
 from westworld_jax.model.world_model import CapacityError, WorldModel
 
 H, HP = 3, 10
@@ -39,7 +40,7 @@ def _stub(max_window_len):
 def test_chained_windows_equal_one_window_and_respect_the_models_window():
   task = tasks.make_task("hopper")
   stats = {"obs_min": [-1.0] * 11, "obs_max": [1.0] * 11, "act_min": [-1.0] * 3, "act_max": [1.0] * 3}
-  norm = normalisation.Normaliser.from_stats(stats, 11, 3)
+  norm = normalise.Normaliser.from_stats(stats, 11, 3)
   rng = np.random.default_rng(0)
   ctx = backends.WMContext(
     robot=jnp.int32(0),

@@ -37,7 +37,8 @@ import json, math, tempfile, time, warnings
 warnings.filterwarnings("ignore")
 import numpy as np
 import jax, jax.numpy as jnp
-from westworld_jax.control import backends, env, mppi, mppi_corpus, normalisation, rollout, tasks
+from westworld_jax.control import backends, env, mppi, mppi_corpus, rollout, tasks
+from westworld_jax.data import normalise as normalisation
 RES = {}
 def emit():
   print("RESULT", json.dumps(RES))
@@ -179,7 +180,7 @@ mesh = jax.make_mesh((8,), ("samples",), axis_types=(AxisType.Auto,))
 wm = registry.build("westworld", "tiny", n_layers=1)
 cfg = mppi.MPPIConfig(samples=32, horizon=8, iterations=2)
 params = jax.jit(wm.init)(jax.random.key(0), zeros_batch(1, wm.history + cfg.horizon, 2, 1))
-norm = normalisation.Normaliser.from_stats(normalisation.stats_from_rollouts(task, 4, 50), 2, 1)
+norm = normalisation.Normaliser.from_stats(normalisation.stats_from_rollouts(task.robot, 4, 50), 2, 1)
 backend = backends.WorldModelBackend(wm, params, [task], [norm], cfg.horizon)
 # The same model with the fused scan kernel (Pallas interpreter here): under the mesh it must run per
 # shard of the samples (shard_map), as XLA cannot split a kernel call on GPU/TPU.
@@ -216,7 +217,7 @@ sw = jax.tree.map(lambda x: x[0], s2)
 u = jax.random.uniform(jax.random.key(7), (8, cfg.horizon, 1), minval=-1, maxval=1)
 c_one = jax.jit(backend.step_costs)(backend.context(sw), u)  # channels padded to the robot's (2, 1)
 reacher = tasks.make_task("reacher")
-rnorm = normalisation.Normaliser.from_stats(normalisation.stats_from_rollouts(reacher, 4, 50), reacher.num_obs, reacher.num_act)
+rnorm = normalisation.Normaliser.from_stats(normalisation.stats_from_rollouts(reacher.robot, 4, 50), reacher.num_obs, reacher.num_act)
 # Two robots, channels padded to (16, 8): the pendulum's costs must not change.
 multi = backends.WorldModelBackend(wm, params, [task, reacher], [norm, rnorm], horizon=cfg.horizon, obs_pad=16, act_pad=8)
 c_multi = jax.jit(multi.step_costs)(multi.context(sw), jnp.pad(u, ((0, 0), (0, 0), (0, 7))))
@@ -481,7 +482,7 @@ def test_weights_and_trajectory_cost():
 @pytest.mark.timeout(60)
 def test_normaliser_round_trip_and_constant_channels():
   import jax.numpy as jnp
-  from westworld_jax.control import normalisation
+  from westworld_jax.data import normalise as normalisation
   from westworld_jax.data import normalise
 
   lo, hi = np.array([0.0, 1.0, -2.0], np.float32), np.array([2.0, 1.0, 2.0], np.float32)

@@ -76,7 +76,8 @@ def test_reference_cost_is_zero_on_the_reference_state_at_its_phase(tmp_path):
 def test_every_backend_plans_from_the_environments_episode_step(tmp_path):
   """The step count travels from the environments into the MJX oracle's, the C oracle's and the
   world model's contexts, and each adds the reference cost at phase step + t."""
-  from westworld_jax.control import mujoco_backend, normalisation, physics
+  from westworld_jax.control import mujoco_backend, physics
+  from westworld_jax.data import normalise
   from westworld_jax.model.world_model import WorldModel
 
   hopper = tasks.make_task("hopper")
@@ -106,7 +107,7 @@ def test_every_backend_plans_from_the_environments_episode_step(tmp_path):
 
   stub = WorldModel("stub", Cfg(), None, None, lambda params, batch: jnp.zeros_like(batch["obs"]), None)
   stats = {"obs_min": [-1.0] * 11, "obs_max": [1.0] * 11, "act_min": [-1.0] * 3, "act_max": [1.0] * 3}
-  norm = normalisation.Normaliser.from_stats(stats, 11, 3)
+  norm = normalise.Normaliser.from_stats(stats, 11, 3)
   wm_ref = backends.WorldModelBackend(stub, None, [task], [norm], horizon=5)
   wm_base = backends.WorldModelBackend(stub, None, [hopper], [norm], horizon=5)
   wctx = jax.vmap(wm_ref.context)(s)

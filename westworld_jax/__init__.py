@@ -1,3 +1,22 @@
-"""westworld_jax: a knowledge-encoded trajectory world model for many robots, in JAX/Flax."""
+"""westworld_jax: a knowledge-encoded trajectory world model for many robots, in JAX/Flax.
+
+import westworld_jax as ww
+model = ww.load("westworld-cpu")  # or a training workdir
+future_obs = model.predict("hopper", obs, act, future_act)  # westworld_jax/api.py
+"""
 
 __version__ = "0.1.0"
+
+
+def load(name_or_path: str, step: int | None = None):
+  """A world model: a shipped one by name (`shipped()`) or a training workdir. See westworld_jax/api.py."""
+  from westworld_jax import api  # pylint: disable=import-outside-toplevel  (keeps `import westworld_jax` light)
+
+  return api.load(name_or_path, step)
+
+
+def shipped() -> list[str]:
+  """Names of the world models shipped in the package."""
+  from westworld_jax import api  # pylint: disable=import-outside-toplevel
+
+  return api.shipped()

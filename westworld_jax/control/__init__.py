@@ -9,7 +9,6 @@
   mujoco_backend.py  C MuJoCo for CPUs: MujocoOracle (multi-threaded mujoco.rollout inside the jitted
              replan, the same task costs) and the physics MujocoEnvs step
   physics.py  the physics choice ('auto': C MuJoCo on a CPU, MJX on an accelerator; 'mujoco'; 'mjx')
-  normalisation.py  the world model's min-max per robot (Normaliser) and its stats sources
   env.py     batched environments with observation history: Envs (MJX), MujocoEnvs (C MuJoCo)
   rollout.py   closed-loop episodes, random baseline, summaries
   planners.py  policies from a config (oracle / world model from a checkpoint or untrained / PPO

@@ -22,8 +22,8 @@ from mujoco import mjx
 import numpy as np
 
 from westworld_jax.control import tasks as tasks_lib
-from westworld_jax.control.normalisation import Normaliser
 from westworld_jax.data import normalise, padding
+from westworld_jax.model.batch import robot_batch
 
 
 class Backend(abc.ABC):
@@ -174,7 +174,7 @@ class WorldModelBackend(Backend):
     world_model,
     params,
     tasks: Sequence[tasks_lib.Task],
-    normalisers: Sequence[Normaliser],
+    normalisers: Sequence[normalise.Normaliser],
     horizon: int,
     obs_pad: int | None = None,
     act_pad: int | None = None,
@@ -294,19 +294,7 @@ class WorldModelBackend(Backend):
     past = jnp.broadcast_to(ctx.act_hist, (K, H - 1, self.act_pad))
     act = jnp.concatenate([past, u_kha, u_kha[:, -1:]], axis=1)
     act = jnp.where(act_mask, normalise.normalise(act, act_lo, act_span, jnp), 0.0)
-    bcast = lambda x: jnp.broadcast_to(x[None], (K,) + x.shape)
-    return {
-      "obs": obs,
-      "act": act.astype(jnp.float32),
-      "obs_mask": bcast(obs_mask),
-      "act_mask": bcast(act_mask),
-      "time_mask": jnp.ones((K, T), bool),
-      "obs_struct": bcast(jnp.asarray(self._static["obs_struct"])[r]),
-      "act_struct": bcast(jnp.asarray(self._static["act_struct"])[r]),
-      "obs_kind": bcast(jnp.asarray(self._static["obs_kind"])[r]),
-      "act_kind": bcast(jnp.asarray(self._static["act_kind"])[r]),
-      "env_id": jnp.zeros((K,), jnp.int32),
-    }
+    return robot_batch(obs, act, {k: jnp.asarray(v)[r] for k, v in self._static.items()})
 
   def predict(self, ctx: WMContext, u_kha: jax.Array) -> jax.Array:
     """Predicted future observations [K, Hp, Co] in physical units (padded channels 0)."""

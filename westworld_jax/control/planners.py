@@ -12,7 +12,7 @@ for this robot. With a checkpoint they come from `load_for_inference(workdir)` o
 westworld_jax.inference (what westworld_jax.train exports); without one, the model is built
 untrained from the registry (useful for latency, useless for control: summaries say so). Robots
 the checkpoint never saw (zero-shot) are normalised with a corpus environment's metadata.json
-(cfg.stats.corpus_env) or, failing that, short OU-noise rollouts in C MuJoCo (control/normalisation.py).
+(cfg.stats.corpus_env) or, failing that, short OU-noise rollouts in C MuJoCo (data/normalise.py).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from westworld_jax import inference
 from westworld_jax.control import backends
 from westworld_jax.control import expert as expert_lib
 from westworld_jax.control import mppi as mppi_lib
-from westworld_jax.control import normalisation
 from westworld_jax.control import physics as physics_lib
 from westworld_jax.control import reference as reference_lib
 from westworld_jax.control import rollout as rollout_lib
 from westworld_jax.control import tasks as tasks_lib
 from westworld_jax.control.mppi_config import MPPIConfig
+from westworld_jax.data import normalise
 from westworld_jax.model import registry
 from westworld_jax.model.batch import zeros_batch
 
@@ -80,7 +80,7 @@ def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
   desc = {}
   if checkpoint:
     wm, params, data_stats = inference.load_for_inference(checkpoint)
-    env, stats = normalisation.pick_stats(data_stats or {}, task, cfg.stats.env)
+    env, stats = normalise.pick_stats(data_stats or {}, task.robot, cfg.stats.env)
     desc.update(trained=True, checkpoint=os.path.abspath(checkpoint))
     if not stats:
       logging.warning(
@@ -99,12 +99,12 @@ def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
       cfg.model.size,
     )
   if not stats and cfg.stats.corpus_env:
-    env, stats = cfg.stats.corpus_env, normalisation.stats_from_corpus(cfg.stats.corpus_env)
+    env, stats = cfg.stats.corpus_env, normalise.stats_from_corpus(cfg.stats.corpus_env)
   if not stats:
     env = f"ou rollouts ({cfg.stats.rollout_episodes} x {cfg.stats.rollout_steps} steps)"
-    stats = normalisation.stats_from_rollouts(task, cfg.stats.rollout_episodes, cfg.stats.rollout_steps, cfg.seed)
+    stats = normalise.stats_from_rollouts(task.robot, cfg.stats.rollout_episodes, cfg.stats.rollout_steps, cfg.seed)
     logging.info("normalisation stats for '%s' from %s", task.robot.name, env)
-  norm = normalisation.Normaliser.from_stats(stats, task.num_obs, task.num_act, where=f"stats of {env}")
+  norm = normalise.Normaliser.from_stats(stats, task.num_obs, task.num_act, where=f"stats of {env}")
   desc.update(model=wm.name, history=wm.history, stats_from=env)
   return wm, params, norm, desc
 

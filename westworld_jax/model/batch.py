@@ -75,6 +75,28 @@ def check_batch(batch: Mapping[str, Any], config: Any, structure: bool = True) -
     raise ValueError(f"window has {t} steps; max_window_len is {config.max_window_len}: raise it in the model config.")
 
 
+def robot_batch(obs_btc, act_btc, structure: Mapping[str, Any]) -> dict:
+  """The batch of B windows of ONE robot: obs [B, T, Co] / act [B, T, Ca] already normalised (zero on
+  the masked channels; future observations zero too) and the robot's padded structure
+  (data/padding.padded_structure: masks, struct, kind). Every step real, env_id 0. Traceable (jnp)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  b, t = obs_btc.shape[:2]
+  bcast = lambda x: jnp.broadcast_to(jnp.asarray(x)[None], (b,) + jnp.shape(x))
+  return {
+    "obs": jnp.asarray(obs_btc, jnp.float32),
+    "act": jnp.asarray(act_btc, jnp.float32),
+    "obs_mask": bcast(structure["obs_mask"]),
+    "act_mask": bcast(structure["act_mask"]),
+    "time_mask": jnp.ones((b, t), bool),
+    "obs_struct": bcast(structure["obs_struct"]),
+    "act_struct": bcast(structure["act_struct"]),
+    "obs_kind": bcast(structure["obs_kind"]),
+    "act_kind": bcast(structure["act_kind"]),
+    "env_id": jnp.zeros((b,), jnp.int32),
+  }
+
+
 def pad_batch(batch: dict, size: int) -> dict:
   """Pads the batch axis with all-padding windows (masks False), which count nowhere."""
   n = len(batch["obs"])
