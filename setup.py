@@ -37,7 +37,10 @@ setup(
   description="WestWorld trajectory world model in JAX/Flax",
   python_requires=">=3.11",
   packages=find_packages(include=["westworld_jax", "westworld_jax.*"]),
-  package_data={"westworld_jax.robots": ["assets/*.xml", "policies/**/*"]},
+  package_data={
+    "westworld_jax.robots": ["assets/*.xml", "policies/**/*"],
+    "westworld_jax": ["pretrained/**/*"],  # shipped world models (westworld_jax/api.py: load by name)
+  },
   install_requires=INSTALL_REQUIRES,
   extras_require={"test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "ruff==0.17.6"]},
 )

@@ -214,3 +214,37 @@ def test_cli_reports_a_bad_config_flag_in_one_line(tmp_path):
   assert proc.returncode == 2, proc.stdout + proc.stderr
   assert len(lines) == 1 and lines[0].startswith("error: bad command-line flag: ") and "lrr" in lines[0], lines
   assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.mark.timeout(120)
+def test_an_export_loads_the_same_parameters_and_a_damaged_one_is_one_error(base):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  import westworld_jax as ww  # pylint: disable=import-outside-toplevel
+  from westworld_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+
+  out = str(base["root"] / "export")
+  info = inference.export(base["dir"], out, card="# a card\n")
+  assert info["step"] == 4 and info["params"] > 0
+  assert sorted(os.listdir(out)) == ["MODEL_CARD.md", "data_stats.json", "export.json", "params", "run_config.json"]
+  _, want, _ = inference.load_for_inference(base["dir"])
+  model = ww.load(out)
+  assert model.step == 4
+  for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  size = sum(
+    os.path.getsize(p) for p in glob.glob(os.path.join(out, "params", "**"), recursive=True) if os.path.isfile(p)
+  )
+  state = sum(
+    os.path.getsize(p)
+    for p in glob.glob(os.path.join(base["dir"], "checkpoints", "4", "state", "**"), recursive=True)
+    if os.path.isfile(p)
+  )
+  assert size < 0.6 * state  # parameters alone, no optimizer state
+  damaged = str(base["root"] / "export_damaged")
+  shutil.copytree(out, damaged)
+  for p in glob.glob(os.path.join(damaged, "params", "**", "d", "*"), recursive=True):
+    with open(p, "r+b") as f:
+      f.truncate(10)
+  with pytest.raises(UserError, match="do not restore into the model"):
+    ww.load(damaged)

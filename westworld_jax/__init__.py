@@ -20,3 +20,17 @@ def shipped() -> list[str]:
   from westworld_jax import api  # pylint: disable=import-outside-toplevel
 
   return api.shipped()
+
+
+def read_episodes(path: str, robot) -> list[dict]:
+  """Episodes of a D4RL-layout HDF5/.npz file of a robot's data. See westworld_jax/api.py."""
+  from westworld_jax import api  # pylint: disable=import-outside-toplevel
+
+  return api.read_episodes(path, robot)
+
+
+def windows(episodes, history: int, horizon: int, stride: int = 1):
+  """Prediction windows (obs, act, future_act, future_obs) cut from episodes. See westworld_jax/api.py."""
+  from westworld_jax import api  # pylint: disable=import-outside-toplevel
+
+  return api.windows(episodes, history, horizon, stride)

@@ -23,7 +23,7 @@ Control (control/backends.WorldModelBackend) builds its batches with the same mo
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 from absl import logging
 import jax
@@ -60,6 +60,40 @@ def load(name_or_path: str, step: int | None = None) -> "Model":
     path = os.path.join(PRETRAINED_DIR, name_or_path)
   wm, params, stats, at = inference.load_for_inference(path, step, with_step=True)
   return Model(wm, params, stats or {}, os.path.abspath(path), at)
+
+
+def read_episodes(path: str, robot) -> list[dict]:
+  """Episodes {"obs" [T, Co], "act" [T, Ca]} of a D4RL-layout HDF5 (or .npz) file of `robot`'s data:
+  `observations`, `actions` and episode ends (`terminals` / `timeouts`, or `episode_ends`), as the
+  importer reads them (data/importers.py; columns in the robot's channel order)."""
+  from westworld_jax.data import importers  # pylint: disable=import-outside-toplevel
+
+  return importers.split_episodes(importers.read_arrays(path), _robot(robot), path)
+
+
+class Windows(NamedTuple):
+  """Prediction windows cut from episodes (`windows`): inputs of Model.predict and the truth."""
+
+  obs: np.ndarray  # [N, history, Co]
+  act: np.ndarray  # [N, history, Ca]
+  future_act: np.ndarray  # [N, horizon, Ca]
+  future_obs: np.ndarray  # [N, horizon, Co]: what predict should return
+
+
+def windows(episodes: Sequence[dict], history: int, horizon: int, stride: int = 1) -> Windows:
+  """Every `stride`-th window of history + horizon steps inside each episode (none crosses an end)."""
+  if history < 1 or horizon < 1 or stride < 1:
+    raise UserError(f"history, horizon and stride must be >= 1, got {history}, {horizon}, {stride}")
+  parts: list[tuple] = []
+  for ep in episodes:
+    obs, act = np.asarray(ep["obs"], np.float32), np.asarray(ep["act"], np.float32)
+    for t in range(history - 1, len(obs) - horizon, stride):  # t: the current (last observed) step
+      h = slice(t - history + 1, t + 1)
+      f = slice(t + 1, t + 1 + horizon)
+      parts.append((obs[h], act[h], act[f], obs[f]))
+  if not parts:
+    raise UserError(f"no episode is longer than history + horizon = {history + horizon} steps")
+  return Windows(*(np.stack(x) for x in zip(*parts)))
 
 
 def _robot(robot):

@@ -4,15 +4,20 @@ Evaluation, the learning curve and control load through here.
 A training workdir (`python -m westworld_jax.train --workdir DIR`) holds run_config.json (the latest
 run's full config), data_stats.json (the training environments and their normalisation) and
 checkpoints/<step>/ (each with the config it was written with); training/run_files.py reads the two
-files.
+files. `export` writes a model for others to load: the two files and params/ (the parameters alone,
+an orbax checkpoint, no optimizer state) with export.json (source and step); `load_for_inference`
+reads that layout too (westworld_jax/pretrained/<name>/ are such exports).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import jax
 import ml_collections
+import orbax.checkpoint as ocp
 
 from westworld_jax.model import sharding
 from westworld_jax.training import checkpoint as ckpt_lib
@@ -30,6 +35,8 @@ def load_for_inference(workdir: str, step: int | None = None, with_step: bool = 
   "act_channels"}} of the training environments (their normalisation).
   """
   workdir = os.path.abspath(workdir)
+  if os.path.exists(os.path.join(workdir, EXPORT_FILE)):
+    return _load_export(workdir, with_step)
   cfg = ml_collections.ConfigDict(read_run_config(workdir))
   # One device: every logical axis replicated, so the model runs unsharded on the same params.
   rules = sharding.replicated(mesh_lib.config_rules(cfg.get("mesh")))
@@ -51,3 +58,63 @@ def load_for_inference(workdir: str, step: int | None = None, with_step: bool = 
     ckpt.close(quiet=True)
   stats = read_data_stats(workdir)
   return (model, state["params"], stats, step) if with_step else (model, state["params"], stats)
+
+
+EXPORT_FILE, PARAMS_DIR = "export.json", "params"
+_RUN_FILES = ("run_config.json", "data_stats.json")
+
+
+def _model_and_abstract_params(cfg):
+  rules = sharding.replicated(mesh_lib.config_rules(cfg.get("mesh")))
+  model = build_model(cfg.model, rules)
+  tx, _ = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
+  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "expert": 1}), jax.devices()[:1])
+  return model, state_lib.abstract_state(model, tx, cfg.seed, mesh, rules)["params"]
+
+
+def _load_export(directory: str, with_step: bool):
+  from westworld_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+
+  with open(os.path.join(directory, EXPORT_FILE)) as f:
+    info = json.load(f)
+  cfg = ml_collections.ConfigDict(read_run_config(directory))
+  model, abstract = _model_and_abstract_params(cfg)
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      params = ckptr.restore(os.path.join(directory, PARAMS_DIR), abstract)
+  except Exception as e:  # orbax raises several types for a damaged or mismatched tree
+    raise UserError(
+      f"{directory}: its parameters do not restore into the model its run_config.json describes "
+      f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); export it again"
+    ) from None
+  stats = read_data_stats(directory)
+  return (model, params, stats, info.get("step")) if with_step else (model, params, stats)
+
+
+def export(workdir: str, out: str, step: int | None = None, card: str = "") -> dict:
+  """A training workdir's model (newest step, or `step`) as a loadable export in `out`: run_config.json,
+  data_stats.json, params/ (orbax, parameters only), export.json and, if given, MODEL_CARD.md.
+  Written beside `out` and renamed into place (atomic: a reader never sees half an export)."""
+  _, params, _, at = load_for_inference(workdir, step, with_step=True)
+  out = os.path.abspath(out)
+  tmp = out + ".tmp-export"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  for name in _RUN_FILES:
+    shutil.copy(os.path.join(os.path.abspath(workdir), name), os.path.join(tmp, name))
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.join(tmp, PARAMS_DIR), params)
+  info = {
+    "source": os.path.basename(os.path.abspath(workdir)),  # the run's directory name, no local path
+    "step": int(at),
+    "params": int(sum(x.size for x in jax.tree.leaves(params))),
+  }
+  with open(os.path.join(tmp, EXPORT_FILE), "w") as f:
+    json.dump(info, f, indent=1)
+  if card:
+    with open(os.path.join(tmp, "MODEL_CARD.md"), "w") as f:
+      f.write(card)
+  if os.path.exists(out):
+    shutil.rmtree(out)
+  os.replace(tmp, out)
+  return info
