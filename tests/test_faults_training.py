@@ -248,3 +248,33 @@ def test_an_export_loads_the_same_parameters_and_a_damaged_one_is_one_error(base
       f.truncate(10)
   with pytest.raises(UserError, match="do not restore into the model"):
     ww.load(damaged)
+
+
+@pytest.mark.timeout(300)
+def test_finetune_from_an_export_on_a_users_episodes(base):
+  """Model.finetune: the user's episodes of a robot -> corpus environment -> a fine-tuning run from the
+  export's weights -> the fine-tuned Model, normalised with those episodes (dmc_reacher's as user data)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  import westworld_jax as ww  # pylint: disable=import-outside-toplevel
+  from westworld_jax.data import shards  # pylint: disable=import-outside-toplevel
+
+  out = str(base["root"] / "export_ft")
+  inference.export(base["dir"], out)
+  model = ww.load(out)
+  env_dir = os.path.join(str(base["corpus"]), "dmc_reacher-ou")
+  eps = [e for s in range(shards.load_metadata(env_dir)["num_shards"]) for e in shards.read_shard(env_dir, s)]
+  wd = str(base["root"] / "ft")
+  tuned = model.finetune("dmc_reacher", eps, wd, steps=2, lr=1e-3, batch_size=4, val_fraction=0.34)
+  assert tuned.step == 2 and tuned.source == os.path.join(wd, "run")
+  meta = shards.load_metadata(os.path.join(wd, "corpus", "dmc_reacher-finetune"))
+  assert len(meta["episodes"]) == len(eps) and 0 < sum(e["val"] for e in meta["episodes"]) < len(eps)
+  moved = [
+    float(np.abs(np.asarray(a) - np.asarray(b)).max())
+    for a, b in zip(jax.tree.leaves(tuned.params), jax.tree.leaves(model.params))
+  ]
+  assert max(moved) > 0
+  w = ww.windows(eps, tuned.history, 4, stride=20)
+  pred = tuned.predict("dmc_reacher", w.obs, w.act, w.future_act)  # the fine-tuning data's min-max, no warning
+  assert pred.shape == w.future_obs.shape and np.isfinite(pred).all()
+  assert "dmc_reacher-finetune" in tuned.data_stats

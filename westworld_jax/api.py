@@ -130,6 +130,48 @@ class Model:
   def __repr__(self) -> str:
     return f"Model({self.name}, history={self.history}, window={self.max_window_len}, source={self.source!r})"
 
+  def finetune(
+    self,
+    robot,
+    episodes: Sequence[dict],
+    workdir: str,
+    steps: int = 300,
+    lr: float = 1e-4,
+    batch_size: int = 8,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+  ) -> "Model":
+    """This model fine-tuned on the robot's episodes ({"obs" [T, Co], "act" [T, Ca]}, e.g. read_episodes);
+    returns the fine-tuned Model (normalised with these episodes' min-max).
+
+    `workdir` gets the episodes as corpus environment corpus/<robot>-finetune (val_fraction of them
+    held out, by episode: evaluate with `python -m westworld_jax.evaluate --checkpoint WORKDIR/run
+    --config.corpus_dir=WORKDIR/corpus --config.environments="('<robot>-finetune',)"`) and the training
+    run in run/ (training/finetune.py: this model's recipe and weights, a fresh optimizer, `steps` at
+    `lr`). A rerun resumes that run."""
+    from westworld_jax.data import importers  # pylint: disable=import-outside-toplevel
+    from westworld_jax.training import finetune, loop  # pylint: disable=import-outside-toplevel
+
+    robot = _robot(robot)
+    if not os.path.exists(os.path.join(self.source, "run_config.json")):
+      raise UserError(f"{self.source} is not a training workdir or export: fine-tune a model loaded with load()")
+    for i, ep in enumerate(episodes):
+      _check_channels(f"episode {i}", np.shape(ep["obs"]), np.shape(ep["act"]), robot)
+    corpus, env = os.path.join(workdir, "corpus"), f"{robot.name}-finetune"
+    meta = importers.import_episodes(
+      robot, list(episodes), corpus, env, "fine-tuning episodes", val_fraction=val_fraction, history=self.history
+    )
+    n_train = sum(not e["val"] for e in meta["episodes"])
+    cfg = finetune.finetune_config(
+      self.source, env=env, corpus_dir=os.path.abspath(corpus), episodes=n_train, steps=steps, lr=lr,
+      batch_size=batch_size, seed=seed,
+    )  # fmt: skip
+    run = os.path.join(workdir, "run")
+    result = loop.train(cfg, run)
+    if result.stopped_early:
+      raise UserError(f"fine-tuning stopped at step {result.step} of {steps}; call finetune again to resume it")
+    return load(run)
+
   def normaliser(self, robot, data: tuple[Any, Any] | None = None) -> normalise.Normaliser:
     """The robot's min-max: from `data` (obs, act), else the checkpoint's, else OU rollouts (warned)."""
     robot = _robot(robot)

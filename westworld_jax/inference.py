@@ -72,21 +72,26 @@ def _model_and_abstract_params(cfg):
   return model, state_lib.abstract_state(model, tx, cfg.seed, mesh, rules)["params"]
 
 
-def _load_export(directory: str, with_step: bool):
+def restore_export_params(directory: str, abstract):
+  """An export's parameters restored into `abstract` (shapes, dtypes and optionally shardings)."""
   from westworld_jax.errors import UserError  # pylint: disable=import-outside-toplevel
 
-  with open(os.path.join(directory, EXPORT_FILE)) as f:
-    info = json.load(f)
-  cfg = ml_collections.ConfigDict(read_run_config(directory))
-  model, abstract = _model_and_abstract_params(cfg)
   try:
     with ocp.StandardCheckpointer() as ckptr:
-      params = ckptr.restore(os.path.join(directory, PARAMS_DIR), abstract)
+      return ckptr.restore(os.path.join(directory, PARAMS_DIR), abstract)
   except Exception as e:  # orbax raises several types for a damaged or mismatched tree
     raise UserError(
       f"{directory}: its parameters do not restore into the model its run_config.json describes "
       f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); export it again"
     ) from None
+
+
+def _load_export(directory: str, with_step: bool):
+  with open(os.path.join(directory, EXPORT_FILE)) as f:
+    info = json.load(f)
+  cfg = ml_collections.ConfigDict(read_run_config(directory))
+  model, abstract = _model_and_abstract_params(cfg)
+  params = restore_export_params(directory, abstract)
   stats = read_data_stats(directory)
   return (model, params, stats, info.get("step")) if with_step else (model, params, stats)
 

@@ -119,6 +119,37 @@ def import_file(
     )
   robot = catalogue.load(robot_source)
   episodes = split_episodes(read_arrays(data_path), robot, data_path)
+  return import_episodes(
+    robot,
+    episodes,
+    out_dir,
+    name,
+    data_path,
+    split=split,
+    behaviour=behaviour,
+    episodes_per_shard=episodes_per_shard,
+    min_length=min_length,
+    val_fraction=val_fraction,
+    history=history,
+  )
+
+
+def import_episodes(
+  robot: Robot,
+  episodes: list[dict],
+  out_dir: str,
+  name: str,
+  source: str,
+  split: str = "pretrain",
+  behaviour: str = "imported",
+  episodes_per_shard: int = 64,
+  min_length: int = 2,
+  val_fraction: float = 0.1,
+  history: int = DEFAULT_HISTORY,
+) -> dict:
+  """Writes episodes ({"obs" [T, Co], "act" [T, Ca]} of `robot`) as `out_dir/name/` (replacing it whole);
+  `source` names them in messages and the shard markers. Drops and counts NaN/inf and too-short episodes."""
+  data_path, env_dir = source, os.path.join(out_dir, name)
   counts = {"kept": 0, "unstable": 0, "too_short": 0}
   good = []
   for ep in episodes:
@@ -172,7 +203,15 @@ def import_file(
     num_shards = -(-len(good) // episodes_per_shard)
     for s in range(num_shards):
       part = good[s * episodes_per_shard : (s + 1) * episodes_per_shard]
-      shards.write_shard(stage, s, part, {"counts": counts if s == 0 else {}, "source": os.path.abspath(data_path)})
+      shards.write_shard(
+        stage,
+        s,
+        part,
+        {
+          "counts": counts if s == 0 else {},
+          "source": os.path.abspath(data_path) if os.path.exists(data_path) else data_path,
+        },
+      )
     meta = shards.finalize(stage, name, robot, behaviour, split, num_shards, val_fraction, origin="import")
     shards.verify_env(stage, meta)
     shards.swap_in(stage, env_dir)
