@@ -278,3 +278,16 @@ def test_finetune_from_an_export_on_a_users_episodes(base):
   pred = tuned.predict("dmc_reacher", w.obs, w.act, w.future_act)  # the fine-tuning data's min-max, no warning
   assert pred.shape == w.future_obs.shape and np.isfinite(pred).all()
   assert "dmc_reacher-finetune" in tuned.data_stats
+  # the README's evaluation of it: held-out episodes of an environment it trained on, said so on the page
+  from westworld_jax import config_files, evaluate  # pylint: disable=import-outside-toplevel
+
+  cfg = config_files.load_sibling(os.path.join(REPO_ROOT, "experiments", "zero_shot.py"), "zero_shot").get_config(
+    "tiny"
+  )
+  cfg.corpus_dir, cfg.environments, cfg.require_unseen = os.path.join(wd, "corpus"), ("dmc_reacher-finetune",), False
+  cfg.horizon, cfg.plot_windows = 4, 0
+  evaluate.evaluate(cfg, [(None, os.path.join(wd, "run"))], str(base["root"] / "ft_eval"))
+  with open(base["root"] / "ft_eval" / "results.md") as f:
+    assert f.readline().startswith(
+      "# Prediction on held-out episodes of environments a model trained on (dmc_reacher-finetune)"
+    )

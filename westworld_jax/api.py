@@ -146,7 +146,8 @@ class Model:
 
     `workdir` gets the episodes as corpus environment corpus/<robot>-finetune (val_fraction of them
     held out, by episode: evaluate with `python -m westworld_jax.evaluate --checkpoint WORKDIR/run
-    --config.corpus_dir=WORKDIR/corpus --config.environments="('<robot>-finetune',)"`) and the training
+    --config.corpus_dir=WORKDIR/corpus --config.environments="('<robot>-finetune',)" --config.require_unseen=False`)
+    and the training
     run in run/ (training/finetune.py: this model's recipe and weights, a fresh optimizer, `steps` at
     `lr`). A rerun resumes that run."""
     from westworld_jax.data import importers  # pylint: disable=import-outside-toplevel

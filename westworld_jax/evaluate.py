@@ -87,11 +87,15 @@ def evaluate(
       keep_examples=0,
     )
     runs.append(ev.run_record(ref, res, cfg.horizon))
+  seen = sorted({e for c in ckpts for e in c.trained_envs} & set(envs))
+  title = cfg.get("title", "Zero-shot trajectory prediction")
+  if seen:  # require_unseen=False: not zero-shot, and the page says so
+    title = f"Prediction on held-out episodes of environments a model trained on ({', '.join(seen)}): not zero-shot"
   return ev.report(
     outdir,
     runs,
     envs,
-    cfg.get("title", "Zero-shot trajectory prediction"),
+    title,
     {"config": cfg.to_dict(), "corpus_dir": os.path.abspath(corpus_dir), "seconds": time.perf_counter() - t0},
   )
 
