@@ -69,3 +69,24 @@ def test_legged_robots_get_pd_hold_in_their_own_split():
     env = envs[f"{robot}-pd_hold"]
     assert env.split == specs[robot].split, env
   assert not any(e.behaviour == "pd_hold" and specs[e.robot].task != catalogue.LOCOMOTION for e in envs.values())
+
+
+def test_robot_summaries_are_cached_and_recomputed_when_a_source_changes(tmp_path, monkeypatch):
+  """`robots list` reads robot summaries from a cache (compiling all robots takes ~20 s)."""
+  monkeypatch.setenv("WESTWORLD_CACHE_DIR", str(tmp_path))
+  specs = {n: catalogue.robot_specs()[n] for n in ("hopper", "dmc_cartpole", "proc_hopper_3")}
+  monkeypatch.setattr(catalogue, "robot_specs", lambda: specs)
+  first = catalogue.summaries()
+  for name in specs:
+    r = catalogue.load(name)
+    assert (first[name]["obs"], first[name]["act"], first[name]["tree"]) == (r.num_obs, r.num_act, r.topology())
+  loads = []
+  real_load = catalogue.load
+  monkeypatch.setattr(catalogue, "load", lambda name: loads.append(name) or real_load(name))
+  assert catalogue.summaries() == first and loads == []  # from the cache: nothing compiled
+  with open(catalogue.summary_cache_path()) as f:
+    cached = json.load(f)
+  cached["hopper"]["key"] = "an older file"
+  with open(catalogue.summary_cache_path(), "w") as f:
+    json.dump(cached, f)
+  assert catalogue.summaries() == first and loads == ["hopper"]  # only the changed robot again

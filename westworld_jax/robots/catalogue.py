@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib.util
+import json
 import os
 import pathlib
 from typing import Iterable
@@ -260,6 +262,51 @@ def load(name: str) -> Robot:
     )
   s = specs[name]
   return load_robot(resolve_source(s.source), name=s.name, frame_skip=s.frame_skip, add_motors=s.add_motors)
+
+
+def _source_key(spec: RobotSpec) -> str:
+  """What a robot's summary depends on: its file's path, size and mtime, or its generated MJCF text."""
+  path = resolve_source(spec.source)
+  if spec.source.startswith("procedural:"):
+    return hashlib.sha256(path.encode()).hexdigest()[:16]
+  st = os.stat(path)
+  return f"{path}:{st.st_size}:{st.st_mtime_ns}:{spec.frame_skip}:{spec.add_motors}"
+
+
+def summary_cache_path() -> str:
+  """Where `summaries` keeps them: $WESTWORLD_CACHE_DIR, else ~/.cache/westworld_jax."""
+  root = os.environ.get("WESTWORLD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "westworld_jax")
+  return os.path.join(root, "catalogue_summaries.json")
+
+
+def summaries() -> dict[str, dict]:
+  """{robot: {obs, act, dt, tree}} of every catalogue robot, from a cache that a changed source file
+  (size, mtime) or generated MJCF invalidates robot by robot; compiling all robots takes ~20 s."""
+  path = summary_cache_path()
+  try:
+    with open(path) as f:
+      cached = json.load(f)
+  except (OSError, ValueError):
+    cached = {}
+  out, changed = {}, False
+  for name, spec in robot_specs().items():
+    key = _source_key(spec)
+    entry = cached.get(name)
+    if not entry or entry.get("key") != key:
+      r = load(name)
+      entry = {"key": key, "obs": r.num_obs, "act": r.num_act, "dt": round(r.dt, 6), "tree": r.topology()}
+      changed = True
+    out[name] = entry
+  if changed:
+    try:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      tmp = f"{path}.{os.getpid()}.tmp"
+      with open(tmp, "w") as f:
+        json.dump(out, f)
+      os.replace(tmp, path)
+    except OSError:
+      pass  # a read-only home: the summaries are recomputed next time
+  return out
 
 
 def iter_robots(split: str | None = None) -> Iterable[RobotSpec]:
