@@ -63,12 +63,23 @@ def load(name_or_path: str, step: int | None = None) -> "Model":
 
 
 def read_episodes(path: str, robot) -> list[dict]:
-  """Episodes {"obs" [T, Co], "act" [T, Ca]} of a D4RL-layout HDF5 (or .npz) file of `robot`'s data:
-  `observations`, `actions` and episode ends (`terminals` / `timeouts`, or `episode_ends`), as the
-  importer reads them (data/importers.py; columns in the robot's channel order)."""
-  from westworld_jax.data import importers  # pylint: disable=import-outside-toplevel
+  """Episodes {"obs" [T, Co], "act" [T, Ca]} of `robot`'s data: a D4RL-layout HDF5 (or .npz) file
+  (`observations`, `actions` and episode ends `terminals` / `timeouts`, or `episode_ends`, as the
+  importer reads them: data/importers.py; columns in the robot's channel order), or a corpus
+  environment directory (e.g. corpus/mine/my_robot-ou from `collect --robot FILE`)."""
+  from westworld_jax.data import importers, shards  # pylint: disable=import-outside-toplevel
 
-  return importers.split_episodes(importers.read_arrays(path), _robot(robot), path)
+  robot = _robot(robot)
+  if os.path.isdir(path):
+    meta = shards.verify_env(path)
+    if meta["robot"]["name"] != robot.name or len(meta["robot"]["obs_channels"]) != robot.num_obs:
+      raise UserError(f"{path} holds robot '{meta['robot']['name']}', not '{robot.name}'")
+    return [
+      {"obs": np.asarray(e["obs"], np.float32), "act": np.asarray(e["act"], np.float32)}
+      for s in range(meta["num_shards"])
+      for e in shards.read_shard(path, s)
+    ]
+  return importers.split_episodes(importers.read_arrays(path), robot, path)
 
 
 class Windows(NamedTuple):

@@ -1,4 +1,7 @@
-"""Corpus collector: `python -m westworld_jax.data.collect --config experiments/data.py[:tiny]`.
+"""Corpus collector: `python -m westworld_jax.data.collect --config experiments/data.py[:tiny]`;
+with `--robot FILE [--behaviours ou,gait] [--task locomotion]`, a robot outside the catalogue under every
+behaviour that applies (its trained policies' levels too: `python -m westworld_jax.data.train_policy --robot FILE`),
+as environments <model name>-<behaviour> in the config's corpus_dir.
 
 For every environment (robot x behaviour) it simulates episodes shard by shard, drops and counts
 bad episodes, and writes ArrayRecord shards plus metadata (see shards.py). Deterministic by seed
@@ -28,7 +31,7 @@ from westworld_jax.robots import catalogue
 from westworld_jax import cli
 
 _CONFIG = None  # the --config flag, defined only when run as a program (train.py imports this module)
-_OVERWRITE = None
+_OVERWRITE = _ROBOT = _BEHAVIOURS = _TASK = None
 
 
 def selected_environments(cfg) -> list[catalogue.EnvSpec]:
@@ -110,7 +113,7 @@ def collect_environment(cfg, env: catalogue.EnvSpec, bar: tqdm.tqdm | None = Non
   num_eps = episodes_for(cfg, env)
   num_shards = -(-num_eps // cfg.episodes_per_shard)
   robot = catalogue.load(env.robot)
-  task = catalogue.robot_specs()[env.robot].task
+  task = catalogue.task_of(env)
   checks = simulate.EpisodeChecks(**cfg.checks)
   mpc_cfg = mpc_lib.MPCConfig(**cfg.mpc)
   sizes = [min(cfg.episodes_per_shard, num_eps - s * cfg.episodes_per_shard) for s in range(num_shards)]
@@ -211,14 +214,21 @@ def _finalize(cfg, env: catalogue.EnvSpec, env_dir: str, robot, num_shards: int,
   return meta
 
 
-def collect(cfg, overwrite: bool = False) -> list[dict]:
-  """Collects every selected environment; `overwrite` replaces those collected with other settings."""
-  envs = selected_environments(cfg)
+def collect(cfg, overwrite: bool = False, envs=None, skip_failed: bool = False) -> list[dict]:
+  """Collects every selected environment (or `envs`); `overwrite` replaces those collected with other
+  settings; `skip_failed`: an environment none of whose episodes survives the checks is skipped with a
+  warning (a user's robot under every behaviour: some may not suit it) instead of ending the collection."""
+  envs = selected_environments(cfg) if envs is None else list(envs)
   total = sum(-(-episodes_for(cfg, e) // cfg.episodes_per_shard) for e in envs)
   metas = []
   with tqdm.tqdm(total=total, desc="collect", unit="shard") as bar:
     for env in envs:
-      metas.append(collect_environment(cfg, env, bar, overwrite))
+      try:
+        metas.append(collect_environment(cfg, env, bar, overwrite))
+      except shards.CorpusError as e:
+        if not skip_failed:
+          raise
+        logging.warning("skipped %s: %s", env.name, e)
   return metas
 
 
@@ -226,7 +236,11 @@ def main(argv):
   del argv
   cfg = _CONFIG.value
   t0 = time.perf_counter()
-  metas = collect(cfg, overwrite=_OVERWRITE.value)
+  envs = None
+  if _ROBOT.value:  # a robot outside the catalogue: every applicable behaviour (or --behaviours)
+    behaviours = tuple(b.strip() for b in _BEHAVIOURS.value.split(",") if b.strip())
+    envs = catalogue.user_environments(_ROBOT.value, behaviours, _TASK.value)
+  metas = collect(cfg, overwrite=_OVERWRITE.value, envs=envs, skip_failed=envs is not None)
   kept = sum(m["counts"].get("kept", 0) for m in metas)
   steps = sum(sum(e["length"] for e in m["episodes"]) for m in metas)
   print(
@@ -241,5 +255,14 @@ if __name__ == "__main__":
     "overwrite",
     False,
     "Replace environments collected with other settings (recollected whole) instead of refusing them.",
+  )
+  _ROBOT = flags.DEFINE_string(
+    "robot", None, "Collect a robot outside the catalogue (MJCF/URDF path) instead of the config's environments."
+  )
+  _BEHAVIOURS = flags.DEFINE_string(
+    "behaviours", "", "With --robot: comma-separated behaviours (default: all that apply, policies included)."
+  )
+  _TASK = flags.DEFINE_string(
+    "task", "", "With --robot: its task family, locomotion|arm|balance|swim|hand (default: from its base joint)."
   )
   cli.run(main)

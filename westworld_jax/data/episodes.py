@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 
 from westworld_jax.data import mpc as mpc_lib
-from westworld_jax.data import behaviours, pd_hold, rl_env, simulate
+from westworld_jax.data import behaviours, pd_hold, rl_env, shards, simulate
 from westworld_jax.robots import catalogue
 from westworld_jax.robots.robot import Robot
 
@@ -139,7 +139,7 @@ def replay_episodes(
   usable = np.flatnonzero(np.minimum(T, ends - starts) >= checks.min_length)
   order = usable[np.random.default_rng(zlib.crc32(robot.name.encode())).permutation(len(usable))]
   if first + n > len(order):
-    raise ValueError(
+    raise shards.CorpusError(
       f"{path} holds {len(order)} episodes of at least {checks.min_length} steps; the collector "
       f"asks for episodes {first}..{first + n}: collect fewer episodes of {robot.name}-policy_replay"
     )

@@ -152,6 +152,19 @@ class _Recorder:
     return len(eps)
 
 
+def _policy_name(robot: str) -> str:
+  """The name a robot's policies are saved and found under: the catalogue name, or a file's model name
+  (what `collect --robot FILE` looks them up by)."""
+  from westworld_jax.robots import catalogue  # pylint: disable=import-outside-toplevel
+
+  if robot in catalogue.robot_specs():
+    return robot
+  name = catalogue.load(robot).name
+  if name in catalogue.robot_specs():
+    raise UserError(f"{robot}: its model name '{name}' is a catalogue robot's; rename the model (<mujoco model=...>)")
+  return name
+
+
 def train_levels(
   robot: str,
   cfg: ppo.PPOConfig,
@@ -167,8 +180,9 @@ def train_levels(
   """Trains, evaluates `snapshots` snapshots, saves random / medium / expert and replay.npz; rows.
   `generic`: the reward of robots without a gymnasium definition."""
   out = policy_root(out)
-  env = rl_env.VecEnv(robot, cfg.num_envs, seed=seed, generic=generic)
-  eval_env = rl_env.VecEnv(robot, min(eval_episodes, 10), seed=seed + 10_000, generic=generic)
+  source, robot = robot, _policy_name(robot)  # a user's MJCF saves under its model name, never its path
+  env = rl_env.VecEnv(source, cfg.num_envs, seed=seed, generic=generic)
+  eval_env = rl_env.VecEnv(source, min(eval_episodes, 10), seed=seed + 10_000, generic=generic)
   recorder = _Recorder(env)
   per_update = cfg.num_envs * cfg.steps_per_env
   updates = max(1, cfg.total_steps // per_update)
@@ -201,6 +215,7 @@ def train_levels(
   for level, s in (("random", snaps[0]), ("medium", medium), ("expert", expert)):
     meta = {
       "robot": robot,
+      "source": source,
       "level": level,
       "num_obs": env.num_obs,
       "train_step": s["step"],
@@ -271,7 +286,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _ROBOT = flags.DEFINE_string("robot", None, "Catalogue robot to train a policy for.", required=True)
+  _ROBOT = flags.DEFINE_string(
+    "robot", None, "Catalogue robot, or an MJCF/URDF path (saved under its model name), to train for.", required=True
+  )
   _STEPS = flags.DEFINE_integer("steps", 1_000_000, "Environment steps of PPO.")
   _NUM_ENVS = flags.DEFINE_integer("num_envs", 16, "Environments stepped together.")
   _SEED = flags.DEFINE_integer("seed", 0, "Seed (environments, initialisation, sampling).")
