@@ -42,5 +42,42 @@ def test_npz_with_wrong_channel_count_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match="10 observation columns but robot 'hopper' has 11"):
     importers.import_file("hopper", str(path), str(tmp_path), "x")
   np.savez(path, obs=obs)
-  with pytest.raises(ValueError, match="no 'observations' array"):
+  with pytest.raises(ValueError, match="no 'actions' array"):
     importers.import_file("hopper", str(path), str(tmp_path), "x")
+  np.savez(path, obs=obs, actions=act)
+  with pytest.raises(ValueError, match="no 'observations' array and no qpos/qvel"):
+    importers.import_file("hopper", str(path), str(tmp_path), "x")
+
+
+def test_minari_episode_groups_and_raw_qpos_qvel_read_as_the_flat_layout(tmp_path):
+  r = catalogue.load("hopper")
+  rng = np.random.default_rng(1)
+  lengths = (30, 45)
+  qpos = [rng.normal(size=(t + 1, r.model.nq)) for t in lengths]
+  qvel = [rng.normal(size=(t + 1, r.model.nv)) for t in lengths]
+  act = [rng.uniform(-1, 1, (t, r.num_act)) for t in lengths]
+  minari = tmp_path / "minari.hdf5"
+  with h5py.File(minari, "w") as f:
+    for i in (1, 0):  # group order on disk is not episode order
+      g = f.create_group(f"episode_{i}")
+      g["observations"], g["actions"] = r.obs_from_qpos_qvel(qpos[i], qvel[i]), act[i]
+      g["rewards"] = np.zeros(lengths[i])
+  eps = importers.split_episodes(importers.read_arrays(str(minari)), r, "minari")
+  assert [len(e["obs"]) for e in eps] == list(lengths)  # the final observation (no action after it) dropped
+  for e, q, v, a in zip(eps, qpos, qvel, act):
+    np.testing.assert_allclose(e["obs"], r.obs_from_qpos_qvel(q, v)[:-1], rtol=1e-6)
+    np.testing.assert_allclose(e["act"], a, rtol=1e-6)
+  raw = tmp_path / "d4rl_infos.hdf5"  # D4RL keeps the simulator state under infos/
+  with h5py.File(raw, "w") as f:
+    f["infos/qpos"] = np.concatenate([q[:-1] for q in qpos])
+    f["infos/qvel"] = np.concatenate([v[:-1] for v in qvel])
+    f["actions"] = np.concatenate(act)
+    f["timeouts"] = np.isin(np.arange(sum(lengths)), np.cumsum(lengths) - 1)
+  eps_raw = importers.split_episodes(importers.read_arrays(str(raw)), r, "raw")
+  for a, b in zip(eps, eps_raw):
+    np.testing.assert_allclose(a["obs"], b["obs"], rtol=1e-6)
+  with h5py.File(raw, "a") as f:
+    del f["infos/qvel"]
+    f["infos/qvel"] = np.zeros((sum(lengths), r.model.nv + 1))
+  with pytest.raises(ValueError, match=r"must be \[N, 6\] / \[N, 6\]"):
+    importers.split_episodes(importers.read_arrays(str(raw)), r, "raw")

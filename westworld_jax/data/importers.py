@@ -4,9 +4,11 @@
       --out corpus/mine --name hopper-medium [--split pretrain] [--overwrite]
 
 The file holds flat arrays `observations` [N, Co], `actions` [N, Ca] and episode ends `terminals`
-and/or `timeouts` [N] (D4RL layout; Minari-style `episode_ends` indices are accepted too). Columns
-must be the robot's channels in the robot's order (`python -m westworld_jax.robots describe FILE`
-prints them; D4RL's gym locomotion observations match). Episodes with NaN/inf are dropped and
+and/or `timeouts` [N] (D4RL layout; `episode_ends` indices are accepted too), or Minari's layout (a
+group `episode_<i>` per episode with `observations` [T+1, Co] and `actions` [T, Ca]). Columns must be
+the robot's channels in the robot's order (`python -m westworld_jax.robots describe FILE` prints
+them; D4RL's gym locomotion observations match); raw `qpos` [N, nq] and `qvel` [N, nv] arrays (top
+level or D4RL's `infos/`) instead of `observations` are turned into the robot's channels here. Episodes with NaN/inf are dropped and
 counted; nothing is silently padded or cut. Episodes too short for a training window (history + 1
 steps) are kept but reported; if none is long enough the import fails.
 
@@ -34,6 +36,10 @@ DEFAULT_HISTORY = 50  # the data configs' history: a window needs more steps tha
 
 
 def read_arrays(path: str) -> dict[str, np.ndarray]:
+  """The file's arrays by path ('infos/qpos' for nested ones). A Minari file (one group per episode,
+  `episode_<i>` with `observations` [T+1, Co] and `actions` [T, Ca]) comes back in the flat layout:
+  its episodes concatenated, each without its final observation (no action follows it), and
+  `episode_ends`."""
   if not os.path.exists(path):
     raise shards.CorpusError(f"data file '{path}' does not exist")
   try:
@@ -41,7 +47,12 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
       import h5py
 
       with h5py.File(path, "r") as f:
-        return {k: np.asarray(f[k]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+        arrays: dict[str, np.ndarray] = {}
+        f.visititems(lambda k, v: arrays.__setitem__(k, np.asarray(v)) if isinstance(v, h5py.Dataset) else None)
+        episodes = sorted((k for k in f.keys() if k.startswith("episode_")), key=lambda k: int(k.split("_")[-1]))
+      if episodes and "actions" not in arrays:
+        return _minari(arrays, episodes, path)
+      return arrays
     if path.endswith(".npz"):
       with np.load(path) as z:
         return {k: z[k] for k in z.files}
@@ -50,11 +61,47 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
   raise shards.CorpusError(f"'{path}': expected an .hdf5/.h5 (D4RL/Minari style) or .npz file")
 
 
+def _minari(arrays: dict, episodes: list[str], path: str) -> dict[str, np.ndarray]:
+  obs, act, ends = [], [], []
+  for ep in episodes:
+    o, a = arrays.get(f"{ep}/observations"), arrays.get(f"{ep}/actions")
+    if o is None or a is None:
+      nested = sorted(k for k in arrays if k.startswith(f"{ep}/observations/"))
+      raise shards.CorpusError(
+        f"{path}: Minari episode '{ep}' has no flat `observations` and `actions` arrays"
+        + (f" (its observations are a dict: {nested[:4]}): flatten them into the robot's channels" if nested else "")
+      )
+    if len(o) not in (len(a), len(a) + 1):
+      raise shards.CorpusError(f"{path}: episode '{ep}' has {len(o)} observations for {len(a)} actions")
+    obs.append(o[: len(a)])
+    act.append(a)
+    ends.append(sum(len(x) for x in act))
+  return {"observations": np.concatenate(obs), "actions": np.concatenate(act), "episode_ends": np.asarray(ends)}
+
+
+def _observations(arrays: dict[str, np.ndarray], robot: Robot, where: str) -> np.ndarray:
+  """`observations`, else the robot's channels of raw `qpos` / `qvel` (top level or D4RL's infos/)."""
+  if "observations" in arrays:
+    return np.asarray(arrays["observations"])
+  for prefix in ("", "infos/"):
+    qpos, qvel = arrays.get(prefix + "qpos"), arrays.get(prefix + "qvel")
+    if qpos is not None and qvel is not None:
+      nq, nv = robot.model.nq, robot.model.nv
+      if qpos.ndim != 2 or qvel.ndim != 2 or qpos.shape[1] != nq or qvel.shape[1] != nv or len(qpos) != len(qvel):
+        raise shards.CorpusError(
+          f"{where}: {prefix}qpos {qpos.shape} / {prefix}qvel {qvel.shape} must be [N, {nq}] / [N, {nv}] "
+          f"for robot '{robot.name}' (nq={nq}, nv={nv})"
+        )
+      return robot.obs_from_qpos_qvel(qpos, qvel)
+  raise shards.CorpusError(
+    f"{where} has no 'observations' array and no qpos/qvel (found {sorted(arrays)[:12]}); D4RL layout expected"
+  )
+
+
 def split_episodes(arrays: dict[str, np.ndarray], robot: Robot, where: str) -> list[dict]:
-  for key in ("observations", "actions"):
-    if key not in arrays:
-      raise shards.CorpusError(f"{where} has no '{key}' array (found {sorted(arrays)}); D4RL layout expected")
-  obs, act = np.asarray(arrays["observations"]), np.asarray(arrays["actions"])
+  if "actions" not in arrays:
+    raise shards.CorpusError(f"{where} has no 'actions' array (found {sorted(arrays)[:12]}); D4RL layout expected")
+  obs, act = _observations(arrays, robot, where), np.asarray(arrays["actions"])
   if obs.ndim != 2 or act.ndim != 2 or len(obs) != len(act):
     raise shards.CorpusError(f"{where}: observations {obs.shape} and actions {act.shape} must be [N, C] with equal N")
   if obs.shape[1] != robot.num_obs:
@@ -62,7 +109,7 @@ def split_episodes(arrays: dict[str, np.ndarray], robot: Robot, where: str) -> l
       f"{where} has {obs.shape[1]} observation columns but robot '{robot.name}' has "
       f"{robot.num_obs} observation channels; reorder/select columns to match "
       "`python -m westworld_jax.robots describe` (positions without global x/y, then "
-      "velocities)"
+      "velocities), or give raw `qpos` and `qvel` arrays (the library orders the channels)"
     )
   if act.shape[1] != robot.num_act:
     raise shards.CorpusError(
