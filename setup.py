@@ -42,5 +42,8 @@ setup(
     "westworld_jax": ["pretrained/**/*"],  # shipped world models (westworld_jax/api.py: load by name)
   },
   install_requires=INSTALL_REQUIRES,
-  extras_require={"test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "ruff==0.17.6"]},
+  extras_require={
+    "test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "ruff==0.17.6"],
+    "tb": ["tensorboard==2.20.0"],  # the viewer of the runs' events (tensorboardX writes them)
+  },
 )

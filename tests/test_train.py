@@ -81,6 +81,28 @@ def _copy(runs, name):
 
 
 @pytest.mark.timeout(300)
+def _tensorboard_tags(directory: str) -> dict[str, set[str]]:
+  """Summary tags by kind in the event files (TFRecord framing: length, crc, Event proto, crc)."""
+  import struct  # pylint: disable=import-outside-toplevel
+
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+
+  tags = {"scalar": set(), "image": set(), "text": set()}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      with open(os.path.join(root, name), "rb") as f:
+        data = f.read()
+      i = 0
+      while i + 12 <= len(data):
+        (n,) = struct.unpack("<Q", data[i : i + 8])
+        event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+        i += 12 + n + 4
+        for v in event.summary.value:
+          kind = "image" if v.HasField("image") else "scalar" if v.HasField("simple_value") else "text"
+          tags[kind].add(v.tag)
+  return tags
+
+
 def test_first_run_generates_corpus_and_writes_logs(runs):
   assert os.path.exists(runs["corpus"] / "dmc_reacher-ou" / "metadata.json")
   ref, wd = runs["ref"], runs["ref_dir"]
@@ -94,7 +116,10 @@ def test_first_run_generates_corpus_and_writes_logs(runs):
   val = _rows(wd, "val_mae")[4]
   assert 0 < val["val_mae"] < 1 and 0 < val["val_mse"] < 1
   assert "val_mae/dmc_reacher-ou" in val
-  assert os.listdir(os.path.join(wd, "tensorboard"))
+  tags = _tensorboard_tags(os.path.join(wd, "tensorboard"))
+  assert {"train/loss", "train/lr", "val/mae", "val/mae/dmc_reacher-ou"} <= tags["scalar"]
+  assert not any("crc" in t for t in tags["scalar"])  # checksums are for resume checks, not curves
+  assert "val/prediction" in tags["image"] and any(t.startswith("config") for t in tags["text"])
   assert os.path.exists(os.path.join(wd, "plots", "val_step_00000004.png"))
   assert sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints"))) == [2, 4, 6]
   with open(os.path.join(wd, "data_stats.json")) as f:

@@ -24,7 +24,17 @@ def _scalar(v: Any) -> Any:
   return float(v)
 
 
+NOT_SCALARS = ("data_crc",)  # in metrics.jsonl (exact-resume checks), not a curve to look at
+
+
+def tb_tag(key: str) -> str:
+  """TensorBoard's name of a metric: validation under val/ (val_mae/<env> -> val/mae/<env>), the rest under train/."""
+  return "val/" + key[4:] if key.startswith("val_") else "train/" + key
+
+
 class MetricsWriter:
+  """metrics.jsonl rows and, with tensorboard, their scalars (grouped train/ and val/), images and text."""
+
   def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True):
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
@@ -53,9 +63,20 @@ class MetricsWriter:
         f.write(json.dumps(row) + "\n")
       if self.tb is not None:
         for k, v in row.items():
-          if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-            self.tb.add_scalar(k, v, step)
+          if k != "step" and k not in NOT_SCALARS and isinstance(v, (int, float)) and not isinstance(v, bool):
+            self.tb.add_scalar(tb_tag(k), v, step)
     return row
+
+  def text(self, tag: str, text: str, step: int) -> None:
+    if self.tb is not None:
+      self.tb.add_text(tag, text, step)
+
+  def image(self, tag: str, png_path: str, step: int) -> None:
+    """A plot written to disk (e.g. the validation predictions) as a TensorBoard image."""
+    if self.tb is not None and os.path.exists(png_path):
+      import matplotlib.image  # pylint: disable=import-outside-toplevel
+
+      self.tb.add_image(tag, matplotlib.image.imread(png_path)[..., :3], step, dataformats="HWC")
 
   def close(self) -> None:
     if self.tb is not None:

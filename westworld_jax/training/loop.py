@@ -225,6 +225,7 @@ def train(cfg, workdir: str) -> TrainResult:
   train_step = step_lib.make_train_step(model, tx, schedule, cfg.seed, shardings, batch_sharding)
   validator = Validator(cfg, model, envs, mesh, shardings["params"])
   writer = logs.MetricsWriter(workdir, resume_step=start, tensorboard=cfg.log.tensorboard)
+  writer.text("config", "    " + str(cfg).replace("\n", "\n    "), start)  # indented: markdown code
   end = cfg.total_steps
   if cfg.max_steps_per_run:
     end = min(end, start + cfg.max_steps_per_run)
@@ -260,6 +261,7 @@ def train(cfg, workdir: str) -> TrainResult:
             val = validator(state["params"], s, workdir)
             if val:
               log.validation(s, val)
+              writer.image("val/prediction", validator.last_plot, s)
           if save:
             ckpt.save(s, state, iterator, record, force=True)
           if preempted:

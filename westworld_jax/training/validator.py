@@ -27,6 +27,7 @@ class Validator:
     self.cfg, self.model, self.mesh = cfg, model, mesh
     self.envs = corpus_lib.validation_environments(cfg.data, envs)
     self.batches: list[dict] = []
+    self.last_plot = ""  # the newest validation plot (the training loop shows it in TensorBoard)
     if not self.envs:
       logging.warning("no validation episodes in %s: validation is skipped", cfg.data.corpus_dir)
       return
@@ -57,7 +58,7 @@ class Validator:
     out.update({f"val_mae/{e}": p.sum_abs / max(p.count, 1.0) for e, p in sorted(per_env.items())})
     if workdir and jax.process_index() == 0 and run.examples:
       env_id, obs, pred = run.examples[0]
-      logs.plot_predictions(
+      self.last_plot = logs.plot_predictions(
         os.path.join(workdir, "plots", f"val_step_{step:08d}.png"),
         obs,
         pred,
