@@ -214,6 +214,14 @@ def test_cli_reports_a_bad_config_flag_in_one_line(tmp_path):
   assert proc.returncode == 2, proc.stdout + proc.stderr
   assert len(lines) == 1 and lines[0].startswith("error: bad command-line flag: ") and "lrr" in lines[0], lines
   assert not os.path.exists(tmp_path / "w")
+  # an unknown config variant (the config file raises), an unknown flag, a value of the wrong type
+  for flag, want in (
+    ("--config=experiments/pretrain.py:nope", "error: --config=experiments/pretrain.py:nope: unknown pretrain variant"),
+    ("--nope=1", "error: Unknown command line flag 'nope' (--helpshort lists the flags)"),
+    ("--config.total_steps=abc", "error: --config.total_steps=abc: invalid literal for int()"),
+  ):
+    proc, lines = _train_cli(tmp_path, flag)
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(want), lines
 
 
 @pytest.mark.timeout(120)

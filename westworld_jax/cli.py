@@ -115,11 +115,30 @@ def _one_line(e: BaseException) -> str:
   return " ".join(text.split())
 
 
+def _flag_error(e: BaseException) -> str:
+  """One line for absl's flag error: a config file's own exception (an unknown variant) instead of
+  the traceback absl embeds, an unknown flag with where to look."""
+  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+  head = lines[0].removeprefix("flag ").rstrip(":") if lines else str(e)
+  if any(line.startswith("Traceback") for line in lines):
+    cause = next((line for line in reversed(lines) if ": " in line and not line.startswith("File ")), lines[-1])
+    kind, _, message = cause.partition(": ")
+    head = head.replace(": Error whilst parsing config file", "")
+    return f"{head}: {message if kind.isidentifier() else cause}"
+  text = " ".join(lines).removeprefix("flag ")
+  return f"{text} (--helpshort lists the flags)" if "Unknown command line flag" in text else text
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's parsing (its own flag errors keep absl's report); ml_collections' --config.* flags fail
-  with a plain AttributeError/KeyError/ValueError while absl parses them: one line, status 2."""
+  """absl's parsing; every flag error (an unknown flag, a config file that raises, e.g. for an unknown
+  variant, ml_collections' --config.* overrides that do not apply) is one line and status 2."""
   try:
-    return app.parse_flags_with_usage(argv)
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    if wants_traceback():
+      raise
+    print(f"error: {_flag_error(e)}", file=sys.stderr)
+    sys.exit(2)
   except Exception as e:  # pylint: disable=broad-except
     if wants_traceback():
       raise
