@@ -7,9 +7,9 @@ exit with status 2; so does a --config.* flag that ml_collections cannot apply
 with `--verbosity=1` (absl's flag) or `WESTWORLD_TRACEBACK=1` in the environment. Anything else
 (a bug) keeps its traceback.
 
-Logging, installed once when a command starts: the project's INFO and everyone's warnings, unless
---verbosity is given; orbax's orphaned reports after a failed checkpoint read or write are dropped
-(quiet_orbax_orphans).
+Logging, installed once when a command starts: warnings and errors, unless --verbosity is given
+(--verbosity=0: every INFO log too); orbax's orphaned reports after a failed checkpoint read or
+write are dropped (quiet_orbax_orphans).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from westworld_jax.errors import UserError
 __all__ = ["UserError", "enable_compilation_cache", "project_logging", "quiet_orbax_orphans", "run", "wants_traceback"]
 
 TRACEBACK_ENV = "WESTWORLD_TRACEBACK"
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # What orbax's orphaned reads and writes say, and where they read or write (a step directory).
 _ORPHANED = ("Encountered error while reading array index", "Event loop is closed", f"{os.sep}checkpoints")
 
@@ -56,20 +55,11 @@ def enable_compilation_cache(path: str | None = None) -> None:
 
 
 def project_logging() -> None:
-  """INFO logs of this project; other libraries' (orbax, jax, grain) only at WARNING and above,
-  unless --verbosity is given (then absl's verbosity applies to everything, e.g. --verbosity=0
-  for every INFO log)."""
+  """Quiet by default: warnings and errors only (commands show progress bars and print their
+  summaries); --verbosity=0 shows every library's INFO logs, this project's included."""
   if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
     return
-  absl_logging.set_verbosity(absl_logging.INFO)
-  handler = absl_logging.get_absl_handler()
-  if not any(getattr(f, "westworld_project_only", False) for f in handler.filters):
-
-    def project_only(record) -> bool:
-      return record.levelno >= std_logging.WARNING or record.pathname.startswith(_PACKAGE)
-
-    project_only.westworld_project_only = True
-    handler.addFilter(project_only)
+  absl_logging.set_verbosity(absl_logging.WARNING)
 
 
 def _orphaned(text: str, e=None) -> bool:
@@ -148,7 +138,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def _guarded(main: Callable) -> Callable:
   def wrapped(argv):
-    project_logging()  # quiet by default: other libraries' INFO logs only with --verbosity
+    project_logging()  # quiet by default: INFO logs only with --verbosity
     quiet_orbax_orphans()
     try:
       return main(argv)
