@@ -219,3 +219,15 @@ def test_per_env_equals_vmap_for_one_environment_and_many():
     a, b = jnp.arange(n * 2.0).reshape(n, 2), jnp.ones((n, 4))
     for x, y in zip(mppi.per_env(f, a, b), jax.vmap(f)(a, b)):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.timeout(120)
+def test_control_refuses_a_bad_checkpoint_before_any_episode(tmp_path):
+  from experiments import control as control_cfg  # noqa: PLC0415
+  from westworld_jax.control import experiment  # noqa: PLC0415
+
+  cfg = control_cfg.get_config("hopper")
+  cfg.policies = ("oracle", "world_model")
+  with pytest.raises(UserError, match="not a training workdir"):
+    experiment.run(cfg, str(tmp_path / "out"), str(tmp_path / "no_such_run"))
+  assert not os.path.exists(tmp_path / "out" / "returns.json")

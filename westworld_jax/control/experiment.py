@@ -122,6 +122,10 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
   stray = set(cfg.get("policy_mppi", {})) - {"oracle", "world_model"}
   if stray:
     raise ValueError(f"config policy_mppi names {sorted(stray)}: MPPI policies are 'oracle' and 'world_model'")
+  if checkpoint and "world_model" in cfg.policies:  # a bad --checkpoint fails now, not after the oracle's episodes
+    from westworld_jax.training import run_files  # pylint: disable=import-outside-toplevel
+
+    run_files.read_run_config(checkpoint)
   summary = {
     "task": task.describe(),
     "episode_len": steps,
