@@ -23,6 +23,7 @@ from westworld_jax.model import sharding
 from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import mesh as mesh_lib
 from westworld_jax.training import state as state_lib
+from westworld_jax.training.run_files import EXPORT_FILE, PARAMS_DIR, restore_export_params
 from westworld_jax.training.run_files import build_model, read_data_stats, read_run_config
 
 
@@ -60,7 +61,6 @@ def load_for_inference(workdir: str, step: int | None = None, with_step: bool = 
   return (model, state["params"], stats, step) if with_step else (model, state["params"], stats)
 
 
-EXPORT_FILE, PARAMS_DIR = "export.json", "params"
 _RUN_FILES = ("run_config.json", "data_stats.json")
 
 
@@ -70,20 +70,6 @@ def _model_and_abstract_params(cfg):
   tx, _ = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "expert": 1}), jax.devices()[:1])
   return model, state_lib.abstract_state(model, tx, cfg.seed, mesh, rules)["params"]
-
-
-def restore_export_params(directory: str, abstract):
-  """An export's parameters restored into `abstract` (shapes, dtypes and optionally shardings)."""
-  from westworld_jax.errors import UserError  # pylint: disable=import-outside-toplevel
-
-  try:
-    with ocp.StandardCheckpointer() as ckptr:
-      return ckptr.restore(os.path.join(directory, PARAMS_DIR), abstract)
-  except Exception as e:  # orbax raises several types for a damaged or mismatched tree
-    raise UserError(
-      f"{directory}: its parameters do not restore into the model its run_config.json describes "
-      f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); export it again"
-    ) from None
 
 
 def _load_export(directory: str, with_step: bool):

@@ -26,7 +26,9 @@ import tqdm
 
 from westworld_jax.data import episodes as episodes_lib
 from westworld_jax.data import mpc as mpc_lib
+from westworld_jax.data import behaviours as behaviours_lib
 from westworld_jax.data import shards, simulate
+from westworld_jax.errors import UserError
 from westworld_jax.robots import catalogue
 from westworld_jax import cli
 
@@ -42,6 +44,38 @@ def selected_environments(cfg) -> list[catalogue.EnvSpec]:
   if cfg.max_environments:
     envs = envs[: cfg.max_environments]
   return envs
+
+
+def user_environments(
+  source: str, behaviours=None, task: str = "", split: str = catalogue.ZERO_SHOT, policy_root: str | None = None
+) -> tuple[catalogue.EnvSpec, ...]:
+  """Environments of a robot the catalogue does not hold (an MJCF/URDF path): `<model name>-<behaviour>`
+  for each behaviour (default: those of its task family, plus the D4RL levels of policies trained for
+  it with `train_policy --robot FILE`). task: '' = locomotion for a floating base, else arm."""
+  from westworld_jax.data import train_policy  # pylint: disable=import-outside-toplevel  (imports jax)
+
+  robot = catalogue.load(source)
+  if robot.name in catalogue.robot_specs() and source != robot.name:
+    raise UserError(
+      f"{source}: its model name '{robot.name}' is a catalogue robot's; rename the model (<mujoco model=...>)"
+    )
+  if task and task not in catalogue.TASKS:
+    raise UserError(f"task '{task}' unknown: choose one of {catalogue.TASKS}")
+  if not task:
+    task = (
+      catalogue.LOCOMOTION if int(robot.model.jnt_type[0]) == 0 and robot.model.njnt else catalogue.ARM
+    )  # 0: a free joint
+  if not behaviours:
+    trained = [
+      f"policy_{lv}"
+      for lv in train_policy.LEVELS
+      if os.path.exists(os.path.join(train_policy.policy_dir(robot.name, lv, policy_root), train_policy.META))
+    ]
+    behaviours = catalogue.BEHAVIOURS[task] + tuple(trained) + (("policy_replay",) if trained else ())
+  unknown = [b for b in behaviours if b not in behaviours_lib.ALL]
+  if unknown:
+    raise UserError(f"unknown behaviours {unknown}: choose from {behaviours_lib.ALL}")
+  return tuple(catalogue.EnvSpec(f"{robot.name}-{b}", source, b, split, task) for b in behaviours)
 
 
 def episodes_for(cfg, env: catalogue.EnvSpec) -> int:
@@ -239,7 +273,7 @@ def main(argv):
   envs = None
   if _ROBOT.value:  # a robot outside the catalogue: every applicable behaviour (or --behaviours)
     behaviours = tuple(b.strip() for b in _BEHAVIOURS.value.split(",") if b.strip())
-    envs = catalogue.user_environments(_ROBOT.value, behaviours, _TASK.value)
+    envs = user_environments(_ROBOT.value, behaviours, _TASK.value)
   metas = collect(cfg, overwrite=_OVERWRITE.value, envs=envs, skip_failed=envs is not None)
   kept = sum(m["counts"].get("kept", 0) for m in metas)
   steps = sum(sum(e["length"] for e in m["episodes"]) for m in metas)

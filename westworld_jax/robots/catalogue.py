@@ -63,38 +63,6 @@ def task_of(env: EnvSpec) -> str:
 TASKS = (LOCOMOTION, ARM, BALANCE, SWIM, HAND)
 
 
-def user_environments(
-  source: str, behaviours=None, task: str = "", split: str = ZERO_SHOT, policy_root: str | None = None
-) -> tuple[EnvSpec, ...]:
-  """Environments of a robot the catalogue does not hold (an MJCF/URDF path): `<model name>-<behaviour>`
-  for each behaviour (default: those of its task family, plus the D4RL levels of policies trained for
-  it with `train_policy --robot FILE`). task: '' = locomotion for a floating base, else arm."""
-  from westworld_jax.data import train_policy  # pylint: disable=import-outside-toplevel
-
-  robot = load(source)
-  if robot.name in robot_specs() and source != robot.name:
-    raise UserError(
-      f"{source}: its model name '{robot.name}' is a catalogue robot's; rename the model (<mujoco model=...>)"
-    )
-  if task and task not in TASKS:
-    raise UserError(f"task '{task}' unknown: choose one of {TASKS}")
-  if not task:
-    task = LOCOMOTION if int(robot.model.jnt_type[0]) == 0 and robot.model.njnt else ARM  # 0: a free joint
-  if not behaviours:
-    trained = [
-      f"policy_{lv}"
-      for lv in train_policy.LEVELS
-      if os.path.exists(os.path.join(train_policy.policy_dir(robot.name, lv, policy_root), train_policy.META))
-    ]
-    behaviours = BEHAVIOURS[task] + tuple(trained) + (("policy_replay",) if trained else ())
-  from westworld_jax.data import behaviours as behaviours_lib  # pylint: disable=import-outside-toplevel
-
-  unknown = [b for b in behaviours if b not in behaviours_lib.ALL]
-  if unknown:
-    raise UserError(f"unknown behaviours {unknown}: choose from {behaviours_lib.ALL}")
-  return tuple(EnvSpec(f"{robot.name}-{b}", source, b, split, task) for b in behaviours)
-
-
 def _pkg(module: str, rel: str) -> str:
   return f"pkg:{module}/{rel}"
 

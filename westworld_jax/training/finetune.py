@@ -22,6 +22,7 @@ from absl import logging
 
 from westworld_jax.data import pipeline
 from westworld_jax.training import checkpoint as ckpt_lib
+from westworld_jax.training import run_files
 from westworld_jax.training.run_files import read_run_config
 
 
@@ -78,11 +79,9 @@ def finetune_config(
 def with_pretrained_params(state: Any, pretrained_workdir: str, shardings: Any) -> Any:
   """The state with its params replaced by those of another run's latest checkpoint, or of an export
   (inference.export), restored onto `shardings`; the rest of the state (optimizer, step) stays as given."""
-  from westworld_jax import inference  # pylint: disable=import-outside-toplevel
-
-  if os.path.exists(os.path.join(pretrained_workdir, inference.EXPORT_FILE)):
+  if os.path.exists(os.path.join(pretrained_workdir, run_files.EXPORT_FILE)):
     abstract = ckpt_lib.with_shardings(jax.eval_shape(lambda: state["params"]), shardings["params"])
-    params = inference.restore_export_params(pretrained_workdir, abstract)
+    params = run_files.restore_export_params(pretrained_workdir, abstract)
     logging.info("initialised params from the export %s", pretrained_workdir)
     return {**state, "params": params}
   src = ckpt_lib.Checkpointer(pretrained_workdir, async_save=False)

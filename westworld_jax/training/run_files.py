@@ -13,8 +13,10 @@ import json
 import os
 
 import jax
+import orbax.checkpoint as ocp
 
 from westworld_jax.data import shards
+from westworld_jax.errors import UserError
 from westworld_jax.model import registry
 from westworld_jax.training.checkpoint import NoCheckpointError
 
@@ -70,3 +72,19 @@ def _write_atomic(path: str, text: str) -> None:
   with open(tmp, "w") as f:
     f.write(text)
   os.replace(tmp, path)
+
+
+# An export (inference.export): the run's two files, the parameters alone and export.json.
+EXPORT_FILE, PARAMS_DIR = "export.json", "params"
+
+
+def restore_export_params(directory: str, abstract):
+  """An export's parameters restored into `abstract` (shapes, dtypes and optionally shardings)."""
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      return ckptr.restore(os.path.join(directory, PARAMS_DIR), abstract)
+  except Exception as e:  # orbax raises several types for a damaged or mismatched tree
+    raise UserError(
+      f"{directory}: its parameters do not restore into the model its run_config.json describes "
+      f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); export it again"
+    ) from None
