@@ -120,6 +120,7 @@ def test_a_corpus_environment_is_reused_only_for_the_same_episodes(tmp_path):
   eps = [ep() for _ in range(3)]
   first = table._data_env(cfg, "hopper", cfg.control.hopper, str(tmp_path), eps, "t")
   assert table._data_env(cfg, "hopper", cfg.control.hopper, str(tmp_path), eps, "t") == first
+  assert table._data_env(cfg, "hopper", cfg.control.hopper, str(tmp_path), eps[::-1], "t") == first  # same set
   for other in (eps[:2], eps[:2] + [ep()]):  # fewer episodes; as many, but different ones
     with pytest.raises(UserError, match="holds other episodes than this config collects"):
       table._data_env(cfg, "hopper", cfg.control.hopper, str(tmp_path), other, "t")

@@ -154,15 +154,18 @@ def _pretrained(cfg, model: str, workdir: str) -> str:
 
 
 def _episodes_digest(episodes: list[dict]) -> str:
+  """A digest of the episodes as a set (the recipes list the same episodes in different orders)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  h = hashlib.sha1()
+  one = []
   for e in episodes:
+    h = hashlib.sha1()
     for k in ("obs", "act"):
       a = np.ascontiguousarray(e[k], np.float32)
       h.update(str(a.shape).encode())
       h.update(a.tobytes())
-  return h.hexdigest()
+    one.append(h.hexdigest())
+  return hashlib.sha1("".join(sorted(one)).encode()).hexdigest()
 
 
 def _data_env(cfg, robot: str, ccfg, workdir: str, episodes: list[dict], tag: str) -> tuple[str, str, int]:
