@@ -299,3 +299,17 @@ def test_finetune_from_an_export_on_a_users_episodes(base):
     assert f.readline().startswith(
       "# Prediction on held-out episodes of environments a model trained on (dmc_reacher-finetune)"
     )
+
+
+@pytest.mark.timeout(120)
+def test_a_second_training_on_a_busy_workdir_is_refused_and_loses_nothing(base):
+  from westworld_jax.training import workdir_lock  # pylint: disable=import-outside-toplevel
+
+  wd = _copy(base, "busy")
+  before = sorted(os.listdir(os.path.join(wd, "checkpoints")))
+  with workdir_lock.held(wd):  # as a running training holds it (another open file: flock conflicts)
+    with pytest.raises(workdir_lock.WorkdirBusyError, match=r"in use by another training run \(pid \d+"):
+      loop.train(_c(base["corpus"], max_steps_per_run=1), wd)
+  assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before
+  res = loop.train(_c(base["corpus"], max_steps_per_run=1), wd)  # released: the run resumes
+  assert res.step == 5

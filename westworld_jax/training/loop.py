@@ -35,6 +35,7 @@ from westworld_jax.training import run_files
 from westworld_jax.training import state as state_lib
 from westworld_jax.training import step as step_lib
 from westworld_jax.training import validate
+from westworld_jax.training import workdir_lock
 from westworld_jax.training.distributed import maybe_initialize_distributed, to_global
 from westworld_jax.training.validator import Validator
 
@@ -188,6 +189,13 @@ def train(cfg, workdir: str) -> TrainResult:
   validate.check_training_config(cfg)
   maybe_initialize_distributed(cfg)
   workdir = os.path.abspath(workdir)
+  if jax.process_index() != 0:  # one lock per run: process 0's (the writer of metrics and run files)
+    return _train(cfg, workdir)
+  with workdir_lock.held(workdir):
+    return _train(cfg, workdir)
+
+
+def _train(cfg, workdir: str) -> TrainResult:
   rules = mesh_lib.config_rules(cfg.mesh)
   model = run_files.build_model(cfg.model, rules)
   mesh = mesh_lib.make_mesh(cfg.mesh)
