@@ -21,6 +21,7 @@ class WorkdirBusyError(UserError, RuntimeError):
 @contextlib.contextmanager
 def held(workdir: str):
   """Holds the workdir's lock for the block; raises WorkdirBusyError (naming the holder) if taken."""
+  created = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -35,6 +36,12 @@ def held(workdir: str):
       ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
-    yield
+    try:
+      yield
+    except BaseException:
+      if created and os.listdir(workdir) == [LOCK_FILE]:  # failed before writing anything: leave no workdir
+        os.remove(path)
+        os.rmdir(workdir)
+      raise
   finally:
     os.close(fd)  # releases the lock
