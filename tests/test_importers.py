@@ -81,3 +81,21 @@ def test_minari_episode_groups_and_raw_qpos_qvel_read_as_the_flat_layout(tmp_pat
     f["infos/qvel"] = np.zeros((sum(lengths), r.model.nv + 1))
   with pytest.raises(ValueError, match=r"must be \[N, 6\] / \[N, 6\]"):
     importers.split_episodes(importers.read_arrays(str(raw)), r, "raw")
+
+
+def test_the_datas_control_period_sets_the_robots_frame_skip(tmp_path):
+  obs, act, timeouts = _d4rl_like(n_eps=2)
+  r = catalogue.load("hopper")
+  path = tmp_path / "data.hdf5"
+  with h5py.File(path, "w") as f:
+    f["observations"], f["actions"], f["timeouts"] = obs, act, timeouts
+    f.attrs["dt"] = 2 * r.dt  # recorded at half the robot's default control rate
+  meta = importers.import_file("hopper", str(path), str(tmp_path / "c"), "a", history=10)
+  assert meta["robot"]["dt"] == pytest.approx(2 * r.dt)
+  with pytest.raises(ValueError, match="states dt=.* but --dt="):
+    importers.import_file("hopper", str(path), str(tmp_path / "c"), "b", history=10, dt=r.dt)
+  np.savez(tmp_path / "d.npz", observations=obs, actions=act, timeouts=timeouts)  # says nothing: --dt decides
+  meta = importers.import_file("hopper", str(tmp_path / "d.npz"), str(tmp_path / "c"), "c", history=10, dt=3 * r.dt)
+  assert meta["robot"]["dt"] == pytest.approx(3 * r.dt)
+  with pytest.raises(ValueError, match="not a whole number of robot 'hopper''s simulation steps"):
+    importers.import_file("hopper", str(tmp_path / "d.npz"), str(tmp_path / "c"), "e", history=10, dt=1.5 * r.dt / 4)

@@ -1,14 +1,17 @@
 """Import outside trajectories (D4RL/Minari-style HDF5 or .npz) plus the robot's MJCF into a corpus.
 
   python -m westworld_jax.data.importers --robot my_robot.xml --data hopper-medium.hdf5 \
-      --out corpus/mine --name hopper-medium [--split pretrain] [--overwrite]
+      --out corpus/mine --name hopper-medium [--split pretrain] [--overwrite] [--dt 0.008]
 
 The file holds flat arrays `observations` [N, Co], `actions` [N, Ca] and episode ends `terminals`
 and/or `timeouts` [N] (D4RL layout; `episode_ends` indices are accepted too), or Minari's layout (a
 group `episode_<i>` per episode with `observations` [T+1, Co] and `actions` [T, Ca]). Columns must be
 the robot's channels in the robot's order (`python -m westworld_jax.robots describe FILE` prints
 them; D4RL's gym locomotion observations match); raw `qpos` [N, nq] and `qvel` [N, nv] arrays (top
-level or D4RL's `infos/`) instead of `observations` are turned into the robot's channels here. Episodes with NaN/inf are dropped and
+level or D4RL's `infos/`) instead of `observations` are turned into the robot's channels here. The
+robot is stepped at the data's control period: the file's `dt` (HDF5 attribute or .npz array), else
+--dt, else the robot's own (DEFAULT_CONTROL_DT of its MJCF); it must be a whole number of the MJCF's
+simulation steps. Episodes with NaN/inf are dropped and
 counted; nothing is silently padded or cut. Episodes too short for a training window (history + 1
 steps) are kept but reported; if none is long enough the import fails.
 
@@ -19,6 +22,7 @@ with --overwrite (never partly: its old shards and metadata go with it).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -59,6 +63,39 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
   except (OSError, ValueError) as e:
     raise shards.CorpusError(f"data file '{path}' is unreadable ({e}); is it a complete HDF5/.npz file?") from e
   raise shards.CorpusError(f"'{path}': expected an .hdf5/.h5 (D4RL/Minari style) or .npz file")
+
+
+def read_dt(path: str) -> float | None:
+  """The control period the file states: an HDF5 root attribute or an .npz array `dt` (None if it says none)."""
+  try:
+    if path.endswith((".hdf5", ".h5")):
+      import h5py
+
+      with h5py.File(path, "r") as f:
+        dt = f.attrs.get("dt")
+    elif path.endswith(".npz"):
+      with np.load(path) as z:
+        dt = z["dt"] if "dt" in z.files else None
+    else:
+      return None
+  except (OSError, ValueError):
+    return None  # read_arrays reports an unreadable file
+  return None if dt is None else float(np.asarray(dt).reshape(-1)[0])
+
+
+def robot_at_dt(robot: Robot, dt: float | None, where: str) -> Robot:
+  """The robot stepped every `dt` seconds (its frame skip changed; None: as it is). dt must be a whole
+  number of its simulation steps."""
+  if dt is None or abs(dt - robot.dt) <= 1e-9 * max(dt, 1.0):
+    return robot
+  step = float(robot.model.opt.timestep)
+  skip = dt / step
+  if dt <= 0 or round(skip) < 1 or abs(skip - round(skip)) > 1e-6:
+    raise shards.CorpusError(
+      f"{where}: dt={dt} s is not a whole number of robot '{robot.name}''s simulation steps ({step} s): "
+      "pass the data's true control period (--dt) or fix the MJCF's <option timestep>"
+    )
+  return dataclasses.replace(robot, frame_skip=int(round(skip)))
 
 
 def _minari(arrays: dict, episodes: list[str], path: str) -> dict[str, np.ndarray]:
@@ -151,8 +188,11 @@ def import_file(
   val_fraction: float = 0.1,
   overwrite: bool = False,
   history: int = DEFAULT_HISTORY,
+  dt: float | None = None,
 ) -> dict:
-  """Writes `out_dir/name/` in the corpus format and returns its metadata.
+  """Writes `out_dir/name/` in the corpus format and returns its metadata. `dt`: the data's control
+  period when the file does not state one (an HDF5 attribute or .npz array `dt`); None: the file's,
+  else the robot's.
 
   Refuses an existing `out_dir/name` unless `overwrite`; episodes of at most `history` steps (no
   training window) are kept with a warning, and the import fails if no episode is longer."""
@@ -164,7 +204,10 @@ def import_file(
       f"{env_dir} already exists{_describe(env_dir)}: pass --overwrite to replace it "
       "(its shards and metadata are removed) or choose another --name"
     )
-  robot = catalogue.load(robot_source)
+  file_dt = read_dt(data_path)
+  if dt and file_dt and abs(dt - file_dt) > 1e-9 * max(dt, 1.0):
+    raise shards.CorpusError(f"{data_path} states dt={file_dt} s but --dt={dt}: drop --dt or fix the file")
+  robot = robot_at_dt(catalogue.load(robot_source), dt or file_dt, data_path)
   episodes = split_episodes(read_arrays(data_path), robot, data_path)
   return import_episodes(
     robot,
@@ -280,7 +323,14 @@ def main(argv):
     if not f.value:
       raise app.UsageError(f"--{f.name} is required")
   meta = import_file(
-    _ROBOT.value, _DATA.value, _OUT.value, _NAME.value, _SPLIT.value, overwrite=_OVERWRITE.value, history=_HISTORY.value
+    _ROBOT.value,
+    _DATA.value,
+    _OUT.value,
+    _NAME.value,
+    _SPLIT.value,
+    overwrite=_OVERWRITE.value,
+    history=_HISTORY.value,
+    dt=_DT.value or None,
   )
   print(f"imported {meta['counts']} episodes into {os.path.join(_OUT.value, _NAME.value)}")
 
@@ -293,6 +343,11 @@ if __name__ == "__main__":
   _NAME = flags.DEFINE_string("name", None, "Environment name (directory under --out).")
   _SPLIT = flags.DEFINE_enum("split", "pretrain", list(catalogue.SPLITS), "Which split the data belongs to.")
   _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing environment of that name.")
+  _DT = flags.DEFINE_float(
+    "dt",
+    0.0,
+    "The data's control period in seconds where the file states none (default: the file's, else the robot's).",
+  )
   _HISTORY = flags.DEFINE_integer(
     "history",
     DEFAULT_HISTORY,
