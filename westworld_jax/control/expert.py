@@ -21,11 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from westworld_jax import cache_dirs
 from westworld_jax.control import mujoco_backend
 from westworld_jax.control import tasks as tasks_lib
 from westworld_jax.data import rl_env, train_policy
-
-CACHE_ENV = "WESTWORLD_CACHE_DIR"  # overrides ~/.cache/westworld_jax for the reference episodes
 
 
 def _actor(task: tasks_lib.Task, policy) -> Callable:
@@ -104,8 +103,7 @@ def expert_episode(
 
 
 def cache_dir() -> str:
-  root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "westworld_jax")
-  return os.path.join(root, "references")
+  return cache_dirs.cache_dir("references")
 
 
 def expert_reference_file(

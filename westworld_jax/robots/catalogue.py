@@ -19,6 +19,7 @@ import os
 import pathlib
 from typing import Iterable
 
+from westworld_jax import cache_dirs
 from westworld_jax.errors import UserError
 from westworld_jax.robots import procedural
 from westworld_jax.robots.loading import load_robot
@@ -283,9 +284,8 @@ def _source_key(spec: RobotSpec) -> str:
 
 
 def summary_cache_path() -> str:
-  """Where `summaries` keeps them: $WESTWORLD_CACHE_DIR, else ~/.cache/westworld_jax."""
-  root = os.environ.get("WESTWORLD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "westworld_jax")
-  return os.path.join(root, "catalogue_summaries.json")
+  """Where `summaries` keeps them (cache_dirs: $WESTWORLD_CACHE_DIR, else ~/.cache/westworld_jax)."""
+  return cache_dirs.cache_dir("catalogue_summaries.json")
 
 
 def summaries() -> dict[str, dict]:
