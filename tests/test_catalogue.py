@@ -90,3 +90,16 @@ def test_robot_summaries_are_cached_and_recomputed_when_a_source_changes(tmp_pat
   with open(catalogue.summary_cache_path(), "w") as f:
     json.dump(cached, f)
   assert catalogue.summaries() == first and loads == ["hopper"]  # only the changed robot again
+
+
+def test_a_users_robot_may_not_take_a_catalogue_robots_name(tmp_path):
+  xml = '<mujoco model="{}"><worldbody><body><joint type="hinge"/><geom size="0.1"/></body></worldbody><actuator><motor joint="j"/></actuator></mujoco>'
+  for name, ok in (("hopper", False), ("my_arm", True)):
+    path = tmp_path / f"{name}.xml"
+    path.write_text(xml.format(name).replace('type="hinge"', 'name="j" type="hinge"'))
+    if ok:
+      assert catalogue.user_robot(str(path)).name == "my_arm"
+    else:
+      with pytest.raises(catalogue.UserError, match="model name 'hopper' is a catalogue robot's"):
+        catalogue.user_robot(str(path))
+  assert catalogue.user_robot("hopper").name == "hopper"  # the catalogue's own

@@ -54,11 +54,7 @@ def user_environments(
   it with `train_policy --robot FILE`). task: '' = locomotion for a floating base, else arm."""
   from westworld_jax.data import train_policy  # pylint: disable=import-outside-toplevel  (imports jax)
 
-  robot = catalogue.load(source)
-  if robot.name in catalogue.robot_specs() and source != robot.name:
-    raise UserError(
-      f"{source}: its model name '{robot.name}' is a catalogue robot's; rename the model (<mujoco model=...>)"
-    )
+  robot = catalogue.user_robot(source)
   if task and task not in catalogue.TASKS:
     raise UserError(f"task '{task}' unknown: choose one of {catalogue.TASKS}")
   if not task:

@@ -157,12 +157,7 @@ def _policy_name(robot: str) -> str:
   (what `collect --robot FILE` looks them up by)."""
   from westworld_jax.robots import catalogue  # pylint: disable=import-outside-toplevel
 
-  if robot in catalogue.robot_specs():
-    return robot
-  name = catalogue.load(robot).name
-  if name in catalogue.robot_specs():
-    raise UserError(f"{robot}: its model name '{name}' is a catalogue robot's; rename the model (<mujoco model=...>)")
-  return name
+  return catalogue.user_robot(robot).name
 
 
 def train_levels(

@@ -274,6 +274,17 @@ def load(name: str) -> Robot:
   return load_robot(resolve_source(s.source), name=s.name, frame_skip=s.frame_skip, add_motors=s.add_motors)
 
 
+def user_robot(source: str) -> Robot:
+  """A catalogue robot by name, or a user's MJCF/URDF whose model name no catalogue robot has (its
+  environments and policies are named after it, so it must not take a catalogue robot's)."""
+  robot = load(source)
+  if source not in robot_specs() and robot.name in robot_specs():
+    raise UserError(
+      f"{source}: its model name '{robot.name}' is a catalogue robot's; rename the model (<mujoco model=...>)"
+    )
+  return robot
+
+
 def _source_key(spec: RobotSpec) -> str:
   """What a robot's summary depends on: its file's path, size and mtime, or its generated MJCF text."""
   path = resolve_source(spec.source)
