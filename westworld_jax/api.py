@@ -32,6 +32,7 @@ import numpy as np
 from westworld_jax.data import normalise, padding
 from westworld_jax.errors import UserError
 from westworld_jax.model.batch import robot_batch
+from westworld_jax.training.run_files import EXPORT_FILE, RUN_FILE
 
 # Models shipped in the package (westworld_jax/pretrained/<name>/, each an exported run: MODEL_CARD.md).
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
@@ -41,9 +42,7 @@ def shipped() -> list[str]:
   """Names of the models shipped in the package (`load(name)`)."""
   if not os.path.isdir(PRETRAINED_DIR):
     return []
-  return sorted(
-    d for d in os.listdir(PRETRAINED_DIR) if os.path.isfile(os.path.join(PRETRAINED_DIR, d, "run_config.json"))
-  )
+  return sorted(d for d in os.listdir(PRETRAINED_DIR) if os.path.isfile(os.path.join(PRETRAINED_DIR, d, EXPORT_FILE)))
 
 
 def load(name_or_path: str, step: int | None = None) -> "Model":
@@ -165,7 +164,7 @@ class Model:
     from westworld_jax.training import finetune, loop  # pylint: disable=import-outside-toplevel
 
     robot = _robot(robot)
-    if not os.path.exists(os.path.join(self.source, "run_config.json")):
+    if not os.path.exists(os.path.join(self.source, RUN_FILE)):
       raise UserError(f"{self.source} is not a training workdir or export: fine-tune a model loaded with load()")
     for i, ep in enumerate(episodes):
       _check_channels(f"episode {i}", np.shape(ep["obs"]), np.shape(ep["act"]), robot)

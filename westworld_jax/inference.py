@@ -24,6 +24,7 @@ from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import mesh as mesh_lib
 from westworld_jax.training import state as state_lib
 from westworld_jax.training.run_files import EXPORT_FILE, PARAMS_DIR, restore_export_params
+from westworld_jax.training.run_files import DATA_STATS_FILE, RUN_FILE
 from westworld_jax.training.run_files import build_model, read_data_stats, read_run_config
 
 
@@ -39,14 +40,9 @@ def load_for_inference(workdir: str, step: int | None = None, with_step: bool = 
   if os.path.exists(os.path.join(workdir, EXPORT_FILE)):
     return _load_export(workdir, with_step)
   cfg = ml_collections.ConfigDict(read_run_config(workdir))
-  # One device: every logical axis replicated, so the model runs unsharded on the same params.
-  rules = sharding.replicated(mesh_lib.config_rules(cfg.get("mesh")))
-  model = build_model(cfg.model, rules)
-  tx, _ = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
-  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
-  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "expert": 1}), jax.devices()[:1])
-  abstract = state_lib.abstract_state(model, tx, cfg.seed, mesh, rules)
+  model, abstract, mesh, rules = _one_device_state(cfg)
   shardings = mesh_lib.state_shardings(model, abstract, mesh, rules)
+  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
   try:
     if step is None:
       found = ckpt.restore_latest(ckpt_lib.with_shardings(abstract, shardings), None, None)
@@ -61,23 +57,22 @@ def load_for_inference(workdir: str, step: int | None = None, with_step: bool = 
   return (model, state["params"], stats, step) if with_step else (model, state["params"], stats)
 
 
-_RUN_FILES = ("run_config.json", "data_stats.json")
-
-
-def _model_and_abstract_params(cfg):
+def _one_device_state(cfg):
+  """(model, abstract train state, mesh, rules) of a run's config on one device: every logical axis
+  replicated, so the model runs unsharded on the same params."""
   rules = sharding.replicated(mesh_lib.config_rules(cfg.get("mesh")))
   model = build_model(cfg.model, rules)
   tx, _ = state_lib.make_optimizer(cfg.optim, cfg.total_steps)
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "expert": 1}), jax.devices()[:1])
-  return model, state_lib.abstract_state(model, tx, cfg.seed, mesh, rules)["params"]
+  return model, state_lib.abstract_state(model, tx, cfg.seed, mesh, rules), mesh, rules
 
 
 def _load_export(directory: str, with_step: bool):
   with open(os.path.join(directory, EXPORT_FILE)) as f:
     info = json.load(f)
   cfg = ml_collections.ConfigDict(read_run_config(directory))
-  model, abstract = _model_and_abstract_params(cfg)
-  params = restore_export_params(directory, abstract)
+  model, abstract, _, _ = _one_device_state(cfg)
+  params = restore_export_params(directory, abstract["params"])
   stats = read_data_stats(directory)
   return (model, params, stats, info.get("step")) if with_step else (model, params, stats)
 
@@ -91,7 +86,7 @@ def export(workdir: str, out: str, step: int | None = None, card: str = "") -> d
   tmp = out + ".tmp-export"
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
-  for name in _RUN_FILES:
+  for name in (RUN_FILE, DATA_STATS_FILE):
     shutil.copy(os.path.join(os.path.abspath(workdir), name), os.path.join(tmp, name))
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(tmp, PARAMS_DIR), params)

@@ -21,9 +21,7 @@ DIR (default workdirs/control_table/<variant>): <robot>/rows/<row>/ep<i>.{json,n
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import json
 import os
 
 from absl import app, flags, logging
@@ -195,9 +193,7 @@ def _data_env(cfg, robot: str, ccfg, workdir: str, episodes: list[dict], tag: st
       info={"inputs_sha1": digest},
     )
   meta = shards.load_metadata(env_dir)
-  markers = sorted(glob.glob(os.path.join(env_dir, "shard-*.json")))
-  with open(markers[0]) as f:
-    stored = json.load(f).get("inputs_sha1")
+  stored = (shards.read_marker(env_dir, 0) or {}).get("inputs_sha1")
   same = stored == digest if stored else len(meta["episodes"]) == len(episodes)
   if not same:
     raise UserError(

@@ -99,7 +99,7 @@ def robot_at_dt(robot: Robot, dt: float | None, where: str) -> Robot:
 
 
 def _minari(arrays: dict, episodes: list[str], path: str) -> dict[str, np.ndarray]:
-  obs, act, ends = [], [], []
+  obs, act = [], []
   for ep in episodes:
     o, a = arrays.get(f"{ep}/observations"), arrays.get(f"{ep}/actions")
     if o is None or a is None:
@@ -112,8 +112,8 @@ def _minari(arrays: dict, episodes: list[str], path: str) -> dict[str, np.ndarra
       raise shards.CorpusError(f"{path}: episode '{ep}' has {len(o)} observations for {len(a)} actions")
     obs.append(o[: len(a)])
     act.append(a)
-    ends.append(sum(len(x) for x in act))
-  return {"observations": np.concatenate(obs), "actions": np.concatenate(act), "episode_ends": np.asarray(ends)}
+  ends = np.cumsum([len(a) for a in act])
+  return {"observations": np.concatenate(obs), "actions": np.concatenate(act), "episode_ends": ends}
 
 
 def _observations(arrays: dict[str, np.ndarray], robot: Robot, where: str) -> np.ndarray:

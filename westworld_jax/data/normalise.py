@@ -75,12 +75,7 @@ def stats_from_rollouts(robot, episodes: int = 16, steps: int = 200, seed: int =
   obs = obs[np.isfinite(obs).all(axis=(1, 2))]
   if not len(obs):
     raise ValueError(f"every OU rollout of '{robot.name}' diverged; give stats from a corpus instead")
-  return {
-    "obs_min": obs.min((0, 1)).tolist(),
-    "obs_max": obs.max((0, 1)).tolist(),
-    "act_min": ctrl.min((0, 1)).tolist(),
-    "act_max": ctrl.max((0, 1)).tolist(),
-  }
+  return stats_of(obs, ctrl)
 
 
 def stats_from_corpus(env_dir: str) -> dict:

@@ -40,6 +40,7 @@ class Validator:
     self.eval_step = step_lib.make_eval_step(model, params_shardings, self.sharding)
 
   def __call__(self, params, step: int, workdir: str | None) -> dict | None:
+    self.last_plot = ""  # this validation's plot, if it makes one (never an older step's)
     if not self.batches:
       return None
     with jax.set_mesh(self.mesh):
