@@ -34,11 +34,8 @@ def groups(env_dir: str, history: int, split: str = "val") -> list[dict]:
   lengths = [e["length"] for e in meta["episodes"]]
   window = max(set(lengths), key=lengths.count)  # the sampled windows' length (the rest: executed episodes)
   out: dict[bytes, list[dict]] = {}
-  held_out = {(e["shard"], e["index"]) for e in meta["episodes"] if e["val"] or split == "all"}
-  for s in range(meta["num_shards"]):
-    for i, ep in enumerate(shards.read_shard(env_dir, s)):
-      if len(ep["obs"]) != window or (s, i) not in held_out:
-        continue
+  for ep in shards.read_episodes(env_dir, split, meta):
+    if len(ep["obs"]) == window:
       out.setdefault(np.asarray(ep["obs"][:history], np.float32).tobytes(), []).append(ep)
   return [
     {"obs": np.stack([e["obs"] for e in g]), "act": np.stack([e["act"] for e in g])} for g in out.values() if len(g) > 2
@@ -77,7 +74,7 @@ def main():
   p.add_argument("--split", choices=("val", "all"), default="val", help="the held-out windows, or all")
   p.add_argument("--out", default="benchmarks/results/action_sensitivity")
   a = p.parse_args()
-  eps = [ep for s in range(shards.load_metadata(a.env_dir)["num_shards"]) for ep in shards.read_shard(a.env_dir, s)]
+  eps = shards.read_episodes(a.env_dir)
   data = tuple(np.concatenate([e[k] for e in eps]) for k in ("obs", "act"))  # the planner's normalisation range
   res = {"env_dir": a.env_dir, "robot": a.robot, "split": a.split, "models": {}}
   for spec in a.model:

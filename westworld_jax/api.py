@@ -75,8 +75,7 @@ def read_episodes(path: str, robot) -> list[dict]:
       raise UserError(f"{path} holds robot '{meta['robot']['name']}', not '{robot.name}'")
     return [
       {"obs": np.asarray(e["obs"], np.float32), "act": np.asarray(e["act"], np.float32)}
-      for s in range(meta["num_shards"])
-      for e in shards.read_shard(path, s)
+      for e in shards.read_episodes(path, meta=meta)
     ]
   return importers.split_episodes(importers.read_arrays(path), robot, path)
 

@@ -58,9 +58,7 @@ def user_environments(
   if task and task not in catalogue.TASKS:
     raise UserError(f"task '{task}' unknown: choose one of {catalogue.TASKS}")
   if not task:
-    task = (
-      catalogue.LOCOMOTION if int(robot.model.jnt_type[0]) == 0 and robot.model.njnt else catalogue.ARM
-    )  # 0: a free joint
+    task = catalogue.LOCOMOTION if robot.floating else catalogue.ARM
   if not behaviours:
     trained = [
       f"policy_{lv}"

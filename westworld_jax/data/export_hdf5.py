@@ -32,23 +32,15 @@ def export(env_dir: str, out: str, split: str = "val") -> dict:
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   meta = shards.verify_env(env_dir)
-  keep = [e for e in meta["episodes"] if split == "all" or bool(e["val"]) == (split == "val")]
-  if not keep:
+  eps = shards.read_episodes(env_dir, split, meta)
+  if not eps:
     raise shards.CorpusError(f"{env_dir} has no {split} episodes (it has {len(meta['episodes'])} in all)")
-  by_shard: dict[int, list[dict]] = {}
-  for e in keep:
-    by_shard.setdefault(int(e["shard"]), []).append(e)
-  obs, act, ends = [], [], []
-  for shard, entries in sorted(by_shard.items()):
-    records = shards.read_shard(env_dir, shard)
-    for e in entries:
-      ep = records[int(e["index"])]
-      obs.append(np.asarray(ep["obs"], np.float32))
-      act.append(np.asarray(ep["act"], np.float32))
-      ends.append(sum(len(o) for o in obs))
-  n = ends[-1]
+  obs = [np.asarray(ep["obs"], np.float32) for ep in eps]
+  act = [np.asarray(ep["act"], np.float32) for ep in eps]
+  ends = np.cumsum([len(o) for o in obs])
+  n = int(ends[-1])
   timeouts = np.zeros(n, bool)
-  timeouts[np.asarray(ends) - 1] = True
+  timeouts[ends - 1] = True
   tmp = out + ".tmp"
   with h5py.File(tmp, "w") as f:
     f["observations"] = np.concatenate(obs)
@@ -66,7 +58,7 @@ def export(env_dir: str, out: str, split: str = "val") -> dict:
       act_channels=[c["name"] for c in robot["act_channels"]],
     )
   os.replace(tmp, out)
-  return {"episodes": len(keep), "steps": n, "robot": meta["robot"]["name"], "out": out}
+  return {"episodes": len(eps), "steps": n, "robot": meta["robot"]["name"], "out": out}
 
 
 def main(argv):

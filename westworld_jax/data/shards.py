@@ -158,6 +158,17 @@ def read_shard(env_dir: str, shard: int) -> list[dict]:
     raise CorpusError(f"{path} is unreadable ({str(e).splitlines()[0][:200]})") from e
 
 
+def read_episodes(env_dir: str, split: str = "all", meta: dict | None = None) -> list[dict]:
+  """The environment's episodes of `split` ('train', 'val' or 'all'), in metadata order, each shard
+  read once. meta: its metadata (default: read)."""
+  if split not in ("train", "val", "all"):
+    raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+  meta = meta or load_metadata(env_dir)
+  keep = [e for e in meta["episodes"] if split == "all" or bool(e["val"]) == (split == "val")]
+  records = {s: read_shard(env_dir, s) for s in sorted({int(e["shard"]) for e in keep})}
+  return [records[int(e["shard"])][int(e["index"])] for e in keep]
+
+
 def episode_key(env_name: str, shard: int, index: int) -> float:
   """Uniform in [0, 1) per episode. A cryptographic hash: crc32 of such similar keys is so
   correlated that whole environments ended up all-validation or all-training."""
