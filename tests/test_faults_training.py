@@ -309,6 +309,21 @@ def test_finetune_from_an_export_on_a_users_episodes(base):
     assert f.readline().startswith(
       "# Prediction on held-out episodes of environments a model trained on (dmc_reacher-finetune)"
     )
+  # the same episodes as the user's file (--robot/--data): its own import would hold out others, but the
+  # episodes the run trained on are never scored; exactly the fine-tuning split's held-out ones are
+  data = str(base["root"] / "my_reacher.npz")
+  np.savez(
+    data,
+    observations=np.concatenate([e["obs"] for e in eps]),
+    actions=np.concatenate([e["act"] for e in eps]),
+    terminals=np.concatenate([np.arange(len(e["obs"])) == len(e["obs"]) - 1 for e in eps]),
+  )
+  cfg.import_val_fraction = 0.9
+  evaluate.evaluate(cfg, [(None, os.path.join(wd, "run"))], str(base["root"] / "ft_eval_file"), "dmc_reacher", data)
+  ft_env = os.path.join(wd, "corpus", "dmc_reacher-finetune")
+  held = {split: {shards.episode_digest(e) for e in shards.read_episodes(ft_env, split)} for split in ("val", "train")}
+  scored = shards.read_episodes(str(base["root"] / "ft_eval_file" / "imported" / "my_reacher"), "val")
+  assert {shards.episode_digest(e) for e in scored} == held["val"] and not held["val"] & held["train"]
 
 
 @pytest.mark.timeout(120)

@@ -18,12 +18,13 @@ import os
 import time
 from typing import Sequence
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from westworld_jax import cli
 from westworld_jax import evaluation as ev
 from westworld_jax.data import importers
+from westworld_jax.robots import catalogue
 from westworld_jax.errors import UserError
 
 
@@ -46,6 +47,20 @@ def evaluate(
     corpus_dir = os.path.join(outdir, "imported")
     # Imported anew each time (overwrite): the same outdir may be reused with other data.
     history = min(c.model.history for c in ckpts)
+    trained = frozenset()
+    if not cfg.require_unseen:  # episodes a checkpoint trained on (e.g. fine-tuning on this file) are never scored
+      robot_name = catalogue.load(robot).name
+      for c in ckpts:
+        digests, unread = ev.trained_episodes(c, robot_name)
+        trained |= digests
+        for env_dir in unread:
+          logging.warning(
+            "%s trained on %s, which is not readable here: episodes of %s it trained on cannot be told apart "
+            "and may be scored",
+            c.workdir,
+            env_dir,
+            data,
+          )
     importers.import_file(
       robot,
       data,
@@ -55,6 +70,7 @@ def evaluate(
       val_fraction=cfg.import_val_fraction,
       overwrite=True,
       history=history,
+      trained=trained,
     )
     envs = [name]
   else:

@@ -189,13 +189,15 @@ def import_file(
   overwrite: bool = False,
   history: int = DEFAULT_HISTORY,
   dt: float | None = None,
+  trained: frozenset[str] = frozenset(),
 ) -> dict:
   """Writes `out_dir/name/` in the corpus format and returns its metadata. `dt`: the data's control
   period when the file does not state one (an HDF5 attribute or .npz array `dt`); None: the file's,
   else the robot's.
 
   Refuses an existing `out_dir/name` unless `overwrite`; episodes of at most `history` steps (no
-  training window) are kept with a warning, and the import fails if no episode is longer."""
+  training window) are kept with a warning, and the import fails if no episode is longer. `trained`:
+  shards.finalize's (the episodes a model trained on are its training split, the rest held out)."""
   if split not in catalogue.SPLITS:
     raise shards.CorpusError(f"split must be one of {catalogue.SPLITS}, got '{split}'")
   env_dir = os.path.join(out_dir, name)
@@ -221,6 +223,7 @@ def import_file(
     min_length=min_length,
     val_fraction=val_fraction,
     history=history,
+    trained=trained,
   )
 
 
@@ -236,6 +239,7 @@ def import_episodes(
   min_length: int = 2,
   val_fraction: float = 0.1,
   history: int = DEFAULT_HISTORY,
+  trained: frozenset[str] = frozenset(),
 ) -> dict:
   """Writes episodes ({"obs" [T, Co], "act" [T, Ca]} of `robot`) as `out_dir/name/` (replacing it whole);
   `source` names them in messages and the shard markers. Drops and counts NaN/inf and too-short episodes."""
@@ -302,7 +306,9 @@ def import_episodes(
           "source": os.path.abspath(data_path) if os.path.exists(data_path) else data_path,
         },
       )
-    meta = shards.finalize(stage, name, robot, behaviour, split, num_shards, val_fraction, origin="import")
+    meta = shards.finalize(
+      stage, name, robot, behaviour, split, num_shards, val_fraction, origin="import", trained=trained
+    )
     shards.verify_env(stage, meta)
     shards.swap_in(stage, env_dir)
   except BaseException:

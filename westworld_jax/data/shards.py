@@ -180,6 +180,17 @@ def is_validation(env_name: str, shard: int, index: int, val_fraction: float) ->
   return episode_key(env_name, shard, index) < val_fraction
 
 
+def episode_digest(ep: dict) -> str:
+  """The episode's content (obs and act as stored, float32), whatever environment holds it: how an
+  evaluation recognises the episodes a checkpoint trained on in another copy of the same data."""
+  h = hashlib.blake2b(digest_size=16)
+  for k in ("obs", "act"):
+    x = np.ascontiguousarray(np.asarray(ep[k], np.float32))
+    h.update(str(x.shape).encode())
+    h.update(x.tobytes())
+  return h.hexdigest()
+
+
 def finalize(
   env_dir: str,
   env_name: str,
@@ -189,17 +200,21 @@ def finalize(
   num_shards: int,
   val_fraction: float,
   origin: str = "",
+  trained: frozenset[str] = frozenset(),
 ) -> dict:
   """Computes statistics over the training episodes and writes metadata.json.
 
-  `origin` ('collect', 'import' or '') picks the advice in error messages (what would fix it)."""
+  `origin` ('collect', 'import' or '') picks the advice in error messages (what would fix it).
+  `trained`: digests (episode_digest) of episodes a model trained on; when any episode here is one of
+  them, exactly those form the training split and every other episode is held out (val), so that
+  an evaluation never scores an episode the model trained on, whatever val_fraction says."""
   markers = sorted(glob.glob(os.path.join(env_dir, "shard-*.json")))
   if len(markers) != num_shards:
     raise CorpusError(
       f"environment '{env_name}': {len(markers)} of {num_shards} shards are complete; "
       f"{remedy({'env': env_name, 'origin': origin})}"
     )
-  episodes, ranges, counts = [], [], {}  # ranges: per-episode (obs min, obs max, act min, act max)
+  episodes, ranges, counts, seen = [], [], {}, []  # ranges: per-episode (obs min, obs max, act min, act max)
   for shard in range(num_shards):
     with open(marker_path(env_dir, shard)) as f:
       info = json.load(f)
@@ -207,9 +222,19 @@ def finalize(
       counts[k] = counts.get(k, 0) + v
     for i, ep in enumerate(read_shard(env_dir, shard)):
       val = is_validation(env_name, shard, i, val_fraction)
+      seen.append(bool(trained) and episode_digest(ep) in trained)
       episodes.append({"shard": shard, "index": i, "length": int(len(ep["obs"])), "val": bool(val)})
       ranges.append((ep["obs"].min(0), ep["obs"].max(0), ep["act"].min(0), ep["act"].max(0)))
-  if val_fraction > 0 and len(episodes) >= 2 and not any(e["val"] for e in episodes):
+  n_seen = sum(seen)
+  if n_seen and n_seen == len(episodes):
+    raise CorpusError(
+      f"environment '{env_name}': the model trained on all {len(episodes)} of its episodes: none is left to "
+      "evaluate; pass episodes it did not train on"
+    )
+  if n_seen:  # the model's own split: the episodes it trained on, every other one held out
+    for e, ep_seen in zip(episodes, seen):
+      e["val"] = not ep_seen
+  elif val_fraction > 0 and len(episodes) >= 2 and not any(e["val"] for e in episodes):
     # Few episodes and none hashed below val_fraction: hold out the smallest key, not nothing.
     min(episodes, key=lambda e: episode_key(env_name, e["shard"], e["index"]))["val"] = True
   lo = np.full(robot.num_obs, np.inf)

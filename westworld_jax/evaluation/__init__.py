@@ -14,6 +14,8 @@ Protocol, per evaluated environment:
     space (padded channels and steps past an episode's end never count), also x100 (the scale of the
     paper's tables); per horizon step; per environment and per robot (its environments pooled).
   - zero-shot (`require_unseen`): refuses a checkpoint trained on the robot (name or MJCF fingerprint).
+  - otherwise (after fine-tuning), a user's file imported for evaluation holds out exactly the
+    episodes no checkpoint trained on (by content: checkpoints.trained_episodes), never a training one.
 
 Modules: checkpoints (loading, the hold-last reference, the leak check), evaluator (one checkpoint
 on environments), report (tables, plots, JSON). The metric is model/metrics.py, and the eval step
@@ -28,6 +30,7 @@ from westworld_jax.evaluation.checkpoints import (
   hold_last_reference,
   load_checkpoint,
   parse_checkpoints,
+  trained_episodes,
 )
 from westworld_jax.evaluation.evaluator import (
   EnvResult,

@@ -78,6 +78,22 @@ def _fingerprints(corpus_dir: str, envs: Iterable[str]) -> dict[str, str]:
   return out
 
 
+def trained_episodes(ckpt: Checkpoint, robot: str) -> tuple[frozenset[str], list[str]]:
+  """Digests (shards.episode_digest) of the training episodes of every environment of `robot` the
+  checkpoint trained on, and the environments whose corpus is not readable here (unchecked)."""
+  corpus = ckpt.run_config.get("data", {}).get("corpus_dir", "")
+  digests, unread = set(), []
+  for env, s in ckpt.data_stats.items():
+    if s.get("robot") != robot:
+      continue
+    env_dir = os.path.join(corpus, env)
+    try:
+      digests.update(shards.episode_digest(e) for e in shards.read_episodes(env_dir, "train"))
+    except shards.CorpusError:
+      unread.append(env_dir)
+  return frozenset(digests), unread
+
+
 def check_unseen(ckpt: Checkpoint, env_dir: str) -> None:
   """Raises HeldOutLeakError when the checkpoint trained on the environment or on its robot (same
   catalogue name, or same MJCF fingerprint when the training corpus is readable)."""
