@@ -1,6 +1,7 @@
 """Evaluation, few-shot and scaling drivers: the metric against a hand computation, no statistics of
-held-out robots from pretraining, the evaluate CLI end to end (also on a user's own robot and data),
-fine-tuning on exactly N episodes, and the scaling driver on a tiny setting."""
+held-out robots from pretraining, the evaluate CLI end to end (also on a user's own robot and data), the
+evaluator against the public predict API, fine-tuning on exactly N episodes, and the scaling driver on a
+tiny setting."""
 
 import json
 import os
@@ -316,3 +317,30 @@ def test_scaling_driver_tiny(tiny, tmp_path):
   assert set(hold["heldout"]) == {"1", "2"} and hold["anchor"]["1"] == hold["anchor"]["2"]
   assert hold["heldout"]["1"][0] > 0 and os.path.exists(tmp_path / "sc" / "hold_last" / "n002.json")
   assert scaling_lib.HOLD in (tmp_path / "sc" / "results.md").read_text()
+
+
+def test_evaluation_scores_what_the_api_predicts(tiny):
+  """The evaluator's batches (the data pipeline's, as training validates) and Model.predict (the public
+  API, as control plans) are one computation: the same windows give the same predictions."""
+  import westworld_jax as ww  # pylint: disable=import-outside-toplevel
+  from westworld_jax.data import normalise  # pylint: disable=import-outside-toplevel
+
+  ckpt = ev.load_checkpoint(tiny["ckpt"])
+  h, f = ckpt.model.history, 4
+  evaluator = ev.Evaluator.for_checkpoint(ckpt, batch_size=4, horizon=f)
+  res = evaluator.evaluate_env(tiny["corpus"], ZERO_SHOT, keep_examples=3)
+  assert res.split == "val" and len(res.examples) == 3
+  env_dir = os.path.join(tiny["corpus"], ZERO_SHOT)
+  robot = catalogue.load(shards.load_metadata(env_dir)["robot"]["source"])
+  train = shards.read_episodes(env_dir, "train")
+  data = tuple(np.concatenate([e[k] for e in train]) for k in ("obs", "act"))  # the environment's own statistics
+  model = ww.load(tiny["ckpt"])
+  w = ww.windows(shards.read_episodes(env_dir, "val"), h, f, stride=1)
+  pred = model.predict(robot, w.obs, w.act, w.future_act, data=data)
+  norm = model.normaliser(robot, data)
+  lo, span = norm.obs_min, normalise.span(norm.obs_min, norm.obs_max)
+  hist = normalise.normalise(w.obs, lo, span)
+  for obs_tc, pred_tc in res.examples:
+    i = int(np.argmin(np.abs(hist - obs_tc[None, :h]).max(axis=(1, 2))))  # the api window of this example
+    np.testing.assert_allclose(hist[i], obs_tc[:h], atol=1e-5)
+    np.testing.assert_allclose(normalise.normalise(pred[i], lo, span), np.clip(pred_tc[h:], 0, 1), atol=1e-4)

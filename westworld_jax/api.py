@@ -17,7 +17,8 @@ Normalisation (the per-channel min-max the model reads, data/normalise.py): `dat
 act_all)`, the user's trajectories of that robot ([..., Co] and [..., Ca]), as evaluation does;
 without it, the checkpoint's statistics for a robot it trained on; else short simulated OU
 rollouts of the robot, with a warning (a model's accuracy depends on the range it is given).
-Control (control/backends.WorldModelBackend) builds its batches with the same model/batch.robot_batch.
+Control (control/backends.WorldModelBackend) builds its batches with the same model/batch.robot_batch;
+evaluation batches windows through the data pipeline, and predicts the same (tests/test_evaluate.py).
 """
 
 from __future__ import annotations
