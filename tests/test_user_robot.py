@@ -1,7 +1,7 @@
 """A robot that is not in the catalogue, through README's "Your own robot" path: describe,
 train_policy (saved under the model's name, not the file's path), collect --robot (every behaviour
 that applies, the trained levels included; one that fails its checks is skipped), read its episodes
-and predict them with the shipped model (fine-tuning on a user's episodes: tests/test_faults_training.py)."""
+and predict them with the shipped model, fine-tune it on them and evaluate the held-out episodes."""
 
 import json
 import os
@@ -71,8 +71,20 @@ def test_a_users_mjcf_from_policies_to_a_fine_tuned_model(tmp_path):
   robot = str(tmp_path / "my_crawler.xml")
   episodes = ww.read_episodes(str(tmp_path / "corpus" / "my_crawler-policy_expert"), robot)
   episodes += ww.read_episodes(str(tmp_path / "corpus" / "my_crawler-ou"), robot)
-  model = ww.load("westworld-cpu")  # zero-shot on the new robot (fine-tuning: tests/test_faults_training.py)
+  model = ww.load("westworld-cpu")  # zero-shot on the new robot
   w = ww.windows(episodes, model.history, 8, stride=40)
   data = tuple(np.concatenate([e[k] for e in episodes]) for k in ("obs", "act"))
   pred = model.predict(robot, w.obs, w.act, w.future_act, data=data)
   assert pred.shape == w.future_obs.shape and np.isfinite(pred).all()
+  # README's fine-tuning and its evaluation: the held-out episodes only, beside holding the last observation
+  from westworld_jax import config_files, evaluate  # pylint: disable=import-outside-toplevel
+
+  wd = str(tmp_path / "workdirs" / "my_crawler")
+  tuned = model.finetune(robot, episodes, wd, steps=2, batch_size=4)
+  assert tuned.step == 2 and tuned.predict(robot, w.obs, w.act, w.future_act).shape == w.future_obs.shape
+  cfg = config_files.load_sibling(os.path.join(_ROOT, "experiments", "zero_shot.py"), "zero_shot").get_config("tiny")
+  cfg.corpus_dir, cfg.environments, cfg.require_unseen = os.path.join(wd, "corpus"), ("my_crawler-finetune",), False
+  cfg.horizon, cfg.plot_windows = 8, 0
+  res = evaluate.evaluate(cfg, [(None, os.path.join(wd, "run"))], str(tmp_path / "eval"))
+  labels = [r["label"] for r in res["runs"]]
+  assert labels == ["westworld", "hold last obs (reference)"] and res["runs"][0]["envs"]["my_crawler-finetune"]["windows"]
