@@ -140,6 +140,32 @@ def test_numeric_fields_are_checked_before_any_work(tmp_path):
   assert not os.path.exists(corpus) and not os.path.exists(tmp_path / "w")
 
 
+@pytest.mark.parametrize("name", ["trajworld", "tdm", "mlp_ensemble"])
+def test_readmes_model_switch_builds_every_model(name, caplog):
+  """`--config.model.name=NAME` on pretrain.py (westworld's fields): NAME at the config's size, with the
+  fields they share carried over where the config changed them; a westworld-only change is warned."""
+  from experiments import pretrain  # pylint: disable=import-outside-toplevel
+  from westworld_jax.model import registry  # pylint: disable=import-outside-toplevel
+
+  cfg = pretrain.get_config("tiny")
+  cfg.model.name = name
+  run_files._WARNED.clear()
+  with caplog.at_level(logging.WARNING):
+    model = run_files.build_model(cfg.model)
+  want = registry.build(name, "tiny", max_obs_channels=32, max_act_channels=16).config
+  assert model.name == name and model.config == want
+  assert "config.model.ssm_scan_impl='sequential' is a field of westworld, not of " + name in _warnings(caplog)
+
+
+def test_a_config_the_model_or_mesh_cannot_take_is_a_config_error(tmp_path):
+  corpus = tmp_path / "no_corpus"  # nothing is generated: the checks come first
+  with pytest.raises(validate.ConfigError, match=r"config\.model \(model westworld, size tiny\): d_model=7 must be"):
+    loop.train(_c(corpus, **{"model.d_model": 7}), str(tmp_path / "w"))
+  with pytest.raises(validate.ConfigError, match=r"mesh sizes \[-1, 3\] need a multiple of 3 devices"):
+    loop.train(_c(corpus, **{"mesh.expert": 3}), str(tmp_path / "w"))
+  assert not os.path.exists(corpus) and not os.path.exists(tmp_path / "w")
+
+
 @pytest.mark.timeout(150)
 def test_disk_full_during_a_save_stops_cleanly_and_the_rerun_resumes(base, monkeypatch):
   from orbax.checkpoint._src.handlers import json_checkpoint_handler as json_handler

@@ -27,7 +27,9 @@ def load_sibling(config_file: str, name: str) -> types.ModuleType:
 
 def model_config(name: str, size: str, **overrides) -> ml_collections.ConfigDict:
   """Every field of the model's config (so each is overridable on the command line), plus its registry
-  name and size: what a training config's `model` holds."""
+  name and size: what a training config's `model` holds. `fields_of` records whose fields these are:
+  `--config.model.name=trajworld` on a config of westworld's fields builds trajworld at that size with
+  the fields it shares carried over where they were changed (registry.switch_fields)."""
   fields = dataclasses.asdict(registry.build(name, size, **overrides).config)
   fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
-  return ml_collections.ConfigDict({"name": name, "size": size, **fields})
+  return ml_collections.ConfigDict({"name": name, "size": size, "fields_of": name, **fields})

@@ -8,3 +8,7 @@ class UserError(Exception):
   Subclasses also derive from the builtin that fits (ValueError, FloatingPointError, ...), so
   callers that catch those keep working.
   """
+
+
+class ConfigError(UserError, ValueError):
+  """A config field has a value the run (its model, data or mesh) cannot use; the message names the field."""

@@ -25,6 +25,7 @@ from typing import Sequence
 import grain
 import numpy as np
 
+from westworld_jax.errors import ConfigError
 from westworld_jax.data import normalise, padding, shards
 
 DEFAULT_OBS_BUCKETS = (8, 16, 32, 64, 128)
@@ -86,7 +87,7 @@ def load_env(cfg: PipelineConfig, env_id: int, name: str) -> EnvData:
   meta = shards.verify_env(env_dir)
   want_val = cfg.split == "val"
   if cfg.split not in ("train", "val"):
-    raise ValueError(f"split must be 'train' or 'val', got '{cfg.split}'")
+    raise ConfigError(f"split must be 'train' or 'val', got '{cfg.split}'")
   eps = [ep for ep in meta["episodes"] if ep["val"] == want_val]
   if cfg.max_episodes:
     if len(eps) < cfg.max_episodes:  # few-shot promises exactly N episodes: never silently fewer
@@ -112,7 +113,7 @@ def bucket_of(n: int, buckets: Sequence[int], what: str, env: str) -> int:
   for b in sorted(buckets):
     if n <= b:
       return b
-  raise ValueError(
+  raise ConfigError(
     f"environment '{env}' has {n} {what} channels; the largest bucket is {max(buckets)}: "
     f"add a bigger one to {what}_buckets (and the model's max channels) in the config"
   )
@@ -175,9 +176,9 @@ def _stack(examples: Sequence[dict]) -> dict:
 def make_dataset(cfg: PipelineConfig) -> tuple[grain.MapDataset, list[EnvData]]:
   """A MapDataset of this process's batches (dicts as in model/BATCH_SPEC.md) and the environments."""
   if cfg.batch_size % cfg.process_count:
-    raise ValueError(f"global batch {cfg.batch_size} is not divisible by {cfg.process_count} processes")
+    raise ConfigError(f"global batch {cfg.batch_size} is not divisible by {cfg.process_count} processes")
   if not cfg.environments:
-    raise ValueError("no environments given to the pipeline")
+    raise ConfigError("no environments given to the pipeline")
   local_batch = cfg.batch_size // cfg.process_count
   envs = [load_env(cfg, i, n) for i, n in enumerate(cfg.environments)]
   empty = [e.name for e in envs if len(e.windows) == 0]
@@ -188,17 +189,17 @@ def make_dataset(cfg: PipelineConfig) -> tuple[grain.MapDataset, list[EnvData]]:
     )
   if cfg.weights is not None:
     if len(cfg.weights) != len(envs):
-      raise ValueError(f"{len(cfg.weights)} weights for {len(envs)} environments")
+      raise ConfigError(f"{len(cfg.weights)} weights for {len(envs)} environments")
     weights = np.asarray(cfg.weights, np.float64)
   elif cfg.weighting == "uniform":
     weights = np.ones(len(envs))
   elif cfg.weighting == "windows":
     weights = np.array([len(e.windows) for e in envs], np.float64)
   else:
-    raise ValueError(f"weighting must be 'uniform' or 'windows', got '{cfg.weighting}'")
+    raise ConfigError(f"weighting must be 'uniform' or 'windows', got '{cfg.weighting}'")
 
   if (weights < 0).any() or not weights.any():
-    raise ValueError(f"mixture weights must be >= 0 and not all zero, got {weights.tolist()}")
+    raise ConfigError(f"mixture weights must be >= 0 and not all zero, got {weights.tolist()}")
 
   buckets: dict[tuple[int, int], list[int]] = {}
   for e in envs:

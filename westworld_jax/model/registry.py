@@ -11,6 +11,8 @@ re-exported here with its helpers; the models import that module, not this one.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Callable
 
 from westworld_jax.model.baselines.mlp_ensemble import build_mlp_ensemble
@@ -38,6 +40,7 @@ __all__ = [
   "BUILDERS",
   "names",
   "build",
+  "switch_fields",
 ]
 
 BUILDERS: dict[str, Callable[..., WorldModel]] = {
@@ -50,6 +53,17 @@ BUILDERS: dict[str, Callable[..., WorldModel]] = {
 
 def names() -> list[str]:
   return sorted(BUILDERS)
+
+
+def switch_fields(origin: str, name: str, size: str, fields: dict) -> tuple[dict, dict]:
+  """Overrides for model `name` from a config holding model `origin`'s fields at `size`: the fields
+  changed from origin's defaults that `name` has too (the others at their defaults stay `name`'s own),
+  and {field: value} of the changed ones `name` does not have (ignored)."""
+  base = dataclasses.asdict(build(origin, size).config)
+  own = dataclasses.asdict(build(name, size).config)
+  norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
+  changed = {k: v for k, v in fields.items() if k not in base or norm(v) != norm(base[k])}
+  return {k: v for k, v in changed.items() if k in own}, {k: v for k, v in changed.items() if k not in own}
 
 
 def build(name: str, size: str = "base", rules: Any = None, **overrides: Any) -> WorldModel:

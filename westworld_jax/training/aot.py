@@ -20,6 +20,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from westworld_jax.errors import ConfigError
 from westworld_jax.model.batch import batch_spec
 from westworld_jax.model.flops import train_step_flops
 from westworld_jax.training import mesh as mesh_lib, state as state_lib, step as step_lib
@@ -141,7 +142,7 @@ def compile_train_step(
   model = build_model(cfg.model, rules)
   mesh = mesh_lib.make_mesh(cfg.mesh, list(devices))
   if b % mesh_lib.batch_shards(mesh, rules):
-    raise ValueError(
+    raise ConfigError(
       f"batch {b} is not divisible by the {mesh_lib.batch_shards(mesh, rules)} batch shards of "
       f"mesh {dict(mesh.shape)}: choose another batch"
     )

@@ -14,6 +14,7 @@ import os
 import jax
 from absl import logging
 
+from westworld_jax.errors import ConfigError
 from westworld_jax.data import pipeline, shards
 
 
@@ -70,7 +71,7 @@ def training_environments(data_cfg) -> list[str]:
     return list(data_cfg.environments)
   collect_cfg = _collect_cfg(data_cfg)
   if collect_cfg is None:
-    raise ValueError(
+    raise ConfigError(
       "set data.environments (names of environment directories in the corpus) or "
       "data.collect (a data config whose environments are used)"
     )
@@ -78,7 +79,7 @@ def training_environments(data_cfg) -> list[str]:
 
   envs = [e.name for e in collect.selected_environments(collect_cfg) if e.split == data_cfg.train_split]
   if not envs:
-    raise ValueError(f"the data config selects no environment of split '{data_cfg.train_split}'")
+    raise ConfigError(f"the data config selects no environment of split '{data_cfg.train_split}'")
   return envs
 
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from westworld_jax.errors import ConfigError
 from westworld_jax.model import sharding
 from westworld_jax.model.world_model import WorldModel
 
@@ -31,19 +32,19 @@ def resolve_axis_sizes(sizes: Sequence[int], num_devices: int) -> tuple[int, ...
   """Replaces one -1 by the devices left over; checks that the product is the device count."""
   sizes = [int(s) for s in sizes]
   if sizes.count(-1) > 1:
-    raise ValueError(f"mesh sizes {sizes}: at most one axis may be -1 (all remaining devices)")
+    raise ConfigError(f"mesh sizes {sizes}: at most one axis may be -1 (all remaining devices)")
   if any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"mesh sizes {sizes}: each must be a positive integer or -1")
+    raise ConfigError(f"mesh sizes {sizes}: each must be a positive integer or -1")
   fixed = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if num_devices % fixed:
-      raise ValueError(
+      raise ConfigError(
         f"mesh sizes {sizes} need a multiple of {fixed} devices; there are {num_devices}. "
         "Set --config.mesh.expert (or data) to a divisor of the device count."
       )
     sizes[sizes.index(-1)] = num_devices // fixed
   if math.prod(sizes) != num_devices:
-    raise ValueError(
+    raise ConfigError(
       f"mesh {dict(zip(MESH_AXES, sizes))} has {math.prod(sizes)} devices but "
       f"{num_devices} are present: use -1 for one axis to take the rest."
     )

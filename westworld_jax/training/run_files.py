@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
 from westworld_jax.data import shards
-from westworld_jax.errors import UserError
+from westworld_jax.errors import ConfigError, UserError
 from westworld_jax.model import registry
 from westworld_jax.training.checkpoint import NoCheckpointError
 
@@ -26,9 +27,26 @@ DATA_STATS_FILE = "data_stats.json"
 
 def build_model(model_cfg, rules=None) -> registry.WorldModel:
   """registry.build(name, size, rules, **every other field of cfg.model); rules: the mesh rule
-  table (model/sharding.py) the model runs under (None: the default table)."""
-  fields = {k: v for k, v in model_cfg.to_dict().items() if k not in ("name", "size")}
-  return registry.build(model_cfg.name, model_cfg.size, rules, **fields)
+  table (model/sharding.py) the model runs under (None: the default table). A config of another
+  model's fields (`--config.model.name=trajworld` on westworld's: config_files.model_config) builds
+  this model with the fields they share (registry.switch_fields); a field it lacks is warned once.
+  A field the model cannot take is a ConfigError naming it."""
+  cfg = model_cfg.to_dict()
+  name, size = cfg.pop("name"), cfg.pop("size")
+  origin = cfg.pop("fields_of", name)
+  try:
+    if origin != name:
+      cfg, ignored = registry.switch_fields(origin, name, size, cfg)
+      for k, v in ignored.items():
+        if (name, k) not in _WARNED:
+          _WARNED.add((name, k))
+          logging.warning("config.model.%s=%r is a field of %s, not of %s: ignored", k, v, origin, name)
+    return registry.build(name, size, rules, **cfg)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.model (model {name}, size {size}): {e}") from None
+
+
+_WARNED: set = set()
 
 
 def read_run_config(workdir: str) -> dict:

@@ -11,12 +11,8 @@ import os
 import jax
 
 from westworld_jax.data import shards
-from westworld_jax.errors import UserError
+from westworld_jax.errors import ConfigError
 from westworld_jax.training import mesh as mesh_lib
-
-
-class ConfigError(UserError, ValueError):
-  """A config field has a value the run cannot use; the message names the field."""
 
 
 # (path, lower bound, whether the bound itself is allowed)
