@@ -50,7 +50,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.collect = _data_config("tiny")  # generated when missing; None: the corpus must exist
   c.data.environments = ()  # empty: every environment of data.collect in train_split
   c.data.train_split = "pretrain"
-  c.data.shared_filesystem = False  # multi-host: True = process 0 generates the corpus, others wait
+  # Multi-host: every process collects a missing corpus (each environment once on a shared disk, by its
+  # lock); True: process 0 alone, the others wait (a shared filesystem whose locks do not span hosts).
+  c.data.shared_filesystem = False
   c.data.batch_size = 16  # global
   c.data.eval_batch_size = 16
   c.data.history = 8

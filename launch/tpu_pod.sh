@@ -7,8 +7,7 @@
 #
 # WORKDIR must be reachable by every worker: a gs:// bucket (orbax writes there directly).
 # The corpus is generated on each worker's local disk (deterministic by seed, so identical);
-# point data.corpus_dir at a shared path and pass --config.data.shared_filesystem=True to
-# generate it once instead.
+# pointing data.corpus_dir at a shared path generates each environment once (its lock).
 set -euo pipefail
 TPU=${1:?TPU name}; ZONE=${2:?zone}; VARIANT=${3:-large}; shift $(( $# < 3 ? $# : 3 ))
 PROJECT_FLAG=${PROJECT:+--project=$PROJECT}

@@ -21,6 +21,7 @@ from westworld_jax.model import registry, ssm
 from westworld_jax.model.baselines.mlp_ensemble import build_mlp_ensemble
 from westworld_jax.model.batch import zeros_batch
 from westworld_jax.model.configs import get_model_config
+from westworld_jax.training import run_files
 
 _BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 _EXPERIMENTS = os.path.join(os.path.dirname(_BENCH), "experiments")
@@ -82,9 +83,9 @@ def test_baseline_recipe_one_builder_and_its_line_in_builders(monkeypatch):
   assert "echo" in registry.names()
 
   cfg = config_files.model_config("echo", "tiny", history=4)  # a training config's `model`
-  assert (cfg.name, cfg.size, cfg.history) == ("echo", "tiny", 4)
-  fields = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "size")}
-  model = registry.build(cfg.name, cfg.size, **fields)
+  assert (cfg.name, cfg.size, cfg.fields_of, cfg.history) == ("echo", "tiny", "echo", 4)
+  fields = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "size", "fields_of")}
+  model = run_files.build_model(cfg)  # what training, evaluation and loading build from it
   assert model.history == 4
   want = build_mlp_ensemble("tiny", history=4).config.to_dict()
   assert fields == {k: list(v) if isinstance(v, tuple) else v for k, v in want.items()}

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -34,7 +35,8 @@ def _npz(path, lengths, seed=0, nan_in=()):
 
 
 def _entries(d):
-  return sorted(os.listdir(d)) if os.path.isdir(d) else []
+  """What is in d, besides the environments' lock files (data/shards.env_lock: they stay, empty of work)."""
+  return sorted(e for e in os.listdir(d) if not e.endswith(".lock")) if os.path.isdir(d) else []
 
 
 def _collect_cfg(corpus, **kw):
@@ -95,6 +97,23 @@ def test_reimport_under_an_existing_name_is_refused_and_overwrite_replaces_it_wh
   assert ds[0]["time_mask"].sum() == 70
 
 
+def test_an_import_while_another_writes_the_environment_is_refused_and_loses_nothing(tmp_path):
+  """Two imports under one name at once: the second is refused naming the first, which completes."""
+  out = tmp_path / "corpus"
+  first = _npz(tmp_path / "first.npz", [60] * 3)
+  second = _npz(tmp_path / "second.npz", [60] * 4, seed=1)
+  lock = shards.env_lock(str(out), "X", "importing X")  # as the first import holds it (its own open file)
+  with lock:
+    busy = rf"X is being written by another import or collection \(pid {os.getpid()} on"
+    with pytest.raises(shards.CorpusError, match=busy):
+      importers.import_file("hopper", second, str(out), "X")
+    assert _entries(out) == []
+  importers.import_file("hopper", first, str(out), "X")
+  with pytest.raises(shards.CorpusError, match="X already exists"):  # checked again under the lock
+    importers.import_file("hopper", second, str(out), "X")
+  assert len(_episodes(out / "X")) == 3
+
+
 def test_failed_import_leaves_nothing_behind(tmp_path, monkeypatch):
   data = _npz(tmp_path / "d.npz", [60] * 5)
   out = tmp_path / "corpus"
@@ -144,6 +163,36 @@ def test_too_short_episodes_are_reported_and_all_short_is_an_error(tmp_path, cap
 
 
 # --- damaged corpora -------------------------------------------------------------------------
+
+
+def test_a_second_collector_waits_for_the_first_and_writes_nothing(corpus, caplog):
+  """Two processes collecting one environment (a multi-host run on a shared disk): the second waits on
+  the environment's lock, then finds it complete; a complete environment is verified without a write
+  (so a read-only corpus can be collected again)."""
+  import threading  # pylint: disable=import-outside-toplevel
+
+  meta_path = corpus / ENV / shards.METADATA
+  before = os.stat(meta_path)
+  lock, holding = shards.env_lock(str(corpus), ENV, "collecting"), threading.Event()
+
+  def first():  # holds the lock until the collector has reported that it waits (a hang guard of 120 s)
+    with lock:
+      holding.set()
+      for _ in range(1200):
+        if "waiting for pid" in caplog.text:
+          break
+        time.sleep(0.1)
+
+  t = threading.Thread(target=first)
+  with caplog.at_level(logging.WARNING):
+    t.start()
+    holding.wait(60)
+    collect.collect(_collect_cfg(corpus))
+  t.join(60)
+  assert "waiting for pid" in caplog.text and f".{ENV}.lock" in caplog.text
+  after = os.stat(meta_path)
+  assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+  assert _entries(corpus) == [ENV]
 
 
 def test_truncated_shard_fails_at_load_and_the_collector_redoes_it(corpus, caplog):

@@ -1,6 +1,6 @@
 """Training: corpus auto-generation, logs, exact resume (clean stop and SIGTERM), config-mismatch
-and non-finite-loss errors, and on 8 forced CPU devices: sharded step == single-device step and
-resume onto a different device count."""
+and non-finite-loss errors, on 8 forced CPU devices: sharded step == single-device step and resume
+onto a different device count, and two processes (launch/processes.sh) == one process on 2 devices."""
 
 import json
 import os
@@ -299,61 +299,41 @@ def test_sharded_step_and_restore_on_8_devices(runs, tmp_path):
   assert proc.returncode == 0 and "EIGHT_OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
-_WORKER = textwrap.dedent("""
-    import os, sys, zlib
-    pid, port, corpus, wd = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 --xla_cpu_collective_call_terminate_timeout_seconds=240"
-    import jax
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid)
-    import numpy as np
-    from tests.test_train import _cfg, _params
-    from westworld_jax.training import loop
-    res = loop.train(_cfg(corpus, max_steps_per_run=3, **{"log.progress": False}), wd)
-    crc = 0
-    for a in _params({"params": jax.tree.map(lambda x: x.addressable_data(0), res.state["params"])}):
-        crc = zlib.crc32(a.tobytes(), crc)
-    print(f"PROC {pid} step {res.step} devices {jax.device_count()} params_crc {crc}")
-""")
+_TWO = ("--config.total_steps=6", "--config.eval.every=2", "--config.checkpoint.every=2", "--config.log.every=1")
 
 
-@pytest.mark.timeout(400)
-@pytest.mark.skipif(
-  not os.environ.get("WESTWORLD_MULTIPROCESS_TESTS"),
-  reason="two JAX processes: ~100 s, and gloo's fixed 30 s rendezvous times out on an "
-  "overloaded 2-core machine; set WESTWORLD_MULTIPROCESS_TESTS=1 to run",
-)
-def test_two_processes_train_and_checkpoint_together(runs, tmp_path):
-  # Two JAX processes (2 CPU devices each) as on a 2-host slice: each reads its own slice of
-  # the windows, the step runs on the 4-device global mesh, orbax saves one checkpoint with
-  # one iterator state per process, and both processes end with the same parameters.
-  import socket
+def _tiny_cli(args, env, timeout=280):
+  proc = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  return proc
 
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
-  wd = str(tmp_path / "two")
+
+@pytest.mark.timeout(900)
+def test_two_processes_train_validate_save_and_resume_as_one(tmp_path):
+  """launch/processes.sh: two JAX processes on localhost (one CPU device each, JAX's own variables) collect
+  the tiny corpus together (each environment once, by its lock), train 4 steps with validation and saves
+  at 2 and 4, then resume to 6; every loss and validation error equals a 1-process run on 2 devices,
+  bit for bit (each process loads its rows of the same global batches). One writer of metrics and run
+  files; orbax keeps one data-iterator state per process."""
   env = {**os.environ, "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-  procs = [
-    subprocess.Popen(
-      [sys.executable, "-c", _WORKER, str(i), str(port), str(runs["corpus"]), wd],
-      cwd=REPO_ROOT,
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-    )
-    for i in range(2)
-  ]
-  outs = [p.communicate(timeout=380)[0] for p in procs]
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-4000:]
-  lines = [next(line for line in out.splitlines() if line.startswith("PROC")) for out in outs]
-  assert all("step 3 devices 4" in line for line in lines), lines
-  assert lines[0].split("params_crc")[1] == lines[1].split("params_crc")[1], lines
-  data_dir = os.path.join(wd, "checkpoints", "3", "data")
+  flags = ["--config.data.corpus_dir=" + str(tmp_path / "corpus"), "--config.log.progress=False", *_TWO]
+  two = [os.path.join(REPO_ROOT, "launch", "processes.sh"), "2", "tiny", "--workdir", str(tmp_path / "two"), *flags]
+  one_dev = {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "LOGDIR": str(tmp_path / "logs")}
+  _tiny_cli(two + ["--config.max_steps_per_run=4"], one_dev)
+  assert sorted(int(s) for s in os.listdir(tmp_path / "two" / "checkpoints")) == [2, 4]
+  data_dir = tmp_path / "two" / "checkpoints" / "4" / "data"
   assert sorted(f for f in os.listdir(data_dir) if f.endswith(".json")) == [
     "process_0-of-2.json",
     "process_1-of-2.json",
   ]
-  assert sorted(_rows(wd)) == [1, 2, 3]  # one writer
+  _tiny_cli(two, one_dev)  # the resume
+  ref = [sys.executable, "-m", "westworld_jax.train", "--config", "experiments/pretrain.py:tiny", *flags]
+  _tiny_cli(
+    ref + ["--workdir", str(tmp_path / "one")], {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  )
+  for key in ("loss", "val_mae"):
+    rows_two, rows_one = _rows(str(tmp_path / "two"), key), _rows(str(tmp_path / "one"), key)
+    assert sorted(rows_two) == sorted(rows_one) == ([1, 2, 3, 4, 5, 6] if key == "loss" else [2, 4, 6])
+    assert [rows_two[s][key] for s in rows_two] == [rows_one[s][key] for s in rows_two], key
+  lines = [json.loads(line) for line in open(tmp_path / "two" / "metrics.jsonl")]
+  assert len(lines) == len({(r["step"], tuple(sorted(r))) for r in lines})  # each row once: one writer

@@ -87,4 +87,6 @@ def test_a_users_mjcf_from_policies_to_a_fine_tuned_model(tmp_path):
   cfg.horizon, cfg.plot_windows = 8, 0
   res = evaluate.evaluate(cfg, [(None, os.path.join(wd, "run"))], str(tmp_path / "eval"))
   labels = [r["label"] for r in res["runs"]]
-  assert labels == ["westworld", "hold last obs (reference)"] and res["runs"][0]["envs"]["my_crawler-finetune"]["windows"]
+  assert (
+    labels == ["westworld", "hold last obs (reference)"] and res["runs"][0]["envs"]["my_crawler-finetune"]["windows"]
+  )

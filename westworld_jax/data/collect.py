@@ -135,7 +135,14 @@ def _remove_shard(env_dir: str, shard: int) -> None:
 
 
 def collect_environment(cfg, env: catalogue.EnvSpec, bar: tqdm.tqdm | None = None, overwrite: bool = False) -> dict:
-  """Collects (or resumes, or repairs) one environment and returns its metadata."""
+  """Collects (or resumes, or repairs) one environment and returns its metadata. Holds the environment's
+  lock (shards.env_lock): a second process collecting it waits, then finds it complete (the processes of
+  a multi-host run on a shared filesystem)."""
+  with shards.env_lock(cfg.corpus_dir, env.name, f"collecting {env.name}"):
+    return _collect_environment(cfg, env, bar, overwrite)
+
+
+def _collect_environment(cfg, env: catalogue.EnvSpec, bar: tqdm.tqdm | None, overwrite: bool) -> dict:
   env_dir = os.path.join(cfg.corpus_dir, env.name)
   stage = shards.staging_dir(env_dir, "partial")
   num_eps = episodes_for(cfg, env)

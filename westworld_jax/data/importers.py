@@ -176,6 +176,14 @@ def _describe(env_dir: str) -> str:
     return ""
 
 
+def _check_free(env_dir: str, overwrite: bool) -> None:
+  if os.path.lexists(env_dir) and not overwrite:
+    raise shards.CorpusError(
+      f"{env_dir} already exists{_describe(env_dir)}: pass --overwrite to replace it "
+      "(its shards and metadata are removed) or choose another --name"
+    )
+
+
 def import_file(
   robot_source: str,
   data_path: str,
@@ -200,12 +208,7 @@ def import_file(
   shards.finalize's (the episodes a model trained on are its training split, the rest held out)."""
   if split not in catalogue.SPLITS:
     raise shards.CorpusError(f"split must be one of {catalogue.SPLITS}, got '{split}'")
-  env_dir = os.path.join(out_dir, name)
-  if os.path.lexists(env_dir) and not overwrite:
-    raise shards.CorpusError(
-      f"{env_dir} already exists{_describe(env_dir)}: pass --overwrite to replace it "
-      "(its shards and metadata are removed) or choose another --name"
-    )
+  _check_free(os.path.join(out_dir, name), overwrite)  # before reading the data; again under the lock
   file_dt = read_dt(data_path)
   if dt and file_dt and abs(dt - file_dt) > 1e-9 * max(dt, 1.0):
     raise shards.CorpusError(f"{data_path} states dt={file_dt} s but --dt={dt}: drop --dt or fix the file")
@@ -224,6 +227,7 @@ def import_file(
     val_fraction=val_fraction,
     history=history,
     trained=trained,
+    overwrite=overwrite,
   )
 
 
@@ -240,9 +244,12 @@ def import_episodes(
   val_fraction: float = 0.1,
   history: int = DEFAULT_HISTORY,
   trained: frozenset[str] = frozenset(),
+  overwrite: bool = True,
 ) -> dict:
-  """Writes episodes ({"obs" [T, Co], "act" [T, Ca]} of `robot`) as `out_dir/name/` (replacing it whole);
-  `source` names them in messages and the shard markers. Drops and counts NaN/inf and too-short episodes."""
+  """Writes episodes ({"obs" [T, Co], "act" [T, Ca]} of `robot`) as `out_dir/name/` (replacing it whole,
+  or refusing an existing one unless `overwrite`); `source` names them in messages and the shard markers.
+  Drops and counts NaN/inf and too-short episodes. Holds the environment's lock while it writes: a second
+  import of the same name at once is refused with one line naming the first."""
   data_path, env_dir = source, os.path.join(out_dir, name)
   counts = {"kept": 0, "unstable": 0, "too_short": 0}
   good = []
@@ -288,34 +295,36 @@ def import_episodes(
       min_length,
     )
   made_out = not os.path.exists(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
-  stage = tempfile.mkdtemp(prefix=f".{name}.import-", dir=out_dir)
-  try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)  # mkdtemp's 0700 would stay on the environment directory
-    num_shards = -(-len(good) // episodes_per_shard)
-    for s in range(num_shards):
-      part = good[s * episodes_per_shard : (s + 1) * episodes_per_shard]
-      shards.write_shard(
-        stage,
-        s,
-        part,
-        {
-          "counts": counts if s == 0 else {},
-          "source": os.path.abspath(data_path) if os.path.exists(data_path) else data_path,
-        },
-      )
-    meta = shards.finalize(
-      stage, name, robot, behaviour, split, num_shards, val_fraction, origin="import", trained=trained
+
+  def busy(holder: str) -> shards.CorpusError:
+    return shards.CorpusError(
+      f"{env_dir} is being written by another import or collection ({holder}): wait for it to end, "
+      "or import under another --name"
     )
-    shards.verify_env(stage, meta)
-    shards.swap_in(stage, env_dir)
-  except BaseException:
-    shutil.rmtree(stage, ignore_errors=True)
-    if made_out and not os.listdir(out_dir):
-      os.rmdir(out_dir)
-    raise
+
+  with shards.env_lock(out_dir, name, f"importing {name}", busy):
+    _check_free(env_dir, overwrite)
+    stage = tempfile.mkdtemp(prefix=f".{name}.import-", dir=out_dir)
+    try:
+      umask = os.umask(0)
+      os.umask(umask)
+      os.chmod(stage, 0o777 & ~umask)  # mkdtemp's 0700 would stay on the environment directory
+      num_shards = -(-len(good) // episodes_per_shard)
+      source = os.path.abspath(data_path) if os.path.exists(data_path) else data_path
+      for s in range(num_shards):
+        part = good[s * episodes_per_shard : (s + 1) * episodes_per_shard]
+        shards.write_shard(stage, s, part, {"counts": counts if s == 0 else {}, "source": source})
+      meta = shards.finalize(
+        stage, name, robot, behaviour, split, num_shards, val_fraction, origin="import", trained=trained
+      )
+      shards.verify_env(stage, meta)
+      shards.swap_in(stage, env_dir)
+    except BaseException:
+      shutil.rmtree(stage, ignore_errors=True)
+      if made_out and os.listdir(out_dir) == [f".{name}.lock"]:  # leave no directory this import made
+        os.remove(os.path.join(out_dir, f".{name}.lock"))
+        os.rmdir(out_dir)
+      raise
   return meta
 
 

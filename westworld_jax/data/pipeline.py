@@ -10,8 +10,9 @@
   stays small and the number of distinct shapes (compilations) is the number of buckets.
 - Mixture: environments are sampled with weights ('uniform' or by number of windows); buckets are
   interleaved with the summed weights of their environments.
-- Multi-host: each process reads its own slice of every environment's windows and yields
-  global_batch / process_count examples per step; all processes see the same bucket at every step.
+- Multi-host: every process indexes the same global stream and loads only its own rows of each
+  global batch (process p: rows p*b..(p+1)*b-1, b = global_batch / process_count), so the global
+  batches, and the training run, are the same for any number of processes.
 - Deterministic by seed; the iterator's state (grain) is checkpointable and restorable exactly.
 """
 
@@ -102,7 +103,7 @@ def load_env(cfg: PipelineConfig, env_id: int, name: str) -> EnvData:
       length = min(cfg.window, ep["length"] - start)
       if length > cfg.history:  # at least one step to predict
         wins.append((ep["shard"], ep["index"], start, length))
-  wins = np.array(wins, np.int64).reshape(-1, 4)[cfg.process_index :: cfg.process_count]
+  wins = np.array(wins, np.int64).reshape(-1, 4)
   st = meta["stats"]
   omin, omax = np.array(st["obs_min"], np.float32), np.array(st["obs_max"], np.float32)
   amin, amax = np.array(st["act_min"], np.float32), np.array(st["act_max"], np.float32)
@@ -184,8 +185,7 @@ def make_dataset(cfg: PipelineConfig) -> tuple[grain.MapDataset, list[EnvData]]:
   empty = [e.name for e in envs if len(e.windows) == 0]
   if empty:
     raise shards.CorpusError(
-      f"no {cfg.split} windows (> {cfg.history} steps) for {empty} on process "
-      f"{cfg.process_index}: collect more or longer episodes"
+      f"no {cfg.split} windows (> {cfg.history} steps) for {empty}: collect more or longer episodes"
     )
   if cfg.weights is not None:
     if len(cfg.weights) != len(envs):
@@ -219,7 +219,10 @@ def make_dataset(cfg: PipelineConfig) -> tuple[grain.MapDataset, list[EnvData]]:
         ds = ds.repeat()
       parts.append(ds.map(WindowLoader(envs[i], cfg, *key)))
     mixed = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, [weights[i] for i in ids])
-    per_bucket.append(mixed.batch(local_batch, drop_remainder=cfg.repeat, batch_fn=_stack))
+    batches = mixed.batch(local_batch, drop_remainder=cfg.repeat, batch_fn=_stack)
+    if cfg.process_count > 1:  # this process's part of each global batch (lazy: other rows never load)
+      batches = batches[cfg.process_index :: cfg.process_count]
+    per_bucket.append(batches)
     bucket_w.append(sum(weights[i] for i in ids))
   if len(per_bucket) == 1:
     return per_bucket[0], envs

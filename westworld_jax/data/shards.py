@@ -27,6 +27,7 @@ from array_record.python import array_record_module
 from flax import serialization
 
 from westworld_jax.robots.robot import Robot
+from westworld_jax import locks
 from westworld_jax.errors import UserError
 
 METADATA = "metadata.json"
@@ -276,9 +277,16 @@ def finalize(
     "episodes": episodes,
     "counts": counts,
   }
-  with open(os.path.join(env_dir, METADATA + ".tmp"), "w") as f:
-    json.dump(meta, f)
-  os.replace(os.path.join(env_dir, METADATA + ".tmp"), os.path.join(env_dir, METADATA))
+  path = os.path.join(env_dir, METADATA)
+  try:
+    with open(path) as f:
+      unchanged = json.load(f) == json.loads(json.dumps(meta))
+  except (OSError, ValueError):
+    unchanged = False
+  if not unchanged:  # a complete environment on a read-only disk verifies without a write
+    with open(path + ".tmp", "w") as f:
+      json.dump(meta, f)
+    os.replace(path + ".tmp", path)
   return meta
 
 
@@ -296,6 +304,13 @@ def remedy(meta: dict) -> str:
       "(it redoes shards that do not verify)"
     )
   return "regenerate this environment with the command that wrote it"
+
+
+def env_lock(corpus_dir: str, env_name: str, what: str, busy=None):
+  """The lock (locks.held) of environment `env_name` in `corpus_dir`, held while it is written:
+  <corpus_dir>/.<env_name>.lock, beside the environment (whose directory is swapped in whole)."""
+  os.makedirs(corpus_dir, exist_ok=True)
+  return locks.held(os.path.join(corpus_dir, f".{env_name}.lock"), busy, what)
 
 
 def load_metadata(env_dir: str) -> dict:

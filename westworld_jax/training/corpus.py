@@ -2,14 +2,18 @@
 
 With no corpus on disk the run generates it from the data config embedded in the
 experiment config (`data.collect`, a variant of experiments/data.py), so the first run needs
-no manual step. Collection is deterministic by seed, so on a multi-host run without a shared
-filesystem every host can generate its own identical copy; with `data.shared_filesystem`
-process 0 generates and the others wait.
+no manual step. Collection is deterministic by seed, so on a multi-host run every process
+collects: on its own disk an identical copy, on a shared one each environment once (its lock,
+data/shards.env_lock, makes the others wait and then find it complete). On a shared filesystem
+whose locks do not reach across hosts, `data.shared_filesystem=True` has process 0 generate while
+the others watch the disk until the corpus is complete (no collective: a long generation cannot
+time one out).
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import jax
 from absl import logging
@@ -45,16 +49,16 @@ def ensure_corpus(data_cfg) -> list[str]:
     if not set(missing) <= set(selected):
       collect_cfg.environments = tuple(selected + [m for m in missing if m not in selected])
       collect_cfg.max_environments = 0
-    leader_only = data_cfg.shared_filesystem and jax.process_count() > 1
+    leader_only = data_cfg.get("shared_filesystem", False) and jax.process_count() > 1
     if not leader_only or jax.process_index() == 0:
       logging.info(
         "corpus %s lacks %d training environments: generating it (resumable)", data_cfg.corpus_dir, len(missing)
       )
       collect.collect(collect_cfg)
-    if leader_only:
-      from jax.experimental import multihost_utils
-
-      multihost_utils.sync_global_devices("corpus ready")
+    else:
+      logging.warning("waiting for process 0 to generate %d environments in %s", len(missing), data_cfg.corpus_dir)
+      while _missing(data_cfg.corpus_dir, envs):
+        time.sleep(5.0)
     missing = _missing(data_cfg.corpus_dir, envs)
   if missing:
     raise shards.CorpusError(

@@ -9,26 +9,53 @@ import jax
 import numpy as np
 from absl import logging
 
+from westworld_jax.errors import UserError
+
 
 def maybe_initialize_distributed(cfg=None) -> None:
-  """jax.distributed.initialize() on multi-process launches (TPU pod slices, SLURM, or an explicit
-  coordinator); it must run before any other JAX call."""
+  """jax.distributed.initialize() on multi-process launches; it must run before any other JAX call.
+
+  A launch is multi-process when JAX's own variables say so (JAX_COORDINATOR_ADDRESS host:port with
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID, as launch/ sets them), when a cluster JAX detects runs
+  several tasks (SLURM, a TPU pod slice), or when the config sets `distributed`. On CPU the
+  processes' collectives go through gloo."""
   env = os.environ
+  coordinator = env.get("JAX_COORDINATOR_ADDRESS", "")
   multi = (
-    bool(env.get("JAX_COORDINATOR_ADDRESS"))
+    bool(coordinator)
     or int(env.get("SLURM_NTASKS", "1")) > 1
     or "," in env.get("TPU_WORKER_HOSTNAMES", "")
     or (cfg is not None and cfg.get("distributed", False))
   )
-  if multi and not jax.distributed.is_initialized():
-    jax.distributed.initialize()
-    logging.info(
-      "process %d of %d, %d local / %d global devices",
-      jax.process_index(),
-      jax.process_count(),
-      jax.local_device_count(),
-      jax.device_count(),
-    )
+  if not multi or jax.distributed.is_initialized():
+    return
+  kwargs = {}
+  if coordinator:
+    missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if not env.get(k, "").strip().isdigit()]
+    if missing and not int(env.get("SLURM_NTASKS", "1")) > 1:
+      raise UserError(
+        f"JAX_COORDINATOR_ADDRESS={coordinator} is set but {' and '.join(missing)} is not (an integer): set "
+        "JAX_NUM_PROCESSES (how many processes) and JAX_PROCESS_ID (this one's, 0..N-1) on every process"
+      )
+    if not missing:
+      kwargs = {
+        "coordinator_address": coordinator,
+        "num_processes": int(env["JAX_NUM_PROCESSES"]),
+        "process_id": int(env["JAX_PROCESS_ID"]),
+      }
+      if not 0 <= kwargs["process_id"] < kwargs["num_processes"]:
+        raise UserError(
+          f"JAX_PROCESS_ID={kwargs['process_id']} must be in 0..JAX_NUM_PROCESSES-1 ({kwargs['num_processes']})"
+        )
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices only; no effect elsewhere
+  jax.distributed.initialize(**kwargs)
+  logging.info(
+    "process %d of %d, %d local / %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
 
 
 def to_global(host_batch: dict, sharding, per_process: bool = True) -> dict:

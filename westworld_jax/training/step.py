@@ -13,6 +13,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from westworld_jax.model.metrics import horizon_errors
 from westworld_jax.model.registry import WorldModel
@@ -54,4 +55,7 @@ def make_eval_step(model: WorldModel, params_shardings: Any = None, batch_shardi
 
   if params_shardings is None and batch_sharding is None:
     return jax.jit(eval_step)
-  return jax.jit(eval_step, in_shardings=(params_shardings, batch_sharding))
+  # Replicated results: every process can read them (a batch-sharded result would span devices of
+  # other processes in a multi-host run; the per-window sums are small).
+  replicated = NamedSharding(batch_sharding.mesh, PartitionSpec())
+  return jax.jit(eval_step, in_shardings=(params_shardings, batch_sharding), out_shardings=replicated)
