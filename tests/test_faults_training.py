@@ -166,6 +166,38 @@ def test_a_config_the_model_or_mesh_cannot_take_is_a_config_error(tmp_path):
   assert not os.path.exists(corpus) and not os.path.exists(tmp_path / "w")
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("fault", ["fails", "hangs"])
+def test_a_tensorboard_writer_that_fails_or_hangs_never_stops_training(base, caplog, monkeypatch, fault):
+  """The event file's writes fail (a full disk) or never return (a hung filesystem) after its first
+  events: the run goes on to the end with one warning; metrics.jsonl and checkpoints are complete."""
+  import threading  # pylint: disable=import-outside-toplevel
+
+  from tensorboardX import event_file_writer  # pylint: disable=import-outside-toplevel
+
+  write_event, unblock = event_file_writer.EventsWriter.write_event, threading.Event()
+
+  def faulty(self, event):
+    if getattr(self, "_events", 0) >= 2:  # the file's version and the purge mark are written
+      if fault == "fails":
+        raise OSError(errno.ENOSPC, "No space left on device")
+      unblock.wait(120)
+    self._events = getattr(self, "_events", 0) + 1  # pylint: disable=protected-access
+    return write_event(self, event)
+
+  monkeypatch.setattr(event_file_writer.EventsWriter, "write_event", faulty)
+  wd = _copy(base, f"tb_{fault}")
+  try:
+    with caplog.at_level(logging.WARNING):
+      res = loop.train(_c(base["corpus"], max_steps_per_run=4, **{"log.tensorboard": True}), wd)
+  finally:
+    unblock.set()
+  assert res.step == 8 and _steps(wd)[-1] == 8
+  why = "No space left on device" if fault == "fails" else "it did not finish writing"
+  assert _warnings(caplog).count("TensorBoard events are no longer written") == 1 and why in _warnings(caplog)
+  assert sorted(_rows(wd, "loss")) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
 @pytest.mark.timeout(150)
 def test_disk_full_during_a_save_stops_cleanly_and_the_rerun_resumes(base, monkeypatch):
   from orbax.checkpoint._src.handlers import json_checkpoint_handler as json_handler

@@ -188,6 +188,34 @@ def test_sigterm_saves_and_resume_is_bitwise_identical(runs, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.timeout(300)
+def test_first_ctrl_c_saves_like_sigterm_and_the_resume_is_exact(runs, monkeypatch):
+  """A real SIGINT to this process while step 4's metrics are written: the run saves at the step it is
+  on and returns (no KeyboardInterrupt); the resume matches the uninterrupted run bit for bit."""
+  wd = _copy(runs, "sigint")
+  write = logs.MetricsWriter.write
+
+  def write_and_press(self, step, metrics):
+    if step == 4 and "loss" in metrics:
+      os.kill(os.getpid(), signal.SIGINT)
+    return write(self, step, metrics)
+
+  monkeypatch.setattr(logs.MetricsWriter, "write", write_and_press)
+  old = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    res = loop.train(_cfg(runs["corpus"], max_steps_per_run=3), wd)
+  finally:
+    signal.signal(signal.SIGINT, old)
+  assert res.stopped_early and 4 <= res.step < 6, res.step
+  assert signal.getsignal(signal.SIGINT) is old  # the run's handler is gone
+  assert ckpt_lib.Checkpointer(wd, async_save=False).latest_step() == res.step
+  monkeypatch.setattr(logs.MetricsWriter, "write", write)
+  resumed = loop.train(_cfg(runs["corpus"], max_steps_per_run=6 - res.step), wd)
+  assert resumed.step == 6
+  for a, b in zip(_params(resumed.state), _params(runs["ref"].state)):
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.timeout(120)
 def test_checkpoint_of_another_config_fails_clearly(runs):
   wd = _copy(runs, "mismatch")

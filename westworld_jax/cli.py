@@ -15,6 +15,7 @@ write are dropped (quiet_orbax_orphans).
 from __future__ import annotations
 
 import logging as std_logging
+import errno
 import os
 import sys
 import warnings
@@ -147,8 +148,31 @@ def _guarded(main: Callable) -> Callable:
         raise
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
+    except OSError as e:
+      advice = _DISK_ADVICE.get(e.errno)
+      if advice is None or wants_traceback():
+        raise
+      where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f) or "a file of this run"
+      print(f"error: {where}: {e.strerror or e}: {advice}", file=sys.stderr)
+      sys.exit(2)
+    except KeyboardInterrupt:
+      if wants_traceback():
+        raise
+      print("interrupted (a training run saves on the first Ctrl-C; rerun the same command to resume)", file=sys.stderr)
+      sys.exit(130)
 
   return wrapped
+
+
+# OSErrors of the disk a command writes to: one line naming the path and what to do.
+_DISK_ADVICE = {
+  errno.ENOSPC: "the disk is full; free space (or use another --workdir / corpus_dir) and rerun to resume",
+  errno.EDQUOT: "the disk quota is exceeded; free space and rerun to resume",
+  errno.EROFS: "the filesystem is read-only; write to another --workdir / corpus_dir",
+  errno.EACCES: "permission denied; write to a directory you own (another --workdir / corpus_dir)",
+  errno.ENOTDIR: "a path there is a file, not a directory; choose another --workdir / corpus_dir",
+  errno.EISDIR: "a directory stands where a file is expected; choose another path",
+}
 
 
 def run(main: Callable) -> None:

@@ -3,7 +3,7 @@
 Resumes automatically from the latest checkpoint in the workdir (state + data iterator), so
 rerunning the same command after an interruption continues exactly where it stopped; a fresh run
 with cfg.init_from starts from that run's params (training/finetune.py).
-SIGTERM (preemption) saves a checkpoint at the next step boundary and exits cleanly.
+SIGTERM (preemption) or a first Ctrl-C saves a checkpoint at the next step boundary and exits cleanly.
 A non-finite loss or gradient stops the run without saving; the last good checkpoint stays.
 
 Each step runs the jitted train step, then the periodic hooks at its bottom: the step log (the
@@ -123,26 +123,40 @@ class StepLog:
 
 
 class Sigterm:
-  """While entered, SIGTERM (preemption) sets `received` instead of killing the process; the loop
-  saves and stops at the next step boundary. Off the main thread there is no preemption handling."""
+  """While entered, SIGTERM (preemption) and a first Ctrl-C (SIGINT) set `received` instead of killing
+  the process; the loop saves and stops at the next step boundary (a second Ctrl-C interrupts at once).
+  `agreed()` is the flag of all processes of a multi-host run (each stops at the same step). Off the
+  main thread there is no signal handling."""
 
   def __init__(self):
-    self.received = False
-    self._old = None
+    self.received = ""
+    self._old: dict = {}
 
-  def _handle(self, *_) -> None:
-    self.received = True
+  def _handle(self, signum, _frame) -> None:
+    self.received = signal.Signals(signum).name
+    if signum == signal.SIGINT:  # the next Ctrl-C is Python's KeyboardInterrupt again
+      signal.signal(signal.SIGINT, self._old.get(signal.SIGINT, signal.default_int_handler))
 
   def __enter__(self) -> "Sigterm":
-    try:
-      self._old = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread
-      pass
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread
+        pass
     return self
 
+  def agreed(self) -> str:
+    """The signal's name if this process or (multi-host) any process received one, else ''."""
+    if jax.process_count() == 1:
+      return self.received
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
+    got = multihost_utils.process_allgather(np.int32(bool(self.received)))
+    return (self.received or "SIGTERM") if np.any(got) else ""
+
   def __exit__(self, *exc) -> None:
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
 
 
 def _resume(ckpt: ckpt_lib.Checkpointer, target: Any, iterator, identity: dict, config: dict) -> Any | None:
@@ -260,7 +274,7 @@ def _train(cfg, workdir: str) -> TrainResult:
           log.add(s, metrics, tok, crc)
           bar.update(1)
 
-          preempted = sigterm.received  # read once: a preempted run always saves before it stops
+          preempted = sigterm.agreed()  # read once: a preempted run always saves before it stops
           save = s % cfg.checkpoint.every == 0 or s == end or preempted
           validating = s % cfg.eval.every == 0 or s == cfg.total_steps
           if save or validating:
@@ -273,7 +287,7 @@ def _train(cfg, workdir: str) -> TrainResult:
           if save:
             ckpt.save(s, state, iterator, record, force=True)
           if preempted:
-            bar.write(f"SIGTERM: saved step {s} in {ckpt.directory}; rerun the same command to resume")
+            bar.write(f"{preempted}: saved step {s} in {ckpt.directory}; rerun the same command to resume")
             break
         log.flush()
     except BaseException:

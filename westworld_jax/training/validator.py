@@ -28,6 +28,7 @@ class Validator:
     self.envs = corpus_lib.validation_environments(cfg.data, envs)
     self.batches: list[dict] = []
     self.last_plot = ""  # the newest validation plot (the training loop shows it in TensorBoard)
+    self._plot_failed = False
     if not self.envs:
       logging.warning("no validation episodes in %s: validation is skipped", cfg.data.corpus_dir)
       return
@@ -59,12 +60,18 @@ class Validator:
     out.update({f"val_mae/{e}": p.sum_abs / max(p.count, 1.0) for e, p in sorted(per_env.items())})
     if workdir and jax.process_index() == 0 and run.examples:
       env_id, obs, pred = run.examples[0]
-      self.last_plot = logs.plot_predictions(
-        os.path.join(workdir, "plots", f"val_step_{step:08d}.png"),
-        obs,
-        pred,
-        self.model.history,
-        corpus_lib.channel_names(self.cfg.data, self.envs[env_id]),
-        f"{self.envs[env_id]}, step {step}: validation window (normalised)",
-      )
+      path = os.path.join(workdir, "plots", f"val_step_{step:08d}.png")
+      try:
+        self.last_plot = logs.plot_predictions(
+          path,
+          obs,
+          pred,
+          self.model.history,
+          corpus_lib.channel_names(self.cfg.data, self.envs[env_id]),
+          f"{self.envs[env_id]}, step {step}: validation window (normalised)",
+        )
+      except OSError as e:  # a plot is never worth the run (a full disk: the next save says so)
+        if not self._plot_failed:
+          logging.warning("validation plots are not written (%s: %s)", path, e.strerror or e)
+        self._plot_failed = True
     return out
