@@ -147,6 +147,31 @@ def test_import_of_a_file_without_episodes_says_so(tmp_path):
   assert not (tmp_path / "corpus").exists()
 
 
+def test_import_names_bad_episode_ends_overflow_and_actions_out_of_range(tmp_path, caplog):
+  r = catalogue.load("hopper")
+  rng = np.random.default_rng(0)
+  obs = rng.normal(size=(120, r.num_obs))
+  act = rng.uniform(-1, 1, (120, r.num_act))
+  out = str(tmp_path / "corpus")
+  np.savez(tmp_path / "t.npz", observations=obs, actions=act, terminals=np.zeros(100, bool))
+  with pytest.raises(shards.CorpusError, match=r"`terminals` has 100 entries for 120 steps"):
+    importers.import_file("hopper", str(tmp_path / "t.npz"), out, "T")
+  big = obs.copy()
+  big[7, 2] = 1e300  # finite in float64, inf in float32: named as such, not as NaN/inf
+  np.savez(tmp_path / "o.npz", observations=big, actions=act, episode_ends=[60, 120])
+  with pytest.raises(
+    shards.CorpusError, match=rf"beyond float32's range.*1e\+300 at row 7, channel {r.obs_channels[2].name}"
+  ):
+    importers.import_file("hopper", str(tmp_path / "o.npz"), out, "O")
+  np.savez(tmp_path / "a.npz", observations=obs, actions=act * 1000, episode_ends=[60, 120])
+  with pytest.raises(shards.CorpusError, match=r"3 of 3 action channels leave the control range.*--strict"):
+    importers.import_file("hopper", str(tmp_path / "a.npz"), out, "A", strict=True)
+  assert _entries(out) == []
+  with caplog.at_level(logging.WARNING):
+    importers.import_file("hopper", str(tmp_path / "a.npz"), out, "A")  # imported, with the warning
+  assert f"{r.act_channels[0].name} [-9" in caplog.text and "(range [-1, 1])" in caplog.text
+
+
 def test_too_short_episodes_are_reported_and_all_short_is_an_error(tmp_path, caplog):
   out = str(tmp_path / "corpus")
   with caplog.at_level(logging.WARNING):
@@ -303,3 +328,32 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path):
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and "already exists" in errors[0] and "--overwrite" in errors[0], proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_a_damaged_policy_is_one_error_naming_its_file(tmp_path):
+  from westworld_jax.data import train_policy  # pylint: disable=import-outside-toplevel
+
+  root = tmp_path / "policies"
+  shutil.copytree(os.path.dirname(train_policy.policy_dir("hopper", "expert")), root / "hopper")
+  meta = root / "hopper" / "expert" / train_policy.META
+  text = meta.read_text()
+  meta.write_text(text[:50])
+  with pytest.raises(
+    train_policy.DamagedPolicyError, match=rf"{meta} is damaged \(JSONDecodeError.*train_policy --robot hopper"
+  ):
+    train_policy.load_policy("hopper", "expert", str(root))
+  meta.write_text(text)
+  for p in (root / "hopper" / "expert" / "params").rglob("*"):
+    if p.is_file() and p.parent.name == "d":
+      p.write_bytes(p.read_bytes()[:10])
+  with pytest.raises(train_policy.DamagedPolicyError, match=r"params does not restore .*train_policy --robot hopper"):
+    train_policy.load_policy("hopper", "expert", str(root))
+
+
+def test_a_stray_file_among_the_shards_is_named(corpus):
+  env_dir = corpus / ENV
+  shutil.copy(env_dir / "shard-00000.json", env_dir / "shard-00000 (copy).json")
+  with pytest.raises(shards.CorpusError, match=r"'shard-00000 \(copy\).json' in .* is not a shard of it.*move it out"):
+    collect.collect(_collect_cfg(corpus))
+  os.remove(env_dir / "shard-00000 (copy).json")
+  collect.collect(_collect_cfg(corpus))

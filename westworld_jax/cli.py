@@ -172,6 +172,7 @@ _DISK_ADVICE = {
   errno.EACCES: "permission denied; write to a directory you own (another --workdir / corpus_dir)",
   errno.ENOTDIR: "a path there is a file, not a directory; choose another --workdir / corpus_dir",
   errno.EISDIR: "a directory stands where a file is expected; choose another path",
+  errno.EEXIST: "a file stands where a directory is expected; choose another --workdir / corpus_dir",
 }
 
 

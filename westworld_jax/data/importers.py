@@ -161,11 +161,60 @@ def split_episodes(arrays: dict[str, np.ndarray], robot: Robot, where: str) -> l
     done = np.zeros(n, bool)
     for key in ("terminals", "timeouts", "dones"):
       if key in arrays:
-        done |= np.asarray(arrays[key]).astype(bool).reshape(-1)[:n]
+        flags_n = np.asarray(arrays[key]).reshape(-1)
+        if len(flags_n) != n:
+          raise shards.CorpusError(
+            f"{where}: `{key}` has {len(flags_n)} entries for {n} steps (one per step expected): fix the file's "
+            "episode ends"
+          )
+        done |= flags_n.astype(bool)
     ends = np.flatnonzero(done) + 1
   ends = np.unique(np.concatenate([ends[(ends > 0) & (ends < n)], [n]]))
   starts = np.concatenate([[0], ends[:-1]])
-  return [{"obs": obs[s:e].astype(np.float32), "act": act[s:e].astype(np.float32)} for s, e in zip(starts, ends)]
+  obs32, act32 = (
+    _float32(obs, "observations", where, robot.obs_channels),
+    _float32(act, "actions", where, robot.act_channels),
+  )
+  return [{"obs": obs32[s:e], "act": act32[s:e]} for s, e in zip(starts, ends)]
+
+
+def _float32(x: np.ndarray, what: str, where: str, channels) -> np.ndarray:
+  """x as float32; a finite value beyond float32's range is an error naming it (not NaN/inf later)."""
+  with np.errstate(over="ignore"):
+    out = np.asarray(x).astype(np.float32)
+  over = np.isinf(out) & np.isfinite(np.asarray(x, np.float64))
+  if over.any():
+    row, col = (int(i[0]) for i in np.nonzero(over))
+    raise shards.CorpusError(
+      f"{where}: {what} hold {int(over.sum())} finite values beyond float32's range (+-3.4e38), e.g. "
+      f"{float(np.asarray(x)[row, col]):.3g} at row {row}, channel {channels[col].name}: rescale or drop them"
+    )
+  return out
+
+
+def check_action_range(robot: Robot, episodes: list[dict], where: str, strict: bool = False) -> None:
+  """Actions outside the robot's control range (its actuators' ctrlrange; the simulator clips them) are a
+  warning naming each such channel, its range and what the data holds (an error with `strict`):
+  min-max normalisation would otherwise hide a unit or scale mismatch."""
+  if not episodes:
+    return
+  act = np.concatenate([e["act"] for e in episodes])
+  lo, hi = act.min(0), act.max(0)
+  span = np.maximum(robot.act_high - robot.act_low, 1e-6)
+  out = np.flatnonzero((lo < robot.act_low - 0.05 * span) | (hi > robot.act_high + 0.05 * span))
+  if not len(out):
+    return
+  parts = [
+    f"{robot.act_channels[i].name} [{lo[i]:.3g}, {hi[i]:.3g}] (range [{robot.act_low[i]:.3g}, {robot.act_high[i]:.3g}])"
+    for i in out[:6]
+  ]
+  msg = (
+    f"{where}: {len(out)} of {robot.num_act} action channels leave the control range of robot '{robot.name}': "
+    f"{'; '.join(parts)}{' ...' if len(out) > 6 else ''}; are they in the actuators' units?"
+  )
+  if strict:
+    raise shards.CorpusError(msg + " (--strict refuses them)")
+  logging.warning("%s", msg)
 
 
 def _describe(env_dir: str) -> str:
@@ -198,6 +247,7 @@ def import_file(
   history: int = DEFAULT_HISTORY,
   dt: float | None = None,
   trained: frozenset[str] = frozenset(),
+  strict: bool = False,
 ) -> dict:
   """Writes `out_dir/name/` in the corpus format and returns its metadata. `dt`: the data's control
   period when the file does not state one (an HDF5 attribute or .npz array `dt`); None: the file's,
@@ -214,6 +264,7 @@ def import_file(
     raise shards.CorpusError(f"{data_path} states dt={file_dt} s but --dt={dt}: drop --dt or fix the file")
   robot = robot_at_dt(catalogue.load(robot_source), dt or file_dt, data_path)
   episodes = split_episodes(read_arrays(data_path), robot, data_path)
+  check_action_range(robot, episodes, data_path, strict)
   return import_episodes(
     robot,
     episodes,
@@ -346,6 +397,7 @@ def main(argv):
     overwrite=_OVERWRITE.value,
     history=_HISTORY.value,
     dt=_DT.value or None,
+    strict=_STRICT.value,
   )
   print(f"imported {meta['counts']} episodes into {os.path.join(_OUT.value, _NAME.value)}")
 
@@ -358,6 +410,7 @@ if __name__ == "__main__":
   _NAME = flags.DEFINE_string("name", None, "Environment name (directory under --out).")
   _SPLIT = flags.DEFINE_enum("split", "pretrain", list(catalogue.SPLITS), "Which split the data belongs to.")
   _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing environment of that name.")
+  _STRICT = flags.DEFINE_bool("strict", False, "Refuse actions outside the robot's control range (default: a warning).")
   _DT = flags.DEFINE_float(
     "dt",
     0.0,

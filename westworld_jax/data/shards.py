@@ -209,7 +209,17 @@ def finalize(
   `trained`: digests (episode_digest) of episodes a model trained on; when any episode here is one of
   them, exactly those form the training split and every other episode is held out (val), so that
   an evaluation never scores an episode the model trained on, whatever val_fraction says."""
-  markers = sorted(glob.glob(os.path.join(env_dir, "shard-*.json")))
+  stray = sorted(
+    os.path.basename(p)
+    for p in glob.glob(os.path.join(env_dir, "shard-*"))
+    if not re.fullmatch(r"shard-(\d+)\.(array_record|json)(\.tmp)?", os.path.basename(p))
+  )
+  if stray:
+    raise CorpusError(
+      f"environment '{env_name}': {', '.join(repr(x) for x in stray[:5])} in {env_dir} is not a shard of it "
+      "(a copy or an edit?): move it out of the environment's directory and rerun"
+    )
+  markers = [p for s in sorted(shard_files(env_dir).values()) for p in s if p.endswith(".json")]
   if len(markers) != num_shards:
     raise CorpusError(
       f"environment '{env_name}': {len(markers)} of {num_shards} shards are complete; "

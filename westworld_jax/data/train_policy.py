@@ -45,6 +45,10 @@ class PolicyNotFoundError(UserError, FileNotFoundError):
   """No trained policy for a robot and level."""
 
 
+class DamagedPolicyError(UserError, ValueError):
+  """A saved policy whose files do not load (truncated, edited); the message names the file."""
+
+
 def policy_root(root: str | None = None) -> str:
   return root or os.environ.get(POLICY_DIR_ENV) or POLICY_DIR
 
@@ -95,13 +99,24 @@ def load_policy(robot: str, level: str, root: str | None = None) -> tuple[ppo.Po
       f"no {level} policy for {robot} in {os.path.dirname(path)}: train one with "
       f"`python -m westworld_jax.data.train_policy --robot {robot}`"
     )
-  with open(os.path.join(path, META)) as f:
-    meta = json.load(f)
-  net = ppo.ActorCritic(meta["num_act"], tuple(meta["hidden"]), meta["init_log_std"])
-  abstract = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), np.zeros((1, meta["num_obs"]), np.float32)))
-  with ocp.StandardCheckpointer() as ck:
-    params = ck.restore(os.path.join(os.path.abspath(path), "params"), abstract)
-  stats = {k: np.asarray(v) if k != "count" else float(v) for k, v in meta["obs_stats"].items()}
+  retrain = f"retrain it: `python -m westworld_jax.data.train_policy --robot {robot}` (or restore the file)"
+  try:
+    with open(os.path.join(path, META)) as f:
+      meta = json.load(f)
+    net = ppo.ActorCritic(meta["num_act"], tuple(meta["hidden"]), meta["init_log_std"])
+    shape = (1, meta["num_obs"])
+    stats = {k: np.asarray(v) if k != "count" else float(v) for k, v in meta["obs_stats"].items()}
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise DamagedPolicyError(f"{os.path.join(path, META)} is damaged ({type(e).__name__}: {e}): {retrain}") from None
+  abstract = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), np.zeros(shape, np.float32)))
+  try:
+    with ocp.StandardCheckpointer() as ck:
+      params = ck.restore(os.path.join(os.path.abspath(path), "params"), abstract)
+  except Exception as e:  # pylint: disable=broad-exception-caught  (orbax/tensorstore raise many kinds)
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    raise DamagedPolicyError(
+      f"{os.path.join(path, 'params')} does not restore ({type(e).__name__}: {first}): {retrain}"
+    ) from None
   return ppo.Policy(net, params, stats, meta["obs_clip"]), meta
 
 
