@@ -141,3 +141,13 @@ def test_actuator_without_ctrlrange_gets_an_explicit_assumed_range(caplog):
   assert r.describe()["ctrl_range_assumed"] == ["free"]
   warnings = [m for m in caplog.messages if "no ctrlrange" in m]
   assert len(warnings) == 1 and "unranged" in warnings[0] and "free" in warnings[0]  # once, not per probe
+
+
+def test_a_body_name_that_is_not_utf8_loads_with_its_bytes_escaped(tmp_path):
+  path = tmp_path / "latin1.xml"
+  path.write_bytes(
+    b'<mujoco model="latin1"><worldbody><body name="b\xe9in"><joint name="j" type="hinge"/>'
+    b'<geom type="sphere" size="0.1"/></body></worldbody><actuator><motor joint="j"/></actuator></mujoco>'
+  )
+  robot = catalogue.load(str(path))
+  assert robot.describe()["bodies"][0]["name"] == "b\\xe9in" and robot.num_act == 1

@@ -14,9 +14,22 @@ import numpy as np
 from westworld_jax.robots.robot import Channel, RobotLoadError
 
 
+_NAME_ADR = {
+  mujoco.mjtObj.mjOBJ_BODY: "name_bodyadr",
+  mujoco.mjtObj.mjOBJ_JOINT: "name_jntadr",
+  mujoco.mjtObj.mjOBJ_ACTUATOR: "name_actuatoradr",
+}
+
+
 def object_name(model: mujoco.MjModel, obj: mujoco.mjtObj, i: int, prefix: str) -> str:
-  """The object's name in the model, or `prefix` + its id when it has none."""
-  return mujoco.mj_id2name(model, obj, i) or f"{prefix}{i}"
+  """The object's name in the model, or `prefix` + its id when it has none. A name that is not UTF-8
+  (an MJCF saved in another encoding) keeps its other characters, the undecodable bytes as \\xNN."""
+  try:
+    return mujoco.mj_id2name(model, obj, i) or f"{prefix}{i}"
+  except UnicodeDecodeError:
+    adr = int(getattr(model, _NAME_ADR[obj])[i])
+    raw = bytes(model.names[adr:]).split(b"\0", 1)[0]
+    return raw.decode("utf-8", errors="backslashreplace") or f"{prefix}{i}"
 
 
 def _actuator_body(model: mujoco.MjModel, a: int) -> int:
