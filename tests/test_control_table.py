@@ -232,3 +232,9 @@ def test_control_refuses_a_bad_checkpoint_before_any_episode(tmp_path):
   with pytest.raises(UserError, match="not a training workdir"):
     experiment.run(cfg, str(tmp_path / "out"), str(tmp_path / "no_such_run"))
   assert not os.path.exists(tmp_path / "out" / "returns.json")
+  # a model whose window cannot hold the planned horizon: refused before the oracle's episodes, too
+  cfg.mppi.horizon = 500
+  shipped = os.path.join(os.path.dirname(experiment.__file__), "..", "pretrained", "westworld-cpu")
+  with pytest.raises(UserError, match=r"robot 'hopper'.*history 16 \+ 500 planned steps.*shorter mppi.horizon"):
+    experiment.run(cfg, str(tmp_path / "out"), shipped)
+  assert not os.path.exists(tmp_path / "out" / "returns.json")

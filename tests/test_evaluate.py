@@ -24,6 +24,7 @@ from westworld_jax import few_shot as ft
 from westworld_jax import scaling as scaling_lib
 from westworld_jax.data import pipeline, shards
 from westworld_jax.model.metrics import horizon_errors
+from westworld_jax.model.registry import CapacityError
 from westworld_jax.robots import catalogue
 from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import loop
@@ -240,6 +241,12 @@ def test_evaluate_own_robot_and_data(tiny, tmp_path):
   )
   e = out["runs"][0]["envs"]["my_arm"]
   assert e["windows"] > 0 and 0 < e["mae"] < 1
+  cfg.horizon = 10_000  # more than the model's window: refused before the file is imported
+  with pytest.raises(CapacityError, match=r"robot .* \+ 10000 predicted steps.*shorter --config.horizon"):
+    evaluate_cli.evaluate(
+      cfg, [("westworld", tiny["ckpt"])], str(tmp_path / "long"), robot=meta["robot"]["source"], data=data
+    )
+  assert not os.path.exists(tmp_path / "long" / "imported")
 
 
 @pytest.mark.timeout(200)

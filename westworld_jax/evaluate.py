@@ -47,9 +47,21 @@ def evaluate(
     corpus_dir = os.path.join(outdir, "imported")
     # Imported anew each time (overwrite): the same outdir may be reused with other data.
     history = min(c.model.history for c in ckpts)
+    user_robot = catalogue.load(robot)
+    for c in ckpts:  # before the import: a robot the model cannot take is one line, not an imported corpus
+      horizon = int(cfg.horizon or c.run_config["data"]["horizon"])
+      c.model.check_robot(
+        f"robot '{user_robot.name}' ({c.model.history} history + {horizon} predicted steps) for {c.workdir}",
+        "evaluate a model pretrained with a larger model.{field} (or, for max_window_len, a shorter --config.horizon)",
+        obs_struct=user_robot.obs_struct(),
+        act_struct=user_robot.act_struct(),
+        obs_kind=user_robot.obs_kinds(),
+        act_kind=user_robot.act_kinds(),
+        window_len=c.model.history + horizon,
+      )
     trained = frozenset()
     if not cfg.require_unseen:  # episodes a checkpoint trained on (e.g. fine-tuning on this file) are never scored
-      robot_name = catalogue.load(robot).name
+      robot_name = user_robot.name
       for c in ckpts:
         digests, unread = ev.trained_episodes(c, robot_name)
         trained |= digests

@@ -149,6 +149,24 @@ def _pad_last(x, n):
   return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
 
 
+def check_fits(world_model, task, segment: int, obs_pad: int = 0, act_pad: int = 0) -> None:
+  """CapacityError unless the model takes the task's robot (padded to obs_pad / act_pad channels) in
+  windows of its history + `segment` planned steps: what planning needs, checkable before any episode."""
+  obs_pad, act_pad = obs_pad or task.num_obs, act_pad or task.num_act
+  world_model.check_robot(
+    f"robot '{task.robot.name}' (padded to {obs_pad} / {act_pad} obs / action channels, "
+    f"history {world_model.history} + {segment} planned steps per window)",
+    "plan with a world model of a larger {field} (or, for max_window_len, a shorter mppi.horizon or wm_segment)",
+    obs_struct=task.robot.obs_struct(),
+    act_struct=task.robot.act_struct(),
+    obs_kind=task.robot.obs_kinds(),
+    act_kind=task.robot.act_kinds(),
+    num_obs=obs_pad,
+    num_act=act_pad,
+    window_len=world_model.history + segment,
+  )
+
+
 class WorldModelBackend(Backend):
   """Rollouts in a world model: the whole horizon of all samples from one `predict` call (the
   authors' way), or, with `segment`, chained windows for a horizon longer than the model's window.
@@ -199,18 +217,7 @@ class WorldModelBackend(Backend):
           f"task '{t.name}' has {t.num_obs} obs / {t.num_act} act channels, more than the padding "
           f"{self.obs_pad} / {self.act_pad}"
         )
-      world_model.check_robot(
-        f"robot '{t.robot.name}' (padded to {self.obs_pad} / {self.act_pad} obs / action channels, "
-        f"history {self.history} + {self.segment} planned steps per window)",
-        "plan with a world model of a larger {field} (or, for max_window_len, a shorter mppi.horizon or wm_segment)",
-        obs_struct=t.robot.obs_struct(),
-        act_struct=t.robot.act_struct(),
-        obs_kind=t.robot.obs_kinds(),
-        act_kind=t.robot.act_kinds(),
-        num_obs=self.obs_pad,
-        num_act=self.act_pad,
-        window_len=self.T,
-      )
+      check_fits(world_model, t, self.segment, self.obs_pad, self.act_pad)
     for t, n in zip(tasks, normalisers):
       if len(n.obs_min) != t.num_obs or len(n.act_min) != t.num_act:
         raise ValueError(

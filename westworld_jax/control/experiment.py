@@ -123,9 +123,7 @@ def run(cfg, workdir: str, checkpoint: str | None = None) -> dict:
   if stray:
     raise ValueError(f"config policy_mppi names {sorted(stray)}: MPPI policies are 'oracle' and 'world_model'")
   if checkpoint and "world_model" in cfg.policies:  # a bad --checkpoint fails now, not after the oracle's episodes
-    from westworld_jax.training import run_files  # pylint: disable=import-outside-toplevel
-
-    run_files.read_run_config(checkpoint)
+    planners_lib.check_checkpoint(planners_lib.policy_task("world_model", task, cfg), cfg, checkpoint)
   summary = {
     "task": task.describe(),
     "episode_len": steps,

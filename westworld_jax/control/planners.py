@@ -75,6 +75,18 @@ def expert_actions(task: tasks_lib.Task, mcfg: MPPIConfig, dim: int) -> mppi_lib
   return mppi_lib.ExpertActions.of(task.reference.actions, dim)
 
 
+def check_checkpoint(task: tasks_lib.Task, cfg, checkpoint: str) -> None:
+  """Before any episode: the checkpoint is a training workdir whose model can plan the task (its robot's
+  channels and bodies, its window for the world model's horizon); one UserError otherwise."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+
+  from westworld_jax.training import run_files  # pylint: disable=import-outside-toplevel
+
+  wm = run_files.build_model(ml_collections.ConfigDict(run_files.read_run_config(checkpoint)["model"]))
+  horizon = mppi_config("world_model", cfg).horizon
+  backends.check_fits(wm, task, min(cfg.get("wm_segment", 0) or horizon, horizon))
+
+
 def world_model_parts(task: tasks_lib.Task, cfg, checkpoint: str | None):
   """(world_model, params, Normaliser, description) for the task, per cfg.model / cfg.stats."""
   desc = {}
