@@ -137,6 +137,8 @@ def test_numeric_fields_are_checked_before_any_work(tmp_path):
     validate.ConfigError, match=r"total_steps must be > 0.*optim\.lr must be >= 0.*log\.every must be > 0"
   ):
     loop.train(_c(corpus, total_steps=0, **{"optim.lr": -1.0, "log.every": 0}), str(tmp_path / "w"))
+  with pytest.raises(validate.ConfigError, match=r"^data\.environments must be a tuple of environment names"):
+    loop.train(_c(corpus, **{"data.environments": (5,)}), str(tmp_path / "w"))
   assert not os.path.exists(corpus) and not os.path.exists(tmp_path / "w")
 
 
