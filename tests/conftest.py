@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from tests import hang_guard
 from westworld_jax import cli
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "westworld_jax_jit"))
@@ -16,3 +17,13 @@ def pytest_configure(config):
   pytest's own unraisable-exception hook, which keeps reporting everything else."""
   del config
   cli.quiet_orbax_orphans()
+
+
+def pytest_collection_modifyitems(config, items):
+  """Every test's time limit is a hang guard (tests/hang_guard.py): its `timeout` mark, else pytest.ini's,
+  scaled so that a busy machine never fails a test on time alone."""
+  default = float(config.getini("timeout") or 300)
+  for item in items:
+    mark = item.get_closest_marker("timeout")
+    seconds = float(mark.args[0]) if mark and mark.args else default
+    item.add_marker(pytest.mark.timeout(hang_guard.guard(seconds)), append=False)

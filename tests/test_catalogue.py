@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from westworld_jax.robots import catalogue
+from tests.hang_guard import guard
 
 HELD_OUT = {
   "walker2d": "zero_shot",
@@ -21,7 +22,7 @@ HELD_OUT = {
 @pytest.fixture(scope="module")
 def listing():
   out = subprocess.run(
-    [sys.executable, "-m", "westworld_jax.robots", "list", "--json"], capture_output=True, text=True, timeout=280
+    [sys.executable, "-m", "westworld_jax.robots", "list", "--json"], capture_output=True, text=True, timeout=guard(280)
   )
   assert out.returncode == 0, out.stderr[-2000:]
   return json.loads(out.stdout)

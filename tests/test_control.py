@@ -25,6 +25,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests.hang_guard import guard
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _PRELUDE = """
@@ -332,7 +334,7 @@ _CACHE = {}
 
 def _result(procs, name):
   if name not in _CACHE:
-    _CACHE[name] = _finish(procs[name], name, timeout=420)
+    _CACHE[name] = _finish(procs[name], name, timeout=guard(420))
   return _CACHE[name]
 
 

@@ -28,6 +28,7 @@ from westworld_jax.model.registry import CapacityError
 from westworld_jax.robots import catalogue
 from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import loop
+from tests.hang_guard import guard
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN = ("dmc_cartpole-ou", "dmc_reacher-ou")
@@ -205,7 +206,7 @@ def test_evaluate_cli_end_to_end(tiny, tmp_path):
     cwd=REPO_ROOT,
     capture_output=True,
     text=True,
-    timeout=190,
+    timeout=guard(190),
   )
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   with open(os.path.join(out, "results.json")) as f:

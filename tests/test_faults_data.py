@@ -16,6 +16,7 @@ import pytest
 from experiments import data as data_config
 from westworld_jax.data import collect, importers, pipeline, shards
 from westworld_jax.robots import catalogue
+from tests.hang_guard import guard
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = "dmc_cheetah-ou"
@@ -321,7 +322,7 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path):
     cwd=REPO_ROOT,
     capture_output=True,
     text=True,
-    timeout=120,
+    timeout=guard(120),
     env={**os.environ, "WESTWORLD_TRACEBACK": ""},
   )
   assert proc.returncode == 2, proc.stderr

@@ -21,6 +21,7 @@ from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import loop
 from westworld_jax.training import run_files
 from westworld_jax.training import validate
+from tests.hang_guard import guard
 
 NO_EVAL = {"eval.every": 10**6}  # no validation: one compilation less per run
 
@@ -256,7 +257,7 @@ def _train_cli(tmp_path, flag: str):
   """The tiny training command with one extra flag: (process, its non-empty output lines)."""
   cmd = [sys.executable, "-m", "westworld_jax.train", "--config", "experiments/pretrain.py:tiny"]
   proc = subprocess.run(
-    cmd + [f"--workdir={tmp_path / 'w'}", flag], cwd=REPO_ROOT, capture_output=True, text=True, timeout=110
+    cmd + [f"--workdir={tmp_path / 'w'}", flag], cwd=REPO_ROOT, capture_output=True, text=True, timeout=guard(110)
   )
   return proc, [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
 

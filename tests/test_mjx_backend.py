@@ -13,6 +13,8 @@ import textwrap
 
 import pytest
 
+from tests.hang_guard import guard
+
 _PRELUDE = """
 import os
 os.sched_setaffinity(0, {0})  # before jax is imported
@@ -149,7 +151,7 @@ def test_mjx_rollout_matches_c_rollout(sensors):
 
 @pytest.mark.timeout(120)
 def test_adaptation_and_incompatible_model():
-  r = _run(_ADAPT, timeout=100)
+  r = _run(_ADAPT, timeout=guard(100))
   assert "solver pgs -> newton" in r["gym_humanoid"]["changes"]
   assert r["dmc_cartpole"]["changes"] == ["enable flag energy off"]
   assert any("collision pairs dropped" in c for c in r["dmc_quadruped"]["changes"])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from westworld_jax.model.moe import Router, SysMoE, expert_capacity, load_balancing_loss, router_z_loss, topk_dispatch
+from tests.hang_guard import guard
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 G, L, D, E = 12, 5, 8, 4
@@ -149,7 +150,7 @@ def test_expert_parallel_equals_unsharded_on_8_devices():
   # and this process has already imported jax.
   env = {**os.environ, "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
   proc = subprocess.run(
-    [sys.executable, "-c", _SHARDED_CHECK], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=110
+    [sys.executable, "-c", _SHARDED_CHECK], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=guard(110)
   )
   assert proc.returncode == 0 and "SHARDED_OK" in proc.stdout, proc.stdout + proc.stderr
 
@@ -185,6 +186,11 @@ _SHARDED_MODEL_CHECK = textwrap.dedent("""
 def test_whole_model_expert_parallel_equals_unsharded_on_8_devices():
   env = {**os.environ, "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
   proc = subprocess.run(
-    [sys.executable, "-c", _SHARDED_MODEL_CHECK], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=110
+    [sys.executable, "-c", _SHARDED_MODEL_CHECK],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=guard(110),
   )
   assert proc.returncode == 0 and "SHARDED_OK" in proc.stdout, proc.stdout + proc.stderr

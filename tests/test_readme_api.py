@@ -7,6 +7,7 @@ import re
 import subprocess
 
 import pytest
+from tests.hang_guard import guard
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +29,7 @@ def test_readme_loads_the_shipped_model_and_beats_hold_last(tmp_path, monkeypatc
   env = dict(os.environ, PYTHONPATH=_ROOT)
   for cmd in commands:
     cmd = cmd.replace("experiments/", os.path.join(_ROOT, "experiments") + "/")
-    subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=guard(300))
   assert (tmp_path / "hopper.hdf5").exists()
   monkeypatch.chdir(tmp_path)  # the block as a user's script there (in this process: no second jax start)
   exec(compile(python, "README.md", "exec"), {})

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from westworld_jax.robots import RobotLoadError, catalogue, load_robot
+from tests.hang_guard import guard
 
 
 def test_gym_hopper_channels_match_gym_observation():
@@ -94,7 +95,7 @@ def test_missing_and_wrong_files(tmp_path):
 
 def _cli(*args):
   return subprocess.run(
-    [sys.executable, "-m", "westworld_jax.robots", *args], capture_output=True, text=True, timeout=240
+    [sys.executable, "-m", "westworld_jax.robots", *args], capture_output=True, text=True, timeout=guard(240)
   )
 
 

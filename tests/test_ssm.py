@@ -20,6 +20,7 @@ from westworld_jax.model.mamba import SelectiveSSM
 from westworld_jax.model.configs import get_model_config
 from westworld_jax.model import ssm
 from westworld_jax.model.ssm import resolve_impl, resolve_kernel, selective_scan, selective_scan_step
+from tests.hang_guard import guard
 
 jax.config.update("jax_enable_x64", False)
 
@@ -439,6 +440,6 @@ def test_kernel_under_a_mesh_runs_per_shard_and_equals_unsharded():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
   proc = subprocess.run(
-    [sys.executable, "-c", _SHARDED_SCAN_CHECK], cwd=root, env=env, capture_output=True, text=True, timeout=170
+    [sys.executable, "-c", _SHARDED_SCAN_CHECK], cwd=root, env=env, capture_output=True, text=True, timeout=guard(170)
   )
   assert proc.returncode == 0 and "SHARDED_OK" in proc.stdout, proc.stdout + proc.stderr[-3000:]

@@ -21,6 +21,7 @@ from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import logs
 from westworld_jax.training import loop
 from westworld_jax.training import mesh as mesh_lib
+from tests.hang_guard import guard
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL = 1000  # schedule length; runs stop early with max_steps_per_run
@@ -171,13 +172,13 @@ def test_sigterm_saves_and_resume_is_bitwise_identical(runs, tmp_path):
     text=True,
   )
   metrics = os.path.join(wd, "metrics.jsonl")
-  deadline = time.time() + 200
+  deadline = time.time() + guard(200)
   while time.time() < deadline and proc.poll() is None:
     if os.path.exists(metrics) and os.path.getsize(metrics) > 0:
       proc.send_signal(signal.SIGTERM)
       break
     time.sleep(0.02)
-  out, _ = proc.communicate(timeout=200)
+  out, _ = proc.communicate(timeout=guard(200))
   assert proc.returncode == 0, out
   k = ckpt_lib.Checkpointer(wd, async_save=False).latest_step()
   assert k is not None and 1 <= k < 6, out
@@ -322,7 +323,7 @@ def test_sharded_step_and_restore_on_8_devices(runs, tmp_path):
     env=env,
     capture_output=True,
     text=True,
-    timeout=280,
+    timeout=guard(280),
   )
   assert proc.returncode == 0 and "EIGHT_OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-5000:]
 
@@ -330,7 +331,7 @@ def test_sharded_step_and_restore_on_8_devices(runs, tmp_path):
 _TWO = ("--config.total_steps=6", "--config.eval.every=2", "--config.checkpoint.every=2", "--config.log.every=1")
 
 
-def _tiny_cli(args, env, timeout=280):
+def _tiny_cli(args, env, timeout=guard(280)):
   proc = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   return proc

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from tests.hang_guard import guard
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +41,7 @@ CRAWLER = """<mujoco model="my_crawler">
 
 def _run(args, cwd, env):
   out = subprocess.run(
-    [sys.executable, "-m"] + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=400
+    [sys.executable, "-m"] + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=guard(400)
   )  # fmt: skip
   assert out.returncode == 0, out.stderr[-3000:]
   return out
