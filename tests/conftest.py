@@ -1,4 +1,5 @@
-"""Shared test setup: a persistent JAX compilation cache (recompiles drop from ~10 s to ~2 s)."""
+"""Shared test setup: the commands' persistent JAX compilation cache (recompiles drop from ~10 s to ~2 s;
+test subprocesses inherit it) and hang-guard time limits."""
 
 import os
 
@@ -7,7 +8,7 @@ import pytest
 from tests import hang_guard
 from westworld_jax import cli
 
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "westworld_jax_jit"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cli.compilation_cache_dir())  # the commands' cache
 
 
 @pytest.hookimpl(trylast=True)

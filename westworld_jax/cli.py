@@ -24,6 +24,7 @@ from typing import Callable
 from absl import app, flags
 from absl import logging as absl_logging
 
+from westworld_jax import cache_dirs
 from westworld_jax.errors import UserError
 
 __all__ = ["UserError", "enable_compilation_cache", "project_logging", "quiet_orbax_orphans", "run", "wants_traceback"]
@@ -42,17 +43,20 @@ def wants_traceback() -> bool:
     return False
 
 
-def enable_compilation_cache(path: str | None = None) -> None:
-  """Persistent XLA cache: the many runs of one experiment share programs (compiles drop ~5x)."""
-  # jax loads only here: control's commands pin their process to a core before jax is imported.
-  import jax  # pylint: disable=import-outside-toplevel
+def compilation_cache_dir() -> str:
+  """Where every command (and the tests) keep compiled XLA programs: $JAX_COMPILATION_CACHE_DIR, else
+  the project's cache (cache_dirs: $WESTWORLD_CACHE_DIR or ~/.cache/westworld_jax) /jit."""
+  return os.environ.get("JAX_COMPILATION_CACHE_DIR") or cache_dirs.cache_dir("jit")
 
-  path = (
-    path
-    or os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    or os.path.join(os.path.expanduser("~"), ".cache", "westworld_jax_jit")
-  )
-  jax.config.update("jax_compilation_cache_dir", path)
+
+def enable_compilation_cache(path: str | None = None) -> None:
+  """Persistent XLA cache: the runs of one experiment, and every command, share programs (compiles drop
+  ~5x). Through JAX's environment variable when jax is not imported yet (control's commands pin their
+  process to a core before jax loads), else its config."""
+  path = path or compilation_cache_dir()
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+  if "jax" in sys.modules:
+    sys.modules["jax"].config.update("jax_compilation_cache_dir", path)
 
 
 def project_logging() -> None:
@@ -177,5 +181,6 @@ _DISK_ADVICE = {
 
 
 def run(main: Callable) -> None:
-  """absl.app.run(main) behind the error boundary."""
+  """absl.app.run(main) behind the error boundary, with the persistent compilation cache."""
+  enable_compilation_cache()
   app.run(_guarded(main), flags_parser=_parse_flags)

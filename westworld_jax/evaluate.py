@@ -131,7 +131,6 @@ def evaluate(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  cli.enable_compilation_cache()
   cfg = _CONFIG.value
   checkpoints = ev.parse_checkpoints(_CHECKPOINT.value or cfg.checkpoints)
   out = evaluate(cfg, checkpoints, _WORKDIR.value, _ROBOT.value, _DATA.value)

@@ -163,7 +163,6 @@ def finetune(cfg, outdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  cli.enable_compilation_cache()
   out = finetune(_CONFIG.value, _WORKDIR.value)
   print(open(os.path.join(_WORKDIR.value, "results.md")).read().split("## Runs")[0])
   print(f"wrote {_WORKDIR.value}/results.json, results.md, plots/ ({out['seconds']:.0f}s)")

@@ -159,7 +159,6 @@ def learning_curve(cfg, outdir: str) -> dict:
 
 def main(argv):
   del argv
-  cli.enable_compilation_cache()
   out = learning_curve(_CONFIG.value, _WORKDIR.value)
   print(f"wrote {os.path.join(_WORKDIR.value, 'results.md')} ({len(out['records'])} evaluations)")
 

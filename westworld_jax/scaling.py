@@ -266,7 +266,6 @@ def scaling(cfg, outdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  cli.enable_compilation_cache()
   t0 = time.perf_counter()
   scaling(_CONFIG.value, _WORKDIR.value)
   print(open(os.path.join(_WORKDIR.value, "results.md")).read())

@@ -27,7 +27,6 @@ def main(argv):
   # an H100 for 64.4 GiB of its 79.1 (benchmarks/results/gpu_aot.json). Read when the backend starts.
   os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
   maybe_initialize_distributed(_CONFIG.value)  # before any other JAX call
-  cli.enable_compilation_cache()  # reruns and resumes of a config reuse its compiled programs
   result = train(_CONFIG.value, _WORKDIR.value)
   msg = f"stopped at step {result.step}; rerun to continue" if result.stopped_early else f"done at step {result.step}"
   last = next((r for r in reversed(result.rows) if "loss" in r), None)
