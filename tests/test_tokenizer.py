@@ -58,3 +58,25 @@ def test_target_bins():
   np.testing.assert_array_equal(target_bins(centres, k), np.arange(k))
   # The histogram's mode is the target bin for values at bin centres.
   np.testing.assert_array_equal(jnp.argmax(hl_gauss_histogram(centres, k), -1), np.arange(k))
+
+
+def test_hl_gauss_target_has_no_quantisation_floor_and_bin_target_does():
+  """The loss's optimum read-out: with one-hot bin targets the centre of the value's bin (a mean error of
+  1/(4K)); with HL-Gauss targets the value itself (interior values). The hl_gauss loss is minimal there."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from westworld_jax.model.loss import next_step_loss  # pylint: disable=import-outside-toplevel
+
+  k = 32
+  v = np.random.default_rng(0).uniform(0.1, 0.9, (4, 3, 5)).astype(np.float32)  # [B, T, Co]
+  batch = {"obs": jnp.asarray(v), "obs_mask": jnp.ones((4, 5), bool), "time_mask": jnp.ones((4, 3), bool)}
+  one_hot = jnp.log(jax.nn.one_hot(target_bins(jnp.asarray(v), k), k) + 1e-30)
+  err_bin = np.abs(np.asarray(expectation(one_hot)) - v)
+  assert abs(err_bin.mean() - 1 / (4 * k)) < 0.25 / (4 * k)
+  soft = jnp.log(hl_gauss_histogram(jnp.asarray(v), k) + 1e-30)
+  assert np.abs(np.asarray(expectation(soft)) - v).max() < 1e-4
+  logits = jnp.concatenate([soft[:, 1:], soft[:, :1]], axis=1)  # logits[:, t] predicts obs[:, t + 1]
+  grad = jax.grad(lambda lg: next_step_loss(lg, batch, first_target_step=1, target="hl_gauss"))(logits)
+  assert float(jnp.abs(grad[:, :-1]).max()) < 1e-6  # cross-entropy to a distribution: minimal at it
+  with pytest.raises(ValueError, match="target='nope'"):
+    next_step_loss(logits, batch, first_target_step=1, target="nope")

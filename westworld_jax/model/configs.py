@@ -48,6 +48,9 @@ class ModelConfig(ConfigMixin):
   #     see the real observation, so they teach the one-step dynamics);
   #   history: the predicted horizon only.
   first_target_step: int = 1
+  # Cross-entropy target (loss.py): "bin" (upstream) one-hot on the value's bin; "hl_gauss" its
+  # HL-Gauss histogram, read out without the half-bin quantisation of "bin".
+  loss_target: str = "bin"
 
   # Selective SSM over time (westworld_jax.model.mamba.SelectiveSSM).
   ssm_d_state: int = 64
@@ -119,6 +122,8 @@ class ModelConfig(ConfigMixin):
       raise ValueError(f"system_embedding={self.system_embedding!r}: use 'cls', 'robot' or 'token'.")
     if self.cls_position not in ("history", "end"):
       raise ValueError(f"cls_position={self.cls_position!r}: use 'history' or 'end'.")
+    if self.loss_target not in ("bin", "hl_gauss"):
+      raise ValueError(f"loss_target={self.loss_target!r}: use 'bin' or 'hl_gauss'.")
     if self.block_norms not in ("upstream", "post"):
       raise ValueError(f"block_norms={self.block_norms!r}: use 'upstream' or 'post'.")
     if not 1 <= self.first_target_step <= self.history:

@@ -6,6 +6,13 @@ trains with ModelConfig.first_target_step: 1 (upstream) counts every next-step t
 window, history positions included; the history length counts the predicted horizon only.
 The metric of validation and evaluation (metrics.py) always scores the horizon (steps >= history).
 
+Target of the cross-entropy:
+  "bin" (upstream): one-hot on the bin holding the value. Its best read-out (expectation over bin
+          centres) is the bin's centre, a quantisation error of up to half a bin: with K bins a mean
+          of 1/(4K) in normalised units, comparable to a channel's one-step change for small K;
+  "hl_gauss": the value's HL-Gauss histogram (the input's, sigma 0.75 bins; Farebrother et al.
+          2024), whose expectation is the value itself away from [0, 1]'s edges: no quantisation floor.
+
 Weighting (padding never counts, unlike upstream's fixed 1/78 weight per padded slot):
   "token" (default): mean over all real target tokens of the batch; an environment weighs
           in proportion to its real tokens (a 60-channel humanoid counts 10x a 6-channel
@@ -19,9 +26,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from westworld_jax.model.tokenizer import target_bins
+from westworld_jax.model.tokenizer import hl_gauss_histogram, target_bins
 
 WEIGHTINGS = ("token", "env")
+TARGETS = ("bin", "hl_gauss")
 
 
 def target_mask(batch: dict[str, jax.Array], first_target_step: int) -> jax.Array:
@@ -50,7 +58,12 @@ def _weighted_mean(per_elem_btc, mask_btc, env_id_b, weighting):
 
 
 def next_step_loss(
-  logits_btck: jax.Array, batch: dict[str, jax.Array], *, first_target_step: int, weighting: str = "token"
+  logits_btck: jax.Array,
+  batch: dict[str, jax.Array],
+  *,
+  first_target_step: int,
+  weighting: str = "token",
+  target: str = "bin",
 ) -> jax.Array:
   """Masked cross-entropy of next-step observation bins (scalar float32).
 
@@ -59,11 +72,17 @@ def next_step_loss(
     batch: with obs, obs_mask, time_mask and (for weighting="env") env_id.
     first_target_step: first target step that counts (usually the history length).
     weighting: "token" or "env" (module docstring).
+    target: "bin" or "hl_gauss" (module docstring).
   """
   num_bins = logits_btck.shape[-1]
   logp = jax.nn.log_softmax(logits_btck[:, :-1].astype(jnp.float32), axis=-1)
-  target_btc = target_bins(batch["obs"][:, 1:], num_bins)
-  nll_btc = -jnp.take_along_axis(logp, target_btc[..., None], axis=-1)[..., 0]
+  if target == "bin":
+    target_btc = target_bins(batch["obs"][:, 1:], num_bins)
+    nll_btc = -jnp.take_along_axis(logp, target_btc[..., None], axis=-1)[..., 0]
+  elif target == "hl_gauss":
+    nll_btc = -jnp.sum(hl_gauss_histogram(batch["obs"][:, 1:], num_bins) * logp, axis=-1)
+  else:
+    raise ValueError(f"target={target!r}: use one of {TARGETS}.")
   mask_btc = target_mask(batch, first_target_step)
   env_id = batch.get("env_id", jnp.zeros(logits_btck.shape[:1], jnp.int32))
   return _weighted_mean(nll_btc, mask_btc, env_id, weighting)

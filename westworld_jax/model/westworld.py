@@ -270,7 +270,7 @@ def westworld_model(config: ModelConfig, rules: Any = None) -> WorldModel:
 
   def loss(params, batch, rng):
     out = module.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
-    nll = next_step_loss(out["logits"], batch, first_target_step=config.first_target_step)
+    nll = next_step_loss(out["logits"], batch, first_target_step=config.first_target_step, target=config.loss_target)
     return nll + out["aux_loss"], {"nll": nll, "aux_loss": out["aux_loss"]}
 
   def predict(params, batch):
