@@ -113,7 +113,7 @@ def report(results: dict, labels: list[str], out: str, note: str) -> None:
     if s < steps:
       row = [np.mean([r["per_step"][c][s] for r in results.values()]) for c in labels + ["hold_last"]]
       lines.append(f"| {s + 1} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
-  lines += ["", f"First step, all channels: " + ", ".join(f"{c} {v:.2f}" for c, v in allk.items()), ""]
+  lines += ["", "First step, all channels: " + ", ".join(f"{c} {v:.2f}" for c, v in allk.items()), ""]
   with open(os.path.join(out, "results.md"), "w") as f:
     f.write("\n".join(lines))
   with open(os.path.join(out, "results.json"), "w") as f:
