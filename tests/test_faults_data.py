@@ -358,3 +358,33 @@ def test_a_stray_file_among_the_shards_is_named(corpus):
     collect.collect(_collect_cfg(corpus))
   os.remove(env_dir / "shard-00000 (copy).json")
   collect.collect(_collect_cfg(corpus))
+
+
+def test_a_full_disk_during_collection_is_the_disks_error_and_the_rerun_resumes(tmp_path, monkeypatch):
+  """array_record reports ENOSPC as a RuntimeError: it becomes the OSError the commands print as one line
+  (cli.py); the shards written before it are kept and the rerun completes the environment."""
+  import errno  # pylint: disable=import-outside-toplevel
+
+  real, calls = shards.array_record_module.ArrayRecordWriter, []
+
+  class FullAfterOne:  # the disk fills while the second shard is written
+    def __init__(self, path, options):
+      calls.append(path)
+      self.w = real(path, options)
+
+    def write(self, record):
+      if len(calls) > 1:
+        raise RuntimeError(f"write() failed: No space left on device; writing {calls[-1]}; at byte 0")
+      self.w.write(record)
+
+    def close(self):
+      self.w.close()
+
+  monkeypatch.setattr(shards.array_record_module, "ArrayRecordWriter", FullAfterOne)
+  corpus = tmp_path / "corpus"
+  with pytest.raises(OSError) as e:
+    collect.collect(_collect_cfg(corpus))
+  assert e.value.errno == errno.ENOSPC and e.value.filename.endswith("shard-00001.array_record.tmp")
+  monkeypatch.setattr(shards.array_record_module, "ArrayRecordWriter", real)
+  collect.collect(_collect_cfg(corpus))
+  assert len(_episodes(corpus / ENV)) == 4

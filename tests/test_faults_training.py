@@ -399,3 +399,25 @@ def test_a_second_training_on_a_busy_workdir_is_refused_and_loses_nothing(base):
   assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before
   with workdir_lock.held(wd):  # released when the holder ends: the next run takes it
     pass
+
+
+def test_the_command_boundary_prints_disk_errors_and_ctrl_c_in_one_line(capsys):
+  from westworld_jax import cli  # pylint: disable=import-outside-toplevel
+
+  cases = (
+    (OSError(errno.ENOSPC, "No space left on device", "/w/checkpoints/8"), 2, "error: /w/checkpoints/8: No space"),
+    (OSError(errno.EROFS, "Read-only file system", "/w"), 2, "error: /w: Read-only file system: the filesystem is"),
+    (FileExistsError(errno.EEXIST, "File exists", "/w"), 2, "error: /w: File exists: a file stands where"),
+    (KeyboardInterrupt(), 130, "interrupted (a training run saves on the first Ctrl-C"),
+  )
+  for exc, code, want in cases:
+
+    def main(_, exc=exc):
+      raise exc
+
+    with pytest.raises(SystemExit) as e:
+      cli._guarded(main)(["prog"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == code and len(err) == 1 and err[0].startswith(want), err
+  with pytest.raises(OSError):  # an OSError of no disk condition is a bug: its traceback stays
+    cli._guarded(lambda _: (_ for _ in ()).throw(OSError(errno.EPIPE, "Broken pipe")))(["prog"])

@@ -15,6 +15,7 @@ key, so the split does not depend on how many shards exist).
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
@@ -132,11 +133,21 @@ def write_shard(env_dir: str, shard: int, episodes: list[dict], info: dict) -> N
   os.makedirs(env_dir, exist_ok=True)
   path = shard_path(env_dir, shard)
   tmp = path + ".tmp"
-  writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
   for i, ep in enumerate(episodes):
     check_finite(ep, f"{path} episode {i}")
-    writer.write(encode_episode(ep))
-  writer.close()
+  try:
+    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+    for ep in episodes:
+      writer.write(encode_episode(ep))
+    writer.close()
+  except RuntimeError as e:  # array_record reports the OS's errors as RuntimeError: the disk's one line
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    text = str(e)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+      if os.strerror(code) in text:
+        raise OSError(code, os.strerror(code), tmp) from None
+    raise CorpusError(f"{tmp}: writing the shard failed ({text.splitlines()[0][:300]})") from None
   os.replace(tmp, path)
   lengths = [int(len(ep["obs"])) for ep in episodes]
   marker = path[: -len(".array_record")] + ".json"
