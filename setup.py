@@ -43,7 +43,7 @@ setup(
   },
   install_requires=INSTALL_REQUIRES,
   extras_require={
-    "test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "ruff==0.17.6"],
+    "test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "pytest-xdist==3.8.0", "ruff==0.17.6"],
     "tb": ["tensorboard==2.20.0"],  # the viewer of the runs' events (tensorboardX writes them)
   },
 )

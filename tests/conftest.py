@@ -9,6 +9,9 @@ from tests import hang_guard
 from westworld_jax import cli
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cli.compilation_cache_dir())  # the commands' cache
+# Every program is cached, however fast it compiled: the test processes and their subprocesses compile many
+# of the same small programs, and a cold run reuses them across processes.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 @pytest.hookimpl(trylast=True)
