@@ -227,13 +227,10 @@ class Model:
     h, f = self.history, fut.shape[-2]
     if obs.shape[-2] < h:
       raise UserError(f"{self.name} conditions on {h} past steps: obs and act need T_h >= {h}, got {obs.shape[-2]}")
-    self.world_model.check_robot(
+    self.world_model.check_robot_of(
+      robot,
       f"robot '{robot.name}' ({h} history + {f} predicted steps)",
       "use a model of a larger {field} (or, for max_window_len, predict fewer steps at once)",
-      obs_struct=robot.obs_struct(),
-      act_struct=robot.act_struct(),
-      obs_kind=robot.obs_kinds(),
-      act_kind=robot.act_kinds(),
       window_len=h + f,
     )
     norm = self.normaliser(robot, data)

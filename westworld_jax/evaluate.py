@@ -50,13 +50,10 @@ def evaluate(
     user_robot = catalogue.load(robot)
     for c in ckpts:  # before the import: a robot the model cannot take is one line, not an imported corpus
       horizon = int(cfg.horizon or c.run_config["data"]["horizon"])
-      c.model.check_robot(
+      c.model.check_robot_of(
+        user_robot,
         f"robot '{user_robot.name}' ({c.model.history} history + {horizon} predicted steps) for {c.workdir}",
         "evaluate a model pretrained with a larger model.{field} (or, for max_window_len, a shorter --config.horizon)",
-        obs_struct=user_robot.obs_struct(),
-        act_struct=user_robot.act_struct(),
-        obs_kind=user_robot.obs_kinds(),
-        act_kind=user_robot.act_kinds(),
         window_len=c.model.history + horizon,
       )
     trained = frozenset()

@@ -153,14 +153,11 @@ def check_fits(world_model, task, segment: int, obs_pad: int = 0, act_pad: int =
   """CapacityError unless the model takes the task's robot (padded to obs_pad / act_pad channels) in
   windows of its history + `segment` planned steps: what planning needs, checkable before any episode."""
   obs_pad, act_pad = obs_pad or task.num_obs, act_pad or task.num_act
-  world_model.check_robot(
+  world_model.check_robot_of(
+    task.robot,
     f"robot '{task.robot.name}' (padded to {obs_pad} / {act_pad} obs / action channels, "
     f"history {world_model.history} + {segment} planned steps per window)",
     "plan with a world model of a larger {field} (or, for max_window_len, a shorter mppi.horizon or wm_segment)",
-    obs_struct=task.robot.obs_struct(),
-    act_struct=task.robot.act_struct(),
-    obs_kind=task.robot.obs_kinds(),
-    act_kind=task.robot.act_kinds(),
     num_obs=obs_pad,
     num_act=act_pad,
     window_len=world_model.history + segment,

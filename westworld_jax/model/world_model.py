@@ -139,6 +139,16 @@ class WorldModel:
           n,
         )
 
+  def check_robot_of(self, robot: Any, who: str, hint: str, **kw: Any) -> None:
+    """check_robot for a robots.Robot (its structure and channel kinds); kw: num_obs, num_act, window_len."""
+    kw.update(
+      obs_struct=robot.obs_struct(),
+      act_struct=robot.act_struct(),
+      obs_kind=robot.obs_kinds(),
+      act_kind=robot.act_kinds(),
+    )
+    self.check_robot(who, hint, **kw)
+
   def check_robot(
     self,
     who: str,
