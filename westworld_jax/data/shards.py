@@ -61,11 +61,14 @@ def read_marker(env_dir: str, shard: int) -> dict | None:
     return {}  # unreadable marker: the shard does not verify
 
 
+_SHARD_FILE = re.compile(r"shard-(\d+)\.(array_record|json)")  # a shard's records or its marker
+
+
 def shard_files(env_dir: str) -> dict[int, list[str]]:
   """Shard number -> its files (records and/or marker) present in env_dir."""
   out: dict[int, list[str]] = {}
   for path in glob.glob(os.path.join(env_dir, "shard-*")):
-    m = re.fullmatch(r"shard-(\d+)\.(array_record|json)", os.path.basename(path))
+    m = _SHARD_FILE.fullmatch(os.path.basename(path))
     if m:
       out.setdefault(int(m.group(1)), []).append(path)
   return out
@@ -223,14 +226,14 @@ def finalize(
   stray = sorted(
     os.path.basename(p)
     for p in glob.glob(os.path.join(env_dir, "shard-*"))
-    if not re.fullmatch(r"shard-(\d+)\.(array_record|json)(\.tmp)?", os.path.basename(p))
+    if not _SHARD_FILE.fullmatch(os.path.basename(p).removesuffix(".tmp"))
   )
   if stray:
     raise CorpusError(
       f"environment '{env_name}': {', '.join(repr(x) for x in stray[:5])} in {env_dir} is not a shard of it "
       "(a copy or an edit?): move it out of the environment's directory and rerun"
     )
-  markers = [p for s in sorted(shard_files(env_dir).values()) for p in s if p.endswith(".json")]
+  markers = [p for files in shard_files(env_dir).values() for p in files if p.endswith(".json")]
   if len(markers) != num_shards:
     raise CorpusError(
       f"environment '{env_name}': {len(markers)} of {num_shards} shards are complete; "

@@ -66,14 +66,11 @@ def check_training_config(cfg) -> None:
     v = _get(cfg, path)
     if isinstance(v, (int, float)) and not 0 <= v < 1:
       problems.append(f"{path} must be in [0, 1) (got {v!r})")
-  for path in ("data.environments",):  # names: a tuple of strings, e.g. "('hopper-ou','dmc_walker-gait')"
-    v = _get(cfg, path)
-    if v is not None and (not isinstance(v, (tuple, list)) or not all(isinstance(x, str) for x in v)):
-      problems.append(f"{path} must be a tuple of environment names, e.g. \"('hopper-ou',)\" (got {v!r})")
-  for path in ("data.corpus_dir",):
-    v = _get(cfg, path)
-    if v is not None and not isinstance(v, str):
-      problems.append(f"{path} must be a path (got {v!r})")
+  envs, corpus = _get(cfg, "data.environments"), _get(cfg, "data.corpus_dir")
+  if envs is not None and (not isinstance(envs, (tuple, list)) or not all(isinstance(x, str) for x in envs)):
+    problems.append(f"data.environments must be a tuple of environment names, e.g. \"('hopper-ou',)\" (got {envs!r})")
+  if corpus is not None and not isinstance(corpus, str):
+    problems.append(f"data.corpus_dir must be a path (got {corpus!r})")
   if problems:
     raise ConfigError("; ".join(problems))
 
