@@ -50,39 +50,43 @@ def measure(ckpts: dict, corpus: str, envs: list[str], horizon: int) -> dict:
   out = {}
   for env in envs:
     meta = shards.load_metadata(os.path.join(corpus, env))
-    kinds = [c["kind"] for c in meta["robot"]["obs_channels"]]
-    rec = {"robot": meta["robot"]["name"], "kinds": {}, "per_step": {}}
+    by_kind = collections.defaultdict(list)  # kind -> its channels
+    for i, c in enumerate(meta["robot"]["obs_channels"]):
+      by_kind[c["kind"]].append(i)
+    rec = {"robot": meta["robot"]["name"], "kinds": {k: {"channels": len(idx)} for k, idx in by_kind.items()}}
+    rec["per_step"] = {}
     truth = None
     for label, ckpt in ckpts.items():
       obs, pred = model_windows(ckpt, corpus, env, horizon)
       h = ckpt.model.history
       err = np.abs(pred[:, h:] - obs[:, h:])  # [N, F, Co]
       rec["per_step"][label] = (100 * err.mean((0, 2))).tolist()
-      for i, kind in enumerate(kinds):
-        rec["kinds"].setdefault(kind, {})[label] = 100 * float(err[:, 0, i].mean())
+      for kind, idx in by_kind.items():
+        rec["kinds"][kind][label] = 100 * float(err[:, 0, idx].mean())
       truth = (obs, h)
     obs, h = truth
     hold = np.abs(obs[:, h:] - obs[:, h - 1 : h])
     rec["per_step"]["hold_last"] = (100 * hold.mean((0, 2))).tolist()
     rec["windows"] = int(len(obs))
-    for i, kind in enumerate(kinds):
-      k = rec["kinds"].setdefault(kind, {})
-      k["hold_last"] = 100 * float(hold[:, 0, i].mean())
+    for kind, idx in by_kind.items():
+      k = rec["kinds"][kind]
+      k["hold_last"] = 100 * float(hold[:, 0, idx].mean())
       for nb in FLOOR_BINS:
-        k[f"floor_{nb}"] = 100 * float(bin_floor(obs[:, h, i], nb).mean())
-      k["channels"] = k.get("channels", 0) + 1
+        k[f"floor_{nb}"] = 100 * float(bin_floor(obs[:, h, idx], nb).mean())
     out[env] = rec
   return out
 
 
 def pooled(results: dict, labels: list[str]) -> dict:
-  """Over all environments: first-step MAE x100 per channel kind (each channel counts once)."""
-  acc = collections.defaultdict(lambda: collections.defaultdict(list))
+  """Over all environments: first-step MAE x100 per channel kind, each channel weighing alike."""
+  keys = labels + ["hold_last"] + [f"floor_{nb}" for nb in FLOOR_BINS]
+  acc = collections.defaultdict(lambda: collections.defaultdict(float))
   for rec in results.values():
     for kind, vals in rec["kinds"].items():
-      for key in labels + ["hold_last"] + [f"floor_{nb}" for nb in FLOOR_BINS]:
-        acc[kind][key].append(vals[key])
-  return {kind: {k: float(np.mean(v)) for k, v in d.items()} | {"n": len(d["hold_last"])} for kind, d in acc.items()}
+      acc[kind]["n"] += vals["channels"]
+      for key in keys:
+        acc[kind][key] += vals[key] * vals["channels"]
+  return {kind: {**{k: d[k] / d["n"] for k in keys}, "n": int(d["n"])} for kind, d in acc.items()}
 
 
 def report(results: dict, labels: list[str], out: str, note: str) -> None:
