@@ -85,10 +85,14 @@ def test_forward_shapes(params):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("system_embedding", ["cls", "robot"])
-def test_padding_and_future_do_not_change_predictions(params, system_embedding):
-  cfg = dataclasses.replace(CFG, system_embedding=system_embedding)
+@pytest.mark.parametrize(
+  "system_embedding,value_input", [("cls", "histogram"), ("robot", "histogram"), ("cls", "histogram_linear")]
+)
+def test_padding_and_future_do_not_change_predictions(params, system_embedding, value_input):
+  cfg = dataclasses.replace(CFG, system_embedding=system_embedding, value_input=value_input)
   batch = make_batch()
+  if value_input != CFG.value_input:  # its own parameters (the value's linear projection)
+    params = jax.jit(WestWorld(cfg).init)(jax.random.key(0), batch)["params"]
   ref = apply(params, batch, cfg)
   rng = np.random.default_rng(1)
   obs_mask, act_mask, time_mask = batch["obs_mask"], batch["act_mask"], batch["time_mask"]

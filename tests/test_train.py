@@ -117,6 +117,9 @@ def test_first_run_generates_corpus_and_writes_logs(runs):
   val = _rows(wd, "val_mae")[4]
   assert 0 < val["val_mae"] < 1 and 0 < val["val_mse"] < 1
   assert "val_mae/dmc_reacher-ou" in val
+  # first step and hold-last on the same windows; persistence's error grows over the horizon
+  assert 0 < val["val_first_step_mae"] < 1
+  assert 0 < val["val_hold_last_first_step_mae"] < val["val_hold_last_mae"] < 1
   tags = _tensorboard_tags(os.path.join(wd, "tensorboard"))
   assert {"train/loss", "train/lr", "val/mae", "val/mae/dmc_reacher-ou"} <= tags["scalar"]
   assert not any("crc" in t for t in tags["scalar"])  # checksums are for resume checks, not curves

@@ -42,6 +42,10 @@ class ModelConfig(ConfigMixin):
   # Std of the normal init of the embedding tables and the value projection (upstream
   # N(0, 1), PyTorch's nn.Embedding default); the query token and CLS use 0.02.
   embed_init_std: float = 1.0
+  # Value input of a token: "histogram" (upstream) the bias-free projection of its HL-Gauss histogram;
+  # "histogram_linear" plus a bias-free projection of the value itself, a direction the token's value
+  # rides on linearly (a histogram carries it only as precisely as its bins are learned to be read).
+  value_input: str = "histogram"
 
   # Loss: logits[:, t] predicts obs[:, t + 1]; targets at steps >= first_target_step count.
   #   1 (upstream): every next-step target of the window, history positions included (they
@@ -122,6 +126,8 @@ class ModelConfig(ConfigMixin):
       raise ValueError(f"system_embedding={self.system_embedding!r}: use 'cls', 'robot' or 'token'.")
     if self.cls_position not in ("history", "end"):
       raise ValueError(f"cls_position={self.cls_position!r}: use 'history' or 'end'.")
+    if self.value_input not in ("histogram", "histogram_linear"):
+      raise ValueError(f"value_input={self.value_input!r}: use 'histogram' or 'histogram_linear'.")
     if self.loss_target not in ("bin", "hl_gauss"):
       raise ValueError(f"loss_target={self.loss_target!r}: use 'bin' or 'hl_gauss'.")
     if self.block_norms not in ("upstream", "post"):

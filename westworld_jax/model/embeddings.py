@@ -1,7 +1,8 @@
 """Token embeddings: every scalar observation/action channel at every time step is a token.
 
 token = value + type + channel index + channel kind + time step + structure, where
-  value      bias-free linear projection of the value's HL-Gauss histogram; observations
+  value      bias-free linear projection of the value's HL-Gauss histogram (config.value_input
+             "histogram_linear": plus one of the value itself); observations
              the model must predict (t >= history) and everything at padded time steps
              are replaced by ONE learned query vector (observations) or a zero value
              (actions), so the whole horizon comes out of one forward pass and unknown
@@ -73,13 +74,23 @@ class TokenEmbedding(nn.Module):
     init = nn.initializers.normal(cfg.embed_init_std)
     value_proj = nn.Dense(d, use_bias=False, kernel_init=init, param_dtype=pdt, name="value_proj")
     seen_bct = real_step_b1t & (time_t < cfg.history)[None, None, :] & batch["obs_mask"][:, :, None]
-    obs_val = value_proj(hl_gauss_histogram(obs_bct, cfg.num_bins, mask=seen_bct))
+    act_known_bct = real_step_b1t & batch["act_mask"][:, :, None]
+
+    linear = cfg.value_input == "histogram_linear"
+    value_linear = nn.Dense(d, use_bias=False, kernel_init=init, param_dtype=pdt, name="value_linear") if linear else None
+
+    def embed_value(x_bct, known_bct):
+      v = value_proj(hl_gauss_histogram(x_bct, cfg.num_bins, mask=known_bct))
+      if linear:  # the value centred on [-0.5, 0.5]; unknown values embed to zero, as their histograms do
+        v = v + value_linear(jnp.where(known_bct, jnp.clip(x_bct, 0.0, 1.0) - 0.5, 0.0)[..., None])
+      return v
+
+    obs_val = embed_value(obs_bct, seen_bct)
     query_d = self.param("query", _QUERY_INIT, (d,), pdt)
     # Unseen = future or padded step; padded channels keep their zero value (masked later).
     unseen_bct = ~(real_step_b1t & (time_t < cfg.history)[None, None, :])
     obs_val = jnp.where(unseen_bct[..., None], query_d, obs_val)
-    act_known_bct = real_step_b1t & batch["act_mask"][:, :, None]
-    act_val = value_proj(hl_gauss_histogram(act_bct, cfg.num_bins, mask=act_known_bct))
+    act_val = embed_value(act_bct, act_known_bct)
 
     # Positional and structural embeddings, per channel [B, C, D] and per step [T, D].
     type_emb = nn.Embed(2, d, embedding_init=init, param_dtype=pdt, name="type")

@@ -9,9 +9,11 @@ import itertools
 import os
 
 import jax
+import numpy as np
 from absl import logging
 
 from westworld_jax.data import pipeline
+from westworld_jax.model.metrics import Pooled, horizon_errors
 from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import logs
 from westworld_jax.training import mesh as mesh_lib
@@ -37,6 +39,7 @@ class Validator:
     )  # every host evaluates the same windows
     ds, _ = pipeline.make_dataset(pcfg)
     self.batches = list(itertools.islice(ds, cfg.eval.max_batches))
+    self.hold_last = _hold_last(self.batches, model.history)  # the reference on the same windows
     self.sharding = mesh_lib.batch_sharding(mesh, mesh_lib.config_rules(cfg.mesh))
     self.eval_step = step_lib.make_eval_step(model, params_shardings, self.sharding)
 
@@ -56,6 +59,8 @@ class Validator:
       )
     n = max(run.pooled.count, 1.0)
     out = {"val_mae": run.pooled.sum_abs / n, "val_mse": run.pooled.sum_sq / n}
+    out["val_first_step_mae"] = _first_step_mae(run.pooled)
+    out.update(self.hold_last)
     per_env = {self.envs[e]: p for e, p in run.by_env.items()}
     out.update({f"val_mae/{e}": p.sum_abs / max(p.count, 1.0) for e, p in sorted(per_env.items())})
     if workdir and jax.process_index() == 0 and run.examples:
@@ -75,3 +80,22 @@ class Validator:
           logging.warning("validation plots are not written (%s: %s)", path, e.strerror or e)
         self._plot_failed = True
     return out
+
+
+def _first_step_mae(pooled: Pooled) -> float:
+  """MAE of the first predicted step (window step `history`) over the evaluated windows."""
+  h = pooled.history
+  return float(pooled.sum_abs_t[h] / max(pooled.count_t[h], 1.0))
+
+
+def _hold_last(batches: list[dict], history: int) -> dict:
+  """Holding the last observation on the validation windows: its MAE over the horizon and at the first
+  step, beside the model's (a learning curve below these has learned dynamics)."""
+  pooled = Pooled(history)
+  for b in batches:
+    obs = np.asarray(b["obs"], np.float32)
+    pred = np.concatenate([obs[:, :history], np.repeat(obs[:, history - 1 : history], obs.shape[1] - history, 1)], 1)
+    pooled.add(horizon_errors(pred, b, history), len(obs))
+  if not pooled.count:
+    return {}
+  return {"val_hold_last_mae": pooled.sum_abs / pooled.count, "val_hold_last_first_step_mae": _first_step_mae(pooled)}
