@@ -77,7 +77,9 @@ class TokenEmbedding(nn.Module):
     act_known_bct = real_step_b1t & batch["act_mask"][:, :, None]
 
     linear = cfg.value_input == "histogram_linear"
-    value_linear = nn.Dense(d, use_bias=False, kernel_init=init, param_dtype=pdt, name="value_linear") if linear else None
+    value_linear = (
+      nn.Dense(d, use_bias=False, kernel_init=init, param_dtype=pdt, name="value_linear") if linear else None
+    )
 
     def embed_value(x_bct, known_bct):
       v = value_proj(hl_gauss_histogram(x_bct, cfg.num_bins, mask=known_bct))
