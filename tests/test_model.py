@@ -323,3 +323,16 @@ def test_dropout_and_embedding_init():
   assert 0.8 < float(np.std(emb["time"]["embedding"])) < 1.2
   assert 0.8 < float(np.std(emb["structure"]["pre_order"]["embedding"])) < 1.2
   assert 0.01 < float(np.std(emb["query"])) < 0.04
+
+
+@pytest.mark.timeout(60)
+def test_structural_embedding_ablation(params):
+  """structural_embedding=False: the structure indices reach no prediction (and no parameter holds them);
+  with the default they do."""
+  batch = make_batch()
+  moved = {**batch, "obs_struct": (batch["obs_struct"] + 1) % 8, "act_struct": (batch["act_struct"] + 2) % 8}
+  assert max_diff(apply(params, moved), apply(params, batch)) > 1e-4
+  cfg = dataclasses.replace(CFG, structural_embedding=False)
+  p = jax.jit(WestWorld(cfg).init)(jax.random.key(0), batch)["params"]
+  assert "structure" not in p["embed"]
+  assert max_diff(apply(p, moved, cfg), apply(p, batch, cfg)) == 0.0

@@ -105,6 +105,9 @@ class ModelConfig(ConfigMixin):
   max_obs_channels: int = 128
   max_act_channels: int = 64
   num_kinds: int = 16  # channel-kind ids are < num_kinds (obs and actions have own tables)
+  # The structural embedding of each channel's body in the kinematic tree (LCRS traversal ranks, as
+  # upstream); False drops it (the ablation of what it buys: channel, kind, type and time remain).
+  structural_embedding: bool = True
   max_objects: int = 8  # structural object ids < max_objects
   max_bodies: int = 64  # pre/in/post-order ranks < max_bodies
 

@@ -12,7 +12,8 @@ token = value + type + channel index + channel kind + time step + structure, whe
   kind       channel kind id (joint position, velocity, root height, ...; own table per type);
   time       time step index t;
   structure  concat of four d/4 tables: (object id, pre-order, LCRS in-order, LCRS
-             post-order rank) of the body the channel acts on.
+             post-order rank) of the body the channel acts on (none with
+             config.structural_embedding=False).
 Layout is channel-major, x_bctd, because the blocks run the SSM per channel over time.
 """
 
@@ -100,7 +101,10 @@ class TokenEmbedding(nn.Module):
       cfg.max_obs_channels + cfg.max_act_channels, d, embedding_init=init, param_dtype=pdt, name="channel"
     )
     kind_emb = nn.Embed(2 * cfg.num_kinds, d, embedding_init=init, param_dtype=pdt, name="kind")
-    struct_emb = StructuralEmbedding(d, cfg.max_objects, cfg.max_bodies, pdt, cfg.embed_init_std, name="structure")
+    if cfg.structural_embedding:
+      struct_emb = StructuralEmbedding(d, cfg.max_objects, cfg.max_bodies, pdt, cfg.embed_init_std, name="structure")
+    else:  # the ablation: no structure table
+      struct_emb = lambda idx_bc4: jnp.zeros(idx_bc4.shape[:-1] + (d,), jnp.float32)
     time_emb = nn.Embed(cfg.max_window_len, d, embedding_init=init, param_dtype=pdt, name="time")(time_t)
 
     obs_chan_bcd = (
