@@ -50,6 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.collect = _data_config("tiny")  # generated when missing; None: the corpus must exist
   c.data.environments = ()  # empty: every environment of data.collect in train_split
   c.data.train_split = "pretrain"
+  c.data.max_episodes = 0  # > 0: only each environment's first N training episodes (data-size studies, few-shot)
   # Multi-host: every process collects a missing corpus (each environment once on a shared disk, by its
   # lock); True: process 0 alone, the others wait (a shared filesystem whose locks do not span hosts).
   c.data.shared_filesystem = False
