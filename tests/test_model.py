@@ -86,12 +86,20 @@ def test_forward_shapes(params):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
-  "system_embedding,value_input", [("cls", "histogram"), ("robot", "histogram"), ("cls", "histogram_linear")]
+  "system_embedding,value_input,readout_prior",
+  [
+    ("cls", "histogram", "none"),
+    ("robot", "histogram", "none"),
+    ("cls", "histogram_linear", "none"),
+    ("cls", "histogram", "last_value"),
+  ],
 )
-def test_padding_and_future_do_not_change_predictions(params, system_embedding, value_input):
-  cfg = dataclasses.replace(CFG, system_embedding=system_embedding, value_input=value_input)
+def test_padding_and_future_do_not_change_predictions(params, system_embedding, value_input, readout_prior):
+  cfg = dataclasses.replace(
+    CFG, system_embedding=system_embedding, value_input=value_input, readout_prior=readout_prior
+  )
   batch = make_batch()
-  if value_input != CFG.value_input:  # its own parameters (the value's linear projection)
+  if (value_input, readout_prior) != (CFG.value_input, CFG.readout_prior):  # parameters of their own
     params = jax.jit(WestWorld(cfg).init)(jax.random.key(0), batch)["params"]
   ref = apply(params, batch, cfg)
   rng = np.random.default_rng(1)
@@ -336,3 +344,19 @@ def test_structural_embedding_ablation(params):
   p = jax.jit(WestWorld(cfg).init)(jax.random.key(0), batch)["params"]
   assert "structure" not in p["embed"]
   assert max_diff(apply(p, moved, cfg), apply(p, batch, cfg)) == 0.0
+
+
+@pytest.mark.timeout(60)
+def test_last_value_prior_reads_out_persistence():
+  """readout_prior='last_value' with the head at zero predicts each position's last seen value to sub-bin
+  precision: the observation itself at history steps, the last history value over the horizon."""
+  cfg = dataclasses.replace(CFG, readout_prior="last_value")
+  batch = make_batch()
+  p = jax.jit(WestWorld(cfg).init)(jax.random.key(0), batch)["params"]
+  p = {**p, "head": jax.tree.map(jnp.zeros_like, p["head"])}
+  pred = np.asarray(expectation(apply(p, batch, cfg)["logits"]))  # [B, T, Co]: pred[:, t] ~ obs[:, t + 1]
+  obs = batch["obs"]
+  last = np.concatenate([obs[:, :H], np.repeat(obs[:, H - 1 : H], T - H, axis=1)], axis=1)
+  interior = (last > 0.1) & (last < 0.9)  # the histogram is renormalised on [0, 1]: edges pull inward
+  np.testing.assert_allclose(pred[interior], last[interior], atol=2e-3)
+  # 2e-3 is far below a bin (1/32): the head has only a change to learn

@@ -55,6 +55,11 @@ class ModelConfig(ConfigMixin):
   # Cross-entropy target (loss.py): "bin" (upstream) one-hot on the value's bin; "hl_gauss" its
   # HL-Gauss histogram, read out without the half-bin quantisation of "bin".
   loss_target: str = "bin"
+  # Read-out: "none" (upstream) the head's logits; "last_value" adds to them a learned multiple of the
+  # log HL-Gauss histogram of the last observed value of the channel (the token's own value at a history
+  # step, the last history value over the horizon), floored at log(1e-4): with the head at zero the
+  # prediction is that value to sub-bin precision (persistence), and the head learns the change.
+  readout_prior: str = "none"
 
   # Selective SSM over time (westworld_jax.model.mamba.SelectiveSSM).
   ssm_d_state: int = 64
@@ -131,6 +136,8 @@ class ModelConfig(ConfigMixin):
       raise ValueError(f"cls_position={self.cls_position!r}: use 'history' or 'end'.")
     if self.value_input not in ("histogram", "histogram_linear"):
       raise ValueError(f"value_input={self.value_input!r}: use 'histogram' or 'histogram_linear'.")
+    if self.readout_prior not in ("none", "last_value"):
+      raise ValueError(f"readout_prior={self.readout_prior!r}: use 'none' or 'last_value'.")
     if self.loss_target not in ("bin", "hl_gauss"):
       raise ValueError(f"loss_target={self.loss_target!r}: use 'bin' or 'hl_gauss'.")
     if self.block_norms not in ("upstream", "post"):

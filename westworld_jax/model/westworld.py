@@ -22,6 +22,10 @@ the SSM and the MoE, LN after the MoE residual, LN on the CLS for the gate and f
 block). Dropout (config.dropout_rate) acts on attention weights, attention outputs and the
 FFN output, as upstream. Action tokens are embedded once and not updated by the blocks.
 
+Read-out: a Dense head gives the K-bin logits (upstream). config.readout_prior="last_value" adds a learned
+multiple of the log HL-Gauss histogram of the last value each position has seen (the persistence
+prediction, to sub-bin precision), so the head learns the change rather than the value.
+
 Causality: the SSM and MoE experts are causal in time and the attentions stay within a
 step, so only the gate can look ahead. With system_embedding="cls" and
 cls_position="history" (default) the gate sees history steps only, so predictions of the
@@ -54,7 +58,7 @@ from westworld_jax.model.loss import next_step_loss
 from westworld_jax.model.mamba import SelectiveSSM
 from westworld_jax.model import moe as moe_lib, sharding
 from westworld_jax.model.moe import SysMoE
-from westworld_jax.model.tokenizer import expectation
+from westworld_jax.model.tokenizer import expectation, hl_gauss_histogram
 from westworld_jax.model.world_model import Capacity, WorldModel, copy_history
 
 _MASKED_LOGIT = -1e9  # finite, so a fully masked row gives no NaN (it is zeroed anyway)
@@ -216,7 +220,24 @@ class WestWorld(nn.Module):
       aux = aux + aux_i
 
     logits_bctk = nn.Dense(cfg.num_bins, dtype=jnp.float32, param_dtype=jnp.dtype(cfg.param_dtype), name="head")(x_bctd)
-    return {"logits": jnp.swapaxes(logits_bctk, 1, 2), "aux_loss": aux}
+    logits_btck = jnp.swapaxes(logits_bctk, 1, 2)
+    if cfg.readout_prior == "last_value":
+      scale = self.param("prior_scale", nn.initializers.ones, (), jnp.dtype(cfg.param_dtype))
+      logits_btck = logits_btck + scale.astype(jnp.float32) * last_value_log_prior(
+        batch["obs"], cfg.history, cfg.num_bins
+      )
+    return {"logits": logits_btck, "aux_loss": aux}
+
+
+PRIOR_FLOOR = 1e-4  # the prior's smallest bin mass: a far bin costs the head ~9 logits, not ~100
+
+
+def last_value_log_prior(obs_btc: jax.Array, history: int, num_bins: int) -> jax.Array:
+  """[B, T, Co, K] log HL-Gauss histogram of the last value each position has seen: obs[t] at a history
+  step t, obs[history - 1] at every later step (never an observation the model must predict)."""
+  t = obs_btc.shape[1]
+  seen_t = jnp.minimum(jnp.arange(t), min(history, t) - 1)
+  return jnp.log(jnp.maximum(hl_gauss_histogram(obs_btc[:, seen_t], num_bins), PRIOR_FLOOR))
 
 
 def init_params(config: ModelConfig, batch: dict[str, jax.Array], rng: jax.Array):
