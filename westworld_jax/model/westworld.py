@@ -50,6 +50,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from westworld_jax.model.batch import check_batch, zeros_batch
 from westworld_jax.model.configs import ModelConfig, get_model_config
@@ -236,8 +237,8 @@ def last_value_log_prior(obs_btc: jax.Array, history: int, num_bins: int) -> jax
   """[B, T, Co, K] log HL-Gauss histogram of the last value each position has seen: obs[t] at a history
   step t, obs[history - 1] at every later step (never an observation the model must predict)."""
   t = obs_btc.shape[1]
-  seen_t = jnp.minimum(jnp.arange(t), min(history, t) - 1)
-  return jnp.log(jnp.maximum(hl_gauss_histogram(obs_btc[:, seen_t], num_bins), PRIOR_FLOOR))
+  seen_t = np.minimum(np.arange(t), min(history, t) - 1)  # static indices
+  return jnp.log(jnp.maximum(hl_gauss_histogram(jnp.asarray(obs_btc)[:, seen_t], num_bins), PRIOR_FLOOR))
 
 
 def init_params(config: ModelConfig, batch: dict[str, jax.Array], rng: jax.Array):
