@@ -25,7 +25,7 @@ from westworld_jax import few_shot as few_shot_lib
 from westworld_jax.training import loop
 
 _CONFIG = _WORKDIR = None  # flags, defined only when run as a program
-HOLD = "hold last obs (reference)"
+HOLD = ev.HOLD_LAST_LABEL
 SETTINGS = ("zero_shot", "zero_shot_gait", "few_shot")
 
 

@@ -32,7 +32,7 @@ from westworld_jax import cli
 _CONFIG = _WORKDIR = None  # flags, defined only when run as a program
 RECORD = "scaling_record.json"
 SETS = ("heldout", "anchor", "trained")
-HOLD = "hold last obs (reference)"
+HOLD = ev.HOLD_LAST_LABEL
 
 
 def plan(cfg) -> tuple[list[str], list[int]]:

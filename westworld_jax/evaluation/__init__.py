@@ -27,6 +27,7 @@ from westworld_jax.evaluation.checkpoints import (
   Checkpoint,
   HeldOutLeakError,
   check_unseen,
+  HOLD_LAST_LABEL,
   hold_last_reference,
   load_checkpoint,
   parse_checkpoints,

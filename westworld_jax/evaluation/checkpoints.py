@@ -55,6 +55,9 @@ def load_checkpoint(workdir: str, label: str | None = None) -> Checkpoint:
   return Checkpoint(label or run_cfg["model"]["name"], workdir, model, params, stats, run_cfg, step)
 
 
+HOLD_LAST_LABEL = "hold last obs (reference)"  # the reference's label in every report
+
+
 def hold_last_reference(ckpt: Checkpoint) -> Checkpoint:
   """A reference 'model' that repeats the last history observation over the horizon: errors well
   below it mean a model learned dynamics, not just the current state."""
@@ -65,7 +68,7 @@ def hold_last_reference(ckpt: Checkpoint) -> Checkpoint:
     return registry.copy_history(jnp.broadcast_to(obs[:, h - 1 : h], obs.shape), batch, h)
 
   model = registry.WorldModel("hold_last", ckpt.model.config, None, None, predict, None, ckpt.model.capacity)
-  return Checkpoint("hold last obs (reference)", "-", model, {}, {}, ckpt.run_config, 0)
+  return Checkpoint(HOLD_LAST_LABEL, "-", model, {}, {}, ckpt.run_config, 0)
 
 
 def _fingerprints(corpus_dir: str, envs: Iterable[str]) -> dict[str, str]:
