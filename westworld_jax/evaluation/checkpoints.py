@@ -8,12 +8,12 @@ import json
 import os
 from typing import Any, Iterable
 
-import jax.numpy as jnp
 
 from westworld_jax import inference
 from westworld_jax.data import shards
 from westworld_jax.errors import UserError
 from westworld_jax.model import registry
+from westworld_jax.model.world_model import hold_last
 from westworld_jax.training.run_files import read_run_config
 
 
@@ -64,8 +64,7 @@ def hold_last_reference(ckpt: Checkpoint) -> Checkpoint:
   h = ckpt.model.history
 
   def predict(params, batch):
-    obs = batch["obs"].astype(jnp.float32)
-    return registry.copy_history(jnp.broadcast_to(obs[:, h - 1 : h], obs.shape), batch, h)
+    return hold_last(batch, h)
 
   model = registry.WorldModel("hold_last", ckpt.model.config, None, None, predict, None, ckpt.model.capacity)
   return Checkpoint(HOLD_LAST_LABEL, "-", model, {}, {}, ckpt.run_config, 0)

@@ -179,6 +179,12 @@ class WorldModel:
     self.check_fits(who, hint, **{k: v for k, v in need.items() if v is not None})
 
 
+def hold_last(batch: Batch, history: int) -> jax.Array:
+  """The hold-last reference's prediction: the last history observation repeated over the horizon."""
+  obs = batch["obs"].astype(jnp.float32)
+  return copy_history(jnp.broadcast_to(obs[:, history - 1 : history], obs.shape), batch, history)
+
+
 def copy_history(pred_btc: jax.Array, batch: Batch, history: int) -> jax.Array:
   """pred with steps < history replaced by the observed values (the predict() contract)."""
   t = batch["obs"].shape[1]

@@ -9,11 +9,11 @@ import itertools
 import os
 
 import jax
-import numpy as np
 from absl import logging
 
 from westworld_jax.data import pipeline
 from westworld_jax.model.metrics import Pooled, horizon_errors
+from westworld_jax.model.world_model import hold_last
 from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import logs
 from westworld_jax.training import mesh as mesh_lib
@@ -93,9 +93,7 @@ def _hold_last(batches: list[dict], history: int) -> dict:
   step, beside the model's (a learning curve below these has learned dynamics)."""
   pooled = Pooled(history)
   for b in batches:
-    obs = np.asarray(b["obs"], np.float32)
-    pred = np.concatenate([obs[:, :history], np.repeat(obs[:, history - 1 : history], obs.shape[1] - history, 1)], 1)
-    pooled.add(horizon_errors(pred, b, history), len(obs))
+    pooled.add(horizon_errors(hold_last(b, history), b, history), len(b["obs"]))
   if not pooled.count:
     return {}
   return {"val_hold_last_mae": pooled.sum_abs / pooled.count, "val_hold_last_first_step_mae": _first_step_mae(pooled)}
