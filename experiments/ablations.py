@@ -16,7 +16,7 @@ under open-loop gaits (:cpu_gait), and fine-tuned on the few-shot robots
 (experiments/few_shot.py:cpu, one fine-tuning seed per pretraining seed).
 
 Variants:
-  cpu   (default) the table of benchmarks/results/ablations_cpu (3 seeds; ~25 minutes per WestWorld run
+  cpu   (default) the table of benchmarks/results/ablations_cpu (3 seeds; ~50 minutes per WestWorld run
         on one core).
   tiny  a smoke test: two variants on the tiny corpus, a few steps.
 """
@@ -60,6 +60,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == "tiny":
     runs = {k: runs[k] for k in ("westworld", "no_structure")}
   c.variants = tuple(runs)  # the table's order (a ConfigDict's keys iterate sorted)
+  # True: train (or resume) the runs of `variants` and stop, e.g. one process per core, each with its own
+  # `--config.variants`; a final run with every variant finds them finished and evaluates
+  c.train_only = False
   c.runs = ml_collections.ConfigDict(runs)  # name -> a complete training config
   zs = _load("zero_shot")
   c.zero_shot = zs.get_config(variant)

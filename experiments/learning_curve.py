@@ -9,7 +9,7 @@ observation. Override the model or its size on the command line, e.g.
 
 Variants:
   cpu   (default) the CPU-scale experiment of experiments/scaling.py: 52 pretraining environments,
-        tiny models, windows of 16 + 24 steps, 3000 steps (checkpoints every 250), held-out hopper,
+        small models, windows of 16 + 24 steps, 3000 steps (checkpoints every 250), held-out hopper,
         walker2d and franka.
   tiny  a smoke test on the tiny corpus: 4 steps, checkpoints every 2, held-out hopper.
 """

@@ -10,8 +10,8 @@ Variants:
          shuffled pool of all windows), bf16 matmuls, blocks rematerialised so that batch 56 fits
          one 80 GB GPU; data: the full generated corpus (experiments/data.py).
   cpu    the recipe a 2-core CPU can train (experiments/scaling.py:cpu): 52 cheap pretraining
-         environments (corpus/cpu, generated when missing), tiny models with windows of 16 + 24 steps,
-         3000 steps (WestWorld ~25 minutes on one core); `cpu_trajworld`, `cpu_tdm`,
+         environments (corpus/cpu, generated when missing), small models with windows of 16 + 24 steps,
+         3000 steps (WestWorld ~50 minutes on one core); `cpu_trajworld`, `cpu_tdm`,
          `cpu_mlp_ensemble` train the baselines with their own CPU configs.
   large  scale-out: the >=100M-parameter sparse top-k Sys-MoE (16 experts) with experts sharded over
          the 'expert' mesh axis (expert-parallel) and the batch over data x expert.

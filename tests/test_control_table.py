@@ -205,13 +205,18 @@ def test_sampled_rollouts_are_the_real_history_then_simulated_candidate_plans():
   sampler.close()
 
 
-def test_a_training_run_stopped_by_a_signal_ends_the_table():
-  """No world-model row may plan with a half-trained model: the rerun resumes the training."""
-  from westworld_jax.training.loop import TrainResult
+def test_a_training_run_stopped_by_a_signal_ends_the_table(monkeypatch):
+  """No world-model row may plan with a half-trained model, and no driver goes on to its next run after
+  a signal: the rerun resumes the training."""
+  from westworld_jax.errors import Interrupted
+  from westworld_jax.training import loop
 
-  table._trained(TrainResult(None, 300, [], None, stopped_early=False), "wd")
-  with pytest.raises(table.Interrupted, match="stopped at step 29: rerun the same command"):
-    table._trained(TrainResult(None, 29, [], None, stopped_early=True), "wd")
+  for step, early in ((300, False), (29, True)):
+    monkeypatch.setattr(loop, "train", lambda cfg, wd, s=step, e=early: loop.TrainResult(None, s, [], None, e))
+    if not early:
+      assert loop.train_to_end(None, "wd").step == 300
+  with pytest.raises(Interrupted, match="stopped at step 29: rerun the same command"):
+    loop.train_to_end(None, "wd")
 
 
 def test_per_env_equals_vmap_for_one_environment_and_many():

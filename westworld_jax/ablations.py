@@ -41,7 +41,7 @@ def pretrain(cfg, outdir: str) -> list[tuple[str, str]]:
       rc = cfg.runs[name].copy_and_resolve_references()
       rc.seed = int(seed)
       workdir = run_dir(outdir, name, seed)
-      loop.train(rc, workdir)
+      loop.train_to_end(rc, workdir)  # a signal stops the driver, not just this run
       out.append((name, workdir))
   return out
 
@@ -141,6 +141,11 @@ def plot(path: str, table: list[dict]) -> str:
 def ablations(cfg, outdir: str) -> dict:
   t0 = time.perf_counter()
   ckpts = pretrain(cfg, outdir)
+  if cfg.get("train_only"):
+    return {
+      "runs": {name: [wd for n, wd in ckpts if n == name] for name in cfg.variants},
+      "seconds": time.perf_counter() - t0,
+    }
   reports = {"zero_shot": evaluate_lib.evaluate(cfg.zero_shot, ckpts, os.path.join(outdir, "zero_shot"))}
   if cfg.get("zero_shot_gait"):
     reports["zero_shot_gait"] = evaluate_lib.evaluate(cfg.zero_shot_gait, ckpts, os.path.join(outdir, "zero_shot_gait"))
@@ -169,6 +174,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   out = ablations(_CONFIG.value, _WORKDIR.value)
+  if "rows" not in out:
+    print(
+      f"trained {', '.join(out['runs'])} in {_WORKDIR.value}/runs ({out['seconds']:.0f}s); evaluate without train_only"
+    )
+    return
   print(open(os.path.join(_WORKDIR.value, "results.md")).read())
   print(f"wrote {_WORKDIR.value}/results.json, results.md, plots/ ({out['seconds']:.0f}s)")
 

@@ -10,5 +10,9 @@ class UserError(Exception):
   """
 
 
+class Interrupted(UserError):
+  """A run stopped (a signal, or max_steps_per_run) before it finished; rerunning the same command resumes it."""
+
+
 class ConfigError(UserError, ValueError):
   """A config field has a value the run (its model, data or mesh) cannot use; the message names the field."""

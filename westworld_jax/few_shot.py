@@ -71,7 +71,7 @@ def adapt(
   suffix = f"-p{pretrain_index}" if pretrain_index else ""  # index 0 keeps the one-checkpoint name
   workdir = os.path.join(outdir, "runs", ev.safe_name(env), f"{ev.safe_name(label)}-{mode}-s{seed}{suffix}")
   t0 = time.perf_counter()
-  result = loop.train(rc, workdir)  # resumes / returns at once when the run is already finished
+  result = loop.train_to_end(rc, workdir)  # resumes / returns at once when the run is already finished
   seconds = time.perf_counter() - t0
   ckpt = ev.load_checkpoint(workdir, f"{label} {'fine-tuned' if mode == 'finetune' else 'scratch'}")
   res = _evaluate(cfg, ckpt, env, require_unseen=False, keep_examples=cfg.eval.plot_windows)

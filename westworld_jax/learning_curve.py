@@ -51,7 +51,7 @@ def run_seed(cfg, seed: int, outdir: str) -> tuple[list[dict], dict]:
   rc = cfg.pretrain.copy_and_resolve_references()
   rc.model = cfg.model_configs[cfg.model]
   rc.seed = int(seed)
-  loop.train(rc, workdir)
+  loop.train_to_end(rc, workdir)
   ck = ckpt_lib.Checkpointer(workdir, async_save=False)
   steps = sorted(ck.manager.all_steps())
   ck.close()

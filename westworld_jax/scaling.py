@@ -82,7 +82,7 @@ def run_one(cfg, model: str, envs: list[str], seed: int, outdir: str) -> dict:
   rc.data.environments = tuple(envs)
   rc.seed = int(seed)
   t0 = time.perf_counter()
-  result = loop.train(rc, workdir)
+  result = loop.train_to_end(rc, workdir)
   seconds = time.perf_counter() - t0
   ckpt = ev.load_checkpoint(workdir, model)
   rec = {

@@ -31,10 +31,6 @@ from westworld_jax import cli
 from westworld_jax.errors import UserError
 
 
-class Interrupted(UserError):
-  """The run was stopped (a signal) before the table was complete; a rerun resumes it."""
-
-
 from westworld_jax.control import experiment  # imports neither jax nor mujoco (pinning comes first)
 
 _CONFIG = _WORKDIR = None  # flags, defined only when run as a program
@@ -111,13 +107,6 @@ def _video(store, task, ccfg, directory: str) -> None:
     logging.warning("%s", e)
 
 
-def _trained(result, workdir: str) -> None:
-  """A training run that stopped early (SIGTERM saved its state, or max_steps_per_run) ends the table:
-  nothing may plan with a half-trained model."""
-  if result.stopped_early:
-    raise Interrupted(f"training in {workdir} stopped at step {result.step}: rerun the same command to resume")
-
-
 def _check_finished(workdir: str, model: str) -> None:
   """A given pretrained run must have reached its total_steps (not a run still training)."""
   from westworld_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
@@ -147,7 +136,7 @@ def _pretrained(cfg, model: str, workdir: str) -> str:
       f"no pretrained workdir nor pretrain config for model '{model}': pass --config.pretrained.{model}=DIR"
     )
   logging.info("pretraining %s in %s", model, out)
-  _trained(loop.train(cfg.pretrain[model], out), out)  # resumes, or returns at once when finished
+  loop.train_to_end(cfg.pretrain[model], out)  # resumes, or returns at once when finished; no half-trained model
   return out
 
 
@@ -226,7 +215,7 @@ def _finetune(cfg, recipe, start: str, corpus_dir: str, env: str, episodes: int,
     batch_size=f.batch_size,
     seed=cfg.seed,
   )
-  _trained(loop.train(rc, out), out)  # resumes, or returns at once when finished
+  loop.train_to_end(rc, out)  # resumes, or returns at once when finished; no half-trained model
   return out
 
 

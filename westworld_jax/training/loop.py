@@ -25,7 +25,7 @@ import tqdm
 from absl import logging
 
 from westworld_jax.data import pipeline
-from westworld_jax.errors import UserError
+from westworld_jax.errors import Interrupted, UserError
 from westworld_jax.training import checkpoint as ckpt_lib
 from westworld_jax.training import corpus as corpus_lib
 from westworld_jax.training import finetune
@@ -207,6 +207,16 @@ def train(cfg, workdir: str) -> TrainResult:
     return _train(cfg, workdir)
   with workdir_lock.held(workdir):
     return _train(cfg, workdir)
+
+
+def train_to_end(cfg, workdir: str) -> TrainResult:
+  """`train` for the drivers that go on with the trained model (evaluate it, train the next run): a run
+  that stopped early raises Interrupted, so a signal stops the whole driver and nothing evaluates a
+  half-trained model; rerunning the driver resumes the run."""
+  result = train(cfg, workdir)
+  if result.stopped_early:
+    raise Interrupted(f"training in {workdir} stopped at step {result.step}: rerun the same command to resume")
+  return result
 
 
 def _train(cfg, workdir: str) -> TrainResult:
