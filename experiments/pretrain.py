@@ -54,6 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Multi-host: every process collects a missing corpus (each environment once on a shared disk, by its
   # lock); True: process 0 alone, the others wait (a shared filesystem whose locks do not span hosts).
   c.data.shared_filesystem = False
+  c.data.shared_filesystem_stall_s = 7200  # the waiting processes give up once the corpus has not changed this long
   c.data.batch_size = 16  # global
   c.data.eval_batch_size = 16
   c.data.history = 8

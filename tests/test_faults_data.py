@@ -388,3 +388,27 @@ def test_a_full_disk_during_collection_is_the_disks_error_and_the_rerun_resumes(
   monkeypatch.setattr(shards.array_record_module, "ArrayRecordWriter", real)
   collect.collect(_collect_cfg(corpus))
   assert len(_episodes(corpus / ENV)) == 4
+
+
+def test_a_follower_waits_while_the_leader_writes_and_gives_up_once_nothing_changes(tmp_path):
+  """data.shared_filesystem: the waiting processes follow process 0's progress on disk, finish when the
+  corpus is complete, and end with one error naming what is missing when process 0 stops writing."""
+  import threading
+
+  from westworld_jax.training import corpus as corpus_lib
+
+  env = tmp_path / "dmc_cheetah-gait"
+
+  def leader():  # writes a shard now and then, then the metadata that completes the environment
+    env.mkdir()
+    for i in range(3):
+      time.sleep(0.1)
+      (env / f"shard_{i}").write_bytes(b"x")
+    (env / shards.METADATA).write_text("{}")
+
+  t = threading.Thread(target=leader)
+  t.start()
+  corpus_lib.wait_for_leader(str(tmp_path), [env.name], stall_s=5.0, poll_s=0.02)  # returns: complete
+  t.join()
+  with pytest.raises(shards.CorpusError, match=r"nothing changed for 0 s .* 1 environments \(\['gym_ant-gait'\]\)"):
+    corpus_lib.wait_for_leader(str(tmp_path), ["gym_ant-gait"], stall_s=0.2, poll_s=0.05)

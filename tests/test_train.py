@@ -369,3 +369,18 @@ def test_two_processes_train_validate_save_and_resume_as_one(tmp_path):
     assert [rows_two[s][key] for s in rows_two] == [rows_one[s][key] for s in rows_two], key
   lines = [json.loads(line) for line in open(tmp_path / "two" / "metrics.jsonl")]
   assert len(lines) == len({(r["step"], tuple(sorted(r))) for r in lines})  # each row once: one writer
+
+
+def test_multi_host_processes_agree_on_a_signal_every_sync_steps(monkeypatch):
+  """The stop flag's collective runs at multiples of sync_every only; a signal received between them
+  (here, on another host) stops every process at the next one."""
+  from jax.experimental import multihost_utils
+
+  calls = []
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(
+    multihost_utils, "process_allgather", lambda x: calls.append(int(x)) or np.array([int(x), 1 if calls else 0])
+  )
+  sig = loop.Sigterm(sync_every=25)
+  assert [sig.agreed(s) for s in (1, 24, 26, 49)] == ["", "", "", ""] and calls == []
+  assert sig.agreed(50) == "SIGTERM" and calls == [0]  # the other host's signal, this one's flag unset

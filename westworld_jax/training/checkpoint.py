@@ -48,6 +48,7 @@ PER_INVOCATION = (
   "data.num_threads",
   "data.prefetch",
   "data.shared_filesystem",
+  "data.shared_filesystem_stall_s",
   "model.fields_of",  # whose fields model.* holds (config_files.model_config): the built model is checked
 )
 # Changes on resume that make it another run (refused); every other change is reported and allowed.

@@ -7,7 +7,8 @@ collects: on its own disk an identical copy, on a shared one each environment on
 data/shards.env_lock, makes the others wait and then find it complete). On a shared filesystem
 whose locks do not reach across hosts, `data.shared_filesystem=True` has process 0 generate while
 the others watch the disk until the corpus is complete (no collective: a long generation cannot
-time one out).
+time one out), and give up with an error when nothing in it has changed for
+`data.shared_filesystem_stall_s` seconds (process 0 failed).
 """
 
 from __future__ import annotations
@@ -57,8 +58,7 @@ def ensure_corpus(data_cfg) -> list[str]:
       collect.collect(collect_cfg)
     else:
       logging.warning("waiting for process 0 to generate %d environments in %s", len(missing), data_cfg.corpus_dir)
-      while _missing(data_cfg.corpus_dir, envs):
-        time.sleep(5.0)
+      wait_for_leader(data_cfg.corpus_dir, envs, float(data_cfg.get("shared_filesystem_stall_s", 7200)))
     missing = _missing(data_cfg.corpus_dir, envs)
   if missing:
     raise shards.CorpusError(
@@ -67,6 +67,36 @@ def ensure_corpus(data_cfg) -> list[str]:
       "in the experiment config so the run generates it"
     )
   return envs
+
+
+def _last_change(corpus_dir: str) -> float:
+  """The newest modification time of anything under corpus_dir (0 when it does not exist yet)."""
+  latest = 0.0
+  for root, dirs, files in os.walk(corpus_dir):
+    for name in dirs + files:
+      try:
+        latest = max(latest, os.path.getmtime(os.path.join(root, name)))
+      except OSError:  # removed while walking (an atomic rename)
+        pass
+  return latest
+
+
+def wait_for_leader(corpus_dir: str, envs: list[str], stall_s: float, poll_s: float = 5.0) -> None:
+  """Waits until every environment of `envs` is complete in corpus_dir; raises CorpusError once nothing
+  under corpus_dir has changed for stall_s seconds (process 0 stopped generating)."""
+  seen, since = _last_change(corpus_dir), time.monotonic()
+  while _missing(corpus_dir, envs):
+    time.sleep(poll_s)
+    now = _last_change(corpus_dir)
+    if now != seen:
+      seen, since = now, time.monotonic()
+    elif time.monotonic() - since > stall_s:
+      missing = _missing(corpus_dir, envs)
+      raise shards.CorpusError(
+        f"corpus {corpus_dir}: nothing changed for {stall_s:.0f} s while waiting for process 0 to generate "
+        f"{len(missing)} environments ({missing[:3]}{' ...' if len(missing) > 3 else ''}): see process 0's log, "
+        "generate the corpus with `python -m westworld_jax.data.collect`, or raise data.shared_filesystem_stall_s"
+      )
 
 
 def training_environments(data_cfg) -> list[str]:

@@ -125,11 +125,13 @@ class StepLog:
 class Sigterm:
   """While entered, SIGTERM (preemption) and a first Ctrl-C (SIGINT) set `received` instead of killing
   the process; the loop saves and stops at the next step boundary (a second Ctrl-C interrupts at once).
-  `agreed()` is the flag of all processes of a multi-host run (each stops at the same step). Off the
-  main thread there is no signal handling."""
+  `agreed(step)` is the flag of all processes of a multi-host run (each stops at the same step): they
+  agree every `sync_every` steps, not every step (a collective per step would hold every host to the
+  slowest one's pace). Off the main thread there is no signal handling."""
 
-  def __init__(self):
+  def __init__(self, sync_every: int = 1):
     self.received = ""
+    self.sync_every = max(1, int(sync_every))
     self._old: dict = {}
 
   def _handle(self, signum, _frame) -> None:
@@ -145,10 +147,13 @@ class Sigterm:
         pass
     return self
 
-  def agreed(self) -> str:
-    """The signal's name if this process or (multi-host) any process received one, else ''."""
+  def agreed(self, step: int) -> str:
+    """The signal's name if this process or (multi-host, at a step that is a multiple of sync_every)
+    any process received one, else ''."""
     if jax.process_count() == 1:
       return self.received
+    if step % self.sync_every:
+      return ""
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
 
     got = multihost_utils.process_allgather(np.int32(bool(self.received)))
@@ -270,7 +275,7 @@ def _train(cfg, workdir: str) -> TrainResult:
   )
   log = StepLog(writer, bar, cfg.log.every, end, ckpt)
   val = None
-  with Sigterm() as sigterm:
+  with Sigterm(sync_every=cfg.log.every) as sigterm:
     try:
       with jax.set_mesh(mesh):
         s = start
@@ -284,7 +289,7 @@ def _train(cfg, workdir: str) -> TrainResult:
           log.add(s, metrics, tok, crc)
           bar.update(1)
 
-          preempted = sigterm.agreed()  # read once: a preempted run always saves before it stops
+          preempted = sigterm.agreed(s)  # read once: a preempted run always saves before it stops
           save = s % cfg.checkpoint.every == 0 or s == end or preempted
           validating = s % cfg.eval.every == 0 or s == cfg.total_steps
           if save or validating:
