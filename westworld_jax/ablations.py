@@ -8,6 +8,8 @@ OUT/<setting>/; OUT/results.json gathers one row per (variant, setting, robot):
   {"variant", "setting", "robot", "mae_x100_mean", "mae_x100_std", "first_step_mae_x100_mean",
    "first_step_mae_x100_std", "seeds"}
 and OUT/results.md and OUT/plots/ablations.png show them.
+With `--config.train_only=True` it trains (or resumes) the runs of `--config.variants` (and `--config.seeds`) and
+stops: one such process per core splits the runs, and a final invocation with every variant evaluates them.
 """
 
 from __future__ import annotations
