@@ -69,3 +69,23 @@ def test_rows_from_reports():
   assert r["mae_x100_mean"] == 7.0 and r["first_step_mae_x100_mean"] == 2.0 and r["seeds"] == 3
   md = ablations._markdown(rows, 3)
   assert "| westworld | 10.00 ± 0.10 (3.00) |" in md and np.isfinite(r["mae_x100_std"])
+
+
+def test_train_only_trains_the_selected_runs_and_evaluates_nothing(monkeypatch, tmp_path):
+  trained = []
+  monkeypatch.setattr(ablations.loop, "train_to_end", lambda cfg, wd: trained.append((wd, cfg.seed)))
+
+  def refuse(*a, **k):
+    raise AssertionError("train_only must not evaluate")
+
+  monkeypatch.setattr(ablations.evaluate_lib, "evaluate", refuse)
+  monkeypatch.setattr(ablations.few_shot_lib, "finetune", refuse)
+  cfg = CFG.copy_and_resolve_references()
+  cfg.train_only, cfg.variants, cfg.seeds = True, ("no_structure", "tdm"), (2,)
+  out = ablations.ablations(cfg, str(tmp_path))
+  assert trained == [
+    (ablations.run_dir(str(tmp_path), "no_structure", 2), 2),
+    (ablations.run_dir(str(tmp_path), "tdm", 2), 2),
+  ]
+  assert out["runs"] == {"no_structure": [trained[0][0]], "tdm": [trained[1][0]]}
+  assert not (tmp_path / "results.json").exists()

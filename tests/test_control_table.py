@@ -211,10 +211,9 @@ def test_a_training_run_stopped_by_a_signal_ends_the_table(monkeypatch):
   from westworld_jax.errors import Interrupted
   from westworld_jax.training import loop
 
-  for step, early in ((300, False), (29, True)):
-    monkeypatch.setattr(loop, "train", lambda cfg, wd, s=step, e=early: loop.TrainResult(None, s, [], None, e))
-    if not early:
-      assert loop.train_to_end(None, "wd").step == 300
+  monkeypatch.setattr(loop, "train", lambda cfg, wd: loop.TrainResult(None, 300, [], None, stopped_early=False))
+  assert loop.train_to_end(None, "wd").step == 300
+  monkeypatch.setattr(loop, "train", lambda cfg, wd: loop.TrainResult(None, 29, [], None, stopped_early=True))
   with pytest.raises(Interrupted, match="stopped at step 29: rerun the same command"):
     loop.train_to_end(None, "wd")
 

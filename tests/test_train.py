@@ -378,9 +378,7 @@ def test_multi_host_processes_agree_on_a_signal_every_sync_steps(monkeypatch):
 
   calls = []
   monkeypatch.setattr(jax, "process_count", lambda: 2)
-  monkeypatch.setattr(
-    multihost_utils, "process_allgather", lambda x: calls.append(int(x)) or np.array([int(x), 1 if calls else 0])
-  )
+  monkeypatch.setattr(multihost_utils, "process_allgather", lambda x: calls.append(int(x)) or np.array([int(x), 1]))
   sig = loop.Sigterm(sync_every=25)
   assert [sig.agreed(s) for s in (1, 24, 26, 49)] == ["", "", "", ""] and calls == []
   assert sig.agreed(50) == "SIGTERM" and calls == [0]  # the other host's signal, this one's flag unset

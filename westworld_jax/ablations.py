@@ -143,11 +143,9 @@ def plot(path: str, table: list[dict]) -> str:
 def ablations(cfg, outdir: str) -> dict:
   t0 = time.perf_counter()
   ckpts = pretrain(cfg, outdir)
+  runs = {name: [wd for n, wd in ckpts if n == name] for name in cfg.variants}
   if cfg.get("train_only"):
-    return {
-      "runs": {name: [wd for n, wd in ckpts if n == name] for name in cfg.variants},
-      "seconds": time.perf_counter() - t0,
-    }
+    return {"runs": runs, "seconds": time.perf_counter() - t0}
   reports = {"zero_shot": evaluate_lib.evaluate(cfg.zero_shot, ckpts, os.path.join(outdir, "zero_shot"))}
   if cfg.get("zero_shot_gait"):
     reports["zero_shot_gait"] = evaluate_lib.evaluate(cfg.zero_shot_gait, ckpts, os.path.join(outdir, "zero_shot_gait"))
@@ -164,7 +162,7 @@ def ablations(cfg, outdir: str) -> dict:
     "title": "ablations",
     "protocol": ev.PROTOCOL,
     "rows": table,
-    "runs": {name: [wd for n, wd in ckpts if n == name] for name in cfg.variants},
+    "runs": runs,
     "config": cfg.to_dict(),
     "seconds": time.perf_counter() - t0,
   }
@@ -176,7 +174,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   out = ablations(_CONFIG.value, _WORKDIR.value)
-  if "rows" not in out:
+  if _CONFIG.value.get("train_only"):
     print(
       f"trained {', '.join(out['runs'])} in {_WORKDIR.value}/runs ({out['seconds']:.0f}s); evaluate without train_only"
     )

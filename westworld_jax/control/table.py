@@ -30,7 +30,6 @@ from ml_collections import config_flags
 from westworld_jax import cli
 from westworld_jax.errors import UserError
 
-
 from westworld_jax.control import experiment  # imports neither jax nor mujoco (pinning comes first)
 
 _CONFIG = _WORKDIR = None  # flags, defined only when run as a program

@@ -8,7 +8,6 @@ import json
 import os
 from typing import Any, Iterable
 
-
 from westworld_jax import inference
 from westworld_jax.data import shards
 from westworld_jax.errors import UserError
